@@ -1,0 +1,176 @@
+"""Build an architecture into an ONNX model: trace, fill weights, describe, fold.
+
+The graph is always traced in training-faithful form (every ``state_dict`` tensor an
+initializer under its own key, BatchNormalization nodes included), then weights are filled
+from a checkpoint or a seeded torch-like initialisation, and finally — unless ``keep_bn`` —
+the :func:`~graphgen.passes.fold_batchnorm` pass produces the inference form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript._internal.builder import GraphBuilder
+
+from graphgen import __version__, registry
+from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
+from graphgen.nn import Init, Parameter
+from graphgen.passes import fold_batchnorm
+
+OPSET = 21
+# onnx 1.23 writes IR 14 by default, which onnxruntime 1.31 refuses; IR 10 goes with opset 21.
+IR_VERSION = 10
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+IMAGENET_CLASSES = 1000
+IGNORED_KEYS = ("num_batches_tracked",)  # torch BatchNorm bookkeeping, unused at inference
+
+
+class WeightsMismatchError(CheckpointError):
+    """The checkpoint's keys or shapes do not fit the architecture."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    num_classes: int | None = None  # None: the architecture's own (ImageNet's 1000)
+    resolution: int | None = None  # None: the architecture's default
+    batch: int | None = None  # None: dynamic batch dimension
+    keep_bn: bool = False
+    seed: int = 0
+    weights: str | Path | None = None
+
+
+def build(name: str, options: BuildOptions | None = None, *, state: StateDict | None = None) -> ir.Model:
+    """Build architecture ``name``; ``state`` (a loaded state_dict) overrides ``options.weights``."""
+    options = options or BuildOptions()
+    arch = registry.get(name)
+    num_classes = options.num_classes or IMAGENET_CLASSES
+    if num_classes < 1:
+        raise ValueError(f"--num-classes must be at least 1, got {num_classes}")
+    resolution = options.resolution or arch.resolution
+    if resolution < 32:
+        raise ValueError(f"--resolution must be at least 32, got {resolution}")
+    if options.batch is not None and options.batch < 1:
+        raise ValueError(f"--batch must be at least 1 or 'dynamic', got {options.batch}")
+
+    graph = trace(arch.make(num_classes), name, resolution, options.batch)
+    if state is None and options.weights is not None:
+        state = load_checkpoint(options.weights)
+    new_head = options.num_classes is not None and num_classes != IMAGENET_CLASSES
+    fill_weights(graph, state, seed=options.seed, reinitialise=arch.head if new_head else None)
+
+    model = ir.Model(graph, ir_version=IR_VERSION, producer_name="graphgen", producer_version=__version__)
+    model.doc_string = f"{arch.description or arch.name} — {arch.paper}. Reference: {arch.reference}."
+    model.metadata_props.update(describe(arch, resolution, num_classes, weights=options.weights))
+    return model if options.keep_bn else fold_batchnorm(model).model
+
+
+def trace(module, name: str, resolution: int, batch: int | None) -> ir.Graph:
+    """Run the module tree's forward on a symbolic input, recording one ONNX node per op."""
+    x = ir.Value(
+        name=INPUT_NAME,
+        shape=ir.Shape([batch if batch is not None else "batch", 3, resolution, resolution]),
+        type=ir.TensorType(ir.DataType.FLOAT),
+    )
+    graph = ir.Graph([x], [], nodes=[], opset_imports={"": OPSET}, name=name)
+    logits = module(GraphBuilder(graph).op, x)
+    logits.name = OUTPUT_NAME
+    graph.outputs.append(logits)
+    _make_node_names_unique(graph)
+    return graph
+
+
+def _make_node_names_unique(graph: ir.Graph) -> None:
+    """A module called twice (torchvision reuses ``relu``) emits two nodes of one name: number them."""
+    seen: Counter[str] = Counter()
+    for node in graph:
+        seen[node.name] += 1
+        if seen[node.name] > 1:
+            node.name = f"{node.name}_{seen[node.name] - 1}"
+
+
+def parameters(graph: ir.Graph) -> dict[str, Parameter]:
+    """The graph's state_dict entries by key, in definition order."""
+    return {key: value for key, value in graph.initializers.items() if isinstance(value, Parameter)}
+
+
+def fill_weights(graph: ir.Graph, state: StateDict | None, *, seed: int, reinitialise: str | None) -> None:
+    """Give every parameter a value: from ``state`` where given, else a seeded torch-like init.
+
+    ``reinitialise`` names the head whose checkpoint entries may differ in shape (a new number
+    of classes): those are initialised afresh instead of loaded.
+    """
+    params = parameters(graph)
+    if state is not None:
+        _check_fits(params, state, reinitialise)
+    rng = np.random.default_rng(seed)
+    for key, param in params.items():
+        if state is not None and key in state and tuple(state[key].shape) == tuple(param.shape):
+            array = np.ascontiguousarray(state[key], dtype=np.float32)
+        else:
+            array = _initial_value(param, rng)
+        param.const_value = ir.Tensor(array, name=key)
+
+
+def _initial_value(param: Parameter, rng: np.random.Generator) -> np.ndarray:
+    shape = tuple(param.shape)
+    if param.init is Init.ONES:
+        return np.ones(shape, np.float32)
+    if param.init is Init.ZEROS:
+        return np.zeros(shape, np.float32)
+    bound = np.float32(1.0 / np.sqrt(param.fan_in))
+    return rng.random(shape, dtype=np.float32) * (2 * bound) - bound
+
+
+def _check_fits(params: dict[str, Parameter], state: StateDict, reinitialise: str | None) -> None:
+    in_head = (lambda key: key.startswith(reinitialise + ".")) if reinitialise else (lambda key: False)
+    keys = [k for k in state if not k.endswith(IGNORED_KEYS)]  # checkpoint order, for readable errors
+    missing = [k for k in params if k not in state and not in_head(k)]
+    unexpected = [k for k in keys if k not in params]
+    mismatched = [
+        f"{k}: checkpoint {list(state[k].shape)}, model {list(params[k].shape)}"
+        for k in params
+        if k in state and tuple(state[k].shape) != tuple(params[k].shape) and not in_head(k)
+    ]
+    problems = [
+        (label, items)
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+        if items
+    ]
+    if problems:
+        lines = [f"{label} ({len(items)}): {', '.join(items[:5])}{' …' if len(items) > 5 else ''}" for label, items in problems]
+        raise WeightsMismatchError("checkpoint does not fit the architecture:\n  " + "\n  ".join(lines))
+
+
+def describe(arch: registry.Architecture, resolution: int, num_classes: int, *, weights: str | Path | None) -> dict[str, str]:
+    """The model's self-description, so a server can preprocess and label without being told."""
+    pre = arch.preprocess.at(resolution)
+    return {
+        "graphgen.architecture": arch.name,
+        "graphgen.family": arch.family,
+        "graphgen.paper": arch.paper,
+        "graphgen.reference": arch.reference,
+        "graphgen.input": f"{INPUT_NAME}: float32 NCHW, RGB, {resolution}x{resolution}",
+        "graphgen.resolution": str(resolution),
+        "graphgen.resize": str(pre.resize),
+        "graphgen.crop": str(pre.crop),
+        "graphgen.interpolation": pre.interpolation,
+        "graphgen.mean": json.dumps(list(pre.mean)),
+        "graphgen.std": json.dumps(list(pre.std)),
+        "graphgen.num_classes": str(num_classes),
+        "graphgen.labels": "imagenet1k" if num_classes == IMAGENET_CLASSES else "none",
+        "graphgen.weights": Path(weights).name if weights else "random",
+        "graphgen.version": __version__,
+    }
+
+
+def save(model: ir.Model, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ir.save(model, path)
+    return path

@@ -1,0 +1,8 @@
+"""Graph conversions on ONNX models: each a function model -> new model that never mutates its input."""
+
+from __future__ import annotations
+
+from graphgen.passes.base import PassResult
+from graphgen.passes.fold_batchnorm import fold_batchnorm
+
+__all__ = ["PassResult", "fold_batchnorm"]

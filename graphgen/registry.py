@@ -1,0 +1,106 @@
+"""The architecture registry: every buildable network, with what a user or server needs to know.
+
+Each family module (``graphgen/models/*.py``) registers its variants at import time. An entry
+holds the constructor of the module tree plus the facts that travel into the ONNX metadata:
+default resolution, preprocessing, the reference implementation and its published figures.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from graphgen import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the input tensor: resize the short side, centre-crop, scale, normalise."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def at(self, resolution: int) -> Preprocess:
+        """The same rule for another input resolution (the resize margin scales along)."""
+        if resolution == self.crop:
+            return self
+        resize = round(resolution * self.resize / self.crop)
+        return Preprocess(resize, resolution, self.mean, self.std, self.interpolation)
+
+
+def imagenet_eval(crop: int, resize: int | None = None, interpolation: str = "bilinear") -> Preprocess:
+    """torchvision's evaluation transform: resize to crop/0.875 (256 for 224), centre-crop."""
+    return Preprocess(resize or round(crop / 0.875), crop, interpolation=interpolation)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One buildable network.
+
+    ``make(num_classes)`` returns the module tree. ``head`` is the path of the final classifier,
+    replaced when a different number of classes is asked for. ``reference_params`` and
+    ``reference_gmacs`` are the published figures of ``reference`` (GMACs at the default
+    resolution), checked by the tests.
+    """
+
+    name: str
+    family: str
+    make: Callable[[int], nn.Module]
+    resolution: int
+    preprocess: Preprocess
+    head: str
+    reference: str
+    paper: str
+    reference_params: int | None = None
+    reference_gmacs: float | None = None
+    description: str = ""
+    tags: tuple[str, ...] = field(default=())
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+class UnknownArchitectureError(KeyError):
+    def __init__(self, name: str) -> None:
+        close = difflib.get_close_matches(name, _all().keys(), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "; run 'graphgen list' to see them all"
+        super().__init__(f"unknown architecture {name!r}{hint}")
+        self.message = self.args[0]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def register(*architectures: Architecture) -> None:
+    for arch in architectures:
+        if arch.name in _REGISTRY:
+            raise ValueError(f"architecture {arch.name!r} registered twice")
+        _REGISTRY[arch.name] = arch
+
+
+def _all() -> dict[str, Architecture]:
+    from graphgen import models  # noqa: F401  (importing the families registers them)
+
+    return _REGISTRY
+
+
+def get(name: str) -> Architecture:
+    try:
+        return _all()[name]
+    except KeyError:
+        raise UnknownArchitectureError(name) from None
+
+
+def names() -> list[str]:
+    return list(_all())
+
+
+def architectures() -> list[Architecture]:
+    return list(_all().values())

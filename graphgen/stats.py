@@ -1,0 +1,218 @@
+"""Per-layer statistics of an ONNX graph, as the lecture tables give them.
+
+One row per layer: a node, with the elementwise nodes that only transform its output
+(activation, BatchNorm) merged into it, as a lecture table shows "conv + ReLU" as one layer.
+
+* **Parameters** are counted the way torch counts them: weights, biases and BatchNorm γ/β, not
+  running statistics — whatever form the graph has (a folded Conv remembers what it absorbed).
+  The graph's own initializer size is reported beside it.
+* **MACs** are multiply-accumulates of convolutions and dense layers (what torchvision's
+  "GFLOPS" column counts); **FLOPs = 2 × MACs**.
+* **Activations** are the elements of each layer's output (views such as Flatten cost none).
+* **Training memory** (the lecture's estimate) = 2 × activation bytes (value and gradient)
+  + 3 × parameter bytes (value, gradient, momentum), float32. Adam would need 4×.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import onnx_ir as ir
+
+from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
+
+BYTES_PER_ELEMENT = 4
+ACTIVATION_FACTOR = 2
+PARAMETER_FACTOR = 3
+MIB = 1024**2
+# Ops that transform one input elementwise; merged into the layer that produced that input.
+_FOLLOWERS = {"Relu", "Clip", "BatchNormalization", "LeakyRelu", "HardSwish", "HardSigmoid", "Elu", "Selu"}
+_VIEWS = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity"}
+_BN_STATISTICS = (3, 4)  # BatchNormalization inputs: running mean and variance
+
+
+@dataclass
+class LayerStats:
+    name: str
+    op: str
+    output_shape: list[int]
+    params: int = 0
+    initializer_elements: int = 0
+    macs: int = 0
+    activations: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.activations * BYTES_PER_ELEMENT
+
+    @property
+    def training_memory_bytes(self) -> int:
+        # The input batch is stored once: nothing computes a gradient for it.
+        factor = 1 if self.op == "Input" else ACTIVATION_FACTOR
+        return (factor * self.activations + PARAMETER_FACTOR * self.params) * BYTES_PER_ELEMENT
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {
+            "flops": self.flops,
+            "activation_bytes": self.activation_bytes,
+            "training_memory_bytes": self.training_memory_bytes,
+        }
+
+
+@dataclass
+class ModelStats:
+    architecture: str
+    batch: int
+    rows: list[LayerStats] = field(default_factory=list)
+
+    def total(self, attribute: str) -> int:
+        return sum(getattr(row, attribute) for row in self.rows)
+
+    @property
+    def params(self) -> int:
+        return self.total("params")
+
+    @property
+    def macs(self) -> int:
+        return self.total("macs")
+
+    def as_dict(self) -> dict:
+        totals = {
+            key: self.total(key)
+            for key in ("params", "initializer_elements", "macs", "flops", "activations", "activation_bytes", "training_memory_bytes")
+        }
+        return {
+            "architecture": self.architecture,
+            "batch": self.batch,
+            "conventions": {
+                "macs": "multiply-accumulates of Conv/Gemm/MatMul",
+                "flops": "2 x MACs",
+                "params": "weights, biases, BatchNorm gamma/beta; not running statistics",
+                "training_memory": f"{ACTIVATION_FACTOR} x activation bytes + {PARAMETER_FACTOR} x parameter bytes, float32",
+            },
+            "rows": [row.as_dict() for row in self.rows],
+            "totals": totals,
+        }
+
+
+def _shape(value: ir.Value, batch: int) -> list[int]:
+    if value.shape is None:
+        return []
+    return [dim if isinstance(dim, int) else batch for dim in value.shape]
+
+
+def _node_params(node: ir.Node, counted: set[str]) -> tuple[int, int]:
+    """(reference parameters, initializer elements) of the node's constant inputs, each counted once."""
+    params = initializers = 0
+    for index, value in enumerate(node.inputs):
+        if value is None or not value.is_initializer() or value.const_value is None or value.name in counted:
+            continue
+        counted.add(value.name)
+        size = value.const_value.size
+        initializers += size
+        is_statistic = node.op_type == "BatchNormalization" and index in _BN_STATISTICS
+        if value.const_value.shape.rank() > 0 and not is_statistic:
+            params += size
+    if REFERENCE_PARAMS in node.metadata_props:
+        params = int(node.metadata_props[REFERENCE_PARAMS])
+    return params, initializers
+
+
+def _node_macs(node: ir.Node, batch: int) -> int:
+    if node.op_type == "Conv" and node.inputs[1] is not None and node.inputs[1].shape is not None:
+        out = _shape(node.outputs[0], batch)
+        weight = list(node.inputs[1].shape)
+        return math.prod(out) * math.prod(weight[1:])
+    if node.op_type == "Gemm":
+        rows = _shape(node.inputs[0], batch)[0]
+        weight = list(node.inputs[1].shape)
+        return rows * math.prod(weight)
+    if node.op_type == "MatMul":
+        a, b = _shape(node.inputs[0], batch), _shape(node.inputs[1], batch)
+        return math.prod(_shape(node.outputs[0], batch)) * (a[-1] if a else 0) if b else 0
+    return 0
+
+
+def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
+    """Statistics of every layer of ``model`` for a batch of ``batch`` inputs."""
+    graph = model.graph
+    stats = ModelStats(model.metadata_props.get("graphgen.architecture", graph.name or "model"), batch)
+    for value in graph.inputs:
+        if value.is_initializer():
+            continue
+        shape = _shape(value, batch)
+        stats.rows.append(LayerStats(value.name or "input", "Input", shape, activations=math.prod(shape)))
+
+    row_of: dict[int, LayerStats] = {}  # id(value) -> the row whose output it is
+    counted: set[str] = set()
+    for node in graph:
+        params, initializers = _node_params(node, counted)
+        source = node.inputs[0] if node.inputs else None
+        row = row_of.get(id(source)) if source is not None else None
+        out = node.outputs[0]
+        if node.op_type in _FOLLOWERS and row is not None and len(source.uses()) == 1 and not source.is_graph_output():
+            row.op += f"+{node.op_type}"
+            row.output_shape = _shape(out, batch)
+            row.params += params
+            row.initializer_elements += initializers
+        else:
+            shape = _shape(out, batch)
+            activations = 0 if node.op_type in _VIEWS else math.prod(shape)
+            row = LayerStats(node.name or node.op_type, node.op_type, shape, params, initializers, _node_macs(node, batch), activations)
+            stats.rows.append(row)
+        row_of[id(out)] = row
+    return stats
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def format_table(stats: ModelStats) -> str:
+    """The lecture-style table, with a totals row."""
+    header = ("layer", "op", "output", "params", "MACs", "FLOPs", "activations", "act MiB", "train MiB")
+    lines = []
+    for row in stats.rows:
+        lines.append((
+            row.name, row.op, "x".join(map(str, row.output_shape)), f"{row.params:,}", _human(row.macs),
+            _human(row.flops), f"{row.activations:,}", f"{row.activation_bytes / MIB:.1f}",
+            f"{row.training_memory_bytes / MIB:.1f}",
+        ))  # fmt: skip
+    totals = stats.as_dict()["totals"]
+    lines.append((
+        "TOTAL", "", "", f"{totals['params']:,}", _human(totals["macs"]), _human(totals["flops"]),
+        f"{totals['activations']:,}", f"{totals['activation_bytes'] / MIB:.1f}",
+        f"{totals['training_memory_bytes'] / MIB:.1f}",
+    ))  # fmt: skip
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
+    numeric = set(range(3, len(header)))
+
+    def render(cells) -> str:
+        return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    body = [render(header), rule, *map(render, lines[:-1]), rule, render(lines[-1])]
+    notes = (
+        f"batch {stats.batch}; FLOPs = 2 x MACs; params exclude BatchNorm running statistics; "
+        f"initializer elements in the graph: {totals['initializer_elements']:,}; "
+        f"train MiB = {ACTIVATION_FACTOR} x activations + {PARAMETER_FACTOR} x params (float32)"
+    )
+    return "\n".join([*body, notes])
+
+
+def summary(stats: ModelStats) -> str:
+    """One line: the totals people quote."""
+    return (
+        f"{stats.architecture}: {stats.params:,} parameters, {stats.macs / 1e9:.3f} GMACs "
+        f"({2 * stats.macs / 1e9:.3f} GFLOPs) at batch {stats.batch}, "
+        f"{stats.total('activations'):,} activations, "
+        f"~{stats.total('training_memory_bytes') / MIB:,.1f} MiB to train"
+    )
