@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class BuildOptions:
     keep_bn: bool = False
     seed: int = 0
     weights: str | Path | None = None
+    variant: dict[str, object] = field(default_factory=dict)  # architecture options, e.g. {"deploy": True}
 
 
 def build(name: str, options: BuildOptions | None = None, *, state: StateDict | None = None) -> ir.Model:
@@ -52,13 +53,18 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     num_classes = options.num_classes or IMAGENET_CLASSES
     if num_classes < 1:
         raise ValueError(f"--num-classes must be at least 1, got {num_classes}")
-    resolution = options.resolution or arch.resolution
+    unsupported = sorted(set(options.variant) - set(arch.options))
+    if unsupported:
+        accepted = ", ".join(f"--{o}" for o in arch.options) or "none"
+        raise ValueError(f"{name} does not take --{unsupported[0]} (its options: {accepted})")
+    module = arch.make(num_classes, **options.variant)
+    resolution = options.resolution or getattr(module, "default_resolution", arch.resolution)
     if resolution < 32:
         raise ValueError(f"--resolution must be at least 32, got {resolution}")
     if options.batch is not None and options.batch < 1:
         raise ValueError(f"--batch must be at least 1 or 'dynamic', got {options.batch}")
 
-    graph = trace(arch.make(num_classes), name, resolution, options.batch)
+    graph = trace(module, name, resolution, options.batch)
     if state is None and options.weights is not None:
         state = load_checkpoint(options.weights)
     new_head = options.num_classes is not None and num_classes != IMAGENET_CLASSES
@@ -78,9 +84,14 @@ def trace(module, name: str, resolution: int, batch: int | None) -> ir.Graph:
         type=ir.TensorType(ir.DataType.FLOAT),
     )
     graph = ir.Graph([x], [], nodes=[], opset_imports={"": OPSET}, name=name)
-    logits = module(GraphBuilder(graph).op, x)
-    logits.name = OUTPUT_NAME
-    graph.outputs.append(logits)
+    result = module(GraphBuilder(graph).op, x)
+    outputs = list(result) if isinstance(result, tuple | list) else [result]
+    names = getattr(module, "output_names", [OUTPUT_NAME])
+    if len(names) != len(outputs):
+        raise ValueError(f"{name}: module returned {len(outputs)} outputs for names {names}")
+    for value, output_name in zip(outputs, names):
+        value.name = output_name
+        graph.outputs.append(value)
     _make_node_names_unique(graph)
     return graph
 
@@ -139,15 +150,24 @@ def _check_fits(params: dict[str, Parameter], state: StateDict, reinitialise: st
     ]
     problems = [
         (label, items)
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
         if items
     ]
     if problems:
-        lines = [f"{label} ({len(items)}): {', '.join(items[:5])}{' …' if len(items) > 5 else ''}" for label, items in problems]
+        lines = [
+            f"{label} ({len(items)}): {', '.join(items[:5])}{' …' if len(items) > 5 else ''}"
+            for label, items in problems
+        ]
         raise WeightsMismatchError("checkpoint does not fit the architecture:\n  " + "\n  ".join(lines))
 
 
-def describe(arch: registry.Architecture, resolution: int, num_classes: int, *, weights: str | Path | None) -> dict[str, str]:
+def describe(
+    arch: registry.Architecture, resolution: int, num_classes: int, *, weights: str | Path | None
+) -> dict[str, str]:
     """The model's self-description, so a server can preprocess and label without being told."""
     pre = arch.preprocess.at(resolution)
     return {

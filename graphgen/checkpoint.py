@@ -88,8 +88,7 @@ class _PendingTensor:
         last = self.offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else -1
         if last >= base.size:
             raise CheckpointError(
-                f"tensor of size {list(size)} reaches past its storage {self.storage.key!r} "
-                f"({base.size} elements)"
+                f"tensor of size {list(size)} reaches past its storage {self.storage.key!r} ({base.size} elements)"
             )
         view = np.lib.stride_tricks.as_strided(
             base[self.offset :], shape=size, strides=[s * base.itemsize for s in stride]
@@ -161,9 +160,7 @@ def _unpickle(data: bytes | BinaryIO) -> tuple[Any, dict[str, _Storage]]:
 def _attach(storage: _Storage, raw: bytes | memoryview) -> None:
     itemsize = storage.type.dtype.itemsize
     if len(raw) < storage.numel * itemsize:
-        raise CheckpointError(
-            f"storage {storage.key!r} holds {len(raw)} bytes, needs {storage.numel * itemsize}"
-        )
+        raise CheckpointError(f"storage {storage.key!r} holds {len(raw)} bytes, needs {storage.numel * itemsize}")
     storage.array = np.frombuffer(raw, dtype=storage.type.dtype, count=storage.numel)
 
 

@@ -34,7 +34,11 @@ class Progress:
         if self.enabled:
             filled = round(20 * self.done / self.total)
             elapsed = time.perf_counter() - self.start
-            print(f"\r{self.label} [{'#' * filled}{'.' * (20 - filled)}] {what:<24} {elapsed:5.1f}s", end="", file=sys.stderr)
+            print(
+                f"\r{self.label} [{'#' * filled}{'.' * (20 - filled)}] {what:<24} {elapsed:5.1f}s",
+                end="",
+                file=sys.stderr,
+            )
             if self.done == self.total:
                 print(file=sys.stderr)
 
@@ -89,7 +93,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(row["name"]) for row in rows)
     print(f"{'name':<{width}}  {'family':<18}  {'parameters':>13}  {'res':>4}  description")
     for row in rows:
-        print(f"{row['name']:<{width}}  {row['family']:<18}  {row['parameters']:>13,}  {row['resolution']:>4}  {row['description']}")
+        print(
+            f"{row['name']:<{width}}  {row['family']:<18}  {row['parameters']:>13,}  {row['resolution']:>4}  {row['description']}"
+        )
     return 0
 
 
@@ -97,9 +103,10 @@ def _build_options(args: argparse.Namespace):
     from graphgen.build import BuildOptions
 
     batch = args.batch if args.command == "build" else None  # stats: --batch sizes the figures
+    variant = {key: getattr(args, key) for key in VARIANT_OPTIONS if getattr(args, key) not in (None, False)}
     return BuildOptions(
         num_classes=args.num_classes, resolution=args.resolution, batch=batch,
-        keep_bn=args.keep_bn, seed=args.seed, weights=args.weights,
+        keep_bn=args.keep_bn, seed=args.seed, weights=args.weights, variant=variant,
     )  # fmt: skip
 
 
@@ -160,9 +167,31 @@ def _add_build_options(parser: argparse.ArgumentParser, batch: bool = True) -> N
     parser.add_argument("--num-classes", type=_positive, metavar="N", help="new classifier head with N classes")
     parser.add_argument("--resolution", type=_positive, metavar="R", help="input height and width")
     if batch:
-        parser.add_argument("--batch", type=_positive_or_dynamic, default=None, metavar="N|dynamic", help="batch dimension (default: dynamic)")
+        parser.add_argument(
+            "--batch",
+            type=_positive_or_dynamic,
+            default=None,
+            metavar="N|dynamic",
+            help="batch dimension (default: dynamic)",
+        )
     parser.add_argument("--keep-bn", action="store_true", help="emit BatchNormalization nodes instead of folding them")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
+    variant = parser.add_argument_group(
+        "architecture options (each architecture takes some; 'graphgen list' shows which)"
+    )
+    variant.add_argument("--phi", type=float, help="EfficientNet compound-scaling coefficient (any real >= 0)")
+    variant.add_argument("--width", type=float, help="width multiplier (MobileNets)")
+    variant.add_argument("--deploy", action="store_true", help="RepVGG/ParNet: natively built single-branch form")
+    variant.add_argument(
+        "--form", choices=["grouped", "branches"], help="ResNeXt: grouped convolution or G parallel branches"
+    )
+    variant.add_argument(
+        "--aux", action="store_true", help="Inception/GoogLeNet: add the auxiliary heads as extra outputs"
+    )
+    variant.add_argument("--activation", choices=["relu", "silu"], help="ParNet activation")
+
+
+VARIANT_OPTIONS = ("phi", "width", "deploy", "form", "aux", "activation")
 
 
 # Modules that add subcommands: each exposes add_parser(subparsers) setting `func`.
@@ -204,7 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = make_parser()
     args = parser.parse_args(argv)
-    handled: tuple[type[BaseException], ...] = (UserError, registry.UnknownArchitectureError, CheckpointError, ValueError, OSError)
+    handled: tuple[type[BaseException], ...] = (
+        UserError,
+        registry.UnknownArchitectureError,
+        CheckpointError,
+        ValueError,
+        OSError,
+    )
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

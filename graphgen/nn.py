@@ -51,7 +51,7 @@ def _pair(value: IntPair) -> tuple[int, int]:
 
 def scope_name(op: OpBuilder) -> str:
     """The dotted path of the module being traced, e.g. ``layer3.1.conv2``."""
-    return ".".join(op.builder._scope_name_parts())  # noqa: SLF001 - the builder keeps the scope stack
+    return ".".join(op.builder._scope_name_parts())
 
 
 def emit(op: OpBuilder, op_type: str, *inputs: ir.Value | None, suffix: str = "", **attributes) -> ir.Value:
@@ -181,7 +181,9 @@ Dropout = Identity
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0, ceil_mode: bool = False) -> None:
+    def __init__(
+        self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0, ceil_mode: bool = False
+    ) -> None:
         super().__init__()
         self.kernel, self.stride = _pair(kernel_size), _pair(stride if stride is not None else kernel_size)
         self.padding, self.ceil_mode = _pair(padding), ceil_mode

@@ -44,15 +44,21 @@ def imagenet_eval(crop: int, resize: int | None = None, interpolation: str = "bi
 class Architecture:
     """One buildable network.
 
-    ``make(num_classes)`` returns the module tree. ``head`` is the path of the final classifier,
-    replaced when a different number of classes is asked for. ``reference_params`` and
-    ``reference_gmacs`` are the published figures of ``reference`` (GMACs at the default
+    ``make(num_classes, **options)`` returns the module tree; ``options`` names the variant
+    options it accepts (``phi``, ``width``, ``deploy``, ``form``, ``aux``, ``activation``). A
+    module may set ``default_resolution`` (compound scaling does) and ``output_names`` (extra
+    outputs such as auxiliary heads). ``head`` is the path of the final classifier, replaced when
+    a different number of classes is asked for.
+
+    ``reference`` is ``torchvision.models.<fn>`` or ``timm.<name>`` where one exists — the
+    reference-parity tests build it with ``reference_kwargs`` — or prose naming the source.
+    ``reference_params`` and ``reference_gmacs`` are its published figures (GMACs at the default
     resolution), checked by the tests.
     """
 
     name: str
     family: str
-    make: Callable[[int], nn.Module]
+    make: Callable[..., nn.Module]
     resolution: int
     preprocess: Preprocess
     head: str
@@ -61,7 +67,16 @@ class Architecture:
     reference_params: int | None = None
     reference_gmacs: float | None = None
     description: str = ""
-    tags: tuple[str, ...] = field(default=())
+    options: tuple[str, ...] = ()
+    reference_kwargs: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def torch_reference(self) -> tuple[str, str] | None:
+        """("torchvision", fn) or ("timm", name) when the reference is a torch model."""
+        for prefix, library in (("torchvision.models.", "torchvision"), ("timm.", "timm")):
+            if self.reference.startswith(prefix):
+                return library, self.reference[len(prefix) :]
+        return None
 
 
 _REGISTRY: dict[str, Architecture] = {}

@@ -84,7 +84,15 @@ class ModelStats:
     def as_dict(self) -> dict:
         totals = {
             key: self.total(key)
-            for key in ("params", "initializer_elements", "macs", "flops", "activations", "activation_bytes", "training_memory_bytes")
+            for key in (
+                "params",
+                "initializer_elements",
+                "macs",
+                "flops",
+                "activations",
+                "activation_bytes",
+                "training_memory_bytes",
+            )
         }
         return {
             "architecture": self.architecture,
@@ -163,7 +171,15 @@ def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
         else:
             shape = _shape(out, batch)
             activations = 0 if node.op_type in _VIEWS else math.prod(shape)
-            row = LayerStats(node.name or node.op_type, node.op_type, shape, params, initializers, _node_macs(node, batch), activations)
+            row = LayerStats(
+                node.name or node.op_type,
+                node.op_type,
+                shape,
+                params,
+                initializers,
+                _node_macs(node, batch),
+                activations,
+            )
             stats.rows.append(row)
         row_of[id(out)] = row
     return stats
@@ -196,7 +212,9 @@ def format_table(stats: ModelStats) -> str:
     numeric = set(range(3, len(header)))
 
     def render(cells) -> str:
-        return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
 
     rule = "  ".join("-" * w for w in widths)
     body = [render(header), rule, *map(render, lines[:-1]), rule, render(lines[-1])]

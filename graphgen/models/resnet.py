@@ -32,7 +32,9 @@ class ResNetConfig:
     width_per_group: int = 64
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+def conv_bn(
+    in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1
+) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     """A bias-free convolution with 'same' padding and the BatchNorm after it."""
     conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
     return conv, nn.BatchNorm2d(out_channels)

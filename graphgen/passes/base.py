@@ -40,5 +40,7 @@ def set_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarray) -> None
 
 
 def remove_unused_initializers(graph: ir.Graph) -> None:
-    for name in [name for name, value in graph.initializers.items() if not value.uses() and not value.is_graph_output()]:
+    for name in [
+        name for name, value in graph.initializers.items() if not value.uses() and not value.is_graph_output()
+    ]:
         del graph.initializers[name]
