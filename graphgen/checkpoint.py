@@ -21,7 +21,7 @@ import struct
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
     let alone called. Persistent ids must name a storage of a known type.
     """
 
-    _ALLOWED: dict[tuple[str, str], Any] = {
+    _ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
         ("collections", "OrderedDict"): OrderedDict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,

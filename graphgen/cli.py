@@ -140,7 +140,7 @@ def _load_model(source: str, args: argparse.Namespace):
     if source in registry.names():
         return build(source, _build_options(args))
     path = Path(source)
-    if not path.suffix == ".onnx" and not path.exists():
+    if path.suffix != ".onnx" and not path.exists():
         registry.get(source)  # raises "unknown architecture ... did you mean"
     if not path.is_file():
         raise UserError(f"{source}: no such file")
