@@ -20,6 +20,7 @@ from onnxscript._internal.builder import GraphBuilder
 from graphgen import __version__, registry
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
 from graphgen.nn import Init, Parameter
+from graphgen.onnx_io import save_model
 from graphgen.passes import fold_batchnorm
 
 OPSET = 21
@@ -190,7 +191,5 @@ def describe(
 
 
 def save(model: ir.Model, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ir.save(model, path)
-    return path
+    """Write the model as one .onnx file (weights streamed from their arrays: see onnx_io)."""
+    return save_model(model, path)

@@ -49,8 +49,9 @@ def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node) -> bool:
     if bias_value is not None and bias is None:
         return False  # a computed bias cannot be folded ahead of time
     eps = bn.attributes.get_float("epsilon", 1e-5)
+    # The per-channel factors in float64; the weights themselves scale in their own precision.
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
-    new_weight = weight.astype(np.float64) * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+    new_weight = weight * scale.astype(weight.dtype).reshape(-1, *([1] * (weight.ndim - 1)))
     old_bias = bias.astype(np.float64) if bias is not None else 0.0
     new_bias = (old_bias - mean) * scale + beta
 
