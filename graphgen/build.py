@@ -51,7 +51,7 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     """Build architecture ``name``; ``state`` (a loaded state_dict) overrides ``options.weights``."""
     options = options or BuildOptions()
     arch = registry.get(name)
-    num_classes = options.num_classes or IMAGENET_CLASSES
+    num_classes = options.num_classes or arch.num_classes
     if num_classes < 1:
         raise ValueError(f"--num-classes must be at least 1, got {num_classes}")
     unsupported = sorted(set(options.variant) - set(arch.options))
@@ -68,7 +68,10 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     graph = trace(module, name, resolution, options.batch)
     if state is None and options.weights is not None:
         state = load_checkpoint(options.weights)
-    new_head = options.num_classes is not None and num_classes != IMAGENET_CLASSES
+    if state is not None and hasattr(module, "adapt_state_dict"):
+        # A module whose form differs from its checkpoint's (ResNeXt branches, no aux heads) maps the keys.
+        state = module.adapt_state_dict(state)
+    new_head = options.num_classes is not None and num_classes != arch.num_classes
     fill_weights(graph, state, seed=options.seed, reinitialise=arch.head if new_head else None)
 
     model = ir.Model(graph, ir_version=IR_VERSION, producer_name="graphgen", producer_version=__version__)

@@ -47,8 +47,9 @@ class Architecture:
     ``make(num_classes, **options)`` returns the module tree; ``options`` names the variant
     options it accepts (``phi``, ``width``, ``deploy``, ``form``, ``aux``, ``activation``). A
     module may set ``default_resolution`` (compound scaling does) and ``output_names`` (extra
-    outputs such as auxiliary heads). ``head`` is the path of the final classifier, replaced when
-    a different number of classes is asked for.
+    outputs such as auxiliary heads) and ``adapt_state_dict(state) -> state`` (maps a reference
+    checkpoint onto a form whose keys differ, e.g. ResNeXt's parallel branches). ``head`` is the
+    path of the final classifier, replaced when a different number of classes is asked for.
 
     ``reference`` is ``torchvision.models.<fn>`` or ``timm.<name>`` where one exists — the
     reference-parity tests build it with ``reference_kwargs`` — or prose naming the source.
@@ -69,6 +70,7 @@ class Architecture:
     description: str = ""
     options: tuple[str, ...] = ()
     reference_kwargs: dict[str, object] = field(default_factory=dict)
+    num_classes: int = 1000  # the reference's classes (ImageNet-1k unless, e.g., a CIFAR model)
 
     @property
     def torch_reference(self) -> tuple[str, str] | None:

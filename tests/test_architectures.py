@@ -27,7 +27,7 @@ def test_builds_checks_runs_and_counts(name, tmp_path, ort_cpu):
 
     x = np.random.default_rng(0).standard_normal((2, 3, arch.resolution, arch.resolution), dtype=np.float32)
     (logits, *_) = ort_cpu(path).run(None, {"input": x})
-    assert logits.shape == (2, 1000)
+    assert logits.shape == (2, arch.num_classes)
     assert np.isfinite(logits).all()
 
     stats = layer_stats(onnx_ir_load(path), batch=1)
