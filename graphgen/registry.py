@@ -8,6 +8,7 @@ default resolution, preprocessing, the reference implementation and its publishe
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +39,16 @@ class Preprocess:
 def imagenet_eval(crop: int, resize: int | None = None, interpolation: str = "bilinear") -> Preprocess:
     """torchvision's evaluation transform: resize to crop/0.875 (256 for 224), centre-crop."""
     return Preprocess(resize or round(crop / 0.875), crop, interpolation=interpolation)
+
+
+def timm_eval(
+    crop: int,
+    crop_pct: float = 0.875,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> Preprocess:
+    """timm's evaluation transform from a model's pretrained config: resize to floor(crop / crop_pct), bicubic."""
+    return Preprocess(math.floor(crop / crop_pct), crop, mean, std, "bicubic")
 
 
 @dataclass(frozen=True)
