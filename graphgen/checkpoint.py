@@ -93,7 +93,7 @@ class _PendingTensor:
         view = np.lib.stride_tricks.as_strided(
             base[self.offset :], shape=size, strides=[s * base.itemsize for s in stride]
         )
-        array = np.ascontiguousarray(view)
+        array = view.copy()  # contiguous; unlike ascontiguousarray it keeps 0-d tensors 0-d
         if self.storage.type.name == _BFLOAT16:
             array = (array.astype(np.uint32) << 16).view(np.float32)
         return array
