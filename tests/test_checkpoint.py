@@ -119,7 +119,6 @@ def test_storage_key_cannot_reach_outside_the_archive(tmp_path):
     with zipfile.ZipFile(good) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     pkl_name = next(name for name in members if name.endswith("data.pkl"))
-    prefix = pkl_name[: -len("data.pkl")]
     pkl = members[pkl_name].replace(b"X\x01\x00\x00\x000", b"X\x10\x00\x00\x00../../etc/passwd")
     assert pkl != members[pkl_name], "storage key not found in the pickle"
     evil = tmp_path / "evil.pth"
