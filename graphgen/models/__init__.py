@@ -1,3 +1,3 @@
 """Architecture families; importing this package registers every one of them."""
 
-from graphgen.models import alexnet, efficientnet_lite, resnet, vgg  # noqa: F401
+from graphgen.models import alexnet, efficientnet_lite, mobilenet, resnet, vgg  # noqa: F401
