@@ -83,6 +83,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             "parameters": count_parameters(arch),
             "resolution": arch.resolution,
             "reference": arch.reference,
+            "options": [f"--{option}" for option in arch.options],
             "description": arch.description,
         }
         for arch in registry.architectures()
