@@ -134,21 +134,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _load_model(source: str, args: argparse.Namespace):
     """An architecture name is built (with the given options); anything else is read as an ONNX file."""
-    import onnx_ir as ir
-
     from graphgen.build import build
+    from graphgen.onnx_io import load_model
 
     if source in registry.names():
         return build(source, _build_options(args))
     path = Path(source)
     if path.suffix != ".onnx" and not path.exists():
         registry.get(source)  # raises "unknown architecture ... did you mean"
-    if not path.is_file():
-        raise UserError(f"{source}: no such file")
-    try:
-        return ir.load(path)
-    except Exception as error:  # onnx raises several types for a corrupt file
-        raise UserError(f"{source}: not a readable ONNX model ({type(error).__name__}: {error})") from None
+    return load_model(path)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

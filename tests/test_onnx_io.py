@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+import pytest
 from onnx import numpy_helper
 
 from graphgen.build import build
@@ -31,3 +32,53 @@ def test_saving_leaves_the_model_untouched(tmp_path):
     before = set(model.graph.initializers)
     save_model(model, tmp_path / "m.onnx")
     assert set(model.graph.initializers) == before
+
+
+def _with_external_data(tmp_path, location: str):
+    """A model whose weights live in an external file, then re-pointed at ``location``."""
+
+    model_dir = tmp_path / "repo" / "m" / "1"
+    model_dir.mkdir(parents=True)
+    ir.save(build("resnet18"), model_dir / "model.onnx", external_data="weights.bin")
+    proto = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(proto, str(model_dir / "model.onnx"))
+    return model_dir
+
+
+def test_external_data_inside_the_directory_loads(tmp_path):
+    from graphgen.onnx_io import load_model
+
+    model_dir = _with_external_data(tmp_path, "weights.bin")
+    model = load_model(model_dir / "model.onnx")
+    assert model.graph.initializers["fc.weight"].const_value.numpy().shape == (1000, 512)
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "missing"])
+def test_external_data_outside_the_directory_is_refused(tmp_path, kind):
+    from graphgen.onnx_io import ModelFileError, load_model
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\0" * 4096)
+    location = {"dotdot": "../../../secret.bin", "absolute": str(secret), "symlink": "link.bin", "missing": "nope.bin"}[
+        kind
+    ]
+    model_dir = _with_external_data(tmp_path, location)
+    if kind == "symlink":
+        (model_dir / "link.bin").symlink_to(secret)
+    with pytest.raises(
+        ModelFileError, match="outside the model's directory" if kind != "missing" else "missing external data"
+    ):
+        load_model(model_dir / "model.onnx")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x07 not a model", b"\xff" * 100])
+def test_corrupt_files_are_refused(tmp_path, content):
+    from graphgen.onnx_io import ModelFileError, load_model
+
+    (tmp_path / "bad.onnx").write_bytes(content)
+    with pytest.raises(ModelFileError, match="ONNX model"):
+        load_model(tmp_path / "bad.onnx")
