@@ -8,10 +8,11 @@ Writing (:func:`save_model`) avoids building one giant protobuf message.
 
 Serialising a model through protobuf copies every weight twice (array → TensorProto →
 serialized bytes), which for VGG's 0.5 GB dominates a build. Instead the model is written as
-its small skeleton (everything but the large initializers), followed by a second occurrence of
-``ModelProto.graph`` that holds only those initializers, each streamed straight from its array.
-Protobuf parsers merge repeated occurrences of an embedded message field and append repeated
-fields, so every reader (onnx, onnxruntime, Netron) sees one graph with all its initializers.
+its small skeleton (everything but the large initializers) with the large initializers streamed
+straight from their arrays onto the end of the skeleton's ``ModelProto.graph`` field: its length
+prefix counts them, and a message's fields may come in any order, so every reader sees one graph.
+The graph must stay one field: protobuf's own parsers would merge a second occurrence of
+``ModelProto.graph`` into the first, but Netron's reader keeps only the last (an empty graph).
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def save_model(model: ir.Model, path: str | Path) -> Path:
     ]
     for value in streamed:
         del skeleton.graph.initializers[value.name]
-    head = ir.serde.serialize_model(skeleton).SerializeToString()
+    proto = ir.serde.serialize_model(skeleton)
+    graph = proto.graph.SerializeToString()
+    proto.ClearField("graph")
+    head = proto.SerializeToString()
 
     records = []
     for value in streamed:
@@ -78,13 +82,13 @@ def save_model(model: ir.Model, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as file:
         file.write(head)
-        if records:
-            file.write(_key(_MODEL_GRAPH, fragment_length))
-            for header, data, tensor_length in records:
-                file.write(_key(_GRAPH_INITIALIZER, tensor_length))
-                file.write(header)
-                file.write(_key(_TENSOR_RAW_DATA, data.nbytes))
-                file.write(memoryview(data).cast("B"))
+        file.write(_key(_MODEL_GRAPH, len(graph) + fragment_length))
+        file.write(graph)
+        for header, data, tensor_length in records:
+            file.write(_key(_GRAPH_INITIALIZER, tensor_length))
+            file.write(header)
+            file.write(_key(_TENSOR_RAW_DATA, data.nbytes))
+            file.write(memoryview(data).cast("B"))
     return path
 
 
