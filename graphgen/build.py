@@ -77,6 +77,8 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     model = ir.Model(graph, ir_version=IR_VERSION, producer_name="graphgen", producer_version=__version__)
     model.doc_string = f"{arch.description or arch.name} — {arch.paper}. Reference: {arch.reference}."
     model.metadata_props.update(describe(arch, resolution, num_classes, weights=options.weights))
+    # A module may describe its variant further, e.g. compound scaling records its φ and multipliers.
+    model.metadata_props.update(getattr(module, "metadata", {}))
     return model if options.keep_bn else fold_batchnorm(model).model
 
 

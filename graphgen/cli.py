@@ -148,12 +148,16 @@ def _load_model(source: str, args: argparse.Namespace):
 def cmd_stats(args: argparse.Namespace) -> int:
     from graphgen.stats import format_table, layer_stats, summary
 
-    stats = layer_stats(_load_model(args.name, args), args.batch)
+    model = _load_model(args.name, args)
+    stats = layer_stats(model, args.batch)
+    scaling = model.metadata_props.get("graphgen.scaling")  # EfficientNet: φ / released-table multipliers
     if args.json:
-        print(json.dumps(stats.as_dict(), indent=2))
+        print(json.dumps(stats.as_dict() | ({"scaling": scaling} if scaling else {}), indent=2))
     else:
         print(format_table(stats))
         print(summary(stats))
+        if scaling:
+            print(f"scaling: {scaling}")
     return 0
 
 
