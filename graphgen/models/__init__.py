@@ -1,3 +1,13 @@
 """Architecture families; importing this package registers every one of them."""
 
-from graphgen.models import alexnet, efficientnet, efficientnet_lite, mobilenet, resnet, vgg  # noqa: F401
+from graphgen.models import (  # noqa: F401
+    alexnet,
+    efficientnet,
+    efficientnet_lite,
+    mobilenet,
+    resnet,
+    resnext,
+    senet,
+    vgg,
+    wide_resnet,
+)
