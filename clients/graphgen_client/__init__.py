@@ -1,0 +1,1 @@
+"""A client of graphgen's gRPC server: classify images, list models, check health."""

@@ -1,0 +1,103 @@
+"""``Client(address).classify(paths_or_bytes, model=..., top_k=5, profile=True)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+from graphgen_protos import classifier_pb2 as pb
+from graphgen_protos import classifier_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:8001"
+MAX_MESSAGE_BYTES = 64 << 20
+
+ImageSource = str | Path | bytes
+
+
+class ClientError(Exception):
+    """The server answered with an error status (``code`` is the grpc.StatusCode)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
+
+
+def _read(image: ImageSource) -> bytes:
+    return image if isinstance(image, bytes) else Path(image).read_bytes()
+
+
+class Client:
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, *, timeout: float = 60.0, max_message_bytes: int = MAX_MESSAGE_BYTES
+    ) -> None:
+        self.address, self.timeout = address, timeout
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        self._classifier = classifier_pb2_grpc.ClassifierStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise ClientError(error.code(), error.details() or "") from None
+
+    def classify(
+        self, images: ImageSource | Sequence[ImageSource], *, model: str, top_k: int = 5, profile: bool = False,
+        version: str = "",
+    ) -> pb.ClassifyResponse:  # fmt: skip
+        """Classify encoded images (file paths or bytes: JPEG, PNG, ... of any size) in one request."""
+        batch = [images] if isinstance(images, str | Path | bytes) else list(images)
+        request = pb.ClassifyRequest(
+            model=model, version=version, images=[_read(i) for i in batch], top_k=top_k, profile=profile
+        )
+        return self._call(self._classifier.Classify, request)
+
+    def classify_tensor(
+        self, array: np.ndarray, *, model: str, top_k: int = 5, profile: bool = False, version: str = ""
+    ) -> pb.ClassifyResponse:
+        """Classify an already preprocessed float32 NCHW batch."""
+        array = np.ascontiguousarray(array, dtype="<f4")
+        tensor = pb.Tensor(shape=array.shape, data=array.tobytes())
+        request = pb.ClassifyRequest(model=model, version=version, tensor=tensor, top_k=top_k, profile=profile)
+        return self._call(self._classifier.Classify, request)
+
+    def models(self) -> list[pb.ModelInfo]:
+        return list(self._call(self._classifier.ListModels, pb.ListModelsRequest()).models)
+
+    def health(self, service: str = "") -> str:
+        """SERVING, NOT_SERVING, ... for the server as a whole ("") or one service."""
+        answer = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+    def wait_until_serving(self, timeout: float = 30.0) -> None:
+        """Poll the health service until it says SERVING (raises TimeoutError after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                last = self.health()
+                if last == "SERVING":
+                    return
+            except ClientError as error:
+                last = str(error)
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.address} not serving after {timeout:.0f}s ({last})")

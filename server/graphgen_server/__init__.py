@@ -1,0 +1,1 @@
+"""graphgen's gRPC inference server: classification, per-layer profiling, the KServe v2 protocol."""

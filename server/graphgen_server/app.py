@@ -1,0 +1,102 @@
+"""The gRPC server: services, health, reflection, message limits, and a graceful stop.
+
+On SIGTERM or SIGINT the health service turns NOT_SERVING, the server refuses new calls, and
+calls already accepted (queued in a batcher or running) get ``grace_s`` to finish; then the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from graphgen_protos import classifier_pb2, classifier_pb2_grpc, kserve_v2_pb2, kserve_v2_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from graphgen_server.classify import ClassifierServicer
+from graphgen_server.config import ServerConfig
+from graphgen_server.kserve import KServeServicer
+from graphgen_server.runtime import Runtime
+
+log = logging.getLogger("graphgen_server")
+
+CLASSIFIER = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
+KSERVE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVICES = (CLASSIFIER, KSERVE)
+
+
+class BindError(OSError):
+    """The address could not be bound (in use, or not an address of this machine)."""
+
+
+class GraphgenServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.runtime = Runtime(config)
+        self.health = health.aio.HealthServicer()
+        self.draining = [False]
+        self.port = 0
+        limit = config.max_message_bytes
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+            ]
+        )
+
+    async def start(self) -> None:
+        self.runtime.load()
+        classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.runtime), self.server)
+        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(self.runtime, self.draining), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        try:
+            self.port = self.server.add_insecure_port(self.config.address)
+        except RuntimeError as error:  # grpc raises RuntimeError when it cannot bind
+            raise BindError(f"cannot listen on {self.config.address}: {error}") from None
+        if self.port == 0:
+            raise BindError(f"cannot listen on {self.config.address} (in use, or not an address of this machine)")
+        await self.server.start()
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not any(m.ready for m in self.runtime.all()):
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", *SERVICES):
+            await self.health.set(service, status)
+        ready = sum(m.ready for m in self.runtime.all())
+        log.info(
+            "graphgen-server listening on %s:%d (%d of %d models ready)",
+            self.config.host, self.port, ready, len(self.runtime.all()),
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        self.draining[0] = True
+        await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, watchers told
+        log.info("shutting down: refusing new calls, %.1fs for the calls in flight", self.config.grace_s)
+        await self.server.stop(self.config.grace_s)
+        await self.runtime.close()
+        log.info("stopped")
+
+
+async def serve(config: ServerConfig, on_started: Callable[[GraphgenServer], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status (0 after a graceful stop)."""
+    server = GraphgenServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if on_started is not None:
+        on_started(server)
+    await stop.wait()
+    await server.stop()
+    return 0

@@ -1,0 +1,129 @@
+"""Dynamic batching: concurrent requests for one model run as one batch.
+
+Requests queue; a batch is formed when one of the model's run slots is free, from what is queued
+then (plus what arrives within ``delay`` of the first request, if a delay is set), up to
+``max_batch`` rows; a request never splits across batches. While every slot is busy requests
+accumulate, so batches grow with load and a lone request runs at once. Rows are independent in a
+CNN, so each request's rows of the batch's output are exactly what it would have got alone (the
+tests compare bit for bit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Runs one batch: the outputs (batch rows first) and the seconds onnxruntime took.
+RunBatch = Callable[[np.ndarray], Awaitable[tuple[list[np.ndarray], float]]]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outputs: list[np.ndarray]  # this request's rows of every output
+    queue_s: float  # from submit to the start of its batch's run
+    infer_s: float
+    batch_size: int
+
+
+@dataclass
+class _Pending:
+    array: np.ndarray
+    future: asyncio.Future[BatchResult]
+    submitted: float = field(default_factory=time.perf_counter)
+
+    @property
+    def rows(self) -> int:
+        return int(self.array.shape[0])
+
+
+class DynamicBatcher:
+    def __init__(self, run_batch: RunBatch, max_batch: int, delay_s: float, slots: int) -> None:
+        if max_batch < 2:
+            raise ValueError("dynamic batching needs max_batch >= 2")
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self._delay_s = delay_s
+        self._slots = asyncio.Semaphore(slots)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._held: _Pending | None = None  # taken from the queue but did not fit the last batch
+        self._dispatcher: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+
+    async def submit(self, array: np.ndarray) -> BatchResult:
+        """Queue ``array`` (rows first, at most max_batch rows) and wait for its rows of the result."""
+        if array.shape[0] > self.max_batch:
+            raise ValueError(f"{array.shape[0]} rows exceed max_batch {self.max_batch}")
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        pending = _Pending(array, asyncio.get_running_loop().create_future())
+        await self._queue.put(pending)
+        return await pending.future
+
+    async def _next(self, timeout: float | None) -> _Pending | None:
+        if self._held is not None:
+            pending, self._held = self._held, None
+            return pending
+        if timeout is None:
+            return await self._queue.get()
+        if timeout <= 0:
+            return self._queue.get_nowait() if not self._queue.empty() else None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._slots.acquire()
+            first = await self._next(None)
+            batch, rows = [first], first.rows
+            deadline = time.perf_counter() + self._delay_s
+            while rows < self.max_batch:
+                pending = await self._next(deadline - time.perf_counter())
+                if pending is None:
+                    break
+                if rows + pending.rows > self.max_batch:
+                    self._held = pending
+                    break
+                batch.append(pending)
+                rows += pending.rows
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            live = [p for p in batch if not p.future.done()]  # a cancelled call needs no rows
+            if not live:
+                return
+            started = time.perf_counter()
+            arrays = [p.array for p in live]
+            stacked = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            try:
+                outputs, infer_s = await self._run_batch(stacked)
+            except Exception as error:  # every request of the batch gets the failure
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+                return
+            offset = 0
+            for p in live:
+                rows = slice(offset, offset + p.rows)
+                offset += p.rows
+                if not p.future.done():
+                    p.future.set_result(
+                        BatchResult([o[rows] for o in outputs], started - p.submitted, infer_s, stacked.shape[0])
+                    )
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)

@@ -1,0 +1,112 @@
+"""``graphgen-server --repository DIR``: serve every model of a Triton-layout repository over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from graphgen_server.config import MIB, CudaOptions, ServerConfig
+from graphgen_server.providers import DEVICES
+
+EXIT_USAGE = 2
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    return 0 if text == "0" else _positive(text)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graphgen-server",
+        description="Serve ONNX classifiers over gRPC: graphgen.v1.Classifier and KServe v2 (Triton's protocol).",
+    )
+    parser.add_argument(
+        "--repository", required=True, type=Path, metavar="DIR", help="<DIR>/<model>/<version>/model.onnx"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=_non_negative, default=8001, help="port (default 8001; 0 picks a free one)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA where it works, else CPU")
+    parser.add_argument(
+        "--max-batch", type=_positive, default=8, metavar="N", help="dynamic batches of up to N images (1: off)"
+    )
+    parser.add_argument("--batch-delay-us", type=_non_negative, default=0, metavar="T",
+                        help="a batch waits up to T µs for more requests (default 0: takes what is queued)")  # fmt: skip
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-images", type=_positive, default=64, metavar="N", help="images per request (default 64)")
+    limits.add_argument("--max-image-pixels", type=_positive, default=40_000_000, metavar="P")
+    limits.add_argument("--max-queue", type=_positive, default=256, metavar="N",
+                        help="images queued or running per model before RESOURCE_EXHAUSTED (default 256)")  # fmt: skip
+    limits.add_argument(
+        "--max-message-mib", type=_positive, default=64, metavar="MIB", help="gRPC message size (default 64)"
+    )
+    limits.add_argument(
+        "--workers", type=_positive, default=None, help="inference threads (default: cores, at least 2)"
+    )
+    limits.add_argument(
+        "--intra-op-threads", type=_non_negative, default=0, help="onnxruntime threads per run (0: its default)"
+    )
+    limits.add_argument("--grace", type=float, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM")
+    cuda = parser.add_argument_group("CUDA")
+    cuda.add_argument("--device-id", type=_non_negative, default=0)
+    cuda.add_argument("--cudnn-conv-algo-search", choices=["EXHAUSTIVE", "HEURISTIC", "DEFAULT"], default="EXHAUSTIVE")
+    cuda.add_argument("--gpu-mem-limit-mib", type=_non_negative, default=0, help="CUDA memory arena cap (0: none)")
+    cuda.add_argument(
+        "--arena-extend-strategy", choices=["kNextPowerOfTwo", "kSameAsRequested"], default="kNextPowerOfTwo"
+    )
+    cuda.add_argument("--no-io-binding", action="store_true", help="plain run() instead of IO binding on CUDA")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    cuda = CudaOptions(
+        device_id=args.device_id,
+        cudnn_conv_algo_search=args.cudnn_conv_algo_search,
+        gpu_mem_limit=args.gpu_mem_limit_mib * MIB,
+        arena_extend_strategy=args.arena_extend_strategy,
+        io_binding=not args.no_io_binding,
+    )
+    extra = {"workers": args.workers} if args.workers else {}
+    return ServerConfig(
+        repository=args.repository, host=args.host, port=args.port, device=args.device, cuda=cuda,
+        max_batch=args.max_batch, batch_delay_us=args.batch_delay_us, max_images=args.max_images,
+        max_image_pixels=args.max_image_pixels, max_queue=args.max_queue,
+        max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
+        grace_s=args.grace, **extra,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from graphgen_server.app import BindError, serve
+    from graphgen_server.providers import DeviceError
+    from graphgen_server.repository import RepositoryError
+
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return asyncio.run(serve(config_from_args(args)))
+    except (RepositoryError, DeviceError, BindError) as error:
+        print(f"graphgen-server: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The server's settings: where models are, which device runs them, and the limits on a call."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """onnxruntime CUDA execution provider options (used when the device is CUDA)."""
+
+    device_id: int = 0
+    # cuDNN convolution algorithm search: EXHAUSTIVE (best kernels, slower first run), HEURISTIC, DEFAULT.
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    # Memory arena: cap in bytes (0: no cap) and how it grows (kNextPowerOfTwo or kSameAsRequested).
+    gpu_mem_limit: int = 0
+    arena_extend_strategy: str = "kNextPowerOfTwo"
+    # Bind inputs and outputs explicitly (one host→device and one device→host copy per run).
+    io_binding: bool = True
+
+    def provider_options(self) -> dict[str, str]:
+        options = {
+            "device_id": str(self.device_id),
+            "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
+            "arena_extend_strategy": self.arena_extend_strategy,
+        }
+        if self.gpu_mem_limit:
+            options["gpu_mem_limit"] = str(self.gpu_mem_limit)
+        return options
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    repository: Path
+    host: str = "127.0.0.1"  # loopback unless told otherwise: the server has no authentication
+    port: int = 8001
+    device: str = "auto"  # auto | cuda | cpu
+    cuda: CudaOptions = field(default_factory=CudaOptions)
+    # Dynamic batching: requests are merged into batches of at most max_batch images; a batch
+    # waits at most batch_delay_us for more once its first request arrived (0: take what is queued).
+    max_batch: int = 8
+    batch_delay_us: int = 0
+    # Per-call limits.
+    max_images: int = 64  # images (batch rows) in one request
+    max_image_pixels: int = 40_000_000  # width x height of one decoded image
+    max_top_k: int = 1000
+    max_queue: int = 256  # images waiting or running per model version; beyond: RESOURCE_EXHAUSTED
+    max_message_bytes: int = 64 * MIB
+    # Threads running onnxruntime and image decoding (the event loop never does).
+    workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    intra_op_threads: int = 0  # 0: onnxruntime's default (one per core)
+    grace_s: float = 10.0  # in-flight calls get this long to finish on SIGTERM/SIGINT
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch > 1
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"

@@ -1,0 +1,87 @@
+"""Every failure a call can meet, and the one place that turns it into a gRPC status.
+
+The runtime raises these exceptions (never gRPC types); :func:`abort_with_status` is the only
+code that chooses a status code. A client's mistake is never INTERNAL: anything unexpected is
+logged with its traceback and answered INTERNAL with a short message, and the server goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from graphgen.preprocess import ImageError
+
+log = logging.getLogger("graphgen_server")
+
+
+class ServingError(Exception):
+    """A failure with a known cause; ``code`` is the gRPC status it is answered with."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+
+class NotFound(ServingError):
+    """No such model, or no such version of it."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class InvalidArgument(ServingError):
+    """The request is malformed; the message starts with the field at fault."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class QueueFull(ServingError):
+    """The model's queue cannot take the request's images now."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class ModelUnavailable(ServingError):
+    """The model exists but is not ready (it failed to load), or the server is shutting down."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a failure is answered with."""
+    if isinstance(error, ServingError):
+        return error.code, str(error)
+    if isinstance(error, ImageError):  # raised by graphgen.preprocess while decoding
+        return grpc.StatusCode.INVALID_ARGUMENT, f"images: {error}"
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); the server log has the details"
+
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[object, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def abort_with_status(handler: Handler) -> Handler:
+    """Wrap an async servicer method so each failure ends the call with its status code."""
+
+    @functools.wraps(handler)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise  # context.abort() was already called
+        except Exception as error:
+            code, message = status_of(error)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", handler.__name__)
+            else:
+                log.debug("%s: %s %s", handler.__name__, code.name, message)
+            await context.abort(code, message)
+
+    return wrapper
