@@ -19,6 +19,7 @@ import json
 import pickle
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
@@ -86,9 +87,10 @@ class _PendingTensor:
         if any(s < 0 for s in size) or any(s < 0 for s in stride) or self.offset < 0:
             raise CheckpointError(f"tensor with negative size/stride in storage {self.storage.key!r}")
         last = self.offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else -1
-        if last >= base.size:
+        if last >= base.size or np.prod(size, dtype=np.int64) > base.size:
+            # Beyond the storage, or overlapping strides that would make a small file allocate gigabytes.
             raise CheckpointError(
-                f"tensor of size {list(size)} reaches past its storage {self.storage.key!r} ({base.size} elements)"
+                f"tensor of size {list(size)} does not fit its storage {self.storage.key!r} ({base.size} elements)"
             )
         view = np.lib.stride_tricks.as_strided(
             base[self.offset :], shape=size, strides=[s * base.itemsize for s in stride]
@@ -288,5 +290,7 @@ def load_checkpoint(path: str | Path) -> StateDict:
             return _collect(_read_legacy_pth(stream))
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, struct.error) as error:
-        raise CheckpointError(f"{path}: unreadable checkpoint: {error}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, struct.error,
+            ValueError, NotImplementedError, RuntimeError, OverflowError, MemoryError) as error:  # fmt: skip
+        # Damaged containers surface as any of these from zipfile/zlib/struct (found by fuzzing).
+        raise CheckpointError(f"{path}: unreadable checkpoint: {type(error).__name__}: {error}") from None

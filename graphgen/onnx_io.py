@@ -135,6 +135,10 @@ def load_model(path: str | Path) -> ir.Model:
     if not proto.graph.node and not proto.graph.output:
         raise ModelFileError(f"{path}: not an ONNX model (no graph)")
     _check_external_data(proto, path.parent)
-    model = ir.serde.deserialize_model(proto)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except (ir.serde.SerdeError, ValueError, TypeError, KeyError, IndexError) as error:
+        # A protobuf that parses can still hold invalid ONNX (unknown dtypes, bad attributes).
+        raise ModelFileError(f"{path}: not a valid ONNX model ({type(error).__name__}: {str(error)[:200]})") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     return model
