@@ -1,8 +1,8 @@
 """The gRPC server: services, health, reflection, message limits, and a graceful stop.
 
-On SIGTERM or SIGINT the health service turns NOT_SERVING, the server refuses new calls, and
-calls already accepted (queued in a batcher or running) get ``grace_s`` to finish; then the
-process exits 0.
+On SIGTERM or SIGINT the health service turns NOT_SERVING, new calls are refused with
+UNAVAILABLE, and calls already accepted (queued in a batcher or running) get ``grace_s`` to
+finish; then gRPC stops and the process exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from graphgen_server.classify import ClassifierServicer
 from graphgen_server.config import ServerConfig
+from graphgen_server.errors import CallGate
 from graphgen_server.kserve import KServeServicer
 from graphgen_server.runtime import Runtime
 
@@ -27,6 +28,7 @@ log = logging.getLogger("graphgen_server")
 CLASSIFIER = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
 KSERVE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVICES = (CLASSIFIER, KSERVE)
+LINGER_S = 0.5
 
 
 class BindError(OSError):
@@ -38,7 +40,7 @@ class GraphgenServer:
         self.config = config
         self.runtime = Runtime(config)
         self.health = health.aio.HealthServicer()
-        self.draining = [False]
+        self.gate = CallGate()
         self.port = 0
         limit = config.max_message_bytes
         self.server = grpc.aio.server(
@@ -51,9 +53,9 @@ class GraphgenServer:
 
     async def start(self) -> None:
         self.runtime.load()
-        classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.runtime), self.server)
+        classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.runtime, self.gate), self.server)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.runtime, self.draining), self.server
+            KServeServicer(self.runtime, self.gate), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -79,10 +81,17 @@ class GraphgenServer:
         )  # fmt: skip
 
     async def stop(self) -> None:
-        self.draining[0] = True
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, watchers told
-        log.info("shutting down: refusing new calls, %.1fs for the calls in flight", self.config.grace_s)
-        await self.server.stop(self.config.grace_s)
+        in_flight = self.gate.in_flight
+        log.info("shutting down: refusing new calls, %.1fs for the %d in flight", self.config.grace_s, in_flight)
+        drained = await self.gate.close(self.config.grace_s)
+        if drained:
+            # Clients whose call just finished send their next one now: refuse those with
+            # UNAVAILABLE for a moment, rather than let gRPC's stop cancel them in transit.
+            await asyncio.sleep(min(LINGER_S, self.config.grace_s))
+        else:
+            log.warning("grace period over: cancelling %d calls still in flight", self.gate.in_flight)
+        await self.server.stop(1.0 if drained else 0)  # a second for the refusals being sent
         await self.runtime.close()
         log.info("stopped")
 

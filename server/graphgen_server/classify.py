@@ -10,7 +10,7 @@ import numpy as np
 from graphgen_protos import classifier_pb2 as pb
 from graphgen_protos import classifier_pb2_grpc
 
-from graphgen_server.errors import InvalidArgument, abort_with_status
+from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
 from graphgen_server.profiling import ProfileResult
 from graphgen_server.runtime import ModelVersion, Runtime, top_classes
 
@@ -68,8 +68,9 @@ def model_info(model: ModelVersion) -> pb.ModelInfo:
 
 
 class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, gate: CallGate) -> None:
         self.runtime = runtime
+        self.gate = gate
 
     @abort_with_status
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:

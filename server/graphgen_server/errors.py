@@ -7,9 +7,11 @@ logged with its traceback and answered INTERNAL with a short message, and the se
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -53,6 +55,43 @@ class ModelUnavailable(ServingError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class CallGate:
+    """Counts the calls being handled, and refuses new ones once closed (the start of a shutdown).
+
+    gRPC's own stop cancels calls that arrived but were not yet handed to a handler (the client
+    sees CANCELLED); closing this gate first makes such late calls fail with UNAVAILABLE instead,
+    a status clients know to retry elsewhere, while the calls already inside finish.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def call(self) -> AsyncIterator[None]:
+        if self.closed:
+            raise ModelUnavailable("the server is shutting down; retry on another replica")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def close(self, timeout: float) -> bool:
+        """Refuse new calls and wait up to ``timeout`` s for those inside; True if they all finished."""
+        self.closed = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a failure is answered with."""
     if isinstance(error, ServingError):
@@ -68,12 +107,13 @@ Handler = Callable[[object, Request, grpc.aio.ServicerContext], Awaitable[Respon
 
 
 def abort_with_status(handler: Handler) -> Handler:
-    """Wrap an async servicer method so each failure ends the call with its status code."""
+    """Wrap an async servicer method (of a servicer with a ``gate``) so each failure ends the call with its status."""
 
     @functools.wraps(handler)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
-            return await handler(self, request, context)
+            async with self.gate.call():
+                return await handler(self, request, context)
         except grpc.aio.AbortError:
             raise  # context.abort() was already called
         except Exception as error:

@@ -17,7 +17,7 @@ from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
 
 import graphgen
-from graphgen_server.errors import InvalidArgument, abort_with_status
+from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
 from graphgen_server.runtime import ModelVersion, Runtime
 from graphgen_server.stats import Duration, ModelStats
 
@@ -46,9 +46,9 @@ def classification(values: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
 
 
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, runtime: Runtime, draining: list[bool]) -> None:
+    def __init__(self, runtime: Runtime, gate: CallGate) -> None:
         self.runtime = runtime
-        self._draining = draining  # [True] once shutdown began (shared with the app)
+        self.gate = gate
 
     @abort_with_status
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
@@ -57,7 +57,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @abort_with_status
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
         # Ready while serving and at least one model is: a broken model is reported per model.
-        ready = not self._draining[0] and any(m.ready for m in self.runtime.all())
+        ready = not self.gate.closed and any(m.ready for m in self.runtime.all())
         return pb.ServerReadyResponse(ready=ready)
 
     @abort_with_status
