@@ -19,6 +19,7 @@ from onnxscript._internal.builder import GraphBuilder
 
 from graphgen import __version__, registry
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
+from graphgen.functions import outline_blocks
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
 from graphgen.passes import fold_batchnorm
@@ -45,6 +46,7 @@ class BuildOptions:
     seed: int = 0
     weights: str | Path | None = None
     variant: dict[str, object] = field(default_factory=dict)  # architecture options, e.g. {"deploy": True}
+    functions: bool = False  # each block an ONNX local function (graphgen.functions), after folding
 
 
 def build(name: str, options: BuildOptions | None = None, *, state: StateDict | None = None) -> ir.Model:
@@ -79,7 +81,8 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     model.metadata_props.update(describe(arch, resolution, num_classes, weights=options.weights))
     # A module may describe its variant further, e.g. compound scaling records its φ and multipliers.
     model.metadata_props.update(getattr(module, "metadata", {}))
-    return model if options.keep_bn else fold_batchnorm(model).model
+    model = model if options.keep_bn else fold_batchnorm(model).model
+    return outline_blocks(model).model if options.functions else model
 
 
 def trace(module, name: str, resolution: int, batch: int | None) -> ir.Graph:

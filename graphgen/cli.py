@@ -108,6 +108,7 @@ def _build_options(args: argparse.Namespace):
     return BuildOptions(
         num_classes=args.num_classes, resolution=args.resolution, batch=batch,
         keep_bn=args.keep_bn, seed=args.seed, weights=args.weights, variant=variant,
+        functions=getattr(args, "functions", False),
     )  # fmt: skip
 
 
@@ -175,6 +176,9 @@ def _add_build_options(parser: argparse.ArgumentParser, batch: bool = True) -> N
         )
     parser.add_argument("--keep-bn", action="store_true", help="emit BatchNormalization nodes instead of folding them")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
+    parser.add_argument(
+        "--functions", action="store_true", help="emit each block as an ONNX local function (Netron: a chain of blocks)"
+    )
     variant = parser.add_argument_group(
         "architecture options (each architecture takes some; 'graphgen list' shows which)"
     )

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
+from graphgen.inline import inline_blocks
 from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
 
 BYTES_PER_ELEMENT = 4
@@ -148,7 +149,7 @@ def _node_macs(node: ir.Node, batch: int) -> int:
 
 def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
     """Statistics of every layer of ``model`` for a batch of ``batch`` inputs."""
-    graph = model.graph
+    graph = inline_blocks(model).graph  # a --functions model is counted flat, under its node names
     stats = ModelStats(model.metadata_props.get("graphgen.architecture", graph.name or "model"), batch)
     for value in graph.inputs:
         if value.is_initializer():

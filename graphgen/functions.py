@@ -1,0 +1,363 @@
+"""Outline each block of a flat graph as an ONNX local function (``graphgen build --functions``).
+
+Rewrite rule: the nodes a block emitted (a bottleneck, an Inception module, an MBConv…) become
+one call node, named by the block's path (``layer3.1``), of a function named after its class
+(``Bottleneck``) in the ``graphgen.blocks`` domain::
+
+    n1(x, W1) -> a; n2(a, W2) -> b; n3(b, x) -> y   ->   Bottleneck(x, W1, W2) -> y
+
+with the function's body the nodes themselves. Its inputs are what the block reads from outside:
+activations and its weights (a function cannot see the graph's initializers, so weights are
+passed in and stay graph initializers). Scalars and integer tensors it reads (Clip bounds,
+shapes, axes) are copied into the body as Constant nodes instead. Its outputs are the values
+read outside the block. Blocks of identical structure — same ops, attributes, wiring and
+shapes — share one definition; where one class has several structures (the first bottleneck of
+a stage projects, the others do not) they are overloads of one name, each called after its
+first call site, so Netron labels every call with the class name and the graph reads as a
+chain of blocks that open on click.
+
+Which nodes form a block comes from the module tree, which onnxscript's builder records on every
+node (``pkg.onnxscript.class_hierarchy`` and ``pkg.onnxscript.name_scopes``): a node belongs
+to the outermost module on its path that is neither the root, a container (Sequential,
+ModuleList) nor a primitive layer of :mod:`graphgen.nn`. Blocks of a single node stay as they
+are, and so does a block whose nodes are not contiguous in the data flow (outlining it would
+make a cycle). Nothing changes numerically: onnxruntime inlines the calls when it loads the model, and
+:func:`graphgen.inline.inline_blocks` restores the flat graph with its names.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from graphgen import nn
+from graphgen.passes.base import PassResult
+from graphgen.passes.fold_batchnorm import FOLDED_FROM
+
+BLOCKS_DOMAIN = "graphgen.blocks"
+BLOCKS_VERSION = 1
+CLASS_HIERARCHY = "pkg.onnxscript.class_hierarchy"
+NAME_SCOPES = "pkg.onnxscript.name_scopes"
+NAMESPACE = "namespace"
+PATH_VALUED = (FOLDED_FROM,)  # node metadata naming a module: relative to the block inside a function
+CONTAINERS = frozenset({"Sequential", "ModuleList"})
+PRIMITIVES = frozenset(
+    name
+    for name, obj in vars(nn).items()
+    if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == nn.__name__
+)
+
+
+@dataclass(frozen=True)
+class BlockScope:
+    """Where a node sits in the module tree, cut at its block."""
+
+    path: str  # "layer3.1"
+    class_name: str  # "Bottleneck"
+    classes: tuple[str, ...]  # root … block
+    scopes: tuple[str, ...]  # "" … "1"
+
+    @property
+    def namespace(self) -> str:
+        """The same form onnxscript writes for nodes: ``: ResNet/layer3: Sequential/1: Bottleneck``."""
+        return "/".join(f"{scope}: {cls}" for scope, cls in zip(self.scopes, self.classes))
+
+
+def block_scopes(node: ir.Node) -> list[BlockScope]:
+    """The modules on ``node``'s path that may be its block, outermost first.
+
+    These are the modules that are neither the root, a container nor a primitive layer; empty
+    for a node of the root, its containers and its layers, or one without module metadata.
+    """
+    hierarchy, scopes = node.metadata_props.get(CLASS_HIERARCHY), node.metadata_props.get(NAME_SCOPES)
+    if not hierarchy or not scopes:
+        return []
+    try:
+        classes, names = ast.literal_eval(hierarchy), ast.literal_eval(scopes)
+    except (ValueError, SyntaxError):
+        return []  # written by something else: leave the node where it is
+    return [
+        BlockScope(
+            ".".join(names[1 : depth + 1]), classes[depth], tuple(classes[: depth + 1]), tuple(names[: depth + 1])
+        )
+        for depth in range(1, min(len(classes), len(names)))
+        if classes[depth] not in CONTAINERS and classes[depth] not in PRIMITIVES
+    ]
+
+
+def _embeddable(value: ir.Value) -> bool:
+    """A constant copied into a function body: a scalar or an integer tensor, never a weight."""
+    tensor = value.const_value if value.is_initializer() else None
+    if tensor is None:
+        return False
+    return tensor.shape.rank() == 0 or not tensor.dtype.is_floating_point()
+
+
+def _tensor_key(tensor: ir.TensorProtocol) -> tuple:
+    array = tensor.numpy()
+    return (tensor.dtype, array.shape, array.tobytes())
+
+
+def _attribute_key(attr: ir.Attr) -> tuple | None:
+    """A hashable form of an attribute's value; None for a subgraph (such blocks are left alone)."""
+    if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+        return None
+    if attr.type == ir.AttributeType.TENSOR:
+        return (attr.name, _tensor_key(attr.value))
+    if attr.type == ir.AttributeType.TENSORS:
+        return (attr.name, tuple(_tensor_key(t) for t in attr.value))
+    value = attr.value
+    return (attr.name, attr.type, tuple(value) if isinstance(value, list | tuple) else value)
+
+
+def _type_key(value: ir.Value) -> tuple:
+    shape = tuple(str(dim) for dim in value.shape) if value.shape is not None else None
+    return (str(value.type), shape)
+
+
+@dataclass
+class Block:
+    """One block's nodes and the boundary that outlining gives it."""
+
+    scope: BlockScope
+    nodes: list[ir.Node]
+    inputs: list[ir.Value] = field(default_factory=list)  # read from outside, in first-use order
+    constants: list[ir.Value] = field(default_factory=list)  # embedded in the body
+    outputs: list[ir.Value] = field(default_factory=list)  # read outside
+    structure: tuple | None = None  # equal for blocks that can share one function
+
+    def analyse(self, graph: ir.Graph, position: dict[int, int]) -> bool:
+        """Find the boundary and structure; False if the block cannot be outlined.
+
+        ``position`` maps id(node) to its index in the graph's (topological) order.
+        """
+        members = {id(node) for node in self.nodes}
+        local: dict[int, tuple] = {}  # id(value) -> its reference inside the block
+        for index, node in enumerate(self.nodes):
+            for output_index, value in enumerate(node.outputs):
+                local[id(value)] = ("node", index, output_index)
+        node_keys = []
+        for node in self.nodes:
+            references = []
+            for value in node.inputs:
+                if value is None:
+                    references.append(None)
+                elif id(value) not in local:
+                    if _embeddable(value):
+                        local[id(value)] = ("constant", len(self.constants), _tensor_key(value.const_value))
+                        self.constants.append(value)
+                    else:
+                        local[id(value)] = ("input", len(self.inputs))
+                        self.inputs.append(value)
+                references.append(local[id(value)])
+            attributes = [_attribute_key(attr) for attr in node.attributes.values()]
+            if None in attributes:
+                return False
+            outputs = tuple(_type_key(value) for value in node.outputs)
+            node_keys.append((node.domain, node.op_type, node.overload, tuple(attributes), tuple(references), outputs))
+        graph_outputs = {id(value) for value in graph.outputs}
+        self.outputs = [
+            value
+            for node in self.nodes
+            for value in node.outputs
+            if id(value) in graph_outputs or any(id(user) not in members for user, _ in value.uses())
+        ]
+        if not self.outputs or not self._contiguous(position, members):
+            return False
+        self.structure = (
+            self.scope.class_name,
+            tuple(_type_key(value) for value in self.inputs),
+            tuple(node_keys),
+            tuple(local[id(value)] for value in self.outputs),
+        )
+        return True
+
+    def _contiguous(self, position: dict[int, int], members: set[int]) -> bool:
+        """No path leaves the block and comes back (outlining would make a cycle)."""
+        first = min(position[id(node)] for node in self.nodes)
+        pending = [value.producer() for value in self.inputs]
+        seen: set[int] = set()
+        while pending:
+            producer = pending.pop()
+            if producer is None or id(producer) in seen or position.get(id(producer), -1) < first:
+                continue
+            if id(producer) in members:
+                return False
+            seen.add(id(producer))
+            pending.extend(value.producer() for value in producer.inputs if value is not None)
+        return True
+
+
+def _relative(name: str | None, path: str) -> str | None:
+    """``layer3.1.conv2`` -> ``conv2`` and ``v_layer3.1.Add_7`` -> ``Add_7`` inside block ``layer3.1``."""
+    if name is None:
+        return None
+    for prefix in (f"{path}.", f"v_{path}."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+class _UniqueNames:
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        candidate, n = name, 1
+        while candidate in self.used:
+            candidate, n = f"{name}_{n}", n + 1
+        self.used.add(candidate)
+        return candidate
+
+
+def _local_metadata(node: ir.Node, scope: BlockScope) -> dict[str, str]:
+    """A body node's metadata with its module path relative to the block, as if the block were the root."""
+    depth = len(scope.classes) - 1
+    metadata = dict(node.metadata_props)
+    for key in (CLASS_HIERARCHY, NAME_SCOPES):
+        if key in metadata:
+            names = ast.literal_eval(metadata[key])
+            metadata[key] = str([scope.classes[-1] if key == CLASS_HIERARCHY else "", *names[depth + 1 :]])
+    if NAMESPACE in metadata:
+        metadata[NAMESPACE] = "/".join([f": {scope.class_name}", *metadata[NAMESPACE].split("/")[depth + 1 :]])
+    for key in PATH_VALUED:
+        if key in metadata:
+            metadata[key] = _relative(metadata[key], scope.path)
+    return metadata
+
+
+def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) -> ir.Function:
+    """The body of ``block`` as a function, its values renamed relative to the block."""
+    path, unique, unique_node = block.scope.path, _UniqueNames(), _UniqueNames()  # values and nodes apart
+    mapping: dict[int, ir.Value] = {}
+    activations = [value for value in block.inputs if not value.is_initializer()]
+    inputs = []
+    for value in block.inputs:
+        if value.is_initializer():
+            local_name = _relative(value.name, path)
+        else:  # x, or x0, x1… for a block reading several activations (a concatenation)
+            local_name = "x" if len(activations) == 1 else f"x{activations.index(value)}"
+        inputs.append(ir.Value(name=unique(local_name), shape=value.shape, type=value.type))
+        mapping[id(value)] = inputs[-1]
+    body = []
+    for value in block.constants:
+        tensor = ir.Tensor(value.const_value.numpy(), name=unique(value.name))
+        constant = ir.Node(
+            "", "Constant", [], attributes=[ir.AttrTensor("value", tensor)], name=unique_node(tensor.name)
+        )
+        constant.outputs[0].name, constant.outputs[0].shape = tensor.name, ir.Shape(tensor.shape)
+        constant.outputs[0].type = ir.TensorType(tensor.dtype)
+        mapping[id(value)] = constant.outputs[0]
+        body.append(constant)
+    for node in block.nodes:
+        copy = ir.Node(
+            node.domain, node.op_type, [mapping[id(v)] if v is not None else None for v in node.inputs],
+            attributes=list(node.attributes.values()), overload=node.overload, num_outputs=len(node.outputs),
+            version=node.version, name=unique_node(_relative(node.name, path) or node.op_type),
+            doc_string=node.doc_string, metadata_props=_local_metadata(node, block.scope),
+        )  # fmt: skip
+        for old, new in zip(node.outputs, copy.outputs):
+            new.name, new.shape, new.type = unique(_relative(old.name, path) or "value"), old.shape, old.type
+            mapping[id(old)] = new
+        body.append(copy)
+    graph = ir.Graph(inputs, [mapping[id(v)] for v in block.outputs], nodes=body, opset_imports=opsets, name=name)
+    return ir.Function(BLOCKS_DOMAIN, name, overload, graph=graph, attributes=[])
+
+
+def _call(block: Block, function: ir.Function, graph: ir.Graph) -> ir.Node:
+    """Replace the block's nodes by one call of ``function``."""
+    scope, members = block.scope, {id(node) for node in block.nodes}
+    ops = Counter(node.op_type for node in block.nodes)
+    summary = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in ops.items())
+    call = ir.Node(
+        BLOCKS_DOMAIN, function.name, block.inputs, overload=function.overload, num_outputs=len(block.outputs),
+        name=scope.path, doc_string=f"{scope.class_name} {scope.path}: {summary}",
+        metadata_props={
+            NAMESPACE: scope.namespace, CLASS_HIERARCHY: str(list(scope.classes)), NAME_SCOPES: str(list(scope.scopes)),
+        },
+    )  # fmt: skip
+    graph.insert_after(block.nodes[-1], call)
+    for old, new in zip(block.outputs, call.outputs):
+        for user, index in list(old.uses()):
+            if id(user) not in members:
+                user.replace_input_with(index, new)
+        for index, output in enumerate(graph.outputs):
+            if output is old:
+                graph.outputs[index] = new
+    graph.remove(block.nodes, safe=True)
+    for old, new in zip(block.outputs, call.outputs):
+        new.name, new.shape, new.type = old.name, old.shape, old.type
+    return call
+
+
+def blocks_of(graph: ir.Graph) -> list[Block]:
+    """The graph's blocks in order of first appearance, unanalysed.
+
+    A node's block is the outermost candidate of :func:`block_scopes`, except that a module
+    whose nodes all lie in two or more blocks of one class is a stage written as a plain module
+    (WRN's ``Group``), so its nodes go to those blocks instead.
+    """
+    candidates = {id(node): block_scopes(node) for node in graph}
+    depth = dict.fromkeys(candidates, 0)  # id(node) -> index of its block among its candidates
+    while True:
+        members: dict[str, list[ir.Node]] = {}
+        for node in graph:
+            if depth[id(node)] < len(candidates[id(node)]):
+                members.setdefault(candidates[id(node)][depth[id(node)]].path, []).append(node)
+        stages = [nodes for nodes in members.values() if _is_stage(nodes, candidates, depth)]
+        if not stages:
+            break
+        for nodes in stages:
+            for node in nodes:
+                depth[id(node)] += 1
+    blocks: dict[str, Block] = {}
+    for node in graph:
+        if depth[id(node)] < len(candidates[id(node)]):
+            scope = candidates[id(node)][depth[id(node)]]
+            blocks.setdefault(scope.path, Block(scope, [])).nodes.append(node)
+    return list(blocks.values())
+
+
+def _is_stage(nodes: list[ir.Node], candidates: dict[int, list[BlockScope]], depth: dict[int, int]) -> bool:
+    inner = [candidates[id(node)][depth[id(node)] + 1 : depth[id(node)] + 2] for node in nodes]
+    if not all(inner):
+        return False  # the module emits nodes of its own or through its layers: a block
+    return len({scope[0].class_name for scope in inner}) == 1 and len({scope[0].path for scope in inner}) > 1
+
+
+def outline_blocks(model: ir.Model) -> PassResult:
+    """Return a copy of ``model`` with every block a call of a local function (see the module doc)."""
+    model = model.clone()
+    graph = model.graph
+    position = {id(node): index for index, node in enumerate(graph)}
+    blocks = [block for block in blocks_of(graph) if len(block.nodes) > 1 and block.analyse(graph, position)]
+    structures: dict[tuple, list[Block]] = {}
+    for block in blocks:
+        structures.setdefault(block.structure, []).append(block)
+    per_class = Counter(structure[0] for structure in structures)
+    opsets = {domain: version for domain, version in graph.opset_imports.items() if domain != BLOCKS_DOMAIN}
+    function_of: dict[str, ir.Function] = {}  # block path -> its function
+    for instances in structures.values():  # every body is copied before any block is replaced
+        first = instances[0]
+        name = first.scope.class_name
+        overload = first.scope.path if per_class[name] > 1 else ""
+        function = _function(first, name, overload, opsets)
+        function.doc_string = f"{name}, called as {', '.join(block.scope.path for block in instances)}"
+        model.functions[function.identifier()] = function
+        function_of.update((block.scope.path, function) for block in instances)
+    replaced: dict[int, ir.Value] = {}  # id(block output) -> the call output that replaced it
+    for block in blocks:
+        block.inputs = [replaced.get(id(value), value) for value in block.inputs]
+        call = _call(block, function_of[block.scope.path], graph)
+        replaced.update((id(old), new) for old, new in zip(block.outputs, call.outputs))
+    if blocks:
+        graph.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
+        model.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
+        graph.sort()
+    return PassResult(model, len(blocks))
+
+
+__all__ = ["BLOCKS_DOMAIN", "Block", "BlockScope", "block_scopes", "blocks_of", "outline_blocks"]

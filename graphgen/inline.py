@@ -1,0 +1,91 @@
+"""Inline the local functions of a model: the inverse of :func:`graphgen.functions.outline_blocks`.
+
+Statistics and passes read flat graphs. Calls of graphgen's blocks get back the node names
+(``layer3.1.conv2``), value names and module metadata they had before outlining, so a table of
+an outlined model reads like the flat one; any other function is inlined by onnx_ir's inliner.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import onnx_ir as ir
+from onnx_ir.passes.common import InlinePass
+
+from graphgen.functions import BLOCKS_DOMAIN, CLASS_HIERARCHY, NAME_SCOPES, NAMESPACE, PATH_VALUED
+
+
+def inline_blocks(model: ir.Model) -> ir.Model:
+    """A flat copy of a model with local functions (statistics and passes read flat graphs).
+
+    Calls of graphgen's blocks get back the node names, value names and module metadata they had
+    before :func:`outline_blocks`; any other function is inlined by onnx_ir's inliner.
+    """
+    if not model.functions:
+        return model
+    model = model.clone()
+    graph = model.graph
+    for call in [node for node in graph if node.domain == BLOCKS_DOMAIN]:
+        function = model.functions.get(call.op_identifier())
+        if function is not None:
+            _inline_call(graph, call, function)
+    for identifier in [key for key in model.functions if key[0] == BLOCKS_DOMAIN]:
+        del model.functions[identifier]
+    graph.opset_imports.pop(BLOCKS_DOMAIN, None)
+    model.opset_imports.pop(BLOCKS_DOMAIN, None)
+    if model.functions:
+        InlinePass()(model)
+    return model
+
+
+def _inline_call(graph: ir.Graph, call: ir.Node, function: ir.Function) -> None:
+    path = call.name
+    mapping = {id(param): arg for param, arg in zip(function.inputs, call.inputs)}
+    nodes = []
+    for inner in function:
+        if inner.op_type == "Constant" and inner.domain == "" and not inner.inputs:
+            # an embedded constant becomes the shared initializer it was copied from
+            tensor, name = inner.attributes["value"].value, inner.outputs[0].name
+            if name not in graph.initializers:
+                graph.register_initializer(
+                    ir.Value(
+                        name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+                    )
+                )
+            mapping[id(inner.outputs[0])] = graph.initializers[name]
+            continue
+        node = ir.Node(
+            inner.domain, inner.op_type, [mapping[id(v)] if v is not None else None for v in inner.inputs],
+            attributes=list(inner.attributes.values()), overload=inner.overload, num_outputs=len(inner.outputs),
+            version=inner.version, name=f"{path}.{inner.name}", doc_string=inner.doc_string,
+            metadata_props=_global_metadata(inner, call),
+        )  # fmt: skip
+        for old, new in zip(inner.outputs, node.outputs):
+            new.name, new.shape, new.type = f"v_{path}.{old.name}", old.shape, old.type
+            mapping[id(old)] = new
+        nodes.append(node)
+    graph.insert_before(call, nodes)
+    for parameter, output in zip(function.outputs, call.outputs):
+        replacement = mapping[id(parameter)]
+        for user, index in list(output.uses()):
+            user.replace_input_with(index, replacement)
+        for index, graph_output in enumerate(graph.outputs):
+            if graph_output is output:
+                graph.outputs[index] = replacement
+        replacement.name, replacement.shape, replacement.type = output.name, output.shape, output.type
+    graph.remove(call, safe=True)
+
+
+def _global_metadata(node: ir.Node, call: ir.Node) -> dict[str, str]:
+    """The inverse of :func:`_local_metadata` for a body node inlined at ``call``."""
+    metadata = dict(node.metadata_props)
+    for key in (CLASS_HIERARCHY, NAME_SCOPES):
+        if key in metadata and key in call.metadata_props:
+            outer, inner = ast.literal_eval(call.metadata_props[key]), ast.literal_eval(metadata[key])
+            metadata[key] = str([*outer, *inner[1:]])
+    if NAMESPACE in metadata and NAMESPACE in call.metadata_props:
+        metadata[NAMESPACE] = "/".join([call.metadata_props[NAMESPACE], *metadata[NAMESPACE].split("/")[1:]])
+    for key in PATH_VALUED:
+        if key in metadata:
+            metadata[key] = f"{call.name}.{metadata[key]}"
+    return metadata

@@ -1,0 +1,130 @@
+"""``--functions``: every block an ONNX local function, equivalent to the flat graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from graphgen import registry
+from graphgen.build import BuildOptions, build, save
+from graphgen.cli import main
+from graphgen.functions import BLOCKS_DOMAIN, outline_blocks
+from graphgen.inline import inline_blocks
+from graphgen.stats import layer_stats
+
+# One architecture per kind of block: basic residual, inverted residual with ReLU6 constants,
+# MBConv with squeeze-excitation, Inception modules, a stage written as a plain module (WRN's
+# Group), and RepVGG's single-branch deploy form.
+FAMILIES = ["resnet18", "mobilenet_v2", "efficientnet_b0", "inception_v3", "wrn28_10", "repvgg_a0"]
+
+
+def _run(ort_cpu, model: ir.Model, path, x: np.ndarray) -> list[np.ndarray]:
+    save(model, path)
+    return ort_cpu(path).run(None, {"input": x})
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_outlined_model_runs_like_the_flat_one(name, tmp_path, ort_cpu):
+    if name not in registry.names():
+        pytest.skip(f"{name} is not registered")
+    variant = {"deploy": True} if "deploy" in registry.get(name).options else {}
+    flat = build(name, BuildOptions(batch=1, variant=variant))
+    result = outline_blocks(flat)
+    assert result.rewrites > 0 and result.model.functions
+    assert not any(node.domain == BLOCKS_DOMAIN for node in flat.graph)  # the input is untouched
+
+    resolution = flat.graph.inputs[0].shape[2]
+    x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
+    expected = _run(ort_cpu, flat, tmp_path / "flat.onnx", x)
+    actual = _run(ort_cpu, result.model, tmp_path / "functions.onnx", x)
+    onnx.checker.check_model(onnx.load(str(tmp_path / "functions.onnx")), full_check=True)
+    for a, e in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_resnet152_reads_as_a_chain_of_blocks(tmp_path):
+    model = build("resnet152", BuildOptions(functions=True))
+    graph = model.graph
+    blocks = [f"layer{s + 1}.{b}" for s, n in enumerate((3, 8, 36, 3)) for b in range(n)]
+    assert [node.name for node in graph] == ["conv1", "relu", "maxpool", *blocks, "avgpool", "flatten", "fc"]
+    calls = [node for node in graph if node.domain == BLOCKS_DOMAIN]
+    assert {node.op_type for node in calls} == {"Bottleneck"}
+    for previous, call in zip([graph.node(2).outputs[0], *(c.outputs[0] for c in calls)], calls):
+        assert call.inputs[0] is previous  # each block reads the one before: a chain
+    # A stage's first block (projection, maybe strided) differs from the rest: two overloads per stage.
+    overloads = sorted(function.overload for function in model.functions.values())
+    assert overloads == sorted(f"layer{s}.{b}" for s in range(1, 5) for b in (0, 1))
+    assert graph.node("layer3.7").doc_string.startswith("Bottleneck layer3.7: Conv×3, Relu×3, Add")
+    assert graph.node("layer3.7").inputs[1].name == "layer3.7.conv1.weight"  # weights stay initializers
+
+    # What Netron draws when a block is opened: named nodes, and a shape on every edge inside it.
+    save(model, tmp_path / "resnet152.onnx")
+    proto = onnx.load(str(tmp_path / "resnet152.onnx"), load_external_data=False)
+    function = next(f for f in proto.functions if f.overload == "layer3.1")
+    assert [node.name for node in function.node] == ["conv1", "relu", "conv2", "relu_1", "conv3", "add", "relu_2"]
+    assert list(function.input) == ["x", *(f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))]
+    typed = {info.name for info in function.value_info}
+    assert all(output in typed for node in function.node for output in node.output)
+    shapes = {
+        info.name: [d.dim_value or d.dim_param for d in info.type.tensor_type.shape.dim] for info in function.value_info
+    }
+    assert shapes["x"] == ["batch", 1024, 14, 14]
+
+
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0"])
+def test_inlining_restores_the_flat_graph(name):
+    flat = build(name)
+    restored = inline_blocks(outline_blocks(flat).model)
+    assert not restored.functions and BLOCKS_DOMAIN not in restored.opset_imports
+    pairs = list(zip(restored.graph, flat.graph, strict=True))
+    assert all(a.name == b.name and a.op_type == b.op_type for a, b in pairs)
+    assert all(dict(a.metadata_props) == dict(b.metadata_props) for a, b in pairs)
+    assert all(
+        [v.name for v in a.inputs[1:]] == [v.name for v in b.inputs[1:]] for a, b in pairs if a.op_type == "Conv"
+    )
+    assert sorted(restored.graph.initializers) == sorted(flat.graph.initializers)
+    # so statistics of a --functions model are those of the flat one, under the same layer names
+    a, b = layer_stats(outline_blocks(flat).model), layer_stats(flat)
+    assert [(r.name, r.params, r.macs, r.activations) for r in a.rows] == [
+        (r.name, r.params, r.macs, r.activations) for r in b.rows
+    ]
+
+
+def _node(op: str, inputs: list[ir.Value], classes: list[str], scopes: list[str]) -> ir.Node:
+    node = ir.Node("", op, inputs, name=".".join(scopes[1:]) or op)
+    node.metadata_props["pkg.onnxscript.class_hierarchy"] = str(classes)
+    node.metadata_props["pkg.onnxscript.name_scopes"] = str(scopes)
+    node.outputs[0].shape, node.outputs[0].type = ir.Shape([1, 4]), ir.TensorType(ir.DataType.FLOAT)
+    return node
+
+
+def test_a_block_the_data_leaves_and_reenters_stays_flat():
+    x = ir.Value(name="x", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT))
+    # block "tangled": relu -> (root's neg) -> add; outlining it would need neg inside and outside
+    relu = _node("Relu", [x], ["Net", "Tangled", "ReLU"], ["", "tangled", "relu"])
+    neg = _node("Neg", [relu.outputs[0]], ["Net"], [""])
+    add = _node("Add", [relu.outputs[0], neg.outputs[0]], ["Net", "Tangled"], ["", "tangled"])
+    # block "plain": two nodes read from one input, a proper block
+    sigmoid = _node("Sigmoid", [add.outputs[0]], ["Net", "Plain", "Sigmoid"], ["", "plain", "gate"])
+    mul = _node("Mul", [add.outputs[0], sigmoid.outputs[0]], ["Net", "Plain"], ["", "plain"])
+    graph = ir.Graph([x], [mul.outputs[0]], nodes=[relu, neg, add, sigmoid, mul], opset_imports={"": 21}, name="net")
+    result = outline_blocks(ir.Model(graph, ir_version=10))
+    assert result.rewrites == 1
+    assert [(n.op_type, n.name) for n in result.model.graph] == [
+        ("Relu", "tangled.relu"),
+        ("Neg", "Neg"),
+        ("Add", "tangled"),
+        ("Plain", "plain"),
+    ]
+    onnx.checker.check_model(ir.serde.serialize_model(result.model), full_check=True)
+
+
+def test_cli_build_functions_then_stats(tmp_path, capsys):
+    path = tmp_path / "resnet18.onnx"
+    assert main(["build", "resnet18", "--functions", "-o", str(path)]) == 0
+    assert "14 nodes" in capsys.readouterr().out  # stem, 8 blocks, head
+    assert main(["stats", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "layer4.1.conv2" in table and "11,689,512 parameters" in table
