@@ -149,3 +149,62 @@ def test_lite_real_weights_classify_the_photos(index, tmp_path, ort_cpu):
     assert cat in CAT_CLASSES, cat
     assert coffee == "espresso", coffee
     assert registry.get(f"efficientnet_lite{index}").reference_params == layer_stats(model).params
+
+
+REPVGG_PARITY = ["repvgg_a0", "repvgg_b1g4"]  # plain and grouped; the other variants differ only in table rows
+
+
+@pytest.mark.parametrize("name", REPVGG_PARITY)
+def test_repvgg_deploy_form_equals_timm_reparameterized(name, tmp_path, ort_cpu):
+    import timm
+    from timm.utils import reparameterize_model
+
+    torch.set_num_threads(2)
+    trained = randomise_batchnorm(timm.create_model(name, pretrained=False).eval())
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    with torch.no_grad():
+        expected = trained(torch.from_numpy(x)).numpy()
+        deployed = reparameterize_model(trained)
+        assert not any("conv_1x1" in key for key in deployed.state_dict())
+        deployed_logits = deployed(torch.from_numpy(x)).numpy()
+    checkpoint = save_state_dict(deployed, tmp_path / "deploy.safetensors")
+    model = build(name, BuildOptions(weights=checkpoint, variant={"deploy": True}))
+    assert layer_stats(model).params == sum(p.numel() for p in deployed.parameters())
+    (actual,) = ort_cpu(save(model, tmp_path / "deploy.onnx")).run(None, {"input": x})
+    assert unit_std_error(actual, deployed_logits) <= 1e-4
+    assert unit_std_error(actual, expected) <= 1e-4  # the deployed plain VGG computes the trained network
+
+
+def test_repvgg_b1g2_equals_timm_byobnet_with_two_groups(tmp_path, ort_cpu):
+    # timm registers no B1g2; its RepVGG config builder makes one the official way (groups on odd blocks).
+    from dataclasses import replace
+
+    from timm.models.byobnet import ByobNet, _rep_vgg_bcfg, model_cfgs
+
+    config = replace(model_cfgs["repvgg_b1g4"], blocks=_rep_vgg_bcfg(wf=(2.0, 2.0, 2.0, 4.0), groups=2))
+    assert _parity("repvgg_b1g2", ByobNet(config), {}, tmp_path, ort_cpu) <= 1e-4
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if n.startswith("repvgg_")])
+def test_repvgg_both_forms_count_exactly(name):
+    from graphgen.models.repvgg import VARIANTS, RepVGG
+
+    variant = VARIANTS[name.removeprefix("repvgg_")]
+    count = lambda module: sum(math.prod(p.shape) for _, p in module.named_parameters() if p.trainable)  # noqa: E731
+    assert count(RepVGG(variant, 1000)) == variant.train_params
+    assert count(RepVGG(variant, 1000, deploy=True)) == variant.deploy_params
+
+
+def test_repvgg_graph_layouts():
+    train = build("repvgg_a0", BuildOptions(keep_bn=True))
+    nodes = {n.name: n for n in train.graph}
+    block = "stages.1.1"
+    assert nodes[f"{block}.conv_kxk.conv"].op_type == "Conv" and nodes[f"{block}.conv_1x1.conv"].op_type == "Conv"
+    assert nodes[f"{block}.identity"].op_type == "BatchNormalization"
+    assert nodes[f"{block}.add_identity"].inputs[1] is nodes[f"{block}.identity"].outputs[0]
+    assert "stages.1.0.identity" not in nodes  # stride 2: no identity branch
+    deploy = build("repvgg_a0", BuildOptions(variant={"deploy": True}))
+    convs = [n for n in deploy.graph if n.op_type == "Conv"]
+    assert len(convs) == 22 and all(n.name.endswith("reparam_conv") for n in convs)
+    assert all(list(n.attributes["kernel_shape"].value) == [3, 3] for n in convs)
+    assert not any(n.op_type in ("Add", "BatchNormalization") for n in deploy.graph)

@@ -9,6 +9,7 @@ from graphgen.models import (  # noqa: F401
     inception_resnet,
     inception_v4,
     mobilenet,
+    parnet,
     repvgg,
     resnet,
     resnext,
