@@ -5,10 +5,12 @@ Rewrite rule, per output channel c, with t = γ / sqrt(σ² + ε)::
     BatchNormalization(Conv(x, W, b), γ, β, μ, σ²)  ->  Conv(x, W · t, (b − μ) · t + β)
 
 (b = 0 when the convolution had no bias.) It applies only where the Conv output feeds the
-BatchNormalization alone and every parameter is a constant initializer. The folded Conv keeps
-its name and records the BatchNormalization it absorbed, plus the parameter count the
-reference model has for the pair (conv weight, conv bias if any, γ and β), so statistics stay
-comparable with the unfolded form.
+BatchNormalization alone, the BatchNormalization is in inference mode, and every parameter is
+constant: an initializer, a Constant node, or either behind Identity nodes (torch's TorchScript
+exporter shares equal initializers that way). The folded weights keep the convolution's dtype.
+The folded Conv keeps its name and records the BatchNormalization it absorbed, plus the
+parameter count the reference model has for the pair (conv weight, conv bias if any, γ and β),
+so statistics stay comparable with the unfolded form.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.passes.base import PassResult, constant, only_consumer, remove_unused_initializers, set_initializer
+from graphgen.passes.base import (
+    PassResult,
+    batchnorm_scale_shift,
+    constant,
+    inference_batchnorm,
+    only_consumer,
+    remove_unused_initializers,
+    set_initializer,
+    unique_initializer_name,
+)
 
 FOLDED_FROM = "graphgen.folded_batchnorm"
 REFERENCE_PARAMS = "graphgen.reference_params"
@@ -29,11 +40,9 @@ def fold_batchnorm(model: ir.Model) -> PassResult:
     folded = 0
     for bn in [node for node in graph if node.op_type == "BatchNormalization" and node.domain == ""]:
         conv = bn.inputs[0].producer() if bn.inputs[0] is not None else None
-        if conv is None or conv.op_type != "Conv" or only_consumer(conv.outputs[0]) is not bn:
+        if conv is None or conv.op_type != "Conv" or conv.domain != "" or only_consumer(conv.outputs[0]) is not bn:
             continue
-        if len(bn.outputs) > 1 and any(out.uses() for out in bn.outputs[1:]):
-            continue  # training-mode outputs in use: not an inference BatchNorm
-        if _fold_pair(graph, conv, bn):
+        if inference_batchnorm(bn) and _fold_pair(graph, conv, bn):
             folded += 1
     remove_unused_initializers(graph)
     return PassResult(model, folded)
@@ -43,24 +52,21 @@ def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node) -> bool:
     weight = constant(conv.inputs[1])
     bias_value = conv.inputs[2] if len(conv.inputs) > 2 else None
     bias = constant(bias_value) if bias_value is not None else None
-    gamma, beta, mean, var = (constant(v) for v in bn.inputs[1:5])
-    if weight is None or any(a is None for a in (gamma, beta, mean, var)):
+    scale_shift = batchnorm_scale_shift(bn)
+    if weight is None or scale_shift is None:
         return False
     if bias_value is not None and bias is None:
         return False  # a computed bias cannot be folded ahead of time
-    eps = bn.attributes.get_float("epsilon", 1e-5)
-    # The per-channel factors in float64; the weights themselves scale in their own precision.
-    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
-    new_weight = weight * scale.astype(weight.dtype).reshape(-1, *([1] * (weight.ndim - 1)))
-    old_bias = bias.astype(np.float64) if bias is not None else 0.0
-    new_bias = (old_bias - mean) * scale + beta
+    scale, shift = scale_shift
+    new_weight = weight.astype(np.float64) * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+    new_bias = (bias.astype(np.float64) if bias is not None else 0.0) * scale + shift
 
+    gamma, beta = constant(bn.inputs[1]), constant(bn.inputs[2])
     reference_params = weight.size + (bias.size if bias is not None else 0) + gamma.size + beta.size
-    weight_value = _private_initializer(graph, conv, 1, conv.inputs[1].name)
-    set_initializer(graph, weight_value, new_weight)
-    bias_name = bias_value.name if bias_value is not None else _bias_name(graph, conv)
-    bias_value = _private_initializer(graph, conv, 2, bias_name)
-    set_initializer(graph, bias_value, new_bias)
+    dtype = weight.dtype  # a float16 model stays float16
+    set_initializer(graph, _private_initializer(graph, conv, 1, conv.inputs[1].name or "weight"), new_weight, dtype)
+    bias_name = bias_value.name if bias_value is not None and bias_value.name else _bias_name(conv)
+    set_initializer(graph, _private_initializer(graph, conv, 2, bias_name), new_bias, dtype)
 
     conv.metadata_props[FOLDED_FROM] = bn.name or ""
     conv.metadata_props[REFERENCE_PARAMS] = str(reference_params)
@@ -74,24 +80,21 @@ def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node) -> bool:
 
 
 def _private_initializer(graph: ir.Graph, conv: ir.Node, index: int, name: str) -> ir.Value:
-    """An initializer only ``conv`` reads at input ``index``: the existing one, or a fresh copy."""
+    """An initializer only ``conv`` reads at input ``index``: the existing one, or a fresh one.
+
+    A fresh one replaces an input that is shared, or that is no initializer at all (a Constant
+    node or an Identity's output).
+    """
     current = conv.inputs[index] if len(conv.inputs) > index else None
-    if current is not None and len(current.uses()) == 1:
+    if current is not None and current.is_initializer() and len(current.uses()) == 1:
         return current
-    value = ir.Value(name=_unique_name(graph, name), type=ir.TensorType(ir.DataType.FLOAT))
+    value = ir.Value(name=unique_initializer_name(graph, name), type=ir.TensorType(ir.DataType.FLOAT))
     while len(conv.inputs) <= index:
         conv.resize_inputs(len(conv.inputs) + 1)
     conv.replace_input_with(index, value)
     return value
 
 
-def _bias_name(graph: ir.Graph, conv: ir.Node) -> str:
+def _bias_name(conv: ir.Node) -> str:
     weight_name = conv.inputs[1].name or conv.name or "conv"
     return weight_name[: -len("weight")] + "bias" if weight_name.endswith("weight") else f"{weight_name}.bias"
-
-
-def _unique_name(graph: ir.Graph, name: str) -> str:
-    candidate, n = name, 1
-    while candidate in graph.initializers:
-        candidate, n = f"{name}_{n}", n + 1
-    return candidate

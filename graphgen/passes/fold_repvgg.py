@@ -1,0 +1,251 @@
+"""Fold RepVGG blocks — k×k conv, 1×1 conv and identity branches summed — into one convolution.
+
+Rewrite rule (RepVGG paper, Eq. 3 and Fig. 4). A sum (``Add`` tree or ``Sum``) whose terms all
+read one tensor x and are each
+
+* a Conv of x (any odd kernel, optionally followed by its inference BatchNormalization), or
+* an identity of x: x itself, BatchNormalization(x), or x · s (``Mul`` by a per-channel
+  constant, the form some exporters and simplifiers give a lone BatchNorm), or
+* a constant per-channel tensor (the ``Add`` half of such an affine identity),
+
+with at least two terms reading x, becomes ``Conv(x, K, b)``, where, writing each branch's
+BatchNorm as y·t + s (t = γ/√(σ²+ε), s = β − μ·t):
+
+* a k×k branch contributes W·t zero-padded to the largest kernel K (its taps land in the centre),
+  and b·t + s;
+* an identity branch contributes the kernel K[i, i mod (C/g), centre] = t_i (also for groups g > 1)
+  and s;
+* constants add to the bias.
+
+Every conv must share stride, group and dilation 1, and its padding must be the large kernel's
+minus (K−k)/2 on each side, so all branches see the same window; an identity needs stride 1, as
+many output as input channels and 'same' padding. The new Conv is named after the block, e.g.
+``stages.1.0.reparam_conv`` (timm's name for the deployed convolution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from graphgen.passes.base import (
+    PassResult,
+    add_initializer,
+    batchnorm_scale_shift,
+    common_name,
+    constant,
+    conv_geometry,
+    fresh_name,
+    inference_batchnorm,
+    is_sum,
+    join_name,
+    only_consumer,
+    remove_unused_initializers,
+    replace_value,
+    sum_tree,
+    value_names,
+)
+
+DEPLOY_NAME = "reparam_conv"
+
+
+@dataclass
+class Term:
+    """One branch of the sum, as a kernel-to-be: ``conv`` (None for an identity), scale and shift."""
+
+    nodes: list[ir.Node]  # what the branch consists of (removed after folding)
+    conv: ir.Node | None
+    scale: np.ndarray | float  # per output channel
+    shift: np.ndarray | float
+
+
+def fold_repvgg(model: ir.Model) -> PassResult:
+    """Return a copy of ``model`` with every RepVGG-style block folded into one convolution."""
+    model = model.clone()
+    graph = model.graph
+    names = value_names(graph)
+    folded = 0
+    # Restart the search after each fold: a fold replaces values that later blocks may read.
+    while (block := _next_block(graph)) is not None:
+        _fold(graph, block, names)
+        folded += 1
+    remove_unused_initializers(graph)
+    return PassResult(model, folded)
+
+
+@dataclass
+class Block:
+    root: ir.Node  # the outermost Add/Sum
+    nodes: list[ir.Node]  # everything the folded Conv replaces
+    source: ir.Value  # x
+    kernel: np.ndarray
+    bias: np.ndarray
+    geometry: dict
+    convs: list[ir.Node]
+
+
+def _next_block(graph: ir.Graph) -> Block | None:
+    for node in graph:
+        if not is_sum(node):
+            continue
+        consumer = only_consumer(node.outputs[0])
+        if consumer is not None and is_sum(consumer):
+            continue  # not the root of its sum
+        tree_nodes, leaves = sum_tree(node)
+        found = _branches(leaves)
+        if found is None:
+            continue
+        source, terms, constants = found
+        folded = _kernel_and_bias(terms, constants)
+        if folded is not None:
+            kernel, bias, geometry = folded
+            branch_nodes = [n for term in terms for n in term.nodes]
+            nodes = list({id(n): n for n in branch_nodes + tree_nodes}.values())
+            convs = [term.conv for term in terms if term.conv is not None]
+            return Block(node, nodes, source, kernel, bias, geometry, convs)
+    return None
+
+
+def _branches(leaves: list[ir.Value | None]) -> tuple[ir.Value, list[Term], list[np.ndarray]] | None:
+    """(x, the branches reading x, the constants added), if every leaf is a foldable branch of one x."""
+    if any(leaf is None for leaf in leaves):
+        return None
+    constants = [array for array in (constant(leaf) for leaf in leaves) if array is not None]
+    found = [(leaf, _term(leaf)) for leaf in leaves if constant(leaf) is None]
+    sources = {id(term[0]): term[0] for _, term in found if term is not None}
+    if len(sources) != 1:
+        return None
+    source = next(iter(sources.values()))
+    terms = []
+    for leaf, term in found:
+        if term is not None:
+            terms.append(term[1])
+        elif leaf is source:  # x itself: the identity branch without BatchNorm
+            terms.append(Term([], None, 1.0, 0.0))
+        else:
+            return None
+    if len(terms) < 2 or all(term.conv is None for term in terms):
+        return None
+    return source, terms, constants
+
+
+def _term(leaf: ir.Value) -> tuple[ir.Value, Term] | None:
+    """(what the branch reads, the branch) for a Conv [+BN], BN or Mul leaf; None otherwise."""
+    node = leaf.producer()
+    if node is None or node.domain != "" or only_consumer(leaf) is None:
+        return None  # read elsewhere too: the branch's value must survive, nothing to fold
+    if node.op_type == "Conv":
+        return (node.inputs[0], Term([node], node, 1.0, 0.0)) if _foldable_conv(node) else None
+    if node.op_type == "Mul":
+        for data, factor in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
+            if data is not None and constant(data) is None and constant(factor) is not None:
+                return data, Term([node], None, constant(factor), 0.0)
+        return None
+    if not inference_batchnorm(node) or batchnorm_scale_shift(node) is None:
+        return None
+    scale, shift = (v.reshape(-1, 1, 1) for v in batchnorm_scale_shift(node))  # per channel of NCHW
+    data = node.inputs[0]
+    conv = data.producer()
+    if conv is not None and conv.op_type == "Conv" and only_consumer(data) is node and _foldable_conv(conv):
+        return conv.inputs[0], Term([conv, node], conv, scale, shift)
+    return data, Term([node], None, scale, shift)
+
+
+def _foldable_conv(conv: ir.Node) -> bool:
+    bias = conv.inputs[2] if len(conv.inputs) > 2 else None
+    return conv.domain == "" and conv_geometry(conv) is not None and (bias is None or constant(bias) is not None)
+
+
+def _kernel_and_bias(terms: list[Term], constants: list[np.ndarray]):
+    """The summed kernel, bias and the folded Conv's geometry; None if the branches do not line up."""
+    convs = [term.conv for term in terms if term.conv is not None]
+    geometries = [conv_geometry(conv) for conv in convs]
+    weights = [constant(conv.inputs[1]) for conv in convs]
+    if any(g["dilations"] != (1, 1) for g in geometries) or len({(g["strides"], g["group"]) for g in geometries}) != 1:
+        return None
+    if len({w.shape[:2] for w in weights}) != 1:
+        return None
+    size = (max(w.shape[2] for w in weights), max(w.shape[3] for w in weights))
+    largest = next(g for g, w in zip(geometries, weights) if w.shape[2:] == size)
+    for g, w in zip(geometries, weights):
+        margin = [(size[0] - w.shape[2]) / 2, (size[1] - w.shape[3]) / 2]
+        expected = [p - m for p, m in zip(largest["pads"], margin * 2)]
+        if any(m != int(m) for m in margin) or list(g["pads"]) != expected:
+            return None  # the branches would look at different windows
+    out_channels, in_per_group = weights[0].shape[:2]
+    group = largest["group"]
+    identities = [term for term in terms if term.conv is None]
+    centre = ((size[0] - 1) // 2, (size[1] - 1) // 2)
+    if identities and (
+        largest["strides"] != (1, 1)
+        or out_channels != in_per_group * group
+        or size[0] % 2 == 0
+        or size[1] % 2 == 0
+        or list(largest["pads"]) != [centre[0], centre[1], centre[0], centre[1]]
+    ):
+        return None  # identity needs stride 1, as many channels out as in and 'same' padding
+
+    kernel = np.zeros((out_channels, in_per_group, *size))
+    bias = np.zeros(out_channels)
+    for term in terms:
+        scale, shift = _per_channel(term.scale, out_channels), _per_channel(term.shift, out_channels)
+        if scale is None or shift is None:
+            return None
+        if term.conv is None:
+            channels = np.arange(out_channels)
+            kernel[channels, channels % in_per_group, centre[0], centre[1]] += scale
+        else:
+            weight = constant(term.conv.inputs[1]).astype(np.float64) * scale[:, None, None, None]
+            top, left = (size[0] - weight.shape[2]) // 2, (size[1] - weight.shape[3]) // 2
+            kernel[:, :, top : top + weight.shape[2], left : left + weight.shape[3]] += weight
+            conv_bias = constant(term.conv.inputs[2]) if len(term.conv.inputs) > 2 and term.conv.inputs[2] else None
+            if conv_bias is not None:
+                bias += conv_bias.astype(np.float64) * scale
+        bias += shift
+    for array in constants:
+        vector = _per_channel(array, out_channels)
+        if vector is None:
+            return None
+        bias += vector
+    return kernel, bias, largest
+
+
+def _per_channel(value: np.ndarray | float, channels: int) -> np.ndarray | None:
+    """``value`` as a [channels] vector if it broadcasts over NCHW per channel (or is a scalar)."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim > 4:
+        return None
+    array = array.reshape((1,) * (4 - array.ndim) + array.shape)
+    if array.shape[0] != 1 or array.shape[2:] != (1, 1) or array.shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(array[0, :, 0, 0], (channels,)).copy()
+
+
+def _fold(graph: ir.Graph, block: Block, names: set[str]) -> None:
+    dtype = constant(block.convs[0].inputs[1]).dtype
+    # Named after the block: the common path of its nodes, else of its weights (dynamo names nodes
+    # node_Conv_12 but keeps module paths on weights), else after the sum it replaces.
+    weight_prefix = common_name(
+        [n.inputs[1].name or "" for n in block.nodes if n.op_type in ("Conv", "BatchNormalization")], ""
+    )
+    node_prefix = common_name([n.name or "" for n in block.nodes], "") or weight_prefix
+    node_name = join_name(node_prefix, DEPLOY_NAME) if node_prefix else f"{block.root.name}_{DEPLOY_NAME}"
+    base = join_name(weight_prefix, DEPLOY_NAME) if weight_prefix else node_name
+    weight = add_initializer(graph, f"{base}.weight", block.kernel, dtype)
+    bias = add_initializer(graph, f"{base}.bias", block.bias, dtype)
+    attributes = {
+        "kernel_shape": list(block.kernel.shape[2:]),
+        "strides": list(block.geometry["strides"]),
+        "pads": list(block.geometry["pads"]),
+        "dilations": [1, 1],
+        "group": block.geometry["group"],
+    }
+    conv = ir.node("Conv", [block.source, weight, bias], attributes, name=node_name)
+    out = conv.outputs[0]
+    out.name = fresh_name(f"v_{conv.name}", names)
+    out.type, out.shape = block.root.outputs[0].type, block.root.outputs[0].shape
+    graph.insert_before(block.root, conv)
+    replace_value(block.root.outputs[0], out)
+    graph.remove(block.nodes, safe=True)
