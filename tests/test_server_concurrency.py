@@ -7,10 +7,10 @@ import threading
 import grpc
 import numpy as np
 import pytest
+
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import classifier_pb2_grpc, kserve_v2_pb2_grpc
 from graphgen_protos import kserve_v2_pb2 as kpb
-
 from tests.server_helpers import ServerProcess, add_model
 
 CLIENTS = 32

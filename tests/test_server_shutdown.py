@@ -9,9 +9,9 @@ import time
 import grpc
 import numpy as np
 import pytest
+
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import classifier_pb2_grpc
-
 from tests.server_helpers import ServerProcess, add_model
 
 CLIENTS = 8

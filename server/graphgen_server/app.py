@@ -13,10 +13,10 @@ import signal
 from collections.abc import Callable
 
 import grpc
-from graphgen_protos import classifier_pb2, classifier_pb2_grpc, kserve_v2_pb2, kserve_v2_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from graphgen_protos import classifier_pb2, classifier_pb2_grpc, kserve_v2_pb2, kserve_v2_pb2_grpc
 from graphgen_server.classify import ClassifierServicer
 from graphgen_server.config import ServerConfig
 from graphgen_server.errors import CallGate

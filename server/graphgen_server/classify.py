@@ -7,9 +7,9 @@ import time
 
 import grpc
 import numpy as np
+
 from graphgen_protos import classifier_pb2 as pb
 from graphgen_protos import classifier_pb2_grpc
-
 from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
 from graphgen_server.profiling import ProfileResult
 from graphgen_server.runtime import ModelVersion, Runtime, top_classes

@@ -13,10 +13,10 @@ import struct
 import time
 
 import numpy as np
-from graphgen_protos import kserve_v2_pb2 as pb
-from graphgen_protos import kserve_v2_pb2_grpc
 
 import graphgen
+from graphgen_protos import kserve_v2_pb2 as pb
+from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
 from graphgen_server.runtime import ModelVersion, Runtime
 from graphgen_server.stats import Duration, ModelStats

@@ -1,0 +1,92 @@
+"""The dynamic batcher: batches never exceed max_batch, requests never split, each gets its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from graphgen_server.batching import DynamicBatcher
+
+
+class FakeModel:
+    """Row-wise like a CNN (row i of the output depends on row i of the input only), and slow."""
+
+    def __init__(self, seconds: float = 0.01, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.seconds, self.fail = seconds, fail
+
+    async def run(self, batch: np.ndarray) -> tuple[list[np.ndarray], float]:
+        self.batches.append(batch.shape[0])
+        await asyncio.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("kernel failed")
+        return [batch * 2.0, batch.sum(axis=1)], self.seconds
+
+
+def _requests(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((1 + i % 3, 4), dtype=np.float32) for i in range(count)]
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_rows():
+    model = FakeModel()
+    requests = _requests(24)
+
+    async def main():
+        batcher = DynamicBatcher(model.run, max_batch=4, delay_s=0.002, slots=1)
+        try:
+            return await asyncio.gather(*(batcher.submit(r) for r in requests))
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(main())
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result.outputs[0], request * 2.0)
+        np.testing.assert_array_equal(result.outputs[1], request.sum(axis=1))
+        assert request.shape[0] <= result.batch_size <= 4
+    assert max(model.batches) <= 4 and len(model.batches) < len(requests)  # merged, within the bound
+    assert sum(model.batches) == sum(r.shape[0] for r in requests)  # no row run twice or dropped
+
+
+def test_a_lone_request_runs_at_once_without_delay():
+    model = FakeModel(seconds=0.0)
+
+    async def main():
+        batcher = DynamicBatcher(model.run, max_batch=8, delay_s=0.0, slots=2)
+        try:
+            return await batcher.submit(np.ones((2, 4), np.float32))
+        finally:
+            await batcher.close()
+
+    result = asyncio.run(main())
+    assert result.batch_size == 2 and model.batches == [2]
+
+
+def test_a_failing_batch_fails_each_of_its_requests_and_the_batcher_goes_on():
+    model = FakeModel(fail=True)
+
+    async def main():
+        batcher = DynamicBatcher(model.run, max_batch=4, delay_s=0.001, slots=1)
+        try:
+            failed = await asyncio.gather(*(batcher.submit(r) for r in _requests(6)), return_exceptions=True)
+            model.fail = False
+            recovered = await batcher.submit(np.ones((1, 4), np.float32))
+            return failed, recovered
+        finally:
+            await batcher.close()
+
+    failed, recovered = asyncio.run(main())
+    assert all(isinstance(f, RuntimeError) for f in failed)
+    np.testing.assert_array_equal(recovered.outputs[0], np.full((1, 4), 2.0, np.float32))
+
+
+def test_refuses_a_request_larger_than_a_batch():
+    async def main():
+        batcher = DynamicBatcher(FakeModel().run, max_batch=2, delay_s=0.0, slots=1)
+        with pytest.raises(ValueError, match="exceed max_batch"):
+            await batcher.submit(np.ones((3, 4), np.float32))
+        await batcher.close()
+
+    asyncio.run(main())
