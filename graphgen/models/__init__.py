@@ -14,6 +14,7 @@ from graphgen.models import (  # noqa: F401
     resnet,
     resnext,
     senet,
+    squeezenet,
     vgg,
     wide_resnet,
 )
