@@ -27,7 +27,8 @@ from pathlib import Path
 from graphgen import registry
 
 DEFAULT = ["resnet50", "alexnet", "vgg16", "resnet18"]
-DEFAULT += ["mobilenetv1_100", "mobilenet_v2", "efficientnet_b0", "efficientnet_v2_s", "repvgg_a0", "squeezenet1_1"]  # zoo II
+ZOO_II = ["mobilenetv1_100", "mobilenet_v2", "efficientnet_b0", "efficientnet_v2_s", "repvgg_a0", "squeezenet1_1"]
+DEFAULT += ZOO_II
 TORCH_EXPORT = """
 import sys, torch
 library, name, resolution, dynamo, path = sys.argv[1:]
