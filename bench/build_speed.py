@@ -17,6 +17,7 @@ Runs alternate between the tools so load on the machine hits both alike; the med
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -26,18 +27,19 @@ from pathlib import Path
 
 from graphgen import registry
 
-DEFAULT = ["resnet50", "alexnet", "vgg16", "resnet18"]
+DEFAULT = ["resnet50", "alexnet", "vgg16", "resnet18", "googlenet", "inception_v3", "resnext50_32x4d", "seresnet50"]
 ZOO_II = ["mobilenetv1_100", "mobilenet_v2", "efficientnet_b0", "efficientnet_v2_s", "repvgg_a0", "squeezenet1_1"]
 DEFAULT += ZOO_II
 TORCH_EXPORT = """
-import sys, torch
-library, name, resolution, dynamo, path = sys.argv[1:]
+import json, sys, torch
+library, name, resolution, dynamo, path, kwargs = sys.argv[1:]
+kwargs = json.loads(kwargs)  # the architecture's reference_kwargs (e.g. GoogLeNet without aux heads)
 if library == "torchvision":
     import torchvision
-    model = getattr(torchvision.models, name)(weights=None)
+    model = getattr(torchvision.models, name)(weights=None, **kwargs)
 else:
     import timm
-    model = timm.create_model(name, pretrained=False)
+    model = timm.create_model(name, pretrained=False, **kwargs)
 x = torch.randn(1, 3, int(resolution), int(resolution))
 torch.onnx.export(model.eval(), (x,), path, dynamo=dynamo == "1")
 """
@@ -63,6 +65,7 @@ def measure(name: str, repeat: int, workdir: Path) -> dict[str, float]:
             str(arch.resolution),
             "1",
             str(workdir / "d.onnx"),
+            json.dumps(arch.reference_kwargs),
         ],
         "torch script": [
             sys.executable,
@@ -73,6 +76,7 @@ def measure(name: str, repeat: int, workdir: Path) -> dict[str, float]:
             str(arch.resolution),
             "0",
             str(workdir / "s.onnx"),
+            json.dumps(arch.reference_kwargs),
         ],
     }
     times: dict[str, list[float]] = {tool: [] for tool in commands}
