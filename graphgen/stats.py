@@ -125,7 +125,8 @@ def _node_params(node: ir.Node, counted: set[str]) -> tuple[int, int]:
         size = value.const_value.size
         initializers += size
         is_statistic = node.op_type == "BatchNormalization" and index in _BN_STATISTICS
-        if value.const_value.shape.rank() > 0 and not is_statistic:
+        # Parameters are float tensors; scalars and integer shapes are constants, not weights.
+        if value.const_value.dtype.is_floating_point() and value.const_value.shape.rank() > 0 and not is_statistic:
             params += size
     if REFERENCE_PARAMS in node.metadata_props:
         params = int(node.metadata_props[REFERENCE_PARAMS])
