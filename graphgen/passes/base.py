@@ -202,3 +202,23 @@ def join_name(prefix: str, name: str) -> str:
     if not prefix:
         return name
     return f"{prefix}/{name}" if prefix.startswith("/") else f"{prefix}.{name}"
+
+
+def remove_dead_nodes(graph: ir.Graph) -> int:
+    """Remove every node no graph output depends on; returns how many."""
+    live: set[int] = set()
+    pending = [value for value in graph.outputs]
+    while pending:
+        node = pending.pop().producer()
+        if node is None or id(node) in live:
+            continue
+        live.add(id(node))
+        pending.extend(value for value in node.inputs if value is not None)
+        for attribute in node.attributes.values():  # If/Loop bodies may read outer values
+            if attribute.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+                bodies = attribute.value if attribute.type == ir.AttributeType.GRAPHS else [attribute.value]
+                for body in bodies:
+                    pending.extend(v for inner in ir.traversal.RecursiveGraphIterator(body) for v in inner.inputs if v)
+    dead = [node for node in graph if id(node) not in live]
+    graph.remove(dead, safe=True)
+    return len(dead)

@@ -25,6 +25,7 @@ from graphgen.passes.base import (
     inference_batchnorm,
     only_consumer,
     remove_unused_initializers,
+    replace_value,
     set_initializer,
     unique_initializer_name,
 )
@@ -70,11 +71,7 @@ def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node) -> bool:
 
     conv.metadata_props[FOLDED_FROM] = bn.name or ""
     conv.metadata_props[REFERENCE_PARAMS] = str(reference_params)
-    output = bn.outputs[0]
-    ir.convenience.replace_all_uses_with(output, conv.outputs[0])
-    if output.is_graph_output():
-        graph.outputs[graph.outputs.index(output)] = conv.outputs[0]
-        conv.outputs[0].name = output.name
+    replace_value(bn.outputs[0], conv.outputs[0])  # also where the BatchNorm gave a graph output
     graph.remove(bn, safe=True)
     return True
 
