@@ -53,6 +53,9 @@ class ServerConfig:
     # Threads running onnxruntime and image decoding (the event loop never does).
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     intra_op_threads: int = 0  # 0: onnxruntime's default (one per core)
+    # onnxruntime's idle threads spin for more work after a run: faster back-to-back runs, but
+    # they take cores from gRPC's threads when both share few cores.
+    spin_threads: bool = True
     grace_s: float = 10.0  # in-flight calls get this long to finish on SIGTERM/SIGINT
 
     @property

@@ -81,18 +81,14 @@ class ModelVersion:
             self.ready, self.reason = False, f"failed to load {self.path}: {message}"
             log.error("model %s v%s NOT READY: %s", self.name, self.version, self.reason)
 
-    def _session_options(self) -> ort.SessionOptions:
-        options = ort.SessionOptions()
+    def _make_session(self, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+        """A session with the server's settings (the profiler passes options of its own to extend)."""
+        options = options or ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the server logs what matters itself
         if self.config.intra_op_threads:
             options.intra_op_num_threads = self.config.intra_op_threads
-        return options
-
-    def _make_session(self, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-        options = options or self._session_options()
-        options.log_severity_level = 3
-        if self.config.intra_op_threads:
-            options.intra_op_num_threads = self.config.intra_op_threads
+        if not self.config.spin_threads:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.path), options, providers=self._choice.providers)
 
     def _load(self, choice: providers.ProviderChoice) -> None:
