@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from graphgen import __version__, registry
+from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
 
 EXIT_USAGE = 2
 
@@ -159,6 +160,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(summary(stats))
         if scaling:
             print(f"scaling: {scaling}")
+    if args.plot:
+        from graphgen.plots import plot_layer_stats
+
+        written = plot_layer_stats(stats, args.plot, args.plot_size)
+        print(f"wrote {written}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -198,7 +204,7 @@ VARIANT_OPTIONS = ("phi", "width", "deploy", "form", "aux", "activation")
 
 
 # Modules that add subcommands: each exposes add_parser(subparsers) setting `func`.
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = ["graphgen.compare", "graphgen.convert"]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -223,6 +229,15 @@ def make_parser() -> argparse.ArgumentParser:
     stats.add_argument("name", help="architecture name or .onnx file")
     stats.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size of the figures (default 1)")
     stats.add_argument("--json", action="store_true")
+    stats.add_argument(
+        "--plot",
+        type=plot_path_argument,
+        metavar="PNG",
+        help="also draw parameters, FLOPs and activation memory per layer",
+    )
+    stats.add_argument(
+        "--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="picture size (default 1600x1000)"
+    )
     _add_build_options(stats, batch=False)
     stats.set_defaults(func=cmd_stats)
 

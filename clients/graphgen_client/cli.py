@@ -1,4 +1,4 @@
-"""``graphgen-client classify IMG... --model M [--top-k 5] [--profile]`` (and ``models``, ``health``).
+"""``graphgen-client classify IMG... --model M [--top-k 5] [--profile [--plot PNG]]`` (and ``models``, ``health``).
 
 Exit status: 0 done, 1 the server answered with an error (printed as CODE: message), 2 a usage
 error or an unreadable image file.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from graphgen.plots import DEFAULT_SIZE, PlotError, ProfileRow, plot_path_argument, plot_profile, size_argument
 from graphgen_client.client import DEFAULT_ADDRESS, Client, ClientError
 from graphgen_client.tables import classes_table, models_table, profile_table
 
@@ -33,6 +34,10 @@ def make_parser() -> argparse.ArgumentParser:
     classify.add_argument("--top-k", type=int, default=5)
     classify.add_argument("--profile", action="store_true", help="also print the time of every layer")
     classify.add_argument("--json", action="store_true", help="print the response as JSON")
+    classify.add_argument(
+        "--plot", type=plot_path_argument, metavar="PNG", help="with --profile: draw the layer times to this PNG"
+    )
+    classify.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
 
     commands.add_parser("models", help="list the server's models and their state")
     health = commands.add_parser("health", help="the health service's status (exit 1 unless SERVING)")
@@ -40,8 +45,21 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def plot_profile_of(response, path: Path, size: tuple[int, int]) -> Path:
+    """The per-layer time chart of a profiled response (kernels with no graphgen layer by their op)."""
+    rows = [
+        ProfileRow(r.layer, tuple(r.op_types) if r.mapped else (r.kernel_op,), r.time_us, r.share)
+        for r in response.profile.layers
+    ]
+    title = f"{response.model} v{response.version} on {response.profile.provider}"
+    return plot_profile(rows, path, size, title=title, inference_us=response.profile.inference_us)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "plot", None) and not args.profile:
+        parser.error("--plot draws the per-layer profile: add --profile")
     try:
         with Client(args.address, timeout=args.timeout) as client:
             if args.command == "classify":
@@ -54,11 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 if args.json:
                     print(json.dumps(json_format.MessageToDict(response), indent=2))
-                    return 0
-                print(classes_table(response, [str(p) for p in args.images]))
-                if args.profile:
-                    print()
-                    print(profile_table(response.profile))
+                else:
+                    print(classes_table(response, [str(p) for p in args.images]))
+                    if args.profile:
+                        print()
+                        print(profile_table(response.profile))
+                if args.plot:
+                    print(
+                        f"wrote {plot_profile_of(response, args.plot, args.plot_size)}",
+                        file=sys.stderr if args.json else sys.stdout,
+                    )
             elif args.command == "models":
                 print(models_table(client.models()))
             else:
@@ -68,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as error:
         print(f"graphgen-client: error: {error}", file=sys.stderr)
         return EXIT_SERVER
+    except PlotError as error:
+        print(f"graphgen-client: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
