@@ -74,6 +74,7 @@ CASES = [
     ("tensor zero dim", "c", "Classify", cpb.ClassifyRequest(model="tiny", tensor=cpb.Tensor(shape=[0, 3, SIZE, SIZE])), INVALID, "tensor.shape"),
     ("fixed batch model", "c", "Classify", cpb.ClassifyRequest(model="fixed", tensor=_tensor(2, 3, SIZE, SIZE)), INVALID, "(axis 0)"),
     ("model without preprocessing", "c", "Classify", cpb.ClassifyRequest(model="plain", images=[_image()]), INVALID, "images: model plain has no graphgen preprocessing metadata"),
+    ("a 6 MB message reaches the handler", "c", "Classify", cpb.ClassifyRequest(model="tiny", tensor=_tensor(1, 3, 700, 700)), INVALID, "does not fit [N, 3, 32, 32]"),
     ("queue cannot take it", "c", "Classify", cpb.ClassifyRequest(model="tiny", tensor=_tensor(7, 3, SIZE, SIZE)), EXHAUSTED, "queue full"),
     ("infer unknown model", "k", "ModelInfer", _infer(model="nope"), NOT_FOUND, "'nope'"),
     ("infer input name", "k", "ModelInfer", _infer(name="pixels"), INVALID, "inputs[0].name"),

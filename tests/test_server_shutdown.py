@@ -9,6 +9,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import classifier_pb2_grpc
@@ -32,7 +33,6 @@ def test_signal_during_load_answers_every_accepted_call_and_exits_0(repository, 
     request = cpb.ClassifyRequest(model="lite", tensor=tensor, top_k=1)
     outcomes: list[tuple[float, float, str, str]] = []  # (sent, answered, status, details)
     lock = threading.Lock()
-    signalled = threading.Event()
 
     with ServerProcess(repository, ["--grace", "30"]) as server:
         expected = classifier_pb2_grpc.ClassifierStub(grpc.insecure_channel(server.address)).Classify(request)
@@ -61,7 +61,7 @@ def test_signal_during_load_answers_every_accepted_call_and_exits_0(repository, 
             time.sleep(0.01)
         signal_at = time.monotonic()
         server.signal(sig)
-        signalled.set()
+        health = _health_statuses(server.address, seconds=2.0)
         for thread in threads:
             thread.join(timeout=120)
         assert server.wait() == 0, server.log
@@ -76,3 +76,21 @@ def test_signal_during_load_answers_every_accepted_call_and_exits_0(repository, 
     in_flight = [o for o in before if o[1] > signal_at and o[2] == "OK"]
     assert in_flight, "no call was in flight at the signal: the test proved nothing"
     assert "shutting down" in server.log and "stopped" in server.log
+    assert "NOT_SERVING" in health, health  # seen while the calls in flight drained
+
+
+def _health_statuses(address: str, seconds: float) -> list[str]:
+    """Health checks in a bounded loop until the server stops answering."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+            except grpc.RpcError as error:
+                seen.append(error.code().name)
+                break
+            time.sleep(0.01)
+    return seen
