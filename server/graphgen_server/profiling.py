@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -112,7 +113,9 @@ class Profiler:
         self._make_session = make_session
         self._model_path = model_path
         self._warmup = warmup
-        self._workdir = tempfile.TemporaryDirectory(prefix="graphgen-profile-")
+        # Traces are written and read back once per profiled call: in memory where there is a tmpfs.
+        in_memory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        self._workdir = tempfile.TemporaryDirectory(prefix="graphgen-profile-", dir=in_memory)
         self._lock = threading.Lock()  # one profiled run at a time per model version
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-session")
         self._spare: Future[ort.InferenceSession] | None = None

@@ -182,6 +182,7 @@ class ModelVersion:
                 feeds = {self.input.name: array}
                 outputs, result, _, run_s = await loop.run_in_executor(self._executor, self.profiler.run, feeds)
                 queued_s = time.perf_counter() - submitted - run_s  # executor, session creation, trace reading
+                self.stats.record_execution(rows, run_s)
                 return InferOutcome(outputs, queued_s, run_s, rows, result)
             if self.batcher is not None and rows <= self.batcher.max_batch:
                 done = await self.batcher.submit(array)

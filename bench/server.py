@@ -1,0 +1,272 @@
+"""graphgen-server against in-process onnxruntime, side by side in one run.
+
+    python bench/server.py [--quick] [--json FILE]
+
+1. serving overhead: in-process ``session.run`` vs gRPC ModelInfer and Classify (a tensor), at
+   batch 1 and 8, for a tiny model, a small one (EfficientNet-Lite0) and ResNet-50: throughput
+   and p50/p99 latency. The paths alternate in short rounds so drift on a shared machine hits
+   both alike. One client, one call at a time; the server in its own process.
+2. dynamic batching on vs off: 32 concurrent clients sending single images.
+3. profiled vs unprofiled Classify latency (a profiled call runs on a fresh profiling session;
+   "spaced" leaves time for the next one to be built, "back to back" does not).
+
+Goals: gRPC ≥ 0.95x in-process throughput for ResNet-50 at batch 8; ≤ 150 µs added p50 on the
+tiny model; profiled p50 ≤ 1.10x unprofiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+from graphgen.build import BuildOptions, build, save
+from graphgen_client.local import LocalServer
+from graphgen_protos import classifier_pb2 as cpb
+from graphgen_protos import classifier_pb2_grpc, kserve_v2_pb2_grpc
+from graphgen_protos import kserve_v2_pb2 as kpb
+
+MODELS = {  # name: (architecture, build options, iterations at batch 1 and 8 per path)
+    "tiny": ("efficientnet_lite0", {"resolution": 32, "num_classes": 10}, (400, 200)),
+    "lite0": ("efficientnet_lite0", {}, (60, 12)),
+    "resnet50": ("resnet50", {}, (16, 4)),
+}
+ROUNDS = 4
+SPARE_BUILD_S = 1.5  # time a profiling session of these models needs to be built and warmed here
+
+
+@dataclass
+class Figures:
+    name: str
+    images_per_s: float
+    p50_us: float
+    p99_us: float
+    calls: int
+
+
+def figures(name: str, latencies: list[float], batch: int) -> Figures:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return Figures(name, batch * len(ordered) / sum(ordered), statistics.median(ordered) * 1e6, p99 * 1e6, len(ordered))
+
+
+def timed(call: Callable[[], object], count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def build_repository(root: Path) -> dict[str, Path]:
+    paths = {}
+    for name, (architecture, options, _) in MODELS.items():
+        paths[name] = save(build(architecture, BuildOptions(**options)), root / name / "1" / "model.onnx")
+    return paths
+
+
+def infer_request(model: str, x: np.ndarray) -> kpb.ModelInferRequest:
+    request = kpb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="input", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.tobytes())
+    return request
+
+
+def serving_overhead(address: str, paths: dict[str, Path], scale: float) -> list[dict]:
+    rows = []
+    with grpc.insecure_channel(address) as channel:
+        kserve = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        classifier = classifier_pb2_grpc.ClassifierStub(channel)
+        for name, (_, _, counts) in MODELS.items():
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(str(paths[name]), options, providers=["CPUExecutionProvider"])
+            shape = session.get_inputs()[0].shape
+            for batch, count in zip((1, 8), counts):
+                count = max(2, int(count * scale) // ROUNDS)
+                x = np.random.default_rng(0).standard_normal((batch, *shape[1:]), dtype=np.float32)
+                infer = infer_request(name, x)  # built once: the client's own cost is its serialisation
+                classify = cpb.ClassifyRequest(model=name, tensor=cpb.Tensor(shape=x.shape, data=x.tobytes()))
+                paths_ = {
+                    "in-process": lambda session=session, x=x: session.run(None, {"input": x}),
+                    "ModelInfer": lambda infer=infer: kserve.ModelInfer(infer, timeout=600),
+                    "Classify": lambda classify=classify: classifier.Classify(classify, timeout=600),
+                }
+                for call in paths_.values():
+                    call()  # warm-up
+                latencies: dict[str, list[float]] = {p: [] for p in paths_}
+                for _ in range(ROUNDS):
+                    for path, call in paths_.items():
+                        latencies[path] += timed(call, count)
+                base = figures("in-process", latencies["in-process"], batch)
+                for path, values in latencies.items():
+                    row = figures(path, values, batch)
+                    rows.append(
+                        {"model": name, "batch": batch, **asdict(row),
+                         "throughput_ratio": row.images_per_s / base.images_per_s,
+                         "added_p50_us": row.p50_us - base.p50_us}
+                    )  # fmt: skip
+    return rows
+
+
+def concurrent_clients(address: str, model: str, clients: int, calls: int, shape: tuple[int, ...]) -> dict:
+    x = np.random.default_rng(1).standard_normal((1, *shape), dtype=np.float32)
+    request = cpb.ClassifyRequest(model=model, tensor=cpb.Tensor(shape=x.shape, data=x.tobytes()), top_k=1)
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def client() -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = classifier_pb2_grpc.ClassifierStub(channel)
+            stub.Classify(request, timeout=600)
+            barrier.wait(timeout=120)
+            for _ in range(calls):
+                start = time.perf_counter()
+                answer = stub.Classify(request, timeout=600)
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    batch_sizes.append(answer.timings.batch_size)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=1200)
+    wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "images_per_s": len(ordered) / wall,
+        "p50_us": statistics.median(ordered) * 1e6,
+        "p99_us": ordered[round(0.99 * (len(ordered) - 1))] * 1e6,
+        "mean_batch": statistics.mean(batch_sizes),
+        "calls": len(ordered),
+    }
+
+
+def profiled_vs_unprofiled(address: str, model: str, shape: tuple[int, ...], count: int) -> dict:
+    """p50 of unprofiled and profiled Classify calls, and the server's own split of a profiled one."""
+    x = np.random.default_rng(2).standard_normal((1, *shape), dtype=np.float32)
+    tensor = cpb.Tensor(shape=x.shape, data=x.tobytes())
+    plain = cpb.ClassifyRequest(model=model, tensor=tensor)
+    profiled = cpb.ClassifyRequest(model=model, tensor=tensor, profile=True)
+    with grpc.insecure_channel(address) as channel:
+        stub = classifier_pb2_grpc.ClassifierStub(channel)
+        stub.Classify(profiled, timeout=600)  # the first profiling session is built here
+        spaced_plain, spaced_profiled, server_split = [], [], []
+        for _ in range(count):
+            time.sleep(SPARE_BUILD_S)  # the next profiling session gets built and warmed meanwhile
+            spaced_plain += timed(lambda: stub.Classify(plain, timeout=600), 1)
+            start = time.perf_counter()
+            answer = stub.Classify(profiled, timeout=600)
+            spaced_profiled.append(time.perf_counter() - start)
+            t = answer.timings
+            server_split.append((t.queue_us, t.inference_us, t.total_us))
+        time.sleep(SPARE_BUILD_S)
+        back_to_back = timed(lambda: stub.Classify(profiled, timeout=600), count)
+    out = {
+        "model": model,
+        "unprofiled_p50_us": statistics.median(spaced_plain) * 1e6,
+        "profiled_spaced_p50_us": statistics.median(spaced_profiled) * 1e6,
+        "profiled_back_to_back_p50_us": statistics.median(back_to_back) * 1e6,
+        "server_queue_p50_us": statistics.median(q for q, _, _ in server_split),
+        "server_inference_p50_us": statistics.median(i for _, i, _ in server_split),
+    }
+    out["ratio_spaced"] = out["profiled_spaced_p50_us"] / out["unprofiled_p50_us"]
+    out["ratio_back_to_back"] = out["profiled_back_to_back_p50_us"] / out["unprofiled_p50_us"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the iterations")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    scale = 0.25 if args.quick else 1.0
+    report: dict = {"device": ort.get_device(), "onnxruntime": ort.__version__}
+    with tempfile.TemporaryDirectory(prefix="graphgen-bench-") as tmp:
+        paths = build_repository(Path(tmp))
+        print(f"onnxruntime {ort.__version__} ({ort.get_device()}); models built in {tmp}")
+        with LocalServer(Path(tmp), ["--max-batch", "1"]) as server:
+            report["overhead"] = serving_overhead(server.address, paths, scale)
+            print_overhead(report["overhead"])
+            report["profiling"] = profiled_vs_unprofiled(
+                server.address, "lite0", (3, 224, 224), max(6, int(24 * scale))
+            )
+        print_profiling(report["profiling"])
+        report["batching"] = {}
+        for mode, flags in (("off", ["--max-batch", "1"]), ("on", ["--max-batch", "8", "--batch-delay-us", "2000"])):
+            with LocalServer(Path(tmp), flags) as server:
+                report["batching"][mode] = concurrent_clients(
+                    server.address, "lite0", 32, max(2, int(6 * scale)), (3, 224, 224)
+                )
+        print_batching(report["batching"])
+    print_goals(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+def print_overhead(rows: list[dict]) -> None:
+    print(
+        f"\n{'model':<9} {'batch':>5}  {'path':<11} {'images/s':>9} {'ratio':>6} {'p50 µs':>10} {'p99 µs':>10} {'+p50 µs':>9}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:<9} {r['batch']:>5}  {r['name']:<11} {r['images_per_s']:>9.1f} {r['throughput_ratio']:>6.3f}"
+            f" {r['p50_us']:>10.0f} {r['p99_us']:>10.0f} {r['added_p50_us']:>9.0f}"
+        )
+
+
+def print_profiling(rows: list[dict]) -> None:
+    print("\nprofiled vs unprofiled Classify, batch 1 (p50):")
+    for p in rows:
+        print(
+            f"  {p['model']:<9} unprofiled {p['unprofiled_p50_us'] / 1e3:7.1f} ms, profiled {p['profiled_spaced_p50_us'] / 1e3:7.1f} ms"
+            f" spaced ({p['ratio_spaced']:.2f}x; server: queue {p['server_queue_p50_us'] / 1e3:.1f} ms,"
+            f" run {p['server_inference_p50_us'] / 1e3:.1f} ms), {p['profiled_back_to_back_p50_us'] / 1e3:7.1f} ms"
+            f" back to back ({p['ratio_back_to_back']:.2f}x)"
+        )
+
+
+def print_batching(b: dict) -> None:
+    print("\n32 concurrent clients, lite0, 1 image per call:")
+    for mode, r in b.items():
+        print(
+            f"  batching {mode:<3}: {r['images_per_s']:7.1f} images/s, p50 {r['p50_us'] / 1e3:7.1f} ms, "
+            f"p99 {r['p99_us'] / 1e3:7.1f} ms, mean batch {r['mean_batch']:.2f}"
+        )
+    print(f"  throughput on/off: {b['on']['images_per_s'] / b['off']['images_per_s']:.2f}x")
+
+
+def print_goals(report: dict) -> None:
+    rows = report["overhead"]
+    r50 = next(r for r in rows if r["model"] == "resnet50" and r["batch"] == 8 and r["name"] == "ModelInfer")
+    tiny = next(r for r in rows if r["model"] == "tiny" and r["batch"] == 1 and r["name"] == "ModelInfer")
+    goals = [
+        ("gRPC >= 0.95x in-process throughput, ResNet-50 batch 8", f"{r50['throughput_ratio']:.3f}x", r50["throughput_ratio"] >= 0.95),
+        ("<= 150 µs added p50, tiny model (ModelInfer)", f"{tiny['added_p50_us']:.0f} µs", tiny["added_p50_us"] <= 150),
+    ]  # fmt: skip
+    for p in report["profiling"]:
+        ratio = p["ratio_spaced"]
+        goals.append((f"profiled p50 <= 1.10x unprofiled, {p['model']} (spaced)", f"{ratio:.2f}x", ratio <= 1.10))
+    print("\ngoals:")
+    for what, value, met in goals:
+        print(f"  [{'met' if met else 'MISSED'}] {what}: {value}")
+    report["goals"] = [{"goal": g, "value": v, "met": m} for g, v, m in goals]
+
+
+if __name__ == "__main__":
+    main()
