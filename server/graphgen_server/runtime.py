@@ -70,6 +70,13 @@ class ModelVersion:
         self.batcher: DynamicBatcher | None = None
         self.profiler: Profiler | None = None
         self.pending_rows = 0
+        # Set by a successful load:
+        self.session: ort.InferenceSession | None = None
+        self.input = TensorInfo("", np.dtype(np.float32), ())
+        self.outputs: list[TensorInfo] = []
+        self.dynamic_batch = False
+        self.num_classes = 0
+        self._choice: providers.ProviderChoice | None = None
         self._io_binding = False
 
     # -- loading --------------------------------------------------------------------------
@@ -89,6 +96,7 @@ class ModelVersion:
             options.intra_op_num_threads = self.config.intra_op_threads
         if not self.config.spin_threads:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        assert self._choice is not None, "load() chooses the providers first"
         return ort.InferenceSession(str(self.path), options, providers=self._choice.providers)
 
     def _load(self, choice: providers.ProviderChoice) -> None:
@@ -125,16 +133,20 @@ class ModelVersion:
 
     # -- running --------------------------------------------------------------------------
     def _run_sync(self, array: np.ndarray) -> tuple[list[np.ndarray], float]:
+        session = self.session
+        assert session is not None, "only a loaded model runs"
         started = time.perf_counter()
         if self._io_binding:
-            binding = self.session.io_binding()
+            # Explicit binding on CUDA: the input goes to the device in one copy and the outputs
+            # come back to host memory in one copy each.
+            binding = session.io_binding()
             binding.bind_cpu_input(self.input.name, array)
             for output in self.outputs:
                 binding.bind_output(output.name, "cpu")
-            self.session.run_with_iobinding(binding)
+            session.run_with_iobinding(binding)
             outputs = binding.copy_outputs_to_cpu()
         else:
-            outputs = self.session.run(None, {self.input.name: array})
+            outputs = session.run(None, {self.input.name: array})
         return outputs, time.perf_counter() - started
 
     async def _run_batch(self, array: np.ndarray) -> tuple[list[np.ndarray], float]:
