@@ -19,7 +19,7 @@ from onnxscript._internal.builder import GraphBuilder
 
 from graphgen import __version__, registry
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
-from graphgen.functions import outline_blocks
+from graphgen.functions import describe_nodes, outline_blocks
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
 from graphgen.passes import fold_batchnorm
@@ -82,6 +82,7 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     # A module may describe its variant further, e.g. compound scaling records its φ and multipliers.
     model.metadata_props.update(getattr(module, "metadata", {}))
     model = model if options.keep_bn else fold_batchnorm(model).model
+    describe_nodes(model.graph)  # Netron's node descriptions: the emitting module and its block
     return outline_blocks(model).model if options.functions else model
 
 

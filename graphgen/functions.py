@@ -88,6 +88,37 @@ def block_scopes(node: ir.Node) -> list[BlockScope]:
     ]
 
 
+def describe_node(node: ir.Node) -> str | None:
+    """What Netron shows as a node's description: the module that emitted it, and its block.
+
+    ``Conv2d layer3.1.conv2 (BatchNorm2d layer3.1.bn2 folded in), in Bottleneck layer3.1``, or
+    ``Add in Bottleneck layer3.1`` for a module's own glue op. Derived from the metadata alone, so
+    a function body (whose metadata is relative to its block) describes itself relative too.
+    """
+    hierarchy, scopes = node.metadata_props.get(CLASS_HIERARCHY), node.metadata_props.get(NAME_SCOPES)
+    try:
+        classes, names = ast.literal_eval(hierarchy or "None"), ast.literal_eval(scopes or "None")
+    except (ValueError, SyntaxError):
+        return None
+    if not classes or not names:
+        return None
+    path, module = ".".join(names[1:]), classes[-1]
+    text = f"{module} {path}".rstrip() if module in PRIMITIVES else f"{node.op_type} in {module} {path}".rstrip()
+    if FOLDED_FROM in node.metadata_props:
+        text += f" (BatchNorm2d {node.metadata_props[FOLDED_FROM]} folded in)"
+    blocks = block_scopes(node)
+    if blocks and blocks[0].path != path:
+        text += f", in {blocks[0].class_name} {blocks[0].path}"
+    return text
+
+
+def describe_nodes(graph: ir.Graph) -> None:
+    """Give every node without a description the one :func:`describe_node` makes."""
+    for node in graph:
+        if not node.doc_string:
+            node.doc_string = describe_node(node)
+
+
 def _embeddable(value: ir.Value) -> bool:
     """A constant copied into a function body: a scalar or an integer tensor, never a weight."""
     tensor = value.const_value if value.is_initializer() else None
@@ -257,8 +288,9 @@ def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) ->
             node.domain, node.op_type, [mapping[id(v)] if v is not None else None for v in node.inputs],
             attributes=list(node.attributes.values()), overload=node.overload, num_outputs=len(node.outputs),
             version=node.version, name=unique_node(_relative(node.name, path) or node.op_type),
-            doc_string=node.doc_string, metadata_props=_local_metadata(node, block.scope),
+            metadata_props=_local_metadata(node, block.scope),
         )  # fmt: skip
+        copy.doc_string = describe_node(copy) or node.doc_string  # relative to the block, as the metadata
         for old, new in zip(node.outputs, copy.outputs):
             new.name, new.shape, new.type = unique(_relative(old.name, path) or "value"), old.shape, old.type
             mapping[id(old)] = new

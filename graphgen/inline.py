@@ -12,7 +12,7 @@ import ast
 import onnx_ir as ir
 from onnx_ir.passes.common import InlinePass
 
-from graphgen.functions import BLOCKS_DOMAIN, CLASS_HIERARCHY, NAME_SCOPES, NAMESPACE, PATH_VALUED
+from graphgen.functions import BLOCKS_DOMAIN, CLASS_HIERARCHY, NAME_SCOPES, NAMESPACE, PATH_VALUED, describe_node
 
 
 def inline_blocks(model: ir.Model) -> ir.Model:
@@ -57,9 +57,9 @@ def _inline_call(graph: ir.Graph, call: ir.Node, function: ir.Function) -> None:
         node = ir.Node(
             inner.domain, inner.op_type, [mapping[id(v)] if v is not None else None for v in inner.inputs],
             attributes=list(inner.attributes.values()), overload=inner.overload, num_outputs=len(inner.outputs),
-            version=inner.version, name=f"{path}.{inner.name}", doc_string=inner.doc_string,
-            metadata_props=_global_metadata(inner, call),
+            version=inner.version, name=f"{path}.{inner.name}", metadata_props=_global_metadata(inner, call),
         )  # fmt: skip
+        node.doc_string = describe_node(node) or inner.doc_string
         for old, new in zip(inner.outputs, node.outputs):
             new.name, new.shape, new.type = f"v_{path}.{old.name}", old.shape, old.type
             mapping[id(old)] = new

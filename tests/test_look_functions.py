@@ -64,6 +64,9 @@ def test_resnet152_reads_as_a_chain_of_blocks(tmp_path):
     proto = onnx.load(str(tmp_path / "resnet152.onnx"), load_external_data=False)
     function = next(f for f in proto.functions if f.overload == "layer3.1")
     assert [node.name for node in function.node] == ["conv1", "relu", "conv2", "relu_1", "conv3", "add", "relu_2"]
+    # descriptions inside are relative to the block, as the shared body serves every call
+    assert function.node[2].doc_string == "Conv2d conv2 (BatchNorm2d bn2 folded in)"
+    assert function.node[5].doc_string == "Add in Bottleneck"
     assert list(function.input) == ["x", *(f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))]
     typed = {info.name for info in function.value_info}
     assert all(output in typed for node in function.node for output in node.output)
@@ -81,6 +84,7 @@ def test_inlining_restores_the_flat_graph(name):
     pairs = list(zip(restored.graph, flat.graph, strict=True))
     assert all(a.name == b.name and a.op_type == b.op_type for a, b in pairs)
     assert all(dict(a.metadata_props) == dict(b.metadata_props) for a, b in pairs)
+    assert all(a.doc_string == b.doc_string for a, b in pairs)
     assert all(
         [v.name for v in a.inputs[1:]] == [v.name for v in b.inputs[1:]] for a, b in pairs if a.op_type == "Conv"
     )
@@ -128,3 +132,15 @@ def test_cli_build_functions_then_stats(tmp_path, capsys):
     assert main(["stats", str(path)]) == 0
     table = capsys.readouterr().out
     assert "layer4.1.conv2" in table and "11,689,512 parameters" in table
+
+
+def test_every_node_says_which_module_and_block_emitted_it():
+    graph = build("resnet50").graph
+    described = {node.name: node.doc_string for node in graph}
+    assert (
+        described["layer3.1.conv2"]
+        == "Conv2d layer3.1.conv2 (BatchNorm2d layer3.1.bn2 folded in), in Bottleneck layer3.1"
+    )
+    assert described["layer3.1.add"] == "Add in Bottleneck layer3.1"
+    assert described["fc"] == "Linear fc"
+    assert all(described.values())
