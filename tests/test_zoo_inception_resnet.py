@@ -180,9 +180,11 @@ def torch_macs(model, x) -> int:
     return total
 
 
-def test_resnet50_v1_is_torchvision_resnet50_with_the_stride_on_the_first_1x1(tmp_path, ort_cpu):
+def test_resnet50_v1_is_the_caffe_definition_with_torchvision_keys(tmp_path, ort_cpu):
+    """ResNet-50-deploy.prototxt: stride 2 on the first 1×1 (res3a_branch2a…), pool1 3×3/2 unpadded, rounding up."""
     torch.set_num_threads(2)
     model = randomise_batchnorm(torchvision.models.resnet50(weights=None).eval())
+    model.maxpool = torch.nn.MaxPool2d(3, 2, 0, ceil_mode=True)
     for stage in (model.layer2, model.layer3, model.layer4):
         stage[0].conv1.stride, stage[0].conv2.stride = (2, 2), (1, 1)
     x = random_input(224)

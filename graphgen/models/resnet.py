@@ -42,6 +42,7 @@ class ResNetConfig:
     width_per_group: int = 64  # inner width = int(planes · width_per_group / 64) · groups
     stem: str = "7x7"  # or "deep": 3×3 convs of stem_width, stem_width, 2·stem_width
     stem_width: int = 64
+    stem_pool: str = "torch"  # "caffe": 3×3/2 max-pool unpadded, rounding up (same size, windows shifted)
     stride_on: str = "3x3"  # "1x1": the original Caffe ResNet strides the first 1×1 instead
     downsample: str = "conv"  # "avg": 2×2 average pool, then a stride-1 1×1 projection (ResNet-D)
     down_kernel: int = 1  # SENet-154 projects with a strided 3×3
@@ -193,7 +194,8 @@ class ResNet(nn.Module):
         self.conv1, inplanes = _stem(config)
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        caffe = config.stem_pool == "caffe"
+        self.maxpool = nn.MaxPool2d(3, 2, 0, ceil_mode=True) if caffe else nn.MaxPool2d(3, 2, 1)
         for index, (planes, blocks) in enumerate(zip(STAGE_PLANES, config.layers)):
             stride = 1 if index == 0 else 2
             stage = []
@@ -289,11 +291,12 @@ def _registrations() -> list[Architecture]:
         if DEPTHS[depth][0] == "bottleneck":
             # The paper's own figures (3.8/7.6/11.3 G multiply-adds) are rounded too far to check to 1%.
             archs.append(resnet_architecture(
-                f"resnet{depth}_v1", replace(_depth(depth), stride_on="1x1"),
-                reference=f"Caffe model of KaimingHe/deep-residual-networks (torchvision resnet{depth} "
-                "with the stride moved from the 3x3 to the first 1x1)", params=params, gmacs=None,
+                f"resnet{depth}_v1", replace(_depth(depth), stride_on="1x1", stem_pool="caffe"),
+                reference=f"KaimingHe/deep-residual-networks ResNet-{depth}-deploy.prototxt (= torchvision "
+                f"resnet{depth} with the stride on the first 1x1 and Caffe's unpadded ceil-mode pool1)",
+                params=params, gmacs=None,
                 description=f"ResNet-{depth} as He et al. released it in Caffe: stride 2 on the first 1x1 "
-                "of each downsampling bottleneck (ResNet-A; torchvision keys)",
+                "of each downsampling bottleneck, unpadded ceil-mode pool1 (torchvision keys)",
             ))  # fmt: skip
     for name, (base, depth, params, gmacs, resolution, crop_pct) in TIMM_TWEAKS.items():
         tweak = "three-3x3 stem" + (", 2x2 avg-pool before a stride-1 projection" if base is D else "")
