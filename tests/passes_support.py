@@ -125,6 +125,8 @@ def check_contract(rewrite: Callable[[ir.Model], PassResult], model: ir.Model, *
     assert result.rewrites == expect
     assert result.model is not model
     assert fingerprint(model) == before, "the pass changed its input model"
+    node_names = [node.name for node in result.model.graph if node.name]
+    assert len(node_names) == len(set(node_names)), "two nodes share a name (onnxruntime refuses that)"
     again = rewrite(result.model)
     assert again.rewrites == 0
     assert fingerprint(again.model) == fingerprint(result.model), "a second run changed the graph"

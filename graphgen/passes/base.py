@@ -162,6 +162,10 @@ def value_names(graph: ir.Graph) -> set[str]:
     return names
 
 
+def node_names(graph: ir.Graph) -> set[str]:
+    return {node.name for node in graph if node.name}
+
+
 def fresh_name(base: str, taken: set[str]) -> str:
     """``base`` or ``base_1``, ``base_2``… whichever is not in ``taken``; it is added there."""
     candidate, n = base, 1
@@ -184,9 +188,10 @@ def common_name(names: list[str], fallback: str, *, drop_varying: bool = False) 
     split = [_SEPARATORS.split(name) for name in names]
     if drop_varying and len({len(parts) for parts in split}) == 1:
         differing = [i for i in range(len(split[0])) if len({parts[i] for parts in split}) > 1]
-        if len(differing) == 1 and differing[0] >= 2:
-            i = differing[0]
-            return "".join(split[0][: i - 1] + split[0][i + 1 :])
+        # One varying part, or the same index repeated (TorchScript: /branches.3/branches.3.0/Conv).
+        if differing and differing[0] >= 2 and all(len({parts[i] for i in differing}) == 1 for parts in split):
+            dropped = set(differing) | {i - 1 for i in differing}  # the part and its separator
+            return "".join(part for i, part in enumerate(split[0]) if i not in dropped)
     prefix: list[str] = []
     for parts in zip(*split):
         if len(set(parts)) > 1:

@@ -41,6 +41,7 @@ from graphgen.passes.base import (
     inference_batchnorm,
     is_sum,
     join_name,
+    node_names,
     only_consumer,
     remove_unused_initializers,
     replace_value,
@@ -65,7 +66,7 @@ def fold_repvgg(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every RepVGG-style block folded into one convolution."""
     model = model.clone()
     graph = model.graph
-    names = value_names(graph)
+    names = value_names(graph) | node_names(graph)  # one pool: fresh names never clash with either
     folded = 0
     # Restart the search after each fold: a fold replaces values that later blocks may read.
     while (block := _next_block(graph)) is not None:
@@ -242,7 +243,7 @@ def _fold(graph: ir.Graph, block: Block, names: set[str]) -> None:
         "dilations": [1, 1],
         "group": block.geometry["group"],
     }
-    conv = ir.node("Conv", [block.source, weight, bias], attributes, name=node_name)
+    conv = ir.node("Conv", [block.source, weight, bias], attributes, name=fresh_name(node_name, names))
     out = conv.outputs[0]
     out.name = fresh_name(f"v_{conv.name}", names)
     out.type, out.shape = block.root.outputs[0].type, block.root.outputs[0].shape

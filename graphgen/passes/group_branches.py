@@ -35,6 +35,7 @@ from graphgen.passes.base import (
     conv_geometry,
     fresh_name,
     inference_batchnorm,
+    node_names,
     only_consumer,
     remove_unused_initializers,
     replace_value,
@@ -70,7 +71,7 @@ def group_branches(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every multibranch block rewritten as a grouped convolution."""
     model = model.clone()
     graph = model.graph
-    names = value_names(graph)
+    names = value_names(graph) | node_names(graph)  # one pool: fresh names never clash with either
     rewrites = 0
     # Each rewrite turns G chains into one, so the search cannot find the same block again.
     while (block := _next_block(graph)) is not None:
@@ -220,7 +221,7 @@ def _rewrite(graph: ir.Graph, block: Block, names: set[str]) -> None:
         new_nodes.append(node)
         current = node.outputs[0]
         for term in block.other_terms:
-            add = ir.node("Add", [current, term], name=f"{node.name}.add", metadata_props={})
+            add = ir.node("Add", [current, term], name=fresh_name(f"{node.name}.add", names))
             _name_output(add, block.output, names)
             new_nodes.append(add)
             current = add.outputs[0]
@@ -236,7 +237,9 @@ def _stacked(
     """One node doing what ``column`` (the same step of every branch) did, on stacked channels."""
     model_node = column[0]
     attributes = {name: attr.value for name, attr in model_node.attributes.items()}
-    name = common_name([n.name or "" for n in column], f"{model_node.name}.grouped", drop_varying=True)
+    name = fresh_name(
+        common_name([n.name or "" for n in column], f"{model_node.name}.grouped", drop_varying=True), names
+    )
     inputs: list[ir.Value | None] = [data]
     if model_node.op_type == "Conv":
         weights = [constant(n.inputs[1]) for n in column]
@@ -277,7 +280,7 @@ def _summed_conv(graph: ir.Graph, tails: list[list[ir.Node]], data: ir.Value, na
     if has_bias:
         inputs.append(_stacked_initializer(graph, convs, 2, np.sum(biases, axis=0), dtype))
     attributes = {name: attr.value for name, attr in convs[0].attributes.items()}
-    name = common_name([conv.name or "" for conv in convs], f"{convs[0].name}.grouped", drop_varying=True)
+    name = fresh_name(common_name([c.name or "" for c in convs], f"{convs[0].name}.grouped", drop_varying=True), names)
     provenance = _provenance(convs, len(tails), extra=[tail[1] for tail in tails if len(tail) == 2])
     node = ir.node("Conv", inputs, attributes, name=name, metadata_props=provenance)
     _name_output(node, tails[0][-1].outputs[0], names, channels=1)

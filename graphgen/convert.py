@@ -1,0 +1,216 @@
+"""``graphgen convert IN.onnx -o OUT.onnx``: graph conversions on any ONNX model.
+
+Passes run in a fixed order — multibranch blocks to grouped convolutions, RepVGG blocks to one
+convolution, BatchNorm folding, head surgery, float16 — and each reports what it rewrote, or says
+plainly that it found nothing. --verify runs the input and the result on onnxruntime (CPU)
+with the same random inputs and fails with exit status 1 when an output differs by more than the
+tolerance. Head surgery changes what the model computes on purpose, so the reference for
+--verify is then the input with the same new head (same seed or checkpoint) or the same cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from graphgen.passes import PassResult, cut_head, fold_batchnorm, fold_repvgg, group_branches, replace_head, to_fp16
+
+EXIT_MISMATCH = 1
+FP32_TOLERANCE = 1e-5
+FP16_TOLERANCE = 5e-3  # float16 keeps 11 significant bits; converted CNNs land near 5e-4
+
+
+@dataclass(frozen=True)
+class Step:
+    flag: str
+    run: Callable[[ir.Model], PassResult]
+    did: str  # "{n} ..." what n rewrites mean
+    nothing: str  # what it says when it found nothing
+
+
+def _steps(args: argparse.Namespace) -> list[Step]:
+    steps = []
+    if args.group_branches:
+        steps.append(Step("group-branches", group_branches, "{n} multibranch block(s) -> grouped convolution", "found no multibranch blocks"))  # fmt: skip
+    if args.fold_repvgg:
+        steps.append(Step("fold-repvgg", fold_repvgg, "{n} RepVGG block(s) -> one convolution each", "found no RepVGG blocks"))  # fmt: skip
+    if args.fold_bn:
+        steps.append(Step("fold-bn", fold_batchnorm, "{n} BatchNormalization(s) folded into convolutions", "found no Conv -> BatchNormalization pairs"))  # fmt: skip
+    head = _head_surgery(args)
+    if head is not None:
+        steps.append(head)
+    if args.fp16:
+        steps.append(Step("fp16", lambda m: to_fp16(m, keep_io_types=args.keep_io_types), "{n} tensors, casts and inputs/outputs -> float16", "found nothing in float32"))  # fmt: skip
+    return steps
+
+
+def _head_surgery(args: argparse.Namespace) -> Step | None:
+    if args.cut is not None:
+        return Step("cut", lambda m: cut_head(m, args.cut), f"cut to {args.cut!r}: output 'features'", f"already cut to {args.cut!r}")  # fmt: skip
+    if args.num_classes is None and args.head_weights is None:
+        return None
+
+    def new_head(model: ir.Model) -> PassResult:
+        return replace_head(model, args.num_classes, weights=args.head_weights, seed=args.seed)
+
+    return Step("head", new_head, "new classifier, {head}", "the head already has exactly these weights")
+
+
+def parameter_count(model: ir.Model) -> int:
+    """Elements of every initializer: what the file stores."""
+    return sum(v.const_value.size for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from graphgen.cli import UserError
+    from graphgen.onnx_io import load_model, save_model
+
+    source, target = Path(args.input), Path(args.output)
+    if target.resolve() == source.resolve():
+        raise UserError(f"{target}: refusing to overwrite the input; write the result to another file")
+    steps = _steps(args)
+    if not steps:
+        raise UserError(
+            "nothing to do: ask for --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut or --fp16"
+        )
+    original = load_model(source)
+    print(f"read {source}: {len(original.graph):,} nodes, {parameter_count(original):,} parameters")
+
+    model = original
+    for step in steps:
+        result = step.run(model)
+        model = result.model
+        if result.rewrites:
+            head = model.metadata_props.get("graphgen.head", "")
+            message = step.did.replace("{n}", str(result.rewrites)).replace("{head}", head)
+        else:
+            message = f"{step.nothing}; nothing changed"
+        print(f"{step.flag}: {message}")
+    print(f"nodes: {len(original.graph):,} -> {len(model.graph):,}")
+    print(f"parameters: {parameter_count(original):,} -> {parameter_count(model):,}")
+    save_model(model, target)
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+    if not args.verify:
+        return 0
+    head = _head_surgery(args)
+    reference = head.run(original).model if head is not None else original
+    tolerance = args.tolerance if args.tolerance is not None else FP16_TOLERANCE if args.fp16 else FP32_TOLERANCE
+    return 0 if verify(reference, model, tolerance, batch=args.batch, seed=args.seed) else EXIT_MISMATCH
+
+
+def verify(reference: ir.Model, converted: ir.Model, tolerance: float, *, batch: int = 1, seed: int = 0) -> bool:
+    """Run both on the same random inputs; print the differences; True if all within ``tolerance``.
+
+    The relative difference is max |converted − reference| / max |reference| per output:
+    elementwise ratios mean nothing where the reference is near zero.
+    """
+    inputs = _random_inputs(reference, batch, seed)
+    expected = _run(reference, inputs)
+    cast = {
+        value.name: inputs[value.name].astype(value.dtype.numpy())
+        for value in converted.graph.inputs
+        if value.name in inputs and value.dtype is not None
+    }
+    actual = _run(converted, cast)
+    if len(actual) != len(expected):
+        print(f"verify: FAILED: {len(actual)} outputs where the reference has {len(expected)}", file=sys.stderr)
+        return False
+    ok = True
+    for value, want, got in zip(reference.graph.outputs, expected, actual):
+        if want.shape != got.shape:
+            print(
+                f"verify: {value.name}: FAILED: shape {list(got.shape)}, reference {list(want.shape)}", file=sys.stderr
+            )
+            ok = False
+            continue
+        difference = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        max_abs = float(difference.max()) if difference.size else 0.0
+        relative = max_abs / max(float(np.abs(want).max()) if want.size else 0.0, 1e-30)
+        verdict = "ok" if relative <= tolerance else "FAILED: beyond tolerance"
+        ok = ok and relative <= tolerance
+        print(
+            f"verify: {value.name}: max abs diff {max_abs:.3g}, max relative diff {relative:.3g} "
+            f"(tolerance {tolerance:g}): {verdict}"
+        )
+    return ok
+
+
+def _random_inputs(model: ir.Model, batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for value in model.graph.inputs:
+        if value.is_initializer():
+            continue
+        shape = [dim if isinstance(dim, int) else batch for dim in (value.shape or [])]
+        dtype = value.dtype.numpy() if value.dtype is not None else np.float32
+        if np.issubdtype(dtype, np.floating):
+            inputs[value.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            inputs[value.name] = rng.integers(0, 2, shape).astype(dtype)
+    return inputs
+
+
+def _run(model: ir.Model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    from graphgen.onnx_io import save_model
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as folder:  # a file, not bytes: models may pass protobuf's 2 GB
+        path = save_model(model, Path(folder) / "model.onnx")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, inputs)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="graph conversions: grouped convolutions, RepVGG and BatchNorm folding, new head, float16",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("input", metavar="IN.onnx")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    passes = parser.add_argument_group("conversions (run in this order)")
+    passes.add_argument("--group-branches", action="store_true", help="ResNeXt-style parallel branches -> one grouped convolution")  # fmt: skip
+    passes.add_argument("--fold-repvgg", action="store_true", help="3x3 + 1x1 + identity branches -> one 3x3 convolution")  # fmt: skip
+    passes.add_argument("--fold-bn", action="store_true", help="Conv -> BatchNormalization -> one Conv")
+    passes.add_argument("--num-classes", type=_positive, metavar="N", help="new classifier with N classes (random)")
+    passes.add_argument("--head-weights", metavar="PATH", help="new classifier from a checkpoint (its weight/bias)")
+    passes.add_argument("--seed", type=int, default=0, help="seed of the random head and of --verify's inputs")
+    passes.add_argument("--cut", metavar="features|STAGE", help="drop the head: output the pooled features or a stage's map")  # fmt: skip
+    passes.add_argument("--fp16", action="store_true", help="float16 weights and compute")
+    passes.add_argument("--keep-io-types", action="store_true", help="with --fp16: keep float32 inputs and outputs")
+    check = parser.add_argument_group("verification")
+    check.add_argument("--verify", action="store_true", help="compare with the input on onnxruntime; exit 1 beyond tolerance")  # fmt: skip
+    check.add_argument("--tolerance", type=float, metavar="T", help=f"largest relative difference (default {FP32_TOLERANCE:g}, {FP16_TOLERANCE:g} with --fp16)")  # fmt: skip
+    check.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch of random inputs (default 1)")
+    parser.set_defaults(func=_checked_convert)
+
+
+def _checked_convert(args: argparse.Namespace) -> int:
+    from graphgen.cli import UserError
+
+    if args.cut is not None and (args.num_classes is not None or args.head_weights is not None):
+        raise UserError("--cut removes the head: it does not combine with --num-classes or --head-weights")
+    if args.keep_io_types and not args.fp16:
+        raise UserError("--keep-io-types only applies with --fp16")
+    return cmd_convert(args)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
