@@ -74,7 +74,7 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
         # A module whose form differs from its checkpoint's (ResNeXt branches, no aux heads) maps the keys.
         state = module.adapt_state_dict(state)
     new_head = options.num_classes is not None and num_classes != arch.num_classes
-    fill_weights(graph, state, seed=options.seed, reinitialise=arch.head if new_head else None)
+    fill_weights(graph, state, seed=options.seed, reinitialise=arch.heads if new_head else ())
 
     model = ir.Model(graph, ir_version=IR_VERSION, producer_name="graphgen", producer_version=__version__)
     model.doc_string = f"{arch.description or arch.name} — {arch.paper}. Reference: {arch.reference}."
@@ -120,10 +120,10 @@ def parameters(graph: ir.Graph) -> dict[str, Parameter]:
     return {key: value for key, value in graph.initializers.items() if isinstance(value, Parameter)}
 
 
-def fill_weights(graph: ir.Graph, state: StateDict | None, *, seed: int, reinitialise: str | None) -> None:
+def fill_weights(graph: ir.Graph, state: StateDict | None, *, seed: int, reinitialise: tuple[str, ...] = ()) -> None:
     """Give every parameter a value: from ``state`` where given, else a seeded torch-like init.
 
-    ``reinitialise`` names the head whose checkpoint entries may differ in shape (a new number
+    ``reinitialise`` names the heads whose checkpoint entries may differ in shape (a new number
     of classes): those are initialised afresh instead of loaded.
     """
     params = parameters(graph)
@@ -148,8 +148,10 @@ def _initial_value(param: Parameter, rng: np.random.Generator) -> np.ndarray:
     return rng.random(shape, dtype=np.float32) * (2 * bound) - bound
 
 
-def _check_fits(params: dict[str, Parameter], state: StateDict, reinitialise: str | None) -> None:
-    in_head = (lambda key: key.startswith(reinitialise + ".")) if reinitialise else (lambda key: False)
+def _check_fits(params: dict[str, Parameter], state: StateDict, reinitialise: tuple[str, ...]) -> None:
+    def in_head(key: str) -> bool:
+        return any(key.startswith(head + ".") for head in reinitialise)
+
     keys = [k for k in state if not k.endswith(IGNORED_KEYS)]  # checkpoint order, for readable errors
     missing = [k for k in params if k not in state and not in_head(k)]
     unexpected = [k for k in keys if k not in params]

@@ -81,7 +81,13 @@ class Architecture:
     description: str = ""
     options: tuple[str, ...] = ()
     reference_kwargs: dict[str, object] = field(default_factory=dict)
+    aux_heads: tuple[str, ...] = ()  # auxiliary classifiers' last layers (Inception's --aux)
     num_classes: int = 1000  # the reference's classes (ImageNet-1k unless, e.g., a CIFAR model)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Every classifier a new class count replaces: the head, plus auxiliary heads."""
+        return (self.head, *self.aux_heads)
 
     @property
     def torch_reference(self) -> tuple[str, str] | None:

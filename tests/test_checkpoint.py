@@ -184,3 +184,16 @@ def test_new_head_loads_the_backbone_and_reinitialises_the_head(tmp_path):
     weight = built.graph.initializers["layer4.1.conv2.weight"].const_value.numpy()
     assert np.array_equal(weight, model.state_dict()["layer4.1.conv2.weight"].numpy())
     assert built.graph.initializers["fc.weight"].const_value.shape == (10, 512)
+
+
+@pytest.mark.parametrize(
+    ("name", "aux_head"), [("googlenet", "aux1.fc2.weight"), ("inception_v3", "AuxLogits.fc.weight")]
+)
+def test_new_class_count_reinitialises_the_aux_heads_too(tmp_path, name, aux_head):
+    import torchvision
+
+    reference = getattr(torchvision.models, name)(weights=None, aux_logits=True, init_weights=False)
+    torch.save(reference.state_dict(), tmp_path / "w.pth")
+    built = build(name, BuildOptions(weights=tmp_path / "w.pth", num_classes=10, variant={"aux": True}))
+    assert built.graph.initializers[aux_head].const_value.shape[0] == 10
+    assert [output.shape[1] for output in built.graph.outputs] == [10] * len(built.graph.outputs)

@@ -165,7 +165,8 @@ class GoogLeNet(nn.Module):
 register(
     Architecture(
         "googlenet", "inception", lambda n, aux=False: GoogLeNet(n, aux), 224,
-        Preprocess(256, 224, HALF, HALF), head="fc", reference="torchvision.models.googlenet",
+        Preprocess(256, 224, HALF, HALF), head="fc", aux_heads=("aux1.fc2", "aux2.fc2"),
+        reference="torchvision.models.googlenet",
         paper="Szegedy et al. 2014, Going Deeper with Convolutions",
         reference_params=6_624_904, reference_gmacs=1.498,
         description="GoogLeNet / Inception v1 (torchvision: BN eps 1e-3, 3x3 '5x5' branch, ceil-mode pools)",

@@ -213,7 +213,8 @@ class Inception3(nn.Module):
 register(
     Architecture(
         "inception_v3", "inception", lambda n, aux=False: Inception3(n, aux), 299,
-        Preprocess(342, 299, HALF, HALF), head="fc", reference="torchvision.models.inception_v3",
+        Preprocess(342, 299, HALF, HALF), head="fc", aux_heads=("AuxLogits.fc",),
+        reference="torchvision.models.inception_v3",
         paper="Szegedy, Vanhoucke, Ioffe, Shlens, Wojna 2015, Rethinking the Inception Architecture",
         reference_params=23_834_568, reference_gmacs=5.713,
         description="Inception v3 (torchvision; 299x299, BN eps 1e-3, branch avg-pools count padding)",
