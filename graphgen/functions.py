@@ -345,11 +345,23 @@ def blocks_of(graph: ir.Graph) -> list[Block]:
         for nodes in stages:
             for node in nodes:
                 depth[id(node)] += 1
+    scope_of = {
+        id(node): candidates[id(node)][depth[id(node)]] for node in graph if depth[id(node)] < len(candidates[id(node)])
+    }
+    # A node a pass made without module metadata joins the block its name places it in
+    # (fold_repvgg's ``stages.1.0.reparam_conv`` belongs to block ``stages.1.0``).
+    by_path = {scope.path: scope for scope in scope_of.values()}
+    for node in graph:
+        if not candidates[id(node)] and node.name and CLASS_HIERARCHY not in node.metadata_props:
+            parts = node.name.split(".")
+            prefixes = (".".join(parts[:n]) for n in range(len(parts) - 1, 0, -1))
+            scope = next((by_path[prefix] for prefix in prefixes if prefix in by_path), None)
+            if scope is not None:
+                scope_of[id(node)] = scope
     blocks: dict[str, Block] = {}
     for node in graph:
-        if depth[id(node)] < len(candidates[id(node)]):
-            scope = candidates[id(node)][depth[id(node)]]
-            blocks.setdefault(scope.path, Block(scope, [])).nodes.append(node)
+        if id(node) in scope_of:
+            blocks.setdefault(scope_of[id(node)].path, Block(scope_of[id(node)], [])).nodes.append(node)
     return list(blocks.values())
 
 
