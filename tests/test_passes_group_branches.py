@@ -39,16 +39,19 @@ class TorchPath(torch.nn.Module):
 
 
 class TorchFormA(torch.nn.Module):
-    """Form (a): the paths' 1×1 projections summed, BN after the aggregation, then the shortcut."""
+    """Form (a): the paths' 1×1 projections summed, BN after the aggregation, then the shortcut.
 
-    def __init__(self, inner_groups: int = 1) -> None:
+    ``shortcut_in_sum``: no BN after the sum, so the shortcut joins the same chain of Adds.
+    """
+
+    def __init__(self, inner_groups: int = 1, shortcut_in_sum: bool = False) -> None:
         super().__init__()
         self.branches = torch.nn.ModuleList(TorchPath(True, inner_groups) for _ in range(GROUPS))
-        self.bn3 = torch.nn.BatchNorm2d(CHANNELS)
+        self.bn3 = None if shortcut_in_sum else torch.nn.BatchNorm2d(CHANNELS)
 
     def forward(self, x):
         total = functools.reduce(operator.add, [path(x) for path in self.branches])
-        return torch.relu(self.bn3(total) + x)
+        return torch.relu((self.bn3(total) if self.bn3 is not None else total) + x)
 
 
 class TorchFormB(torch.nn.Module):
@@ -66,7 +69,7 @@ class TorchFormB(torch.nn.Module):
 
 def _torch_block(form: str, tmp_path, *, keep_bn: bool = False, dynamo: bool = False, inner_groups: int = 1):
     torch.manual_seed(0)
-    module = TorchFormA(inner_groups) if form == "a" else TorchFormB()
+    module = TorchFormA(inner_groups, shortcut_in_sum=form == "a+x") if form.startswith("a") else TorchFormB()
     randomize_batchnorm(module)
     return export(module, (1, CHANNELS, 8, 8), tmp_path / "block.onnx", keep_bn=keep_bn, dynamo=dynamo)
 
@@ -84,8 +87,8 @@ def _assert_grouped(model: ir.Model, groups: int) -> None:
 
 @pytest.mark.parametrize(
     ("form", "keep_bn"),
-    [("a", False), ("a", True), ("b", False), ("b", True)],
-    ids=["a-folded", "a-with-bn", "b-folded", "b-with-bn"],
+    [("a", False), ("a", True), ("a+x", False), ("b", False), ("b", True)],
+    ids=["a-folded", "a-with-bn", "a-shortcut-in-sum", "b-folded", "b-with-bn"],
 )
 def test_torchscript_exported_block(tmp_path, form: str, keep_bn: bool) -> None:
     model = _torch_block(form, tmp_path, keep_bn=keep_bn)

@@ -35,6 +35,7 @@ from graphgen.passes.base import (
     conv_geometry,
     fresh_name,
     inference_batchnorm,
+    is_sum,
     node_names,
     only_consumer,
     remove_unused_initializers,
@@ -103,7 +104,7 @@ def _block_from(source: ir.Value) -> Block | None:
     for start in starts.values():
         chain = _chain(start)
         end = only_consumer(chain[-1].outputs[0])
-        if end is None or (end.op_type != "Concat" and not _is_sum(end)):
+        if end is None or (end.op_type != "Concat" and not is_sum(end)):
             continue
         merge = end if end.op_type == "Concat" else sum_root(end)
         by_merge.setdefault(id(merge), (merge, []))[1].append(chain)
@@ -117,10 +118,6 @@ def _block_from(source: ir.Value) -> Block | None:
 
 def _is_conv(node: ir.Node) -> bool:
     return node.op_type == "Conv" and node.domain == "" and conv_geometry(node) is not None
-
-
-def _is_sum(node: ir.Node) -> bool:
-    return node.domain == "" and node.op_type in ("Add", "Sum")
 
 
 def _chain(start: ir.Node) -> list[ir.Node]:
