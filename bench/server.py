@@ -203,9 +203,10 @@ def main() -> None:
         with LocalServer(Path(tmp), ["--max-batch", "1"]) as server:
             report["overhead"] = serving_overhead(server.address, paths, scale)
             print_overhead(report["overhead"])
-            report["profiling"] = profiled_vs_unprofiled(
-                server.address, "lite0", (3, 224, 224), max(6, int(24 * scale))
-            )
+            report["profiling"] = [
+                profiled_vs_unprofiled(server.address, model, (3, 224, 224), max(4, int(count * scale)))
+                for model, count in (("lite0", 16), ("resnet50", 8))
+            ]
         print_profiling(report["profiling"])
         report["batching"] = {}
         for mode, flags in (("off", ["--max-batch", "1"]), ("on", ["--max-batch", "8", "--batch-delay-us", "2000"])):

@@ -131,7 +131,8 @@ class Profiler:
         with self._lock:
             if self._spare is None:
                 self._spare = self._builder.submit(self._create)
-            session = self._spare.result()
+            spare, self._spare = self._spare, None  # a failed build is retried by the next call
+            session = spare.result()
             started = time.perf_counter()
             try:
                 outputs = session.run(None, feeds)
@@ -142,10 +143,10 @@ class Profiler:
                 # building it cannot disturb the timed run.
                 self._warmup = {name: np.zeros_like(value) for name, value in feeds.items()}
                 self._spare = self._builder.submit(self._create)
-            try:
-                events = json.loads(trace_path.read_text())
-            finally:
-                trace_path.unlink(missing_ok=True)
+                try:
+                    events = json.loads(trace_path.read_text())
+                finally:
+                    trace_path.unlink(missing_ok=True)
             assert self._layer_map is not None  # set by the first _create
             return outputs, parse_trace(events, self._layer_map), started - waiting, ran - started
 
