@@ -156,3 +156,18 @@ def test_graphgen_training_form_equals_native_deploy(name: str) -> None:
     state = {key: value.const_value.numpy() for key, value in folded.graph.initializers.items()}
     reloaded = build(name, BuildOptions(batch=1, resolution=RESOLUTION, variant={"deploy": True}), state=state)
     assert_equivalent(folded, reloaded, batch=1)
+
+
+@pytest.mark.skipif("parnet_s" not in registry.names(), reason="ParNet not in the zoo yet")
+def test_parnet_folds_around_its_gated_identity() -> None:
+    """ParNet's stride-1 blocks: 3×3 + 1×1 fold into one conv, the SE-gated identity term stays added.
+
+    Its 7 stride-2 blocks (AvgPool → 1×1 branch) are left as they are: the pass does not fold pooling.
+    """
+    model = build("parnet_s", BuildOptions(keep_bn=True, batch=1, resolution=RESOLUTION))
+    folded = check_contract(fold_repvgg, model, expect=15)
+    assert op_counts(model)["Conv"] - op_counts(folded)["Conv"] == 15
+    gated = [n for n in folded.graph if n.name.endswith("reparam_conv.add")]
+    identities = [n for n in model.graph if n.name.endswith("rbr_identity")]  # blocks with in = out channels
+    assert len(gated) == len(identities) == 14 and all(n.inputs[1].producer().op_type == "Mul" for n in gated)
+    assert_equivalent(model, folded, batch=1)

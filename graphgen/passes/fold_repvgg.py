@@ -1,14 +1,15 @@
 """Fold RepVGG blocks — k×k conv, 1×1 conv and identity branches summed — into one convolution.
 
-Rewrite rule (RepVGG paper, Eq. 3 and Fig. 4). A sum (``Add`` tree or ``Sum``) whose terms all
-read one tensor x and are each
+Rewrite rule (RepVGG paper, Eq. 3 and Fig. 4). The terms of a sum (``Add`` tree or ``Sum``) that
+are branches of one tensor x, each
 
 * a Conv of x (any odd kernel, optionally followed by its inference BatchNormalization), or
 * an identity of x: x itself, BatchNormalization(x), or x · s (``Mul`` by a per-channel
   constant, the form some exporters and simplifiers give a lone BatchNorm), or
 * a constant per-channel tensor (the ``Add`` half of such an affine identity),
 
-with at least two terms reading x, becomes ``Conv(x, K, b)``, where, writing each branch's
+at least two of them and one a Conv, become ``Conv(x, K, b)`` (any other term is added to it as it
+is: ParNet's SE-gated identity survives fusion), where, writing each branch's
 BatchNorm as y·t + s (t = γ/√(σ²+ε), s = β − μ·t):
 
 * a k×k branch contributes W·t zero-padded to the largest kernel K (its taps land in the centre),
@@ -85,6 +86,7 @@ class Block:
     bias: np.ndarray
     geometry: dict
     convs: list[ir.Node]
+    others: list[ir.Value]  # terms of the sum that are no branch of x: added after the Conv
 
 
 def _next_block(graph: ir.Graph) -> Block | None:
@@ -95,41 +97,35 @@ def _next_block(graph: ir.Graph) -> Block | None:
         if consumer is not None and is_sum(consumer):
             continue  # not the root of its sum
         tree_nodes, leaves = sum_tree(node)
-        found = _branches(leaves)
-        if found is None:
+        if any(leaf is None for leaf in leaves):
             continue
-        source, terms, constants = found
-        folded = _kernel_and_bias(terms, constants)
-        if folded is not None:
-            kernel, bias, geometry = folded
-            branch_nodes = [n for term in terms for n in term.nodes]
-            nodes = list({id(n): n for n in branch_nodes + tree_nodes}.values())
-            convs = [term.conv for term in terms if term.conv is not None]
-            return Block(node, nodes, source, kernel, bias, geometry, convs)
+        constants = [array for array in (constant(leaf) for leaf in leaves) if array is not None]
+        for source, terms, others in _candidate_groups([leaf for leaf in leaves if constant(leaf) is None]):
+            folded = _kernel_and_bias(terms, constants)
+            if folded is not None:
+                kernel, bias, geometry = folded
+                branch_nodes = [n for term in terms for n in term.nodes]
+                nodes = list({id(n): n for n in branch_nodes + tree_nodes}.values())
+                convs = [term.conv for term in terms if term.conv is not None]
+                return Block(node, nodes, source, kernel, bias, geometry, convs, others)
     return None
 
 
-def _branches(leaves: list[ir.Value | None]) -> tuple[ir.Value, list[Term], list[np.ndarray]] | None:
-    """(x, the branches reading x, the constants added), if every leaf is a foldable branch of one x."""
-    if any(leaf is None for leaf in leaves):
-        return None
-    constants = [array for array in (constant(leaf) for leaf in leaves) if array is not None]
-    found = [(leaf, _term(leaf)) for leaf in leaves if constant(leaf) is None]
+def _candidate_groups(leaves: list[ir.Value]):
+    """For each x that two or more leaves are branches of (one a Conv): (x, those branches, the other leaves)."""
+    found = [(leaf, _term(leaf)) for leaf in leaves]
     sources = {id(term[0]): term[0] for _, term in found if term is not None}
-    if len(sources) != 1:
-        return None
-    source = next(iter(sources.values()))
-    terms = []
-    for leaf, term in found:
-        if term is not None:
-            terms.append(term[1])
-        elif leaf is source:  # x itself: the identity branch without BatchNorm
-            terms.append(Term([], None, 1.0, 0.0))
-        else:
-            return None
-    if len(terms) < 2 or all(term.conv is None for term in terms):
-        return None
-    return source, terms, constants
+    for source in sources.values():
+        terms, others = [], []
+        for leaf, term in found:
+            if term is not None and term[0] is source:
+                terms.append(term[1])
+            elif leaf is source:  # x itself: the identity branch without BatchNorm
+                terms.append(Term([], None, 1.0, 0.0))
+            else:
+                others.append(leaf)  # added to the folded Conv as it is (e.g. ParNet's gated identity)
+        if len(terms) >= 2 and any(term.conv is not None for term in terms):
+            yield source, terms, others
 
 
 def _term(leaf: ir.Value) -> tuple[ir.Value, Term] | None:
@@ -247,6 +243,13 @@ def _fold(graph: ir.Graph, block: Block, names: set[str]) -> None:
     out = conv.outputs[0]
     out.name = fresh_name(f"v_{conv.name}", names)
     out.type, out.shape = block.root.outputs[0].type, block.root.outputs[0].shape
-    graph.insert_before(block.root, conv)
-    replace_value(block.root.outputs[0], out)
+    new_nodes, result = [conv], out
+    for other in block.others:
+        add = ir.node("Add", [result, other], name=fresh_name(f"{conv.name}.add", names))
+        result = add.outputs[0]
+        result.name = fresh_name(f"v_{add.name}", names)
+        result.type, result.shape = block.root.outputs[0].type, block.root.outputs[0].shape
+        new_nodes.append(add)
+    graph.insert_before(block.root, new_nodes)
+    replace_value(block.root.outputs[0], result)
     graph.remove(block.nodes, safe=True)
