@@ -80,7 +80,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UserError(
             "nothing to do: ask for --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut or --fp16"
         )
-    original = load_model(source)
+    # Weights in external data files are read now: the result and --verify's copies live elsewhere.
+    original = ir.external_data.load_to_model(load_model(source))
     print(f"read {source}: {len(original.graph):,} nodes, {parameter_count(original):,} parameters")
 
     model = original

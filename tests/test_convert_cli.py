@@ -7,6 +7,8 @@ import hashlib
 import operator
 from pathlib import Path
 
+import onnx
+import onnx_ir as ir
 import pytest
 
 from graphgen.build import BuildOptions, build, save
@@ -142,3 +144,16 @@ def test_usage_errors(capsys, resnet18_with_bn: Path, tmp_path, extra: tuple[str
     output = str(resnet18_with_bn) if "--same-output" in extra else str(tmp_path / "out.onnx")
     code, _, err = convert(capsys, str(resnet18_with_bn), "-o", output, *(e for e in extra if e != "--same-output"))
     assert code == 2 and message in err
+
+
+def test_weights_in_external_data(capsys, tmp_path) -> None:
+    """An input whose weights sit in a .data file beside it: the result elsewhere holds them itself."""
+    source = tmp_path / "in" / "model.onnx"
+    source.parent.mkdir()
+    model = build("resnet18", BuildOptions(keep_bn=True, resolution=32))
+    ir.save(model, source, external_data="model.onnx.data", size_threshold_bytes=0)
+    target = tmp_path / "out" / "folded.onnx"
+    code, out, _ = convert(capsys, str(source), "-o", str(target), "--fold-bn", "--verify")
+    assert code == 0 and "): ok" in out
+    proto = onnx.load(str(target), load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
