@@ -136,19 +136,20 @@ class Profiler:
             started = time.perf_counter()
             try:
                 outputs = session.run(None, feeds)
-            finally:
                 ran = time.perf_counter()
                 trace_path = Path(session.end_profiling())
-                # The next session warms up at this request's shape; it is built only now, so
-                # building it cannot disturb the timed run.
-                self._warmup = {name: np.zeros_like(value) for name, value in feeds.items()}
-                self._spare = self._builder.submit(self._create)
                 try:
                     events = json.loads(trace_path.read_text())
                 finally:
                     trace_path.unlink(missing_ok=True)
-            assert self._layer_map is not None  # set by the first _create
-            return outputs, parse_trace(events, self._layer_map), started - waiting, ran - started
+                assert self._layer_map is not None  # set by the first _create
+                profile = parse_trace(events, self._layer_map)
+            finally:
+                # The next session is built only now, so building it cannot slow this call, and
+                # warms up at this call's shape.
+                self._warmup = {name: np.zeros_like(value) for name, value in feeds.items()}
+                self._spare = self._builder.submit(self._create)
+            return outputs, profile, started - waiting, ran - started
 
     def _create(self) -> ort.InferenceSession:
         options = ort.SessionOptions()
