@@ -41,17 +41,22 @@ class TorchPath(torch.nn.Module):
 class TorchFormA(torch.nn.Module):
     """Form (a): the paths' 1×1 projections summed, BN after the aggregation, then the shortcut.
 
-    ``shortcut_in_sum``: no BN after the sum, so the shortcut joins the same chain of Adds.
+    ``shortcut``: "in-sum" — no BN after the sum, so the shortcut joins the same chain of Adds;
+    "projection" — the same with a 1×1 conv + BN shortcut, a chain from x that is no path.
     """
 
-    def __init__(self, inner_groups: int = 1, shortcut_in_sum: bool = False) -> None:
+    def __init__(self, inner_groups: int = 1, shortcut: str = "") -> None:
         super().__init__()
         self.branches = torch.nn.ModuleList(TorchPath(True, inner_groups) for _ in range(GROUPS))
-        self.bn3 = None if shortcut_in_sum else torch.nn.BatchNorm2d(CHANNELS)
+        self.bn3 = None if shortcut else torch.nn.BatchNorm2d(CHANNELS)
+        projection = torch.nn.Sequential(
+            torch.nn.Conv2d(CHANNELS, CHANNELS, 1, bias=False), torch.nn.BatchNorm2d(CHANNELS)
+        )
+        self.shortcut = projection if shortcut == "projection" else torch.nn.Identity()
 
     def forward(self, x):
         total = functools.reduce(operator.add, [path(x) for path in self.branches])
-        return torch.relu((self.bn3(total) if self.bn3 is not None else total) + x)
+        return torch.relu((self.bn3(total) if self.bn3 is not None else total) + self.shortcut(x))
 
 
 class TorchFormB(torch.nn.Module):
@@ -69,31 +74,35 @@ class TorchFormB(torch.nn.Module):
 
 def _torch_block(form: str, tmp_path, *, keep_bn: bool = False, dynamo: bool = False, inner_groups: int = 1):
     torch.manual_seed(0)
-    module = TorchFormA(inner_groups, shortcut_in_sum=form == "a+x") if form.startswith("a") else TorchFormB()
+    shortcut = {"a": "", "a+x": "in-sum", "a+projection": "projection"}
+    module = TorchFormA(inner_groups, shortcut[form]) if form.startswith("a") else TorchFormB()
     randomize_batchnorm(module)
     return export(module, (1, CHANNELS, 8, 8), tmp_path / "block.onnx", keep_bn=keep_bn, dynamo=dynamo)
 
 
-def _assert_grouped(model: ir.Model, groups: int) -> None:
-    """Three convolutions in a row, the middle one grouped, and no tensor feeding parallel convs."""
+def _assert_grouped(model: ir.Model, groups: int, shortcut_convs: int = 0) -> None:
+    """Three convolutions in a row, the middle one grouped; no tensor feeds parallel convs but a shortcut's."""
     convs = [node for node in model.graph if node.op_type == "Conv"]
-    assert [conv.attributes.get_int("group", 1) for conv in convs] == [1, groups, 1]
+    assert sorted(conv.attributes.get_int("group", 1) for conv in convs) == sorted(
+        [1, groups, 1] + [1] * shortcut_convs
+    )
     assert "Concat" not in op_counts(model) and "Sum" not in op_counts(model)
     for node in model.graph:
         readers = [user for out in node.outputs for user, _ in out.uses() if user.op_type == "Conv"]
-        assert len(readers) <= 1, f"{node.name} still feeds parallel convolutions"
-    assert convs[1].metadata_props[GROUPED_FROM] == str(GROUPS)
+        assert len(readers) <= 1 + shortcut_convs, f"{node.name} still feeds parallel convolutions"
+    grouped = next(conv for conv in convs if conv.attributes.get_int("group", 1) == groups)
+    assert grouped.metadata_props[GROUPED_FROM] == str(GROUPS)
 
 
 @pytest.mark.parametrize(
     ("form", "keep_bn"),
-    [("a", False), ("a", True), ("a+x", False), ("b", False), ("b", True)],
-    ids=["a-folded", "a-with-bn", "a-shortcut-in-sum", "b-folded", "b-with-bn"],
+    [("a", False), ("a", True), ("a+x", False), ("a+projection", True), ("b", False), ("b", True)],
+    ids=["a-folded", "a-with-bn", "a-shortcut-in-sum", "a-projection-in-sum", "b-folded", "b-with-bn"],
 )
 def test_torchscript_exported_block(tmp_path, form: str, keep_bn: bool) -> None:
     model = _torch_block(form, tmp_path, keep_bn=keep_bn)
     grouped = check_contract(group_branches, model, expect=1)
-    _assert_grouped(grouped, GROUPS)
+    _assert_grouped(grouped, GROUPS, shortcut_convs=int(form == "a+projection"))
     assert assert_equivalent(model, grouped) <= 1e-5
     if keep_bn:  # the stacked BatchNorms are still there, one per stacked step
         assert op_counts(grouped)["BatchNormalization"] == 3

@@ -109,8 +109,15 @@ def _block_from(source: ir.Value) -> Block | None:
         merge = end if end.op_type == "Concat" else sum_root(end)
         by_merge.setdefault(id(merge), (merge, []))[1].append(chain)
     for merge, chains in by_merge.values():
-        if len(chains) >= 2:
-            block = _as_block(source, merge, chains)
+        if merge.op_type == "Concat":
+            alike = [chains]  # a concatenation must consist of the branches alone
+        else:  # a sum may add other chains from x too (a projection shortcut): they stay other terms
+            by_structure: dict[tuple, list[list[ir.Node]]] = {}
+            for chain in chains:
+                by_structure.setdefault(tuple(_signature(node) for node in chain), []).append(chain)
+            alike = list(by_structure.values())
+        for group in alike:
+            block = _as_block(source, merge, group) if len(group) >= 2 else None
             if block is not None and _compatible(block):
                 return block
     return None
