@@ -295,7 +295,10 @@ def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) ->
             new.name, new.shape, new.type = unique(_relative(old.name, path) or "value"), old.shape, old.type
             mapping[id(old)] = new
         body.append(copy)
-    graph = ir.Graph(inputs, [mapping[id(v)] for v in block.outputs], nodes=body, opset_imports=opsets, name=name)
+    outputs = [mapping[id(v)] for v in block.outputs]
+    for index, value in enumerate(outputs):  # y, or y0, y1… : what the block hands on, as x is what it takes
+        value.name = unique("y" if len(outputs) == 1 else f"y{index}")
+    graph = ir.Graph(inputs, outputs, nodes=body, opset_imports=opsets, name=name)
     return ir.Function(BLOCKS_DOMAIN, name, overload, graph=graph, attributes=[])
 
 

@@ -75,6 +75,7 @@ def test_resnet152_reads_as_a_chain_of_blocks(tmp_path):
     assert function.node[2].doc_string == "Conv2d conv2 (BatchNorm2d bn2 folded in)"
     assert function.node[5].doc_string == "Add in Bottleneck"
     assert list(function.input) == ["x", *(f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))]
+    assert list(function.output) == ["y"]
     typed = {info.name for info in function.value_info}
     assert all(output in typed for node in function.node for output in node.output)
     shapes = {

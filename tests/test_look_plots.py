@@ -17,7 +17,7 @@ from graphgen.compare import measure
 from graphgen.plots import PlotError, ProfileRow, parse_size, plot_profile
 
 
-def assert_picture(path, size: tuple[int, int]) -> np.ndarray:
+def assert_picture(path, size: tuple[int, int], min_coloured: float = 0.002) -> np.ndarray:
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size == size
         pixels = np.asarray(image.convert("RGB"))
@@ -25,7 +25,7 @@ def assert_picture(path, size: tuple[int, int]) -> np.ndarray:
     saturated = (pixels.max(axis=2).astype(int) - pixels.min(axis=2) > 60).mean()  # bars, markers: not axes
     colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
     assert 0.01 < ink < 0.8, f"ink covers {ink:.1%} of the picture"
-    assert saturated > 0.002, f"coloured marks cover only {saturated:.2%}"
+    assert saturated >= min_coloured, f"coloured marks cover only {saturated:.2%}"
     assert colours > 50, f"only {colours} colours"
     return pixels
 
