@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,9 @@ def _bars(rows: Sequence[LayerStats], max_bars: int) -> tuple[list[_Bar], str, b
         bar.activation_bytes += row.activation_bytes
         if key not in heaviest or row.flops > heaviest[key].flops:
             heaviest[key] = row
-    by_kind = depth == 1  # every group its own stage: stage colours would say nothing
+    # Stage colours say something only when two or more stages hold several groups (layer1…layer4).
+    per_stage = Counter(key.split(".")[0] for key in groups)
+    by_kind = sum(count > 1 for count in per_stage.values()) < 2
     if by_kind:
         for key, bar in groups.items():
             bar.colour = OP_COLOURS[_op_kind(heaviest[key].op)]
