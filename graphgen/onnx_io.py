@@ -57,10 +57,13 @@ def save_model(model: ir.Model, path: str | Path) -> Path:
     """Write ``model`` to ``path`` as one self-contained .onnx file (the input is not modified)."""
     path = Path(path)
     skeleton = model.clone()  # shares tensors; only the skeleton's initializer table changes
+    # Large tensors, and any tensor still in an external file (the skeleton would keep a reference
+    # relative to the old location), are written from their arrays.
     streamed = [
         value
         for value in skeleton.graph.initializers.values()
-        if value.const_value is not None and value.const_value.size >= STREAM_THRESHOLD
+        if value.const_value is not None
+        and (value.const_value.size >= STREAM_THRESHOLD or isinstance(value.const_value, ir.ExternalTensor))
     ]
     for value in streamed:
         del skeleton.graph.initializers[value.name]

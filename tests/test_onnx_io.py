@@ -82,3 +82,13 @@ def test_corrupt_files_are_refused(tmp_path, content):
     (tmp_path / "bad.onnx").write_bytes(content)
     with pytest.raises(ModelFileError, match="ONNX model"):
         load_model(tmp_path / "bad.onnx")
+
+
+def test_a_model_read_with_external_data_saves_self_contained(tmp_path):
+    from graphgen.onnx_io import load_model
+
+    model_dir = _with_external_data(tmp_path, "weights.bin")
+    copy = save_model(load_model(model_dir / "model.onnx"), tmp_path / "elsewhere" / "copy.onnx")
+    proto = onnx.load(str(copy), load_external_data=False)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    onnx.checker.check_model(proto, full_check=True)
