@@ -49,6 +49,22 @@ def test_every_graphgen_node_is_in_exactly_one_kernel(models, name, level, tmp_p
     assert unmapped <= {"ReorderInput", "ReorderOutput"}  # only onnxruntime's own layout conversions
 
 
+@pytest.mark.parametrize("architecture", ["efficientnet_b0", "googlenet", "seresnet50"])
+def test_other_families_map_completely(architecture, tmp_path):
+    """SiLU fused into QuickGelu, squeeze-and-excitation, inception branches: every node in one kernel."""
+    from graphgen import registry
+
+    if architecture not in registry.names():
+        pytest.skip(f"{architecture} is not registered")
+    path = add_model(tmp_path, architecture, resolution=96 if architecture != "googlenet" else 128, num_classes=10)
+    original = onnx.load(path, load_external_data=False).graph
+    layer_map = map_layers(original, _optimised(path, "all", tmp_path))
+    covered = [node for origin in layer_map.kernels.values() for node in origin.nodes]
+    assert sorted(covered) == sorted(n.name for n in original.node if n.op_type != "Constant")
+    silu = [o for o in layer_map.kernels.values() if o.op_types == ("Sigmoid", "Mul")]
+    assert architecture != "efficientnet_b0" or silu  # onnxruntime's QuickGelu computes x * sigmoid(x)
+
+
 def test_nchwc_fusions_are_attributed_to_the_layers_they_compute(models, tmp_path):
     original = onnx.load(models["resnet18"], load_external_data=False).graph
     layer_map = map_layers(original, _optimised(models["resnet18"], "all", tmp_path))
