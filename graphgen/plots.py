@@ -140,7 +140,7 @@ def _bars(rows: Sequence[LayerStats], max_bars: int) -> tuple[list[_Bar], str, b
     heaviest: dict[str, LayerStats] = {}  # a group's kind: that of its layer with the most FLOPs
     stages: dict[str, str] = {}
     for row in rows:
-        key, stage = _prefix(row.name, depth), row.name.split(".")[0]
+        key, stage = _prefix(row.name, depth), _prefix(row.name, max(depth - 1, 1))  # layer3.1 is in layer3
         colour = stages.setdefault(stage, STAGE_COLOURS[len(stages) % len(STAGE_COLOURS)])
         bar = groups.setdefault(key, _Bar(key, colour))
         bar.params += row.params
@@ -149,7 +149,7 @@ def _bars(rows: Sequence[LayerStats], max_bars: int) -> tuple[list[_Bar], str, b
         if key not in heaviest or row.flops > heaviest[key].flops:
             heaviest[key] = row
     # Stage colours say something only when two or more stages hold several groups (layer1…layer4).
-    per_stage = Counter(key.split(".")[0] for key in groups)
+    per_stage = Counter(_prefix(key, max(depth - 1, 1)) for key in groups)
     by_kind = sum(count > 1 for count in per_stage.values()) < 2
     if by_kind:
         for key, bar in groups.items():
