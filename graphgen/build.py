@@ -19,10 +19,11 @@ from onnxscript._internal.builder import GraphBuilder
 
 from graphgen import __version__, registry
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
-from graphgen.functions import describe_nodes, outline_blocks
+from graphgen.functions import outline_blocks
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
 from graphgen.passes import fold_batchnorm
+from graphgen.scopes import describe_nodes
 
 OPSET = 21
 # onnx 1.23 writes IR 14 by default, which onnxruntime 1.31 refuses; IR 10 goes with opset 21.

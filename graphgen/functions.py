@@ -27,96 +27,25 @@ make a cycle). Nothing changes numerically: onnxruntime inlines the calls when i
 
 from __future__ import annotations
 
-import ast
 from collections import Counter
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from graphgen import nn
 from graphgen.passes.base import PassResult
-from graphgen.passes.fold_batchnorm import FOLDED_FROM
+from graphgen.scopes import (
+    CLASS_HIERARCHY,
+    NAME_SCOPES,
+    NAMESPACE,
+    BlockScope,
+    block_scopes,
+    describe_node,
+    local_metadata,
+    relative_name,
+)
 
 BLOCKS_DOMAIN = "graphgen.blocks"
 BLOCKS_VERSION = 1
-CLASS_HIERARCHY = "pkg.onnxscript.class_hierarchy"
-NAME_SCOPES = "pkg.onnxscript.name_scopes"
-NAMESPACE = "namespace"
-PATH_VALUED = (FOLDED_FROM,)  # node metadata naming a module: relative to the block inside a function
-CONTAINERS = frozenset({"Sequential", "ModuleList"})
-PRIMITIVES = frozenset(
-    name
-    for name, obj in vars(nn).items()
-    if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == nn.__name__
-)
-
-
-@dataclass(frozen=True)
-class BlockScope:
-    """Where a node sits in the module tree, cut at its block."""
-
-    path: str  # "layer3.1"
-    class_name: str  # "Bottleneck"
-    classes: tuple[str, ...]  # root … block
-    scopes: tuple[str, ...]  # "" … "1"
-
-    @property
-    def namespace(self) -> str:
-        """The same form onnxscript writes for nodes: ``: ResNet/layer3: Sequential/1: Bottleneck``."""
-        return "/".join(f"{scope}: {cls}" for scope, cls in zip(self.scopes, self.classes))
-
-
-def block_scopes(node: ir.Node) -> list[BlockScope]:
-    """The modules on ``node``'s path that may be its block, outermost first.
-
-    These are the modules that are neither the root, a container nor a primitive layer; empty
-    for a node of the root, its containers and its layers, or one without module metadata.
-    """
-    hierarchy, scopes = node.metadata_props.get(CLASS_HIERARCHY), node.metadata_props.get(NAME_SCOPES)
-    if not hierarchy or not scopes:
-        return []
-    try:
-        classes, names = ast.literal_eval(hierarchy), ast.literal_eval(scopes)
-    except (ValueError, SyntaxError):
-        return []  # written by something else: leave the node where it is
-    return [
-        BlockScope(
-            ".".join(names[1 : depth + 1]), classes[depth], tuple(classes[: depth + 1]), tuple(names[: depth + 1])
-        )
-        for depth in range(1, min(len(classes), len(names)))
-        if classes[depth] not in CONTAINERS and classes[depth] not in PRIMITIVES
-    ]
-
-
-def describe_node(node: ir.Node) -> str | None:
-    """What Netron shows as a node's description: the module that emitted it, and its block.
-
-    ``Conv2d layer3.1.conv2 (BatchNorm2d layer3.1.bn2 folded in), in Bottleneck layer3.1``, or
-    ``Add in Bottleneck layer3.1`` for a module's own glue op. Derived from the metadata alone, so
-    a function body (whose metadata is relative to its block) describes itself relative too.
-    """
-    hierarchy, scopes = node.metadata_props.get(CLASS_HIERARCHY), node.metadata_props.get(NAME_SCOPES)
-    try:
-        classes, names = ast.literal_eval(hierarchy or "None"), ast.literal_eval(scopes or "None")
-    except (ValueError, SyntaxError):
-        return None
-    if not classes or not names:
-        return None
-    path, module = ".".join(names[1:]), classes[-1]
-    text = f"{module} {path}".rstrip() if module in PRIMITIVES else f"{node.op_type} in {module} {path}".rstrip()
-    if FOLDED_FROM in node.metadata_props:
-        text += f" (BatchNorm2d {node.metadata_props[FOLDED_FROM]} folded in)"
-    blocks = block_scopes(node)
-    if blocks and blocks[0].path != path:
-        text += f", in {blocks[0].class_name} {blocks[0].path}"
-    return text
-
-
-def describe_nodes(graph: ir.Graph) -> None:
-    """Give every node without a description the one :func:`describe_node` makes."""
-    for node in graph:
-        if not node.doc_string:
-            node.doc_string = describe_node(node)
 
 
 def _embeddable(value: ir.Value) -> bool:
@@ -222,16 +151,6 @@ class Block:
         return True
 
 
-def _relative(name: str | None, path: str) -> str | None:
-    """``layer3.1.conv2`` -> ``conv2`` and ``v_layer3.1.Add_7`` -> ``Add_7`` inside block ``layer3.1``."""
-    if name is None:
-        return None
-    for prefix in (f"{path}.", f"v_{path}."):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
-
-
 class _UniqueNames:
     def __init__(self) -> None:
         self.used: set[str] = set()
@@ -244,22 +163,6 @@ class _UniqueNames:
         return candidate
 
 
-def _local_metadata(node: ir.Node, scope: BlockScope) -> dict[str, str]:
-    """A body node's metadata with its module path relative to the block, as if the block were the root."""
-    depth = len(scope.classes) - 1
-    metadata = dict(node.metadata_props)
-    for key in (CLASS_HIERARCHY, NAME_SCOPES):
-        if key in metadata:
-            names = ast.literal_eval(metadata[key])
-            metadata[key] = str([scope.classes[-1] if key == CLASS_HIERARCHY else "", *names[depth + 1 :]])
-    if NAMESPACE in metadata:
-        metadata[NAMESPACE] = "/".join([f": {scope.class_name}", *metadata[NAMESPACE].split("/")[depth + 1 :]])
-    for key in PATH_VALUED:
-        if key in metadata:
-            metadata[key] = _relative(metadata[key], scope.path)
-    return metadata
-
-
 def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) -> ir.Function:
     """The body of ``block`` as a function, its values renamed relative to the block."""
     path, unique, unique_node = block.scope.path, _UniqueNames(), _UniqueNames()  # values and nodes apart
@@ -268,7 +171,7 @@ def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) ->
     inputs = []
     for value in block.inputs:
         if value.is_initializer():
-            local_name = _relative(value.name, path)
+            local_name = relative_name(value.name, path)
         else:  # x, or x0, x1… for a block reading several activations (a concatenation)
             local_name = "x" if len(activations) == 1 else f"x{activations.index(value)}"
         inputs.append(ir.Value(name=unique(local_name), shape=value.shape, type=value.type))
@@ -287,12 +190,12 @@ def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) ->
         copy = ir.Node(
             node.domain, node.op_type, [mapping[id(v)] if v is not None else None for v in node.inputs],
             attributes=list(node.attributes.values()), overload=node.overload, num_outputs=len(node.outputs),
-            version=node.version, name=unique_node(_relative(node.name, path) or node.op_type),
-            metadata_props=_local_metadata(node, block.scope),
+            version=node.version, name=unique_node(relative_name(node.name, path) or node.op_type),
+            metadata_props=local_metadata(node, block.scope),
         )  # fmt: skip
         copy.doc_string = describe_node(copy) or node.doc_string  # relative to the block, as the metadata
         for old, new in zip(node.outputs, copy.outputs):
-            new.name, new.shape, new.type = unique(_relative(old.name, path) or "value"), old.shape, old.type
+            new.name, new.shape, new.type = unique(relative_name(old.name, path) or "value"), old.shape, old.type
             mapping[id(old)] = new
         body.append(copy)
     outputs = [mapping[id(v)] for v in block.outputs]
@@ -407,4 +310,4 @@ def outline_blocks(model: ir.Model) -> PassResult:
     return PassResult(model, len(blocks))
 
 
-__all__ = ["BLOCKS_DOMAIN", "Block", "BlockScope", "block_scopes", "blocks_of", "outline_blocks"]
+__all__ = ["BLOCKS_DOMAIN", "Block", "blocks_of", "outline_blocks"]

@@ -7,12 +7,11 @@ an outlined model reads like the flat one; any other function is inlined by onnx
 
 from __future__ import annotations
 
-import ast
-
 import onnx_ir as ir
 from onnx_ir.passes.common import InlinePass
 
-from graphgen.functions import BLOCKS_DOMAIN, CLASS_HIERARCHY, NAME_SCOPES, NAMESPACE, PATH_VALUED, describe_node
+from graphgen.functions import BLOCKS_DOMAIN
+from graphgen.scopes import describe_node, global_metadata
 
 
 def inline_blocks(model: ir.Model) -> ir.Model:
@@ -57,7 +56,7 @@ def _inline_call(graph: ir.Graph, call: ir.Node, function: ir.Function) -> None:
         node = ir.Node(
             inner.domain, inner.op_type, [mapping[id(v)] if v is not None else None for v in inner.inputs],
             attributes=list(inner.attributes.values()), overload=inner.overload, num_outputs=len(inner.outputs),
-            version=inner.version, name=f"{path}.{inner.name}", metadata_props=_global_metadata(inner, call),
+            version=inner.version, name=f"{path}.{inner.name}", metadata_props=global_metadata(inner, call),
         )  # fmt: skip
         node.doc_string = describe_node(node) or inner.doc_string
         for old, new in zip(inner.outputs, node.outputs):
@@ -74,18 +73,3 @@ def _inline_call(graph: ir.Graph, call: ir.Node, function: ir.Function) -> None:
                 graph.outputs[index] = replacement
         replacement.name, replacement.shape, replacement.type = output.name, output.shape, output.type
     graph.remove(call, safe=True)
-
-
-def _global_metadata(node: ir.Node, call: ir.Node) -> dict[str, str]:
-    """The inverse of :func:`_local_metadata` for a body node inlined at ``call``."""
-    metadata = dict(node.metadata_props)
-    for key in (CLASS_HIERARCHY, NAME_SCOPES):
-        if key in metadata and key in call.metadata_props:
-            outer, inner = ast.literal_eval(call.metadata_props[key]), ast.literal_eval(metadata[key])
-            metadata[key] = str([*outer, *inner[1:]])
-    if NAMESPACE in metadata and NAMESPACE in call.metadata_props:
-        metadata[NAMESPACE] = "/".join([call.metadata_props[NAMESPACE], *metadata[NAMESPACE].split("/")[1:]])
-    for key in PATH_VALUED:
-        if key in metadata:
-            metadata[key] = f"{call.name}.{metadata[key]}"
-    return metadata
