@@ -2,9 +2,9 @@
 
     python bench/server.py [--quick] [--json FILE]
 
-1. serving overhead: in-process ``session.run`` vs gRPC ModelInfer and Classify (a tensor), at
-   batch 1 and 8, for a tiny model, a small one (EfficientNet-Lite0) and ResNet-50: throughput
-   and p50/p99 latency. The paths alternate in short rounds so drift on a shared machine hits
+1. serving overhead: in-process ``session.run`` (the server's session options) vs gRPC
+   ModelInfer and Classify (a tensor), at batch 1 and 8, for a tiny model, a small one
+   (EfficientNet-Lite0) and ResNet-50: throughput and p50/p99 latency. The paths alternate in short rounds so drift on a shared machine hits
    both alike. One client, one call at a time; the server in its own process.
 2. dynamic batching on vs off: 32 concurrent clients sending single images.
 3. profiled vs unprofiled Classify latency (a profiled call runs on a fresh profiling session;
@@ -92,6 +92,8 @@ def serving_overhead(address: str, paths: dict[str, Path], scale: float) -> list
         for name, (_, _, counts) in MODELS.items():
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # The server's session options: idle threads sleep rather than spin (see ServerConfig).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(paths[name]), options, providers=["CPUExecutionProvider"])
             shape = session.get_inputs()[0].shape
             for batch, count in zip((1, 8), counts):

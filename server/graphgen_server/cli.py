@@ -61,9 +61,7 @@ def make_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--intra-op-threads", type=_non_negative, default=0, help="onnxruntime threads per run (0: its default)"
     )
-    limits.add_argument(
-        "--no-spin", action="store_true", help="onnxruntime threads sleep instead of spinning when idle"
-    )
+    limits.add_argument("--spin", action="store_true", help="onnxruntime threads spin when idle (default: sleep)")
     limits.add_argument("--grace", type=float, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM")
     cuda = parser.add_argument_group("CUDA")
     cuda.add_argument("--device-id", type=_non_negative, default=0)
@@ -91,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_batch=args.max_batch, batch_delay_us=args.batch_delay_us, max_images=args.max_images,
         max_image_pixels=args.max_image_pixels, max_queue=args.max_queue,
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
-        spin_threads=not args.no_spin,
+        spin_threads=args.spin,
         grace_s=args.grace, **extra,
     )  # fmt: skip
 

@@ -53,9 +53,11 @@ class ServerConfig:
     # Threads running onnxruntime and image decoding (the event loop never does).
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     intra_op_threads: int = 0  # 0: onnxruntime's default (one per core)
-    # onnxruntime's idle threads spin for more work after a run: faster back-to-back runs, but
-    # they take cores from gRPC's threads when both share few cores.
-    spin_threads: bool = True
+    # onnxruntime's idle threads may spin for more work after a run instead of sleeping: that
+    # helps one session on dedicated cores, but a server has a session per model (and profiling
+    # sessions) whose spinning pools take the cores from each other and from gRPC's threads
+    # (measured here: ResNet-50 runs ~1.5x slower with spinning on 2 cores). Off by default.
+    spin_threads: bool = False
     grace_s: float = 10.0  # in-flight calls get this long to finish on SIGTERM/SIGINT
 
     @property

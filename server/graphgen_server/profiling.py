@@ -40,6 +40,7 @@ from graphgen_server.layermap import LayerMap, map_layers
 
 log = logging.getLogger("graphgen_server")
 KERNEL_SUFFIX = "_kernel_time"
+SPARE_DELAY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -150,13 +151,15 @@ class Profiler:
                 assert self._layer_map is not None  # set by the first _create
                 profile = parse_trace(events, self._layer_map)
             finally:
-                # The next session is built only now, so building it cannot slow this call, and
-                # warms up at this call's shape.
+                # The next session is built only now, and a moment later, so that building it (a
+                # few hundred ms of CPU) slows neither this call nor the sending of its answer.
+                # It warms up at this call's shape.
                 self._warmup = {name: np.zeros_like(value) for name, value in feeds.items()}
-                self._spare = self._builder.submit(self._create)
+                self._spare = self._builder.submit(self._create, SPARE_DELAY_S)
             return outputs, profile, started - waiting, ran - started
 
-    def _create(self) -> ort.InferenceSession:
+    def _create(self, delay_s: float = 0.0) -> ort.InferenceSession:
+        time.sleep(delay_s)
         options = ort.SessionOptions()
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(self._workdir.name) / f"trace{self._created}")

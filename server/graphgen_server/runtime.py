@@ -94,8 +94,7 @@ class ModelVersion:
         options.log_severity_level = 3  # errors only: the server logs what matters itself
         if self.config.intra_op_threads:
             options.intra_op_num_threads = self.config.intra_op_threads
-        if not self.config.spin_threads:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.config.spin_threads else "0")
         assert self._choice is not None, "load() chooses the providers first"
         return ort.InferenceSession(str(self.path), options, providers=self._choice.providers)
 
