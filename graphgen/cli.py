@@ -44,7 +44,7 @@ class Progress:
                 print(file=sys.stderr)
 
 
-def _positive_or_dynamic(text: str) -> int | None:
+def positive_or_dynamic(text: str) -> int | None:
     if text == "dynamic":
         return None
     try:
@@ -56,8 +56,8 @@ def _positive_or_dynamic(text: str) -> int | None:
     return value
 
 
-def _positive(text: str) -> int:
-    value = _positive_or_dynamic(text)
+def positive_int(text: str) -> int:
+    value = positive_or_dynamic(text)
     if value is None:
         raise argparse.ArgumentTypeError("expected a positive integer")
     return value
@@ -170,12 +170,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _add_build_options(parser: argparse.ArgumentParser, batch: bool = True) -> None:
     parser.add_argument("--weights", metavar="PATH", help="checkpoint to load (.pth, .safetensors, .npz)")
-    parser.add_argument("--num-classes", type=_positive, metavar="N", help="new classifier head with N classes")
-    parser.add_argument("--resolution", type=_positive, metavar="R", help="input height and width")
+    parser.add_argument("--num-classes", type=positive_int, metavar="N", help="new classifier head with N classes")
+    parser.add_argument("--resolution", type=positive_int, metavar="R", help="input height and width")
     if batch:
         parser.add_argument(
             "--batch",
-            type=_positive_or_dynamic,
+            type=positive_or_dynamic,
             default=None,
             metavar="N|dynamic",
             help="batch dimension (default: dynamic)",
@@ -221,13 +221,15 @@ def make_parser() -> argparse.ArgumentParser:
     building.add_argument("-o", "--output", metavar="FILE")
     building.add_argument("--repository", metavar="DIR", help="also write DIR/<model>/<version>/model.onnx")
     building.add_argument("--model-name", help="model name in the repository (default: the architecture)")
-    building.add_argument("--model-version", type=_positive, default=1)
+    building.add_argument("--model-version", type=positive_int, default=1)
     _add_build_options(building)
     building.set_defaults(func=cmd_build)
 
     stats = commands.add_parser("stats", help="per-layer parameters, MACs/FLOPs, activations and memory")
     stats.add_argument("name", help="architecture name or .onnx file")
-    stats.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size of the figures (default 1)")
+    stats.add_argument(
+        "--batch", type=positive_int, default=1, metavar="N", help="batch size of the figures (default 1)"
+    )
     stats.add_argument("--json", action="store_true")
     stats.add_argument(
         "--plot",

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from graphgen.cli import positive_int
 from graphgen.passes import PassResult, cut_head, fold_batchnorm, fold_repvgg, group_branches, replace_head, to_fp16
 
 EXIT_MISMATCH = 1
@@ -184,7 +185,7 @@ def add_parser(subparsers) -> None:
     passes.add_argument("--group-branches", action="store_true", help="ResNeXt-style parallel branches -> one grouped convolution")  # fmt: skip
     passes.add_argument("--fold-repvgg", action="store_true", help="3x3 + 1x1 + identity branches -> one 3x3 convolution")  # fmt: skip
     passes.add_argument("--fold-bn", action="store_true", help="Conv -> BatchNormalization -> one Conv")
-    passes.add_argument("--num-classes", type=_positive, metavar="N", help="new classifier with N classes (random)")
+    passes.add_argument("--num-classes", type=positive_int, metavar="N", help="new classifier with N classes (random)")
     passes.add_argument("--head-weights", metavar="PATH", help="new classifier from a checkpoint (its weight/bias)")
     passes.add_argument("--seed", type=int, default=0, help="seed of the random head and of --verify's inputs")
     passes.add_argument("--cut", metavar="features|STAGE", help="drop the head: output the pooled features or a stage's map")  # fmt: skip
@@ -193,7 +194,7 @@ def add_parser(subparsers) -> None:
     check = parser.add_argument_group("verification")
     check.add_argument("--verify", action="store_true", help="compare with the input on onnxruntime; exit 1 beyond tolerance")  # fmt: skip
     check.add_argument("--tolerance", type=float, metavar="T", help=f"largest relative difference (default {FP32_TOLERANCE:g}, {FP16_TOLERANCE:g} with --fp16)")  # fmt: skip
-    check.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch of random inputs (default 1)")
+    check.add_argument("--batch", type=positive_int, default=1, metavar="N", help="batch of random inputs (default 1)")
     parser.set_defaults(func=_checked_convert)
 
 
@@ -205,13 +206,3 @@ def _checked_convert(args: argparse.Namespace) -> int:
     if args.keep_io_types and not args.fp16:
         raise UserError("--keep-io-types only applies with --fp16")
     return cmd_convert(args)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value

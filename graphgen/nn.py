@@ -257,6 +257,19 @@ class LocalResponseNorm(Module):
         return emit(op, "LRN", x, size=self.size, alpha=self.alpha, beta=self.beta, bias=self.k)
 
 
+class ClassifierHead(Module):
+    """Global average pool, flatten, dense layer: timm's ``ClassifierHead`` keys (``global_pool``, ``fc``)."""
+
+    def __init__(self, features: int, num_classes: int) -> None:
+        super().__init__()
+        self.global_pool = AdaptiveAvgPool2d(1)
+        self.flatten = Flatten()
+        self.fc = Linear(features, num_classes)
+
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
+        return self.fc(op, self.flatten(op, self.global_pool(op, x)))
+
+
 def add(op: OpBuilder, a: ir.Value, b: ir.Value, suffix: str = "add") -> ir.Value:
     """A residual sum, named ``<block>.add``."""
     return emit(op, "Add", a, b, suffix=suffix)

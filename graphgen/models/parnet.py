@@ -179,7 +179,7 @@ class ParNet(nn.Module):
             [ParNetBlock(p0, p1, 2, options), nn.Sequential(*fusion(p1, p2, 2, options))]
         )
         self.combine = nn.Sequential(*fusion(p2, p2, 1, options), ParNetBlock(p2, size.last, 2, options))
-        self.head = Head(size.last, num_classes)
+        self.head = nn.ClassifierHead(size.last, num_classes)
 
     def forward(self, op, x):
         height, width = nn.static_spatial(x)
@@ -192,17 +192,6 @@ class ParNet(nn.Module):
         y = self.downsamples_2[1](op, (self.streams[1](op, x1), y))
         y = self.combine(op, (self.streams[2](op, x2), y))
         return self.head(op, y)
-
-
-class Head(nn.Module):
-    def __init__(self, features: int, num_classes: int) -> None:
-        super().__init__()
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(features, num_classes)
-
-    def forward(self, op, x):
-        return self.fc(op, self.flatten(op, self.global_pool(op, x)))
 
 
 def _parnet(name: str) -> Architecture:

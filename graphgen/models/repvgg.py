@@ -91,17 +91,6 @@ class RepVggBlock(nn.Module):
         return self.act(op, out)
 
 
-class ClassifierHead(nn.Module):
-    def __init__(self, features: int, num_classes: int) -> None:
-        super().__init__()
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(features, num_classes)
-
-    def forward(self, op, x):
-        return self.fc(op, self.flatten(op, self.global_pool(op, x)))
-
-
 class RepVGG(nn.Module):
     def __init__(self, variant: Variant, num_classes: int, deploy: bool = False) -> None:
         super().__init__()
@@ -117,7 +106,7 @@ class RepVGG(nn.Module):
                 cin, index = width, index + 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.head = ClassifierHead(cin, num_classes)
+        self.head = nn.ClassifierHead(cin, num_classes)
 
     def forward(self, op, x):
         return self.head(op, self.stages(op, self.stem(op, x)))

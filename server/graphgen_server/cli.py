@@ -9,24 +9,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphgen.cli import positive_int
 from graphgen_server.config import MIB, CudaOptions, ServerConfig
 from graphgen_server.providers import DEVICES
 
 EXIT_USAGE = 2
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _non_negative(text: str) -> int:
-    return 0 if text == "0" else _positive(text)
+    return 0 if text == "0" else positive_int(text)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -43,20 +34,22 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_non_negative, default=8001, help="port (default 8001; 0 picks a free one)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA where it works, else CPU")
     parser.add_argument(
-        "--max-batch", type=_positive, default=8, metavar="N", help="dynamic batches of up to N images (1: off)"
+        "--max-batch", type=positive_int, default=8, metavar="N", help="dynamic batches of up to N images (1: off)"
     )
     parser.add_argument("--batch-delay-us", type=_non_negative, default=0, metavar="T",
                         help="a batch waits up to T µs for more requests (default 0: takes what is queued)")  # fmt: skip
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-images", type=_positive, default=64, metavar="N", help="images per request (default 64)")
-    limits.add_argument("--max-image-pixels", type=_positive, default=40_000_000, metavar="P")
-    limits.add_argument("--max-queue", type=_positive, default=256, metavar="N",
+    limits.add_argument(
+        "--max-images", type=positive_int, default=64, metavar="N", help="images per request (default 64)"
+    )
+    limits.add_argument("--max-image-pixels", type=positive_int, default=40_000_000, metavar="P")
+    limits.add_argument("--max-queue", type=positive_int, default=256, metavar="N",
                         help="images queued or running per model before RESOURCE_EXHAUSTED (default 256)")  # fmt: skip
     limits.add_argument(
-        "--max-message-mib", type=_positive, default=64, metavar="MIB", help="gRPC message size (default 64)"
+        "--max-message-mib", type=positive_int, default=64, metavar="MIB", help="gRPC message size (default 64)"
     )
     limits.add_argument(
-        "--workers", type=_positive, default=None, help="inference threads (default: cores, at least 2)"
+        "--workers", type=positive_int, default=None, help="inference threads (default: cores, at least 2)"
     )
     limits.add_argument(
         "--intra-op-threads", type=_non_negative, default=0, help="onnxruntime threads per run (0: its default)"
