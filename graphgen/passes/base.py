@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import onnx_ir as ir
@@ -53,6 +55,31 @@ def set_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarray, dtype: 
     value.type = ir.TensorType(value.const_value.dtype)
     if value.name not in graph.initializers:
         graph.register_initializer(value)
+
+
+Block = TypeVar("Block")
+
+
+def rewrite_blocks(
+    model: ir.Model,
+    find_next: Callable[[ir.Graph], Block | None],
+    rewrite: Callable[[ir.Graph, Block, set[str]], None],
+) -> PassResult:
+    """Copy ``model``, then rewrite blocks one at a time until ``find_next`` finds none.
+
+    The search restarts after each rewrite because a rewrite replaces values that later blocks
+    may read. ``rewrite`` draws fresh names from one pool of value and node names, so they never
+    clash with either; initializers nothing reads any more are dropped at the end.
+    """
+    model = model.clone()
+    graph = model.graph
+    names = value_names(graph) | node_names(graph)
+    rewrites = 0
+    while (block := find_next(graph)) is not None:
+        rewrite(graph, block, names)
+        rewrites += 1
+    remove_unused_initializers(graph)
+    return PassResult(model, rewrites)
 
 
 def remove_unused_initializers(graph: ir.Graph) -> None:

@@ -42,12 +42,10 @@ from graphgen.passes.base import (
     inference_batchnorm,
     is_sum,
     join_name,
-    node_names,
     only_consumer,
-    remove_unused_initializers,
     replace_value,
+    rewrite_blocks,
     sum_tree,
-    value_names,
 )
 
 DEPLOY_NAME = "reparam_conv"
@@ -65,16 +63,7 @@ class Term:
 
 def fold_repvgg(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every RepVGG-style block folded into one convolution."""
-    model = model.clone()
-    graph = model.graph
-    names = value_names(graph) | node_names(graph)  # one pool: fresh names never clash with either
-    folded = 0
-    # Restart the search after each fold: a fold replaces values that later blocks may read.
-    while (block := _next_block(graph)) is not None:
-        _fold(graph, block, names)
-        folded += 1
-    remove_unused_initializers(graph)
-    return PassResult(model, folded)
+    return rewrite_blocks(model, _next_block, _fold)
 
 
 @dataclass

@@ -36,13 +36,11 @@ from graphgen.passes.base import (
     fresh_name,
     inference_batchnorm,
     is_sum,
-    node_names,
     only_consumer,
-    remove_unused_initializers,
     replace_value,
+    rewrite_blocks,
     sum_root,
     sum_tree,
-    value_names,
 )
 from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
 
@@ -70,16 +68,7 @@ class Block:
 
 def group_branches(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every multibranch block rewritten as a grouped convolution."""
-    model = model.clone()
-    graph = model.graph
-    names = value_names(graph) | node_names(graph)  # one pool: fresh names never clash with either
-    rewrites = 0
-    # Each rewrite turns G chains into one, so the search cannot find the same block again.
-    while (block := _next_block(graph)) is not None:
-        _rewrite(graph, block, names)
-        rewrites += 1
-    remove_unused_initializers(graph)
-    return PassResult(model, rewrites)
+    return rewrite_blocks(model, _next_block, _rewrite)
 
 
 def _next_block(graph: ir.Graph) -> Block | None:
