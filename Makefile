@@ -26,6 +26,7 @@ $(VENV)/.chromium: | $(BIN)/python
 	then touch $@; else echo "chromium could not be installed: tests/test_browser_netron.py will be skipped"; fi
 
 test: $(VENV)/.installed-test $(VENV)/.chromium
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
