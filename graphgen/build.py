@@ -146,7 +146,10 @@ def _initial_value(param: Parameter, rng: np.random.Generator) -> np.ndarray:
     if param.init is Init.ZEROS:
         return np.zeros(shape, np.float32)
     bound = np.float32(1.0 / np.sqrt(param.fan_in))
-    return rng.random(shape, dtype=np.float32) * (2 * bound) - bound
+    values = rng.random(shape, dtype=np.float32)  # U(0, 1), then scaled in place to U(-bound, bound)
+    values *= 2 * bound
+    values -= bound
+    return values
 
 
 def _check_fits(params: dict[str, Parameter], state: StateDict, reinitialise: tuple[str, ...]) -> None:
