@@ -16,17 +16,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from graphgen_protos import classifier_pb2, classifier_pb2_grpc, kserve_v2_pb2, kserve_v2_pb2_grpc
+from graphgen_protos import classifier_pb2, kserve_v2_pb2
 from graphgen_server.classify import ClassifierServicer
 from graphgen_server.config import ServerConfig
 from graphgen_server.errors import CallGate
 from graphgen_server.kserve import KServeServicer
 from graphgen_server.runtime import Runtime
+from graphgen_server.wire import add_servicer
 
 log = logging.getLogger("graphgen_server")
 
-CLASSIFIER = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
-KSERVE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"]
+KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+CLASSIFIER, KSERVE = CLASSIFIER_SERVICE.full_name, KSERVE_SERVICE.full_name
 SERVICES = (CLASSIFIER, KSERVE)
 LINGER_S = 0.5
 
@@ -53,10 +55,8 @@ class GraphgenServer:
 
     async def start(self) -> None:
         self.runtime.load()
-        classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.runtime, self.gate), self.server)
-        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.runtime, self.gate), self.server
-        )
+        add_servicer(self.server, ClassifierServicer(self.runtime, self.gate), CLASSIFIER_SERVICE)
+        add_servicer(self.server, KServeServicer(self.runtime, self.gate), KSERVE_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

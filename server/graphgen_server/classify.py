@@ -12,17 +12,15 @@ from graphgen_protos import classifier_pb2 as pb
 from graphgen_protos import classifier_pb2_grpc
 from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
 from graphgen_server.profiling import ProfileResult
-from graphgen_server.runtime import ModelVersion, Runtime, top_classes
+from graphgen_server.runtime import ModelVersion, Runtime, declared_shape, top_classes
 
 DEFAULT_TOP_K = 5
 
 
 def tensor_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
     """A float32 array over the message's bytes (no copy), after checking they fit the shape."""
-    shape = list(tensor.shape)
-    if not shape or any(d < 1 for d in shape):
-        raise InvalidArgument(f"{field}.shape", f"must list positive dimensions, got {shape}")
-    expected = int(np.prod(shape)) * 4
+    shape, count = declared_shape(tensor.shape, field)
+    expected = count * 4
     if len(tensor.data) != expected:
         raise InvalidArgument(
             f"{field}.data", f"{len(tensor.data)} bytes, but float32 of shape {shape} needs {expected}"
@@ -92,11 +90,18 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
         if request.HasField("tensor"):
             array = tensor_to_array(request.tensor, "tensor")
             model.check_batch(array, "tensor")
+            preprocessed = time.perf_counter()
+            outcome = await model.infer(array, profile=request.profile)
         else:
-            loop = asyncio.get_running_loop()
-            array = await loop.run_in_executor(self.runtime.executor, model.preprocess, list(request.images))
-        preprocessed = time.perf_counter()
-        outcome = await model.infer(array, profile=request.profile)
+            images = list(request.images)
+            model.check_images(images)
+            # Admitted before decoding: requests beyond the queue bound are refused at once instead
+            # of waiting, encoded images in memory, for a decoding thread.
+            with model.admit(len(images)):
+                loop = asyncio.get_running_loop()
+                array = await loop.run_in_executor(self.runtime.executor, model.preprocess, images)
+                preprocessed = time.perf_counter()
+                outcome = await model.infer(array, profile=request.profile, admitted=True)
         inferred = time.perf_counter()
         classes = top_classes(outcome.outputs[0], top_k, model.labels)
         response = pb.ClassifyResponse(

@@ -55,6 +55,13 @@ class ModelUnavailable(ServingError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Undecodable:
+    """A request whose bytes are not the message its method takes (see :mod:`graphgen_server.wire`)."""
+
+    def __init__(self, message_type: str, error: Exception) -> None:
+        self.message_type, self.error = message_type, error
+
+
 class CallGate:
     """Counts the calls being handled, and refuses new ones once closed (the start of a shutdown).
 
@@ -92,6 +99,33 @@ class CallGate:
         return True
 
 
+# gRPC sends the message percent-encoded in a header (non-ASCII bytes take 3 characters), and a
+# client drops a header over 8 KiB with RESOURCE_EXHAUSTED instead of the status: messages echo
+# what the request held (a model name, a datatype string), so they are cut to fit.
+MAX_DETAILS = 4000
+CUT = " ... "
+
+
+def _encoded_size(text: str) -> int:
+    return sum(1 if 0x20 <= b < 0x7F and b != 0x25 else 3 for b in text.encode())
+
+
+def _longest_prefix(text: str, limit: int) -> str:
+    fits, too_long = 0, min(len(text), limit) + 1  # a character takes at least one byte
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        fits, too_long = (middle, too_long) if _encoded_size(text[:middle]) <= limit else (fits, middle)
+    return text[:fits]
+
+
+def clamp(message: str, limit: int = MAX_DETAILS) -> str:
+    """``message`` cut in the middle (its start and its end say the most) to ``limit`` encoded bytes."""
+    if len(message) <= limit and _encoded_size(message) <= limit:  # (each character takes a byte or more)
+        return message
+    half = (limit - len(CUT)) // 2
+    return _longest_prefix(message, half) + CUT + _longest_prefix(message[::-1], half)[::-1]
+
+
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a failure is answered with."""
     if isinstance(error, ServingError):
@@ -113,6 +147,8 @@ def abort_with_status(handler: Handler) -> Handler:
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
             async with self.gate.call():
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument("request", f"not a valid {request.message_type} message ({request.error})")
                 return await handler(self, request, context)
         except grpc.aio.AbortError:
             raise  # context.abort() was already called
@@ -122,6 +158,6 @@ def abort_with_status(handler: Handler) -> Handler:
                 log.exception("%s failed", handler.__name__)
             else:
                 log.debug("%s: %s %s", handler.__name__, code.name, message)
-            await context.abort(code, message)
+            await context.abort(code, clamp(message))
 
     return wrapper

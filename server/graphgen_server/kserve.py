@@ -18,7 +18,7 @@ import graphgen
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
-from graphgen_server.runtime import ModelVersion, Runtime
+from graphgen_server.runtime import ModelVersion, Runtime, declared_shape
 from graphgen_server.stats import Duration, ModelStats
 
 PLATFORM = "onnxruntime_onnx"
@@ -126,10 +126,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
             )
         if tensor.datatype != "FP32":
             raise InvalidArgument("inputs[0].datatype", f"must be FP32, got {tensor.datatype!r}")
-        shape = list(tensor.shape)
-        if not shape or any(d < 1 for d in shape):
-            raise InvalidArgument("inputs[0].shape", f"must list positive dimensions, got {shape}")
-        count = int(np.prod(shape))
+        shape, count = declared_shape(tensor.shape, "inputs[0]")
         if request.raw_input_contents:
             if len(request.raw_input_contents) != len(request.inputs):
                 raise InvalidArgument(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from graphgen_server.stats import ModelStats
 log = logging.getLogger("graphgen_server")
 
 _ORT_TYPES = {"tensor(float)": np.dtype(np.float32)}
+MAX_RANK = 8  # more dimensions than any image model takes (numpy's own limit is 64)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ class ModelVersion:
         return outputs, infer_s
 
     @contextlib.contextmanager
-    def _admitted(self, rows: int) -> Iterator[None]:
+    def admit(self, rows: int) -> Iterator[None]:
+        """Count ``rows`` images against the model's queue while the block runs; QueueFull if it is full."""
         limit = self.config.max_queue
         if self.pending_rows + rows > limit:
             raise QueueFull(
@@ -181,11 +184,20 @@ class ModelVersion:
                 raise InvalidArgument(field, f"shape {list(array.shape)} does not fit {_dims(expected)} (axis {axis})")
         if array.shape and array.shape[0] > self.config.max_images:
             raise InvalidArgument(field, f"batch of {array.shape[0]} exceeds the limit of {self.config.max_images}")
+        # A float64 sum of float32 values cannot overflow: it is finite exactly when every value is.
+        if not np.isfinite(array.sum(dtype=np.float64)):
+            first = int(np.flatnonzero(~np.isfinite(array))[0])
+            raise InvalidArgument(
+                field, f"holds NaN or infinite values (the first at flat index {first}); send finite float32 values"
+            )
 
-    async def infer(self, array: np.ndarray, *, profile: bool = False) -> InferOutcome:
-        """Run a checked batch; with ``profile``, alone on a profiling session."""
+    async def infer(self, array: np.ndarray, *, profile: bool = False, admitted: bool = False) -> InferOutcome:
+        """Run a checked batch; with ``profile``, alone on a profiling session.
+
+        ``admitted``: the caller already holds :meth:`admit` for these rows.
+        """
         rows = int(array.shape[0]) if array.ndim else 1
-        with self._admitted(rows):
+        with contextlib.nullcontext() if admitted else self.admit(rows):
             submitted = time.perf_counter()
             if profile:
                 assert self.profiler is not None
@@ -202,8 +214,8 @@ class ModelVersion:
             total = time.perf_counter() - submitted
             return InferOutcome(outputs, max(0.0, total - infer_s), infer_s, rows)
 
-    def preprocess(self, images: list[bytes]) -> np.ndarray:
-        """Decode and preprocess encoded images into one batch (blocking: call from a worker)."""
+    def check_images(self, images: list[bytes]) -> None:
+        """Refuse a list of encoded images this model cannot take (before any is decoded)."""
         if self.image_spec is None:
             raise InvalidArgument(
                 "images", f"model {self.name} has no graphgen preprocessing metadata; send a tensor instead"
@@ -212,6 +224,10 @@ class ModelVersion:
             raise InvalidArgument("images", "no image given (send images or a tensor)")
         if len(images) > self.config.max_images:
             raise InvalidArgument("images", f"{len(images)} images exceed the limit of {self.config.max_images}")
+
+    def preprocess(self, images: list[bytes]) -> np.ndarray:
+        """Decode and preprocess encoded images into one batch (blocking: call from a worker)."""
+        self.check_images(images)
         batch = []
         for index, data in enumerate(images):
             try:
@@ -228,6 +244,18 @@ class ModelVersion:
             await self.batcher.close()
         if self.profiler is not None:
             self.profiler.close()
+
+
+def declared_shape(dims: Sequence[int], field: str) -> tuple[list[int], int]:
+    """A request's tensor shape and its element count, refused unless every dimension is positive.
+
+    The count is a Python integer: a shape such as [2**32, 2**32] must not wrap around to a size
+    that matches a short buffer.
+    """
+    shape = list(dims)
+    if not shape or len(shape) > MAX_RANK or any(d < 1 for d in shape):
+        raise InvalidArgument(f"{field}.shape", f"must list 1 to {MAX_RANK} positive dimensions, got {shape}")
+    return shape, math.prod(shape)
 
 
 def _dims(shape: tuple[int | None, ...]) -> str:
