@@ -126,8 +126,9 @@ def _check_external_data(proto: onnx.ModelProto, directory: Path) -> None:
             raise ModelFileError(f"tensor {tensor.name!r} refers to missing external data {location!r}")
 
 
-def load_model(path: str | Path) -> ir.Model:
-    """Read an .onnx file, refusing corrupt files and external data outside its directory."""
+def check_model_file(path: str | Path) -> onnx.ModelProto:
+    """Parse an .onnx file (its external data unread), refusing corrupt files and external data
+    outside its directory; what another runtime (onnxruntime) may then load."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
@@ -138,6 +139,13 @@ def load_model(path: str | Path) -> ir.Model:
     if not proto.graph.node and not proto.graph.output:
         raise ModelFileError(f"{path}: not an ONNX model (no graph)")
     _check_external_data(proto, path.parent)
+    return proto
+
+
+def load_model(path: str | Path) -> ir.Model:
+    """Read an .onnx file, refusing corrupt files and external data outside its directory."""
+    path = Path(path)
+    proto = check_model_file(path)
     try:
         model = ir.serde.deserialize_model(proto)
     except (ir.serde.SerdeError, ValueError, TypeError, KeyError, IndexError) as error:

@@ -74,6 +74,16 @@ class GRPCInferenceServiceStub:
                 request_serializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryIndexRequest.SerializeToString,
                 response_deserializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryIndexResponse.FromString,
                 _registered_method=True)
+        self.RepositoryModelLoad = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryModelLoad',
+                request_serializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelLoadRequest.SerializeToString,
+                response_deserializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelLoadResponse.FromString,
+                _registered_method=True)
+        self.RepositoryModelUnload = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryModelUnload',
+                request_serializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelUnloadRequest.SerializeToString,
+                response_deserializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelUnloadResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -127,6 +137,20 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepositoryModelLoad(self, request, context):
+        """Load or reload a model from the repository; unload one. Refused (FAILED_PRECONDITION) unless
+        the server runs with --model-control.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryModelUnload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +193,16 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.RepositoryIndex,
                     request_deserializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryIndexRequest.FromString,
                     response_serializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryIndexResponse.SerializeToString,
+            ),
+            'RepositoryModelLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryModelLoad,
+                    request_deserializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelLoadRequest.FromString,
+                    response_serializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelLoadResponse.SerializeToString,
+            ),
+            'RepositoryModelUnload': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryModelUnload,
+                    request_deserializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelUnloadRequest.FromString,
+                    response_serializer=graphgen__protos_dot_kserve__v2__pb2.RepositoryModelUnloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +421,60 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/RepositoryIndex',
             graphgen__protos_dot_kserve__v2__pb2.RepositoryIndexRequest.SerializeToString,
             graphgen__protos_dot_kserve__v2__pb2.RepositoryIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryModelLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelLoad',
+            graphgen__protos_dot_kserve__v2__pb2.RepositoryModelLoadRequest.SerializeToString,
+            graphgen__protos_dot_kserve__v2__pb2.RepositoryModelLoadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryModelUnload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelUnload',
+            graphgen__protos_dot_kserve__v2__pb2.RepositoryModelUnloadRequest.SerializeToString,
+            graphgen__protos_dot_kserve__v2__pb2.RepositoryModelUnloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from graphgen_protos import classifier_pb2, kserve_v2_pb2
 from graphgen_server.classify import ClassifierServicer
 from graphgen_server.config import ServerConfig
+from graphgen_server.control import ModelControl
 from graphgen_server.errors import CallGate
 from graphgen_server.kserve import KServeServicer
 from graphgen_server.runtime import Runtime
@@ -43,6 +44,7 @@ class GraphgenServer:
         self.runtime = Runtime(config)
         self.health = health.aio.HealthServicer()
         self.gate = CallGate()
+        self.control = ModelControl(self.runtime, self.publish_health) if config.model_control else None
         self.port = 0
         limit = config.max_message_bytes
         self.server = grpc.aio.server(
@@ -56,7 +58,7 @@ class GraphgenServer:
     async def start(self) -> None:
         self.runtime.load()
         add_servicer(self.server, ClassifierServicer(self.runtime, self.gate), CLASSIFIER_SERVICE)
-        add_servicer(self.server, KServeServicer(self.runtime, self.gate), KSERVE_SERVICE)
+        add_servicer(self.server, KServeServicer(self.runtime, self.gate, self.control), KSERVE_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -69,16 +71,20 @@ class GraphgenServer:
         if self.port == 0:
             raise BindError(f"cannot listen on {self.config.address} (in use, or not an address of this machine)")
         await self.server.start()
-        status = health_pb2.HealthCheckResponse.SERVING
-        if not any(m.ready for m in self.runtime.all()):
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ("", *SERVICES):
-            await self.health.set(service, status)
+        await self.publish_health()
         ready = sum(m.ready for m in self.runtime.all())
         log.info(
             "graphgen-server listening on %s:%d (%d of %d models ready)",
             self.config.host, self.port, ready, len(self.runtime.all()),
         )  # fmt: skip
+
+    async def publish_health(self) -> None:
+        """SERVING while at least one model is ready (a broken model is reported per model)."""
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not any(m.ready for m in self.runtime.all()):
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", *SERVICES):
+            await self.health.set(service, status)
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, watchers told
@@ -92,6 +98,8 @@ class GraphgenServer:
         else:
             log.warning("grace period over: cancelling %d calls still in flight", self.gate.in_flight)
         await self.server.stop(1.0 if drained else 0)  # a second for the refusals being sent
+        if self.control is not None:
+            self.control.close()
         await self.runtime.close()
         log.info("stopped")
 

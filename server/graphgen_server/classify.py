@@ -73,13 +73,12 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
     @abort_with_status
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         arrived = time.perf_counter()
-        model = self.runtime.ready(request.model, request.version)
-        try:
-            response = await self._classify(model, request, arrived)
-        except Exception:
-            model.stats.record_request(ok=False, total_s=time.perf_counter() - arrived)
-            raise
-        return response
+        async with self.runtime.use(request.model, request.version) as model:
+            try:
+                return await self._classify(model, request, arrived)
+            except Exception:
+                model.stats.record_request(ok=False, total_s=time.perf_counter() - arrived)
+                raise
 
     async def _classify(self, model: ModelVersion, request: pb.ClassifyRequest, arrived: float) -> pb.ClassifyResponse:
         top_k = request.top_k or DEFAULT_TOP_K

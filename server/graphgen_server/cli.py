@@ -64,6 +64,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--arena-extend-strategy", choices=["kNextPowerOfTwo", "kSameAsRequested"], default="kNextPowerOfTwo"
     )
     cuda.add_argument("--no-io-binding", action="store_true", help="plain run() instead of IO binding on CUDA")
+    parser.add_argument("--model-control", action="store_true",
+                        help="accept RepositoryModelLoad/Unload calls: (re)load and unload models while serving")  # fmt: skip
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -82,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_batch=args.max_batch, batch_delay_us=args.batch_delay_us, max_images=args.max_images,
         max_image_pixels=args.max_image_pixels, max_queue=args.max_queue,
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
-        spin_threads=args.spin,
+        spin_threads=args.spin, model_control=args.model_control,
         grace_s=args.grace, **extra,
     )  # fmt: skip
 

@@ -49,6 +49,12 @@ class QueueFull(ServingError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Refused(ServingError):
+    """The server is not set up to do this (model control is off), or a model's files cannot be served."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class ModelUnavailable(ServingError):
     """The model exists but is not ready (it failed to load), or the server is shutting down."""
 

@@ -17,7 +17,8 @@ import numpy as np
 import graphgen
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
-from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
+from graphgen_server.control import ModelControl
+from graphgen_server.errors import CallGate, InvalidArgument, NotFound, Refused, abort_with_status
 from graphgen_server.runtime import ModelVersion, Runtime, declared_shape
 from graphgen_server.stats import Duration, ModelStats
 
@@ -46,9 +47,10 @@ def classification(values: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
 
 
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, runtime: Runtime, gate: CallGate) -> None:
+    def __init__(self, runtime: Runtime, gate: CallGate, control: ModelControl | None = None) -> None:
         self.runtime = runtime
         self.gate = gate
+        self.control = control  # None: RepositoryModelLoad/Unload are refused
 
     @abort_with_status
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
@@ -66,7 +68,8 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="graphgen", version=graphgen.__version__, extensions=EXTENSIONS)
+        extensions = [*EXTENSIONS, *(["model_repository"] if self.control else [])]
+        return pb.ServerMetadataResponse(name="graphgen", version=graphgen.__version__, extensions=extensions)
 
     @abort_with_status
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
@@ -87,7 +90,10 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @abort_with_status
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         arrived = time.perf_counter()
-        model = self.runtime.ready(request.model_name, request.model_version)
+        async with self.runtime.use(request.model_name, request.model_version) as model:
+            return await self._infer(model, request, arrived)
+
+    async def _infer(self, model: ModelVersion, request: pb.ModelInferRequest, arrived: float) -> pb.ModelInferResponse:
         try:
             array = self._input(model, request)
             wanted = self._requested_outputs(model, request)
@@ -197,6 +203,31 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
             state = "READY" if model.ready else "UNAVAILABLE"
             index.models.add(name=model.name, version=model.version, state=state, reason=model.reason)
         return index
+
+    @abort_with_status
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context
+    ) -> pb.RepositoryModelLoadResponse:
+        await self._model_control(request).load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @abort_with_status
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self._model_control(request).unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _model_control(self, request) -> ModelControl:
+        if self.control is None:
+            raise Refused("model control is off: start graphgen-server with --model-control to load and unload models")
+        if request.repository_name:
+            raise NotFound(f"repository {request.repository_name!r}: this server has one (leave repository_name empty)")
+        if request.parameters:
+            raise InvalidArgument(
+                "parameters", f"{sorted(request.parameters)} not supported: model files come from the repository only"
+            )
+        return self.control
 
 
 def _duration(duration: Duration) -> pb.StatisticDuration:

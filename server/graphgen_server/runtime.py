@@ -12,13 +12,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
+from graphgen.onnx_io import ModelFileError, check_model_file
 from graphgen.preprocess import ImageError, ImageSpec, decode_image, labels_for
 from graphgen_server import providers
 from graphgen_server.batching import DynamicBatcher
@@ -60,6 +61,7 @@ class ModelVersion:
 
     def __init__(self, file: ModelFile, config: ServerConfig, executor: ThreadPoolExecutor) -> None:
         self.name, self.version, self.path = file.name, str(file.version), file.path
+        self.file = file
         self.config = config
         self._executor = executor
         self.ready = False
@@ -72,6 +74,8 @@ class ModelVersion:
         self.batcher: DynamicBatcher | None = None
         self.profiler: Profiler | None = None
         self.pending_rows = 0
+        self.users = 0  # calls holding this version (Runtime.use); it is closed only once none does
+        self._unused: asyncio.Event | None = None
         # Set by a successful load:
         self.session: ort.InferenceSession | None = None
         self.input = TensorInfo("", np.dtype(np.float32), ())
@@ -101,6 +105,9 @@ class ModelVersion:
         return ort.InferenceSession(str(self.path), options, providers=self._choice.providers)
 
     def _load(self, choice: providers.ProviderChoice) -> None:
+        if self.file.problem:
+            raise ModelFileError(self.file.problem)
+        check_model_file(self.path)  # onnxruntime must not follow external data out of the model's directory
         self._choice = choice
         self.session = self._make_session()
         inputs = [_tensor_info(a) for a in self.session.get_inputs()]
@@ -239,6 +246,17 @@ class ModelVersion:
         self.check_batch(array, "images")
         return array
 
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self._unused is not None:
+            self._unused.set()
+
+    async def unused(self) -> None:
+        """Wait until no call holds this version (after it left the table, none can take it again)."""
+        if self.users:
+            self._unused = asyncio.Event()
+            await self._unused.wait()
+
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
@@ -269,13 +287,15 @@ class Runtime:
         self.config = config
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="infer")
         self.models: dict[str, dict[str, ModelVersion]] = {}
+        self.retiring: set[ModelVersion] = set()  # left the table, closed once their calls finish
+        self.choice: providers.ProviderChoice | None = None
 
     def load(self) -> None:
         """Load every model; raises DeviceError/RepositoryError for what stops the whole server."""
-        choice = providers.choose(self.config.device, self.config.cuda)
+        self.choice = providers.choose(self.config.device, self.config.cuda)
         for file in scan(self.config.repository):
             model = ModelVersion(file, self.config, self.executor)
-            model.load(choice)
+            model.load(self.choice)
             self.models.setdefault(file.name, {})[model.version] = model
 
     def all(self) -> list[ModelVersion]:
@@ -303,8 +323,18 @@ class Runtime:
             raise ModelUnavailable(f"model {name!r} version {model.version} is not ready: {model.reason}")
         return model
 
+    @contextlib.asynccontextmanager
+    async def use(self, name: str, version: str = "") -> AsyncIterator[ModelVersion]:
+        """The ready version, held for the block: a version unloaded meanwhile is closed only after it."""
+        model = self.ready(name, version)
+        model.users += 1
+        try:
+            yield model
+        finally:
+            model.release()
+
     async def close(self) -> None:
-        for model in self.all():
+        for model in [*self.all(), *self.retiring]:
             await model.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
 

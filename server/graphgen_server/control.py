@@ -1,0 +1,101 @@
+"""Loading and unloading models while the server serves (KServe's RepositoryModelLoad/Unload).
+
+``load(name)`` brings a model in line with its directory: versions new on disk, or whose file
+changed, are loaded on a loader thread while every version goes on serving; then the model's
+table of versions is replaced in one step. Versions gone from disk or replaced leave the table
+and are closed once the calls holding them have finished, so no call fails because of a reload.
+A version that fails to load is listed not ready with its reason, except where an older copy of
+it was serving: that copy stays. ``unload(name)`` leaves every version listed not ready
+("unloaded") and closes them once their calls have finished.
+
+Names are checked before a path is made of them (one directory name inside the repository), and
+a version whose files lead outside the repository through a symlink is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from graphgen_server.errors import InvalidArgument, NotFound, Refused
+from graphgen_server.repository import MODEL_FILE, BadModelName, ModelFile, scan_model
+from graphgen_server.runtime import ModelVersion, Runtime
+
+log = logging.getLogger("graphgen_server")
+
+UNLOADED = "unloaded (RepositoryModelUnload); RepositoryModelLoad serves it again"
+
+
+class ModelControl:
+    def __init__(self, runtime: Runtime, on_change: Callable[[], Awaitable[None]]) -> None:
+        self.runtime = runtime
+        self.on_change = on_change  # after the table changed (the health service follows it)
+        self._lock = asyncio.Lock()  # one load or unload at a time
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="load")  # the inference threads stay free
+
+    def _files(self, name: str) -> list[ModelFile]:
+        try:
+            return scan_model(self.runtime.config.repository, name)
+        except BadModelName as error:
+            raise InvalidArgument("model_name", str(error)) from None
+
+    async def load(self, name: str) -> None:
+        files = self._files(name)
+        if not files:
+            raise NotFound(f"model {name!r}: no <version>/{MODEL_FILE} in the repository's {name!r} directory")
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            current = self.runtime.models.get(name, {})
+            table: dict[str, ModelVersion] = {}
+            failures = []
+            for file in files:
+                old = current.get(str(file.version))
+                if old is not None and old.ready and old.file == file:  # same path, same stamp
+                    table[old.version] = old
+                    continue
+                new = ModelVersion(file, self.runtime.config, self.runtime.executor)
+                await loop.run_in_executor(self._loader, new.load, self.runtime.choice)
+                if not new.ready:
+                    failures.append(f"version {new.version}: {new.reason}")
+                keep_old = not new.ready and old is not None and old.ready
+                table[new.version] = old if keep_old else new
+            self.runtime.models[name] = table
+            await self.on_change()
+            await self._retire([m for m in current.values() if table.get(m.version) is not m])
+        loaded = ", ".join(v for v, m in table.items() if m.ready) or "none"
+        log.info("model %s loaded from the repository: versions ready: %s", name, loaded)
+        if failures:
+            raise Refused(f"model {name!r} could not be loaded in full: " + "; ".join(failures))
+
+    async def unload(self, name: str) -> None:
+        self._files(name)  # the name's check
+        async with self._lock:
+            current = self.runtime.models.get(name)
+            if current is None:
+                raise NotFound(f"model {name!r} is not loaded")
+            placeholders = {}
+            for version, model in current.items():
+                placeholders[version] = ModelVersion(model.file, self.runtime.config, self.runtime.executor)
+                placeholders[version].reason = UNLOADED
+            self.runtime.models[name] = placeholders
+            await self.on_change()
+            await self._retire(list(current.values()))
+        log.info("model %s unloaded", name)
+
+    async def _retire(self, models: list[ModelVersion]) -> None:
+        """Close versions that left the table, each once the calls holding it have finished."""
+        self.runtime.retiring.update(models)
+        for model in models:
+            in_flight = model.users
+            await model.unused()
+            await model.close()
+            self.runtime.retiring.discard(model)
+            if model.session is not None:  # (placeholders and failed loads held nothing)
+                log.info(
+                    "model %s v%s closed (after %d calls in flight finished)", model.name, model.version, in_flight
+                )
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=True, cancel_futures=True)
