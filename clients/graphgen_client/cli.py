@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from graphgen.plots import DEFAULT_SIZE, PlotError, ProfileRow, plot_path_argument, plot_profile, size_argument
-from graphgen_client.client import DEFAULT_ADDRESS, Client, ClientError
+from graphgen_client.client import DEFAULT_ADDRESS, TOKEN_VARIABLE, Client, ClientError
 from graphgen_client.tables import classes_table, models_table, profile_table
 
 EXIT_SERVER, EXIT_USAGE = 1, 2
@@ -25,6 +26,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphgen-client", description="Talk to a graphgen-server.")
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    security = parser.add_argument_group("security")
+    security.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs (or --tls-ca)")
+    security.add_argument("--tls-ca", type=Path, metavar="PEM", help="TLS, trusting this CA")
+    security.add_argument("--tls-cert", type=Path, metavar="PEM", help="mutual TLS: this client certificate")
+    security.add_argument("--tls-key", type=Path, metavar="PEM", help="mutual TLS: its private key")
+    security.add_argument("--token-file", type=Path, metavar="FILE",
+                          help=f"send the bearer token in FILE (default: ${TOKEN_VARIABLE} if set)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     classify = commands.add_parser("classify", help="classify image files (JPEG, PNG, ...)")
@@ -60,8 +68,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "plot", None) and not args.profile:
         parser.error("--plot draws the per-layer profile: add --profile")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    try:  # the files are read now, so that a missing one is a usage error
+        token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
+        pems = {
+            f"tls_{kind}": path.read_bytes() for kind in ("ca", "cert", "key") if (path := getattr(args, f"tls_{kind}"))
+        }
+    except OSError as error:
+        print(f"graphgen-client: error: {error.filename}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    token = token or os.environ.get(TOKEN_VARIABLE, "").strip() or None
     try:
-        with Client(args.address, timeout=args.timeout) as client:
+        with Client(args.address, timeout=args.timeout, tls=args.tls, token=token, **pems) as client:
             if args.command == "classify":
                 for path in args.images:
                     if not path.is_file():

@@ -1,4 +1,8 @@
-"""``Client(address).classify(paths_or_bytes, model=..., top_k=5, profile=True)``."""
+"""``Client(address).classify(paths_or_bytes, model=..., top_k=5, profile=True)``.
+
+Beyond this machine: ``Client(address, tls_ca="ca.pem", token="...")`` (TLS, and the server's
+bearer token); ``tls_cert`` / ``tls_key`` add a client certificate for mutual TLS.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ DEFAULT_ADDRESS = "127.0.0.1:8001"
 MAX_MESSAGE_BYTES = 64 << 20
 
 ImageSource = str | Path | bytes
+PemSource = str | Path | bytes
+TOKEN_VARIABLE = "GRAPHGEN_TOKEN"
 
 
 class ClientError(Exception):
@@ -31,18 +37,31 @@ def _read(image: ImageSource) -> bytes:
     return image if isinstance(image, bytes) else Path(image).read_bytes()
 
 
+def _pem(source: PemSource | None) -> bytes | None:
+    return None if source is None else _read(source)
+
+
 class Client:
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, timeout: float = 60.0, max_message_bytes: int = MAX_MESSAGE_BYTES
-    ) -> None:
+        self, address: str = DEFAULT_ADDRESS, *, timeout: float = 60.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
+        tls: bool = False, tls_ca: PemSource | None = None, tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None, token: str | None = None,
+    ) -> None:  # fmt: skip
+        """``tls`` (implied by any tls_* argument): TLS, trusting ``tls_ca`` (default: the system's CAs).
+        ``token``: sent as ``authorization: Bearer <token>`` on every call."""
         self.address, self.timeout = address, timeout
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if tls or tls_ca is not None or tls_cert is not None:
+            credentials = grpc.ssl_channel_credentials(_pem(tls_ca), _pem(tls_key), _pem(tls_cert))
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._metadata = [("authorization", f"Bearer {token}")] if token else None
         self._classifier = classifier_pb2_grpc.ClassifierStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -57,7 +76,7 @@ class Client:
 
     def _call(self, method, request):
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise ClientError(error.code(), error.details() or "") from None
 

@@ -23,6 +23,7 @@ from graphgen_server.control import ModelControl
 from graphgen_server.errors import CallGate
 from graphgen_server.kserve import KServeServicer
 from graphgen_server.runtime import Runtime
+from graphgen_server.security import BearerToken, exposure_warnings, server_credentials
 from graphgen_server.wire import add_servicer
 
 log = logging.getLogger("graphgen_server")
@@ -47,12 +48,14 @@ class GraphgenServer:
         self.control = ModelControl(self.runtime, self.publish_health) if config.model_control else None
         self.port = 0
         limit = config.max_message_bytes
+        self.credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.server = grpc.aio.server(
+            interceptors=[BearerToken(config.token)] if config.token else None,
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
-            ]
+            ],
         )
 
     async def start(self) -> None:
@@ -65,7 +68,10 @@ class GraphgenServer:
             self.server,
         )
         try:
-            self.port = self.server.add_insecure_port(self.config.address)
+            if self.credentials is None:
+                self.port = self.server.add_insecure_port(self.config.address)
+            else:
+                self.port = self.server.add_secure_port(self.config.address, self.credentials)
         except RuntimeError as error:  # grpc raises RuntimeError when it cannot bind
             raise BindError(f"cannot listen on {self.config.address}: {error}") from None
         if self.port == 0:
@@ -73,10 +79,14 @@ class GraphgenServer:
         await self.server.start()
         await self.publish_health()
         ready = sum(m.ready for m in self.runtime.all())
+        tls = "mutual TLS" if self.config.tls_client_ca else "TLS" if self.credentials else "plaintext"
         log.info(
-            "graphgen-server listening on %s:%d (%d of %d models ready)",
-            self.config.host, self.port, ready, len(self.runtime.all()),
+            "graphgen-server listening on %s:%d (%s%s; %d of %d models ready)",
+            self.config.host, self.port, tls, ", bearer token" if self.config.token else "", ready,
+            len(self.runtime.all()),
         )  # fmt: skip
+        for warning in exposure_warnings(self.config.host, self.credentials is not None, bool(self.config.token)):
+            log.warning("%s", warning)
 
     async def publish_health(self) -> None:
         """SERVING while at least one model is ready (a broken model is reported per model)."""

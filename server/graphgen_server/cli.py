@@ -12,6 +12,7 @@ from pathlib import Path
 from graphgen.cli import positive_int
 from graphgen_server.config import MIB, CudaOptions, ServerConfig
 from graphgen_server.providers import DEVICES
+from graphgen_server.security import read_token
 
 EXIT_USAGE = 2
 
@@ -66,6 +67,13 @@ def make_parser() -> argparse.ArgumentParser:
     cuda.add_argument("--no-io-binding", action="store_true", help="plain run() instead of IO binding on CUDA")
     parser.add_argument("--model-control", action="store_true",
                         help="accept RepositoryModelLoad/Unload calls: (re)load and unload models while serving")  # fmt: skip
+    security = parser.add_argument_group("security (for listening beyond this machine)")
+    security.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate (chain)")
+    security.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    security.add_argument("--tls-client-ca", type=Path, metavar="PEM",
+                          help="mutual TLS: clients must present a certificate signed by this CA")  # fmt: skip
+    security.add_argument("--token-file", type=Path, metavar="FILE",
+                          help="calls must carry 'authorization: Bearer <the token in FILE>' (health checks excepted)")  # fmt: skip
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -84,7 +92,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_batch=args.max_batch, batch_delay_us=args.batch_delay_us, max_images=args.max_images,
         max_image_pixels=args.max_image_pixels, max_queue=args.max_queue,
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
-        spin_threads=args.spin, model_control=args.model_control,
+        spin_threads=args.spin, model_control=args.model_control, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca, token=read_token(args.token_file) if args.token_file else "",
         grace_s=args.grace, **extra,
     )  # fmt: skip
 
@@ -93,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from graphgen_server.app import BindError, serve
     from graphgen_server.providers import DeviceError
     from graphgen_server.repository import RepositoryError
+    from graphgen_server.security import SecurityError
 
     args = make_parser().parse_args(argv)
     logging.basicConfig(
@@ -100,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(serve(config_from_args(args)))
-    except (RepositoryError, DeviceError, BindError) as error:
+    except (RepositoryError, DeviceError, BindError, SecurityError) as error:
         print(f"graphgen-server: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -36,7 +36,7 @@ class CudaOptions:
 @dataclass(frozen=True)
 class ServerConfig:
     repository: Path
-    host: str = "127.0.0.1"  # loopback unless told otherwise: the server has no authentication
+    host: str = "127.0.0.1"  # loopback unless told otherwise (see tls_* and token for elsewhere)
     port: int = 8001
     device: str = "auto"  # auto | cuda | cpu
     cuda: CudaOptions = field(default_factory=CudaOptions)
@@ -62,6 +62,12 @@ class ServerConfig:
     # KServe's RepositoryModelLoad/Unload: off unless asked for (anyone who can call them can
     # take models out of service).
     model_control: bool = False
+    # TLS from PEM files (cert and key; with client_ca, clients must present a certificate it signed).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Calls must carry "authorization: Bearer <token>" (empty: no token asked for). Kept out of repr.
+    token: str = field(default="", repr=False)
 
     @property
     def batching(self) -> bool:
