@@ -28,7 +28,7 @@ ACTIVATION_FACTOR = 2
 PARAMETER_FACTOR = 3
 MIB = 1024**2
 # Ops that transform one input elementwise; merged into the layer that produced that input.
-_FOLLOWERS = {"Relu", "Clip", "BatchNormalization", "LeakyRelu", "HardSwish", "HardSigmoid", "Elu", "Selu"}
+_FOLLOWERS = {"Relu", "Clip", "Sigmoid", "BatchNormalization", "LeakyRelu", "HardSwish", "HardSigmoid", "Elu", "Selu"}
 _VIEWS = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity"}
 _BN_STATISTICS = (3, 4)  # BatchNormalization inputs: running mean and variance
 
@@ -148,6 +148,26 @@ def _node_macs(node: ir.Node, batch: int) -> int:
     return 0
 
 
+def _silu_pair(sigmoid: ir.Node) -> ir.Node | None:
+    """The Mul of ``x · sigmoid(x)`` when x feeds exactly this Sigmoid and that Mul."""
+    x = sigmoid.inputs[0]
+    users = {id(user): user for user, _ in x.uses()}
+    muls = [user for user in users.values() if user is not sigmoid]
+    if len(users) != 2 or len(muls) != 1 or muls[0].op_type != "Mul":
+        return None
+    return muls[0] if {id(v) for v in muls[0].inputs} == {id(x), id(sigmoid.outputs[0])} else None
+
+
+def _silu_part(node: ir.Node) -> bool:
+    """Whether ``node`` is the Sigmoid or the Mul of a SiLU whose input is ``node.inputs[0]``."""
+    if node.op_type == "Sigmoid":
+        return _silu_pair(node) is not None
+    if node.op_type == "Mul" and len(node.inputs) == 2 and node.inputs[1] is not None:
+        producer = node.inputs[1].producer()
+        return producer is not None and producer.op_type == "Sigmoid" and _silu_pair(producer) is node
+    return False
+
+
 def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
     """Statistics of every layer of ``model`` for a batch of ``batch`` inputs."""
     graph = inline_blocks(model).graph  # a --functions model is counted flat, under its node names
@@ -165,7 +185,14 @@ def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
         source = node.inputs[0] if node.inputs else None
         row = row_of.get(id(source)) if source is not None else None
         out = node.outputs[0]
-        if node.op_type in _FOLLOWERS and row is not None and len(source.uses()) == 1 and not source.is_graph_output():
+        if row is not None and _silu_part(node) and not source.is_graph_output():
+            # SiLU = x · sigmoid(x): the Sigmoid and the Mul together are the layer's activation.
+            row.op += "+SiLU" if node.op_type == "Mul" else ""
+            row.params += params
+            row.initializer_elements += initializers
+        elif (
+            node.op_type in _FOLLOWERS and row is not None and len(source.uses()) == 1 and not source.is_graph_output()
+        ):
             row.op += f"+{node.op_type}"
             row.output_shape = _shape(out, batch)
             row.params += params

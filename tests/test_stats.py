@@ -68,3 +68,12 @@ def test_table_has_a_totals_row_and_states_conventions(alexnet_2012_at_128):
     table = format_table(alexnet_2012_at_128)
     assert "TOTAL" in table and "60,965,224" in table
     assert "FLOPs = 2 x MACs" in table
+
+
+def test_silu_and_gates_are_the_activation_of_their_layer():
+    stats = layer_stats(build("efficientnet_b0"))
+    ops = {row.name: row.op for row in stats.rows}
+    assert ops["features.0.0"] == "Conv+SiLU"
+    assert ops["features.1.0.block.1.fc2"] == "Conv+Sigmoid"  # the squeeze-and-excitation gate
+    assert not any(row.op in ("Sigmoid", "Mul") and row.name.endswith("sigmoid") for row in stats.rows)
+    assert stats.params == 5_288_548
