@@ -166,12 +166,22 @@ def _attach(storage: _Storage, raw: bytes | memoryview) -> None:
     storage.array = np.frombuffer(raw, dtype=storage.type.dtype, count=storage.numel)
 
 
+MAX_PICKLE_BYTES = 256 << 20  # a state dict's pickle holds names and shapes: megabytes, not gigabytes
+
+
 def _read_zip_pth(path: Path) -> Any:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
+        # Nothing is ever extracted to disk, but an archive naming paths out of itself ('../x',
+        # '/etc/x') was made to attack a loader that does: refuse it outright.
+        unsafe = [n for n in names if n.startswith("/") or "\\" in n or ".." in n.split("/")]
+        if unsafe:
+            raise CheckpointError(f"archive member {unsafe[0]!r} points outside the archive: refused")
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
             raise CheckpointError("zip archive has no single '<name>/data.pkl': not a torch checkpoint")
+        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{pickles[0]} unpacks to {archive.getinfo(pickles[0]).file_size} bytes: refused")
         prefix = pickles[0][: -len("data.pkl")]
         obj, storages = _unpickle(archive.read(pickles[0]))
         members = set(names)
@@ -181,6 +191,13 @@ def _read_zip_pth(path: Path) -> Any:
             # '../../etc/passwd' finds nothing and nothing outside the archive is touched.
             if member not in members:
                 raise CheckpointError(f"storage {storage.key!r} is missing from the archive")
+            # The size the archive declares is checked before anything is unpacked: a small file
+            # that inflates to gigabytes (a zip bomb) is refused without the memory.
+            needed = storage.numel * storage.type.dtype.itemsize
+            if archive.getinfo(member).file_size != needed:
+                raise CheckpointError(
+                    f"storage {storage.key!r} unpacks to {archive.getinfo(member).file_size} bytes, needs {needed}"
+                )
             _attach(storage, archive.read(member))
     return obj
 

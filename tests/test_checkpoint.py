@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,39 @@ def test_storage_key_cannot_reach_outside_the_archive(tmp_path):
             archive.writestr(name, pkl if name == pkl_name else data)
     with pytest.raises(CheckpointError, match="missing from the archive"):
         load_checkpoint(evil)
+
+
+def _members(state) -> dict[str, bytes]:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _rezip(path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.mark.parametrize("member", ["../../evil/data.pkl", "/etc/cron.d/evil", "archive/../../x", "..\\..\\x"])
+def test_zip_members_naming_paths_outside_the_archive_are_refused(tmp_path, member):
+    members = _members({"w": torch.ones(3)})
+    members[member] = b"payload"
+    _rezip(tmp_path / "evil.pth", members)
+    with pytest.raises(CheckpointError, match="points outside the archive"):
+        load_checkpoint(tmp_path / "evil.pth")
+    assert not (tmp_path.parent / "evil").exists() and not Path("/etc/cron.d/evil").exists()
+
+
+def test_a_storage_that_unpacks_to_more_than_its_tensor_is_refused_before_unpacking(tmp_path):
+    members = _members({"w": torch.ones(3)})
+    storage = next(name for name in members if "/data/" in name)
+    members[storage] = bytes(64 << 20)  # 64 MiB of zeros deflate to ~64 KiB: a zip bomb in small
+    _rezip(tmp_path / "bomb.pth", members)
+    assert (tmp_path / "bomb.pth").stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match=r"unpacks to 67108864 bytes, needs 12"):
+        load_checkpoint(tmp_path / "bomb.pth")
 
 
 @pytest.mark.parametrize(
