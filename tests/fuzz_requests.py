@@ -79,11 +79,15 @@ def _image_pool() -> list[bytes]:
 IMAGES = _image_pool()
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_declaring(width: int, height: int) -> bytes:
-    """A PNG header that declares a size and holds no pixels: a small request for a large image."""
+    """A PNG that declares a size and holds a few bytes of pixels: a small request for a large image."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + header
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    pixels = zlib.compress(bytes(64))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")
 
 
 def undecodable(prefix: bytes) -> bytes:

@@ -154,6 +154,32 @@ REGRESSIONS = [
     ("infinite input", fuzz.INFER, _infer_request(_NAN.shape, np.where(np.isnan(_NAN), np.inf, _NAN).tobytes()),
      "INVALID_ARGUMENT", "NaN or infinite"),
 ]  # fmt: skip
+# The per-request limits: a few bytes may not ask for gigabytes.
+LIMITS = [
+    ("a 69-byte PNG declaring 2000 x 2000 pixels", fuzz.CLASSIFY,
+     cpb.ClassifyRequest(model="tiny", images=[fuzz.png_declaring(2000, 2000)]).SerializeToString(),
+     "INVALID_ARGUMENT", "image is 2000x2000, over the limit of 1000000 pixels"),
+    ("one declaring 100000 x 100000 (Pillow's own bomb check answers first)", fuzz.CLASSIFY,
+     cpb.ClassifyRequest(model="tiny", images=[fuzz.png_declaring(100_000, 100_000)]).SerializeToString(),
+     "INVALID_ARGUMENT", "images[0]: image bytes could not be decoded: Image size (10000000000 pixels) exceeds"),
+    ("4 bytes declaring 64 x 3 x 65536 x 65536 floats", fuzz.INFER, _infer_request([64, 3, 65536, 65536], b"\0" * 4),
+     "INVALID_ARGUMENT", "raw_input_contents[0]: 4 bytes, but FP32 of shape"),
+    ("more images than --max-images", fuzz.CLASSIFY,
+     cpb.ClassifyRequest(model="tiny", images=fuzz.IMAGES[:1] * 9).SerializeToString(), "INVALID_ARGUMENT",
+     "9 images exceed the limit of 8"),
+    ("a batch over --max-images", fuzz.INFER,
+     _infer_request([9, 3, fuzz.SIZE, fuzz.SIZE], bytes(9 * 3 * fuzz.SIZE * fuzz.SIZE * 4)), "INVALID_ARGUMENT",
+     "batch of 9 exceeds the limit of 8"),
+    ("a message over --max-message-mib", fuzz.CLASSIFY,
+     cpb.ClassifyRequest(model="tiny", images=[bytes(2 << 20)]).SerializeToString(), "RESOURCE_EXHAUSTED",
+     "larger than max"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "request_", "code", "words"), [r[1:] for r in LIMITS], ids=[r[0] for r in LIMITS])
+def test_per_request_limits(channel, method, request_, code, words):
+    got, details, _ = _send(channel, method, request_)
+    assert (got, words in details) == (code, True), details
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,8 @@ class LocalServer:
             self.returncode = self.process.wait(10)
             raise TimeoutError(f"graphgen-server did not stop within {timeout}s:\n{self.log}") from None
         self._reader.join(timeout=5)  # the last log lines
+        if self.process.stderr is not None and not self._reader.is_alive():
+            self.process.stderr.close()
         return self.returncode
 
     def stop(self) -> int:
