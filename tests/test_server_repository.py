@@ -3,7 +3,10 @@ while traffic flows without a failed call (KServe's RepositoryModelLoad/Unload, 
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -230,3 +233,35 @@ def test_versions_load_reload_and_unload_under_traffic_without_a_failed_call(tmp
     closed = [line for line in server.log_lines if "closed (after" in line]
     assert len(closed) == 3, closed  # tiny v1, the first tiny v2, other v1
     assert "Traceback" not in server.log
+
+
+TRITON_SCRIPT = r"""
+import json, sys
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
+
+client = triton.InferenceServerClient(sys.argv[1])
+seen = {}
+client.unload_model("tiny")
+seen["after_unload"] = client.is_model_ready("tiny")
+client.load_model("tiny")
+seen["after_load"] = client.is_model_ready("tiny")
+try:
+    client.load_model("../outside")
+except InferenceServerException as error:
+    seen["traversal"] = [error.status(), error.message()]
+print(json.dumps(seen))
+"""
+
+
+def test_tritonclient_loads_and_unloads(tmp_path):
+    pytest.importorskip("tritonclient")
+    _tiny(tmp_path, "tiny", 1, seed=0)
+    with ServerProcess(tmp_path, ["--model-control"]) as server:
+        done = subprocess.run(
+            [sys.executable, "-c", TRITON_SCRIPT, server.address], capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["after_unload"] is False and seen["after_load"] is True
+    assert seen["traversal"][0] == "StatusCode.INVALID_ARGUMENT" and "not a model name" in seen["traversal"][1]

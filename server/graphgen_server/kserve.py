@@ -215,17 +215,19 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context
     ) -> pb.RepositoryModelUnloadResponse:
-        await self._model_control(request).unload(request.model_name)
+        # tritonclient always sends unload_dependents: there are no ensembles here, so no dependents.
+        await self._model_control(request, allowed={"unload_dependents"}).unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
-    def _model_control(self, request) -> ModelControl:
+    def _model_control(self, request, allowed: frozenset[str] | set[str] = frozenset()) -> ModelControl:
         if self.control is None:
             raise Refused("model control is off: start graphgen-server with --model-control to load and unload models")
         if request.repository_name:
             raise NotFound(f"repository {request.repository_name!r}: this server has one (leave repository_name empty)")
-        if request.parameters:
+        refused = sorted(set(request.parameters) - allowed)
+        if refused:
             raise InvalidArgument(
-                "parameters", f"{sorted(request.parameters)} not supported: model files come from the repository only"
+                "parameters", f"{refused} not supported (model files and settings come from the repository only)"
             )
         return self.control
 
