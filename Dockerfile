@@ -33,8 +33,9 @@ RUN mkdir /models \
 RUN useradd --system --uid 10001 --no-create-home graphgen
 USER 10001
 
-# Inside the container the server listens on every interface; publish the port with care
-# (the server has no authentication: put it behind a TLS-terminating, authenticating proxy).
+# Inside the container the server listens on every interface; publish the port with care: beyond
+# this machine add --tls-cert/--tls-key (and --tls-client-ca) and --token-file, files mounted
+# read-only (README: Secure deployment), or put it behind a TLS-terminating, authenticating proxy.
 EXPOSE 8001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["/app/.venv/bin/graphgen-client", "--address", "127.0.0.1:8001", "--timeout", "4", "health"]

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from graphgen.build import BuildOptions, build
 from graphgen_protos import classifier_pb2 as cpb
@@ -258,9 +259,16 @@ def test_tritonclient_loads_and_unloads(tmp_path):
     pytest.importorskip("tritonclient")
     _tiny(tmp_path, "tiny", 1, seed=0)
     with ServerProcess(tmp_path, ["--model-control"]) as server:
+        with grpc.insecure_channel(server.address) as channel:  # the health service follows the models
+            kserve, health = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+            kserve.RepositoryModelUnload(kpb.RepositoryModelUnloadRequest(model_name="tiny"), timeout=60)
+            unloaded = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            kserve.RepositoryModelLoad(kpb.RepositoryModelLoadRequest(model_name="tiny"), timeout=60)
+            loaded = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
         done = subprocess.run(
             [sys.executable, "-c", TRITON_SCRIPT, server.address], capture_output=True, text=True, timeout=120
         )
+    assert (unloaded, loaded) == (health_pb2.HealthCheckResponse.NOT_SERVING, health_pb2.HealthCheckResponse.SERVING)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert seen["after_unload"] is False and seen["after_load"] is True
