@@ -182,14 +182,18 @@ async def _soak(address: str, pid: int, clients: int, seconds: float, warmup: fl
 
 
 async def _burst(stubs: list[Stubs], report: SoakReport) -> None:
-    """Calls of BURST_ROWS rows each, all at once: far more rows than the queue bound."""
+    """Calls of BURST_ROWS rows (or images) each, all at once: far more rows than the queue bound."""
     batch = np.random.default_rng(1).standard_normal((BURST_ROWS, 3, SIZE, SIZE), dtype=np.float32)
-    request = _infer_request(batch)
+    requests = {
+        "ModelInfer": _infer_request(batch),
+        "Classify": cpb.ClassifyRequest(model="tiny", images=[_png(seed % 4) for seed in range(BURST_ROWS)]),
+    }
 
     async def one(index: int) -> tuple[str, float]:
+        method = "Classify" if index % 2 else "ModelInfer"
         sent = time.perf_counter()
         try:
-            await stubs[index % len(stubs)].call("ModelInfer", request)
+            await stubs[index % len(stubs)].call(method, requests[method])
             outcome = "OK"
         except grpc.aio.AioRpcError as error:
             outcome = (
@@ -231,7 +235,7 @@ def format_report(report: SoakReport) -> str:
         f"  latency: p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms, max {report.max_ms:.1f} ms",
         f"  server RSS: {report.rss_after_warmup_mib:.1f} MiB after warm-up -> {report.rss_end_mib:.1f} MiB at the end "
         f"({100 * report.rss_growth:+.1f}%; goal < {100 * GOAL_RSS_GROWTH:.0f}%)",
-        f"  overload: {BURST_CALLS} calls of {BURST_ROWS} rows (queue bound {MAX_QUEUE} rows): "
+        f"  overload: {BURST_CALLS} calls of {BURST_ROWS} rows or images (queue bound {MAX_QUEUE}): "
         f"{report.burst_refused} RESOURCE_EXHAUSTED, {report.burst_answered} answered, other {report.burst_other}; "
         f"slowest {report.burst_max_s:.2f} s (goal < {BURST_LIMIT_S:.0f} s)",
         f"  server exit status {report.exit_status}; failures: {report.failures or 'none'}",
