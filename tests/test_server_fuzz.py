@@ -24,7 +24,7 @@ from graphgen_protos import kserve_v2_pb2 as kpb
 from tests import fuzz_requests as fuzz
 from tests.server_helpers import ServerProcess, add_tiny_model
 
-EXAMPLES = {"classify": 600, "infer": 600, "chaos": 200}
+EXAMPLES = {"classify": 1200, "infer": 1200, "chaos": 400}
 VALID_EVERY = 4  # after a malformed request, a valid one with probability 1/4
 FUZZ_SEED = os.environ.get("GRAPHGEN_FUZZ_SEED")
 SETTINGS = dict(
