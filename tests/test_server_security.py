@@ -151,12 +151,22 @@ def _server(*args: str) -> subprocess.CompletedProcess:
         ),
         (["--tls-cert", "{pki}/server.ext", "--tls-key", "{pki}/server.key"], "not a PEM file"),
         (["--token-file", "{pki}/absent"], "--token-file {pki}/absent: cannot read it"),
-        (["--token-file", "{pki}/empty"], "found none"),
+        (["--token-file", "{pki}/empty"], "the file is empty"),
+        (["--token-file", "{pki}/two"], "found spaces or control characters inside"),
     ],
-    ids=["cert without key", "client CA without TLS", "missing cert", "not PEM", "missing token", "empty token"],
+    ids=[
+        "cert without key",
+        "client CA without TLS",
+        "missing cert",
+        "not PEM",
+        "missing token",
+        "empty token",
+        "two tokens",
+    ],
 )
 def test_unusable_security_settings_stop_with_exit_2(repository, pki, args, message):
     (pki / "empty").write_text("\n")
+    (pki / "two").write_text("one two\n")
     done = _server("--repository", str(repository), "--port", "0", *(a.format(pki=pki) for a in args))
     assert done.returncode == 2 and message.format(pki=pki) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

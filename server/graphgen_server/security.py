@@ -35,8 +35,10 @@ def read_token(path: Path) -> str:
         mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as error:
         raise SecurityError(f"--token-file {path}: cannot read it ({type(error).__name__})") from None
-    if not token or any(c.isspace() for c in token):
-        raise SecurityError(f"--token-file {path}: expected one token (no spaces inside), found none")
+    if not token:
+        raise SecurityError(f"--token-file {path}: the file is empty (expected one token)")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise SecurityError(f"--token-file {path}: expected one token, found spaces or control characters inside")
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warning("--token-file %s can be read by other users (chmod 600 it)", path)
     return token
