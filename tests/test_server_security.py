@@ -50,6 +50,7 @@ def pki(tmp_path_factory):
     _signed(directory, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     _signed(directory, "client", "ca", "extendedKeyUsage=clientAuth\n")
     _signed(directory, "intruder", "rogue", "extendedKeyUsage=clientAuth\n")
+    _signed(directory, "named", "ca", "subjectAltName=DNS:models.example\nextendedKeyUsage=serverAuth\n")
     token = directory / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
@@ -85,6 +86,15 @@ def test_tls(repository, pki):
         assert _works(server.address, tls_ca=pki / "rogue.pem") == "UNAVAILABLE"  # a server it cannot verify
         assert _works(server.address, tls=True) == "UNAVAILABLE"  # the system's CAs do not know ours
     assert "(TLS;" in server.log
+
+
+def test_a_certificate_for_another_name_needs_that_name(repository, pki):
+    args = ["--tls-cert", str(pki / "named.pem"), "--tls-key", str(pki / "named.key")]
+    with ServerProcess(repository, args) as server:
+        assert _works(server.address, tls_ca=pki / "ca.pem") == "UNAVAILABLE"  # it does not name 127.0.0.1
+        assert _works(server.address, tls_ca=pki / "ca.pem", tls_server_name="models.example") == "OK"
+        health = ["--address", server.address, "--tls-ca", str(pki / "ca.pem"), "--tls-server-name", "models.example"]
+        assert client_main([*health, "health"]) == 0  # a container health check dials 127.0.0.1
 
 
 def test_mutual_tls_takes_only_clients_with_a_certificate_of_its_ca(repository, pki):

@@ -31,6 +31,8 @@ def make_parser() -> argparse.ArgumentParser:
     security.add_argument("--tls-ca", type=Path, metavar="PEM", help="TLS, trusting this CA")
     security.add_argument("--tls-cert", type=Path, metavar="PEM", help="mutual TLS: this client certificate")
     security.add_argument("--tls-key", type=Path, metavar="PEM", help="mutual TLS: its private key")
+    security.add_argument("--tls-server-name", metavar="NAME",
+                          help="TLS: the name the server's certificate carries, if not the address's host")  # fmt: skip
     security.add_argument("--token-file", type=Path, metavar="FILE",
                           help=f"send the bearer token in FILE (default: ${TOKEN_VARIABLE} if set)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     token = token or os.environ.get(TOKEN_VARIABLE, "").strip() or None
     try:
-        with Client(args.address, timeout=args.timeout, tls=args.tls, token=token, **pems) as client:
+        tls = {"tls": args.tls, "tls_server_name": args.tls_server_name, **pems}
+        with Client(args.address, timeout=args.timeout, token=token, **tls) as client:
             if args.command == "classify":
                 for path in args.images:
                     if not path.is_file():

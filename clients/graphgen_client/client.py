@@ -45,10 +45,12 @@ class Client:
     def __init__(
         self, address: str = DEFAULT_ADDRESS, *, timeout: float = 60.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
         tls: bool = False, tls_ca: PemSource | None = None, tls_cert: PemSource | None = None,
-        tls_key: PemSource | None = None, token: str | None = None,
+        tls_key: PemSource | None = None, tls_server_name: str | None = None, token: str | None = None,
     ) -> None:  # fmt: skip
-        """``tls`` (implied by any tls_* argument): TLS, trusting ``tls_ca`` (default: the system's CAs).
-        ``token``: sent as ``authorization: Bearer <token>`` on every call."""
+        """``tls`` (implied by any tls_* argument): TLS, trusting ``tls_ca`` (default: the system's CAs);
+        ``tls_server_name``: the name the server's certificate must carry, where it differs from the
+        address dialled (a health check on 127.0.0.1). ``token``: sent as ``authorization: Bearer
+        <token>`` on every call."""
         self.address, self.timeout = address, timeout
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
@@ -56,7 +58,9 @@ class Client:
         ]
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
-        if tls or tls_ca is not None or tls_cert is not None:
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        if tls or tls_ca is not None or tls_cert is not None or tls_server_name:
             credentials = grpc.ssl_channel_credentials(_pem(tls_ca), _pem(tls_key), _pem(tls_cert))
             self._channel = grpc.secure_channel(address, credentials, options=options)
         else:
