@@ -257,6 +257,18 @@ class LocalResponseNorm(Module):
         return emit(op, "LRN", x, size=self.size, alpha=self.alpha, beta=self.beta, bias=self.k)
 
 
+class ConvBN(Module):
+    """A bias-free 'same'-padded convolution and its BatchNorm as one module (keys ``.conv``, ``.bn``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = BatchNorm2d(cout)
+
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
+        return self.bn(op, self.conv(op, x))
+
+
 class ClassifierHead(Module):
     """Global average pool, flatten, dense layer: timm's ``ClassifierHead`` keys (``global_pool``, ``fc``)."""
 

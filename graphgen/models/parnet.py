@@ -65,16 +65,6 @@ def channel_shuffle(op, x, groups: int, suffix: str = "shuffle"):
     return nn.emit(op, "Reshape", x, merged, suffix=suffix)
 
 
-class ConvBN(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, op, x):
-        return self.bn(op, self.conv(op, x))
-
-
 class ConvSig(nn.Module):
     def __init__(self, cin: int, cout: int, groups: int) -> None:
         super().__init__()
@@ -107,8 +97,8 @@ class RepVGGBlock(nn.Module):
         if deploy:
             self.rbr_dense = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=True)
         else:
-            self.rbr_dense = ConvBN(cin, cout, 3, stride, groups)
-            one_by_one = ConvBN(cin, cout, 1, 1, groups)
+            self.rbr_dense = nn.ConvBN(cin, cout, 3, stride, groups)
+            one_by_one = nn.ConvBN(cin, cout, 1, 1, groups)
             # At stride 2 the 1×1 branch sees 2×2 averages (it fuses as a 2×2 kernel in the 3×3's corner).
             self.rbr_1x1 = nn.Sequential(nn.AvgPool2d(2, 2), one_by_one) if stride == 2 else one_by_one
         self.se = SkipSqueezeExcitation(cin, cout, groups, doubled=self.rbr_identity is None)

@@ -58,18 +58,6 @@ VARIANTS = {
 # fmt: on
 
 
-class ConvBN(nn.Module):
-    """timm's ConvNormAct without activation: keys ``.conv`` and ``.bn``."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, op, x):
-        return self.bn(op, self.conv(op, x))
-
-
 class RepVggBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, groups: int, deploy: bool) -> None:
         super().__init__()
@@ -78,8 +66,8 @@ class RepVggBlock(nn.Module):
             self.reparam_conv = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=True)
         else:
             self.identity = nn.BatchNorm2d(cin) if stride == 1 and cin == cout else None
-            self.conv_kxk = ConvBN(cin, cout, 3, stride, groups)
-            self.conv_1x1 = ConvBN(cin, cout, 1, stride, groups)
+            self.conv_kxk = nn.ConvBN(cin, cout, 3, stride, groups)
+            self.conv_1x1 = nn.ConvBN(cin, cout, 1, stride, groups)
         self.act = nn.ReLU()
 
     def forward(self, op, x):
