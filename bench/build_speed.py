@@ -54,30 +54,15 @@ def wall_time(command: list[str]) -> float:
 def measure(name: str, repeat: int, workdir: Path) -> dict[str, float]:
     arch = registry.get(name)
     library, reference = arch.torch_reference
+
+    def torch_export(dynamo: bool, path: Path) -> list[str]:
+        arguments = [library, reference, str(arch.resolution), "1" if dynamo else "0", str(path)]
+        return [sys.executable, "-c", TORCH_EXPORT, *arguments, json.dumps(arch.reference_kwargs)]
+
     commands = {
         "graphgen": [sys.executable, "-m", "graphgen", "build", name, "-o", str(workdir / "g.onnx")],
-        "torch dynamo": [
-            sys.executable,
-            "-c",
-            TORCH_EXPORT,
-            library,
-            reference,
-            str(arch.resolution),
-            "1",
-            str(workdir / "d.onnx"),
-            json.dumps(arch.reference_kwargs),
-        ],
-        "torch script": [
-            sys.executable,
-            "-c",
-            TORCH_EXPORT,
-            library,
-            reference,
-            str(arch.resolution),
-            "0",
-            str(workdir / "s.onnx"),
-            json.dumps(arch.reference_kwargs),
-        ],
+        "torch dynamo": torch_export(dynamo=True, path=workdir / "d.onnx"),
+        "torch script": torch_export(dynamo=False, path=workdir / "s.onnx"),
     }
     times: dict[str, list[float]] = {tool: [] for tool in commands}
     for _ in range(repeat):
