@@ -55,7 +55,14 @@ def scope_name(op: OpBuilder) -> str:
 
 
 def emit(op: OpBuilder, op_type: str, *inputs: ir.Value | None, suffix: str = "", **attributes) -> ir.Value:
-    """Add one node named after the current module (plus ``suffix`` for a module's glue ops)."""
+    """Add one node named after the current module (plus ``suffix`` for a module's glue ops).
+
+    Absent trailing optional inputs (a bias-free Conv's bias) are left out, not written as ``""``:
+    ``Conv(x, W)`` is what simplifiers and converters expect, and a Conv→BatchNormalization
+    pair with an empty bias input is one onnxsim and onnxslim will not fold.
+    """
+    while inputs and inputs[-1] is None:
+        inputs = inputs[:-1]
     name = scope_name(op)
     if suffix:
         name = f"{name}.{suffix}" if name else suffix

@@ -1,0 +1,22 @@
+"""The form of every graph graphgen writes: what ONNX tools expect to find, independent of any tool."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from graphgen.build import BuildOptions, build, save
+
+
+@pytest.mark.parametrize(("name", "keep_bn"), [("repvgg_a0", True), ("resnet18", True), ("mobilenet_v2", False)])
+def test_no_empty_optional_inputs(name, keep_bn, tmp_path):
+    """A bias-free Conv is ``Conv(x, W)``, never ``Conv(x, W, "")`` (which stops simplifiers folding it)."""
+    path = save(build(name, BuildOptions(batch=1, keep_bn=keep_bn)), tmp_path / "model.onnx")
+    proto = onnx.load(str(path), load_external_data=False)
+    empty = [node.name for node in proto.graph.node if "" in node.input]
+    assert not empty, f"{len(empty)} nodes with an empty input, e.g. {empty[:3]}"
+    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
+    if keep_bn:  # these architectures' convolutions are all bias-free before folding
+        assert convs and all(len(node.input) == 2 for node in convs)
+    else:  # folded: each conv got the bias of its BatchNorm
+        assert convs and all(len(node.input) == 3 for node in convs)
