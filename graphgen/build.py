@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript._internal.builder import GraphBuilder
 
 from graphgen import __version__, registry
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
 from graphgen.functions import outline_blocks
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
+from graphgen.onnxscript_api import op_builder
 from graphgen.passes import fold_batchnorm
 from graphgen.scopes import describe_nodes
 
@@ -95,7 +95,7 @@ def trace(module, name: str, resolution: int, batch: int | None) -> ir.Graph:
         type=ir.TensorType(ir.DataType.FLOAT),
     )
     graph = ir.Graph([x], [], nodes=[], opset_imports={"": OPSET}, name=name)
-    result = module(GraphBuilder(graph).op, x)
+    result = module(op_builder(graph), x)
     outputs = list(result) if isinstance(result, tuple | list) else [result]
     names = getattr(module, "output_names", [OUTPUT_NAME])
     if len(names) != len(outputs):

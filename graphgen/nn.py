@@ -13,12 +13,10 @@ from collections.abc import Sequence
 from enum import Enum
 
 import onnx_ir as ir
-from onnxscript import nn as _osnn
-from onnxscript._internal.builder import OpBuilder
 
-Module = _osnn.Module
-Sequential = _osnn.Sequential
-ModuleList = _osnn.ModuleList
+from graphgen.onnxscript_api import Module, OpBuilder, ParameterBase, scope_parts
+from graphgen.onnxscript_api import ModuleList as ModuleList  # re-exported: models write nn.ModuleList
+from graphgen.onnxscript_api import Sequential as Sequential
 
 IntPair = int | tuple[int, int]
 
@@ -31,7 +29,7 @@ class Init(Enum):
     ZEROS = "zeros"
 
 
-class Parameter(_osnn.Parameter):
+class Parameter(ParameterBase):
     """A named tensor of the reference ``state_dict``.
 
     ``trainable`` is False for buffers (BatchNorm running statistics): they are loaded like any
@@ -51,7 +49,7 @@ def _pair(value: IntPair) -> tuple[int, int]:
 
 def scope_name(op: OpBuilder) -> str:
     """The dotted path of the module being traced, e.g. ``layer3.1.conv2``."""
-    return ".".join(op.builder._scope_name_parts())
+    return ".".join(scope_parts(op))
 
 
 def emit(op: OpBuilder, op_type: str, *inputs: ir.Value | None, suffix: str = "", **attributes) -> ir.Value:

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from graphgen import nn
+from graphgen.onnxscript_api import CLASS_HIERARCHY, NAME_SCOPES, NAMESPACE
 from graphgen.passes.fold_batchnorm import FOLDED_FROM
 
-CLASS_HIERARCHY = "pkg.onnxscript.class_hierarchy"
-NAME_SCOPES = "pkg.onnxscript.name_scopes"
-NAMESPACE = "namespace"
 PATH_VALUED = (FOLDED_FROM,)  # node metadata naming a module: relative to the block inside a function
 CONTAINERS = frozenset({"Sequential", "ModuleList"})
 PRIMITIVES = frozenset(

@@ -12,6 +12,7 @@ from graphgen.build import BuildOptions, build, save
 from graphgen.cli import main
 from graphgen.functions import BLOCKS_DOMAIN, outline_blocks
 from graphgen.inline import inline_blocks
+from graphgen.onnxscript_api import CLASS_HIERARCHY, NAME_SCOPES
 from graphgen.stats import layer_stats
 
 # One architecture per kind of block: basic residual, inverted residual with ReLU6 constants,
@@ -106,8 +107,8 @@ def test_inlining_restores_the_flat_graph(name):
 
 def _node(op: str, inputs: list[ir.Value], classes: list[str], scopes: list[str]) -> ir.Node:
     node = ir.Node("", op, inputs, name=".".join(scopes[1:]) or op)
-    node.metadata_props["pkg.onnxscript.class_hierarchy"] = str(classes)
-    node.metadata_props["pkg.onnxscript.name_scopes"] = str(scopes)
+    node.metadata_props[CLASS_HIERARCHY] = str(classes)
+    node.metadata_props[NAME_SCOPES] = str(scopes)
     node.outputs[0].shape, node.outputs[0].type = ir.Shape([1, 4]), ir.TensorType(ir.DataType.FLOAT)
     return node
 
