@@ -307,7 +307,7 @@ def outline_blocks(model: ir.Model) -> PassResult:
         graph.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
         model.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
         graph.sort()
-    return PassResult(model, len(blocks))
+    return PassResult(model, modified=bool(blocks), rewrites=len(blocks))
 
 
 __all__ = ["BLOCKS_DOMAIN", "Block", "blocks_of", "outline_blocks"]

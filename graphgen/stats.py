@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
+from graphgen.elementwise import ACTIVATIONS
 from graphgen.inline import inline_blocks
 from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
 
@@ -28,7 +29,7 @@ ACTIVATION_FACTOR = 2
 PARAMETER_FACTOR = 3
 MIB = 1024**2
 # Ops that transform one input elementwise; merged into the layer that produced that input.
-_FOLLOWERS = {"Relu", "Clip", "Sigmoid", "BatchNormalization", "LeakyRelu", "HardSwish", "HardSigmoid", "Elu", "Selu"}
+_FOLLOWERS = ACTIVATIONS | {"BatchNormalization"}
 _VIEWS = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity"}
 _BN_STATISTICS = (3, 4)  # BatchNormalization inputs: running mean and variance
 

@@ -122,7 +122,9 @@ def check_contract(rewrite: Callable[[ir.Model], PassResult], model: ir.Model, *
     """The pass contract: ``expect`` rewrites, the input untouched, a second run a no-op."""
     before = fingerprint(model)
     result = rewrite(model)
+    assert isinstance(result, ir.passes.PassResult)  # onnx_ir's result: Sequential and PassManager read it
     assert result.rewrites == expect
+    assert result.modified or expect == 0
     assert result.model is not model
     assert fingerprint(model) == before, "the pass changed its input model"
     node_names = [node.name for node in result.model.graph if node.name]

@@ -1,17 +1,29 @@
-"""Graph conversions on ONNX models: each a function model -> new model that never mutates its input."""
+"""Graph conversions on ONNX models, as onnx_ir functional passes: model -> new model, the input untouched.
+
+Each pass is a class (``FoldBatchNormPass()`` …) that ``onnx_ir.passes.Sequential`` can chain, and
+a function of the same rewrite (``fold_batchnorm(model)``) for a single call. Both return a
+:class:`PassResult`: onnx_ir's result plus the number of blocks rewritten.
+"""
 
 from __future__ import annotations
 
-from graphgen.passes.base import PassResult
-from graphgen.passes.fold_batchnorm import fold_batchnorm
-from graphgen.passes.fold_repvgg import fold_repvgg
-from graphgen.passes.group_branches import group_branches
-from graphgen.passes.replace_head import HeadError, cut_head, replace_head
-from graphgen.passes.to_fp16 import to_fp16
+from graphgen.passes.base import GraphPass, PassResult
+from graphgen.passes.fold_batchnorm import FoldBatchNormPass, fold_batchnorm
+from graphgen.passes.fold_repvgg import FoldRepVGGPass, fold_repvgg
+from graphgen.passes.group_branches import GroupBranchesPass, group_branches
+from graphgen.passes.replace_head import CutHeadPass, HeadError, ReplaceHeadPass, cut_head, replace_head
+from graphgen.passes.to_fp16 import ToFp16Pass, to_fp16
 
 __all__ = [
+    "CutHeadPass",
+    "FoldBatchNormPass",
+    "FoldRepVGGPass",
+    "GraphPass",
+    "GroupBranchesPass",
     "HeadError",
     "PassResult",
+    "ReplaceHeadPass",
+    "ToFp16Pass",
     "cut_head",
     "fold_batchnorm",
     "fold_repvgg",

@@ -1,22 +1,45 @@
-"""What every pass returns, and the small graph helpers the passes share."""
+"""The pass contract, on onnx_ir's pass infrastructure, and the small graph helpers the passes share.
+
+Every graphgen pass is an :class:`onnx_ir.passes.FunctionalPass`: it rewrites a copy of the model,
+never the model itself, so ``onnx_ir.passes.Sequential`` chains graphgen's passes with onnx_ir's
+own. Its result is onnx_ir's :class:`~onnx_ir.passes.PassResult` plus the number of blocks
+rewritten, which the CLI reports. What a rewrite leaves unread (the nodes and initializers it
+replaced) is removed by onnx_ir's ``RemoveUnusedNodesPass``.
+"""
 
 from __future__ import annotations
 
-import re
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from graphgen.passes.names import Names
 
 
-@dataclass(frozen=True)
-class PassResult:
-    """The rewritten model (a new object) and how many blocks the pass rewrote."""
+@dataclass
+class PassResult(ir.passes.PassResult):
+    """The rewritten model (a new object), whether it differs, and how many blocks the pass rewrote."""
 
-    model: ir.Model
-    rewrites: int
+    rewrites: int = 0
+
+
+class GraphPass(ir.passes.FunctionalPass):
+    """A pass that rewrites a copy of the model: subclasses say how in :meth:`rewrite`."""
+
+    def call(self, model: ir.Model) -> PassResult:
+        model = model.clone()  # new nodes and values; tensors are shared, so never written into
+        rewrites = self.rewrite(model)
+        cleaned = RemoveUnusedNodesPass()(model).modified
+        return PassResult(model, modified=bool(rewrites) or cleaned, rewrites=rewrites)
+
+    @abc.abstractmethod
+    def rewrite(self, model: ir.Model) -> int:
+        """Rewrite ``model`` (the copy) in place; return how many blocks were rewritten."""
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
@@ -57,51 +80,53 @@ def set_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarray, dtype: 
         graph.register_initializer(value)
 
 
+def add_initializer(
+    graph: ir.Graph, names: Names, name: str, array: np.ndarray, dtype: np.dtype | type = np.float32
+) -> ir.Value:
+    """A new initializer holding ``array`` under ``name``, or a fresh variant of it."""
+    value = ir.Value(name=names.fresh(name))
+    set_initializer(graph, value, array, dtype)
+    return value
+
+
+def set_private_input(
+    graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, dtype: np.dtype | type, names: Names, name: str
+) -> None:
+    """Make ``node`` read ``array`` at input ``index`` from an initializer no other node reads.
+
+    The initializer there now gets the new data if only this node reads it; an input that is
+    shared, computed (a Constant node, an Identity's output) or absent is replaced by a new
+    initializer named ``name`` (or a fresh variant of it).
+    """
+    current = node.inputs[index] if len(node.inputs) > index else None
+    if current is not None and current.is_initializer() and len(current.uses()) == 1:
+        set_initializer(graph, current, array, dtype)
+        return
+    value = add_initializer(graph, names, name, array, dtype)
+    if len(node.inputs) <= index:
+        node.resize_inputs(index + 1)
+    node.replace_input_with(index, value)
+
+
 Block = TypeVar("Block")
 
 
 def rewrite_blocks(
-    model: ir.Model,
+    graph: ir.Graph,
     find_next: Callable[[ir.Graph], Block | None],
-    rewrite: Callable[[ir.Graph, Block, set[str]], None],
-) -> PassResult:
-    """Copy ``model``, then rewrite blocks one at a time until ``find_next`` finds none.
+    rewrite: Callable[[ir.Graph, Block, Names], None],
+) -> int:
+    """Rewrite blocks one at a time until ``find_next`` finds none; returns how many.
 
     The search restarts after each rewrite because a rewrite replaces values that later blocks
-    may read. ``rewrite`` draws fresh names from one pool of value and node names, so they never
-    clash with either; initializers nothing reads any more are dropped at the end.
+    may read. ``rewrite`` draws fresh names from one pool of value and node names.
     """
-    model = model.clone()
-    graph = model.graph
-    names = value_names(graph) | node_names(graph)
+    names = Names(graph)
     rewrites = 0
     while (block := find_next(graph)) is not None:
         rewrite(graph, block, names)
         rewrites += 1
-    remove_unused_initializers(graph)
-    return PassResult(model, rewrites)
-
-
-def remove_unused_initializers(graph: ir.Graph) -> None:
-    for name in [
-        name for name, value in graph.initializers.items() if not value.uses() and not value.is_graph_output()
-    ]:
-        del graph.initializers[name]
-
-
-def unique_initializer_name(graph: ir.Graph, name: str) -> str:
-    """``name``, or ``name_1``, ``name_2``… if an initializer already has it."""
-    candidate, n = name, 1
-    while candidate in graph.initializers:
-        candidate, n = f"{name}_{n}", n + 1
-    return candidate
-
-
-def add_initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: np.dtype | type = np.float32) -> ir.Value:
-    """A new initializer holding ``array`` under a name no other initializer has."""
-    value = ir.Value(name=unique_initializer_name(graph, name))
-    set_initializer(graph, value, array, dtype)
-    return value
+    return rewrites
 
 
 def sum_tree(root: ir.Node) -> tuple[list[ir.Node], list[ir.Value]]:
@@ -179,78 +204,3 @@ def replace_value(old: ir.Value, new: ir.Value) -> None:
     if was_output:
         old.name = None
         new.name = name
-
-
-def value_names(graph: ir.Graph) -> set[str]:
-    """Every value name in use: graph inputs, initializers and node outputs."""
-    names = {value.name for value in graph.inputs if value.name}
-    names.update(graph.initializers)
-    names.update(out.name for node in graph for out in node.outputs if out.name)
-    return names
-
-
-def node_names(graph: ir.Graph) -> set[str]:
-    return {node.name for node in graph if node.name}
-
-
-def fresh_name(base: str, taken: set[str]) -> str:
-    """``base`` or ``base_1``, ``base_2``… whichever is not in ``taken``; it is added there."""
-    candidate, n = base, 1
-    while candidate in taken:
-        candidate, n = f"{base}_{n}", n + 1
-    taken.add(candidate)
-    return candidate
-
-
-_SEPARATORS = re.compile(r"([./])")
-
-
-def common_name(names: list[str], fallback: str, *, drop_varying: bool = False) -> str:
-    """One name for nodes or tensors made from several: their common leading dotted path.
-
-    With ``drop_varying``, names that differ in a single part lose just that part:
-    ``layer1.0.branches.7.conv1`` … ``layer1.0.branches.0.conv1`` -> ``layer1.0.branches.conv1``.
-    ``fallback`` when the names share no leading path.
-    """
-    split = [_SEPARATORS.split(name) for name in names]
-    if drop_varying and len({len(parts) for parts in split}) == 1:
-        differing = [i for i in range(len(split[0])) if len({parts[i] for parts in split}) > 1]
-        # One varying part, or the same index repeated (TorchScript: /branches.3/branches.3.0/Conv).
-        if differing and differing[0] >= 2 and all(len({parts[i] for i in differing}) == 1 for parts in split):
-            dropped = set(differing) | {i - 1 for i in differing}  # the part and its separator
-            return "".join(part for i, part in enumerate(split[0]) if i not in dropped)
-    prefix: list[str] = []
-    for parts in zip(*split):
-        if len(set(parts)) > 1:
-            break
-        prefix.append(parts[0])
-    while prefix and not _SEPARATORS.fullmatch(prefix[-1]):
-        prefix.pop()  # cut at a separator: "stages.1.0." not "stages.1.0.conv_"
-    return "".join(prefix[:-1]) if prefix else fallback
-
-
-def join_name(prefix: str, name: str) -> str:
-    """``prefix.name``, or ``prefix/name`` for TorchScript-style paths (``/stages/stages.0/…``)."""
-    if not prefix:
-        return name
-    return f"{prefix}/{name}" if prefix.startswith("/") else f"{prefix}.{name}"
-
-
-def remove_dead_nodes(graph: ir.Graph) -> int:
-    """Remove every node no graph output depends on; returns how many."""
-    live: set[int] = set()
-    pending = [value for value in graph.outputs]
-    while pending:
-        node = pending.pop().producer()
-        if node is None or id(node) in live:
-            continue
-        live.add(id(node))
-        pending.extend(value for value in node.inputs if value is not None)
-        for attribute in node.attributes.values():  # If/Loop bodies may read outer values
-            if attribute.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
-                bodies = attribute.value if attribute.type == ir.AttributeType.GRAPHS else [attribute.value]
-                for body in bodies:
-                    pending.extend(v for inner in ir.traversal.RecursiveGraphIterator(body) for v in inner.inputs if v)
-    dead = [node for node in graph if id(node) not in live]
-    graph.remove(dead, safe=True)
-    return len(dead)

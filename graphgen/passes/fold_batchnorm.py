@@ -19,37 +19,43 @@ import numpy as np
 import onnx_ir as ir
 
 from graphgen.passes.base import (
+    GraphPass,
     PassResult,
     batchnorm_scale_shift,
     constant,
     inference_batchnorm,
     only_consumer,
-    remove_unused_initializers,
     replace_value,
-    set_initializer,
-    unique_initializer_name,
+    set_private_input,
 )
+from graphgen.passes.names import Names, sibling_name
 
 FOLDED_FROM = "graphgen.folded_batchnorm"
 REFERENCE_PARAMS = "graphgen.reference_params"
 
 
+class FoldBatchNormPass(GraphPass):
+    """Every Conv → BatchNormalization pair folded into one Conv (the rule above)."""
+
+    def rewrite(self, model: ir.Model) -> int:
+        graph = model.graph
+        names = Names(graph)
+        folded = 0
+        for bn in [node for node in graph if node.op_type == "BatchNormalization" and node.domain == ""]:
+            conv = bn.inputs[0].producer() if bn.inputs[0] is not None else None
+            if conv is None or conv.op_type != "Conv" or conv.domain != "" or only_consumer(conv.outputs[0]) is not bn:
+                continue
+            if inference_batchnorm(bn) and _fold_pair(graph, conv, bn, names):
+                folded += 1
+        return folded
+
+
 def fold_batchnorm(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every Conv → BatchNormalization pair folded into one Conv."""
-    model = model.clone()
-    graph = model.graph
-    folded = 0
-    for bn in [node for node in graph if node.op_type == "BatchNormalization" and node.domain == ""]:
-        conv = bn.inputs[0].producer() if bn.inputs[0] is not None else None
-        if conv is None or conv.op_type != "Conv" or conv.domain != "" or only_consumer(conv.outputs[0]) is not bn:
-            continue
-        if inference_batchnorm(bn) and _fold_pair(graph, conv, bn):
-            folded += 1
-    remove_unused_initializers(graph)
-    return PassResult(model, folded)
+    return FoldBatchNormPass()(model)
 
 
-def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node) -> bool:
+def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node, names: Names) -> bool:
     weight = constant(conv.inputs[1])
     bias_value = conv.inputs[2] if len(conv.inputs) > 2 else None
     bias = constant(bias_value) if bias_value is not None else None
@@ -68,33 +74,13 @@ def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node) -> bool:
     gamma, beta = constant(bn.inputs[1]), constant(bn.inputs[2])
     reference_params = weight.size + (bias.size if bias is not None else 0) + gamma.size + beta.size
     dtype = weight.dtype  # a float16 model stays float16
-    set_initializer(graph, _private_initializer(graph, conv, 1, conv.inputs[1].name or "weight"), new_weight, dtype)
-    bias_name = bias_value.name if bias_value is not None and bias_value.name else _bias_name(conv)
-    set_initializer(graph, _private_initializer(graph, conv, 2, bias_name), new_bias, dtype)
+    weight_name = conv.inputs[1].name or f"{conv.name or 'conv'}.weight"
+    set_private_input(graph, conv, 1, new_weight, dtype, names, weight_name)
+    bias_name = bias_value.name if bias_value is not None and bias_value.name else sibling_name(weight_name, "bias")
+    set_private_input(graph, conv, 2, new_bias, dtype, names, bias_name)
 
     conv.metadata_props[FOLDED_FROM] = bn.name or ""
     conv.metadata_props[REFERENCE_PARAMS] = str(reference_params)
     replace_value(bn.outputs[0], conv.outputs[0])  # also where the BatchNorm gave a graph output
     graph.remove(bn, safe=True)
     return True
-
-
-def _private_initializer(graph: ir.Graph, conv: ir.Node, index: int, name: str) -> ir.Value:
-    """An initializer only ``conv`` reads at input ``index``: the existing one, or a fresh one.
-
-    A fresh one replaces an input that is shared, or that is no initializer at all (a Constant
-    node or an Identity's output).
-    """
-    current = conv.inputs[index] if len(conv.inputs) > index else None
-    if current is not None and current.is_initializer() and len(current.uses()) == 1:
-        return current
-    value = ir.Value(name=unique_initializer_name(graph, name), type=ir.TensorType(ir.DataType.FLOAT))
-    while len(conv.inputs) <= index:
-        conv.resize_inputs(len(conv.inputs) + 1)
-    conv.replace_input_with(index, value)
-    return value
-
-
-def _bias_name(conv: ir.Node) -> str:
-    weight_name = conv.inputs[1].name or conv.name or "conv"
-    return weight_name[: -len("weight")] + "bias" if weight_name.endswith("weight") else f"{weight_name}.bias"

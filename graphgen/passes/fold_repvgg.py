@@ -32,21 +32,20 @@ import numpy as np
 import onnx_ir as ir
 
 from graphgen.passes.base import (
+    GraphPass,
     PassResult,
     add_initializer,
     batchnorm_scale_shift,
-    common_name,
     constant,
     conv_geometry,
-    fresh_name,
     inference_batchnorm,
     is_sum,
-    join_name,
     only_consumer,
     replace_value,
     rewrite_blocks,
     sum_tree,
 )
+from graphgen.passes.names import Names, common_name, join_name
 
 DEPLOY_NAME = "reparam_conv"
 
@@ -61,9 +60,16 @@ class Term:
     shift: np.ndarray | float
 
 
+class FoldRepVGGPass(GraphPass):
+    """Every RepVGG-style block folded into one convolution (the rule above)."""
+
+    def rewrite(self, model: ir.Model) -> int:
+        return rewrite_blocks(model.graph, _next_block, _fold)
+
+
 def fold_repvgg(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every RepVGG-style block folded into one convolution."""
-    return rewrite_blocks(model, _next_block, _fold)
+    return FoldRepVGGPass()(model)
 
 
 @dataclass
@@ -209,7 +215,7 @@ def _per_channel(value: np.ndarray | float, channels: int) -> np.ndarray | None:
     return np.broadcast_to(array[0, :, 0, 0], (channels,)).copy()
 
 
-def _fold(graph: ir.Graph, block: Block, names: set[str]) -> None:
+def _fold(graph: ir.Graph, block: Block, names: Names) -> None:
     dtype = constant(block.convs[0].inputs[1]).dtype
     # Named after the block: the common path of its nodes, else of its weights (dynamo names nodes
     # node_Conv_12 but keeps module paths on weights), else after the sum it replaces.
@@ -219,8 +225,8 @@ def _fold(graph: ir.Graph, block: Block, names: set[str]) -> None:
     node_prefix = common_name([n.name or "" for n in block.nodes], "") or weight_prefix
     node_name = join_name(node_prefix, DEPLOY_NAME) if node_prefix else f"{block.root.name}_{DEPLOY_NAME}"
     base = join_name(weight_prefix, DEPLOY_NAME) if weight_prefix else node_name
-    weight = add_initializer(graph, f"{base}.weight", block.kernel, dtype)
-    bias = add_initializer(graph, f"{base}.bias", block.bias, dtype)
+    weight = add_initializer(graph, names, f"{base}.weight", block.kernel, dtype)
+    bias = add_initializer(graph, names, f"{base}.bias", block.bias, dtype)
     attributes = {
         "kernel_shape": list(block.kernel.shape[2:]),
         "strides": list(block.geometry["strides"]),
@@ -228,15 +234,15 @@ def _fold(graph: ir.Graph, block: Block, names: set[str]) -> None:
         "dilations": [1, 1],
         "group": block.geometry["group"],
     }
-    conv = ir.node("Conv", [block.source, weight, bias], attributes, name=fresh_name(node_name, names))
+    conv = ir.node("Conv", [block.source, weight, bias], attributes, name=names.fresh(node_name))
     out = conv.outputs[0]
-    out.name = fresh_name(f"v_{conv.name}", names)
+    out.name = names.fresh(f"v_{conv.name}")
     out.type, out.shape = block.root.outputs[0].type, block.root.outputs[0].shape
     new_nodes, result = [conv], out
     for other in block.others:
-        add = ir.node("Add", [result, other], name=fresh_name(f"{conv.name}.add", names))
+        add = ir.node("Add", [result, other], name=names.fresh(f"{conv.name}.add"))
         result = add.outputs[0]
-        result.name = fresh_name(f"v_{add.name}", names)
+        result.name = names.fresh(f"v_{add.name}")
         result.type, result.shape = block.root.outputs[0].type, block.root.outputs[0].shape
         new_nodes.append(add)
     graph.insert_before(block.root, new_nodes)

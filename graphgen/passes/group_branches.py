@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from graphgen.elementwise import ACTIVATIONS
 from graphgen.passes.base import (
+    GraphPass,
     PassResult,
     add_initializer,
     batchnorm_scale_shift,
-    common_name,
     constant,
     conv_geometry,
-    fresh_name,
     inference_batchnorm,
     is_sum,
     only_consumer,
@@ -43,12 +43,11 @@ from graphgen.passes.base import (
     sum_tree,
 )
 from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
+from graphgen.passes.names import Names, common_name
 
 GROUPED_FROM = "graphgen.grouped_branches"
-# Elementwise ops with no per-channel parameter (so one node serves every branch's channels).
-ACTIVATIONS = frozenset(
-    {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu", "Selu", "Identity"}
-)
+# Ops with no per-channel parameter, so one node serves every branch's channels.
+_SHAREABLE = ACTIVATIONS | {"Identity"}
 
 
 @dataclass
@@ -66,9 +65,16 @@ class Block:
         return self.merge_nodes[0].op_type != "Concat"
 
 
+class GroupBranchesPass(GraphPass):
+    """Every multibranch block rewritten as a grouped convolution (the rule above)."""
+
+    def rewrite(self, model: ir.Model) -> int:
+        return rewrite_blocks(model.graph, _next_block, _rewrite)
+
+
 def group_branches(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every multibranch block rewritten as a grouped convolution."""
-    return rewrite_blocks(model, _next_block, _rewrite)
+    return GroupBranchesPass()(model)
 
 
 def _next_block(graph: ir.Graph) -> Block | None:
@@ -125,7 +131,7 @@ def _chain(start: ir.Node) -> list[ir.Node]:
             return chain
         if sum(1 for _ in chain[-1].outputs[0].uses()) != 1:
             return chain  # read twice by one node (e.g. as two inputs): not a plain chain link
-        if not (_is_conv(follower) or inference_batchnorm(follower) or follower.op_type in ACTIVATIONS):
+        if not (_is_conv(follower) or inference_batchnorm(follower) or follower.op_type in _SHAREABLE):
             return chain
         chain.append(follower)
 
@@ -197,7 +203,7 @@ def _tail_start(chain: list[ir.Node]) -> int | None:
     return None
 
 
-def _rewrite(graph: ir.Graph, block: Block, names: set[str]) -> None:
+def _rewrite(graph: ir.Graph, block: Block, names: Names) -> None:
     groups = len(block.branches)
     first = block.branches[0]
     stacked_length = _tail_start(first) if block.by_sum else len(first)
@@ -214,7 +220,7 @@ def _rewrite(graph: ir.Graph, block: Block, names: set[str]) -> None:
         new_nodes.append(node)
         current = node.outputs[0]
         for term in block.other_terms:
-            add = ir.node("Add", [current, term], name=fresh_name(f"{node.name}.add", names))
+            add = ir.node("Add", [current, term], name=names.fresh(f"{node.name}.add"))
             _name_output(add, block.output, names)
             new_nodes.append(add)
             current = add.outputs[0]
@@ -225,28 +231,26 @@ def _rewrite(graph: ir.Graph, block: Block, names: set[str]) -> None:
 
 
 def _stacked(
-    graph: ir.Graph, column: list[ir.Node], data: ir.Value, groups: int, names: set[str], *, first_conv: bool
+    graph: ir.Graph, column: list[ir.Node], data: ir.Value, groups: int, names: Names, *, first_conv: bool
 ) -> ir.Node:
     """One node doing what ``column`` (the same step of every branch) did, on stacked channels."""
     model_node = column[0]
     attributes = {name: attr.value for name, attr in model_node.attributes.items()}
-    name = fresh_name(
-        common_name([n.name or "" for n in column], f"{model_node.name}.grouped", drop_varying=True), names
-    )
+    name = names.fresh(common_name([n.name or "" for n in column], f"{model_node.name}.grouped", drop_varying=True))
     inputs: list[ir.Value | None] = [data]
     if model_node.op_type == "Conv":
         weights = [constant(n.inputs[1]) for n in column]
-        inputs.append(_stacked_initializer(graph, column, 1, np.concatenate(weights, axis=0)))
+        inputs.append(_stacked_initializer(graph, names, column, 1, np.concatenate(weights, axis=0)))
         biases = [_bias(n) for n in column]
         if any(b is not None for b in biases):
             filled = [b if b is not None else np.zeros(w.shape[0], w.dtype) for b, w in zip(biases, weights)]
-            inputs.append(_stacked_initializer(graph, column, 2, np.concatenate(filled)))
+            inputs.append(_stacked_initializer(graph, names, column, 2, np.concatenate(filled)))
         if not first_conv:
             attributes["group"] = groups * model_node.attributes.get_int("group", 1)
     elif model_node.op_type == "BatchNormalization":
         for index in range(1, 5):
             parts = [constant(n.inputs[index]) for n in column]
-            inputs.append(_stacked_initializer(graph, column, index, np.concatenate(parts)))
+            inputs.append(_stacked_initializer(graph, names, column, index, np.concatenate(parts)))
     else:
         inputs.extend(model_node.inputs[1:])  # equal constants in every branch: share the first's
     node = ir.node(model_node.op_type, inputs, attributes, name=name, metadata_props=_provenance(column, groups))
@@ -254,7 +258,7 @@ def _stacked(
     return node
 
 
-def _summed_conv(graph: ir.Graph, tails: list[list[ir.Node]], data: ir.Value, names: set[str]) -> ir.Node:
+def _summed_conv(graph: ir.Graph, tails: list[list[ir.Node]], data: ir.Value, names: Names) -> ir.Node:
     """The branches' last Conv [+ BatchNorm] over the stacked channels, summed: one Conv."""
     weights, biases = [], []
     for tail in tails:
@@ -269,11 +273,11 @@ def _summed_conv(graph: ir.Graph, tails: list[list[ir.Node]], data: ir.Value, na
     convs = [tail[0] for tail in tails]
     dtype = constant(convs[0].inputs[1]).dtype
     has_bias = len(tails[0]) == 2 or any(_bias(conv) is not None for conv in convs)
-    inputs = [data, _stacked_initializer(graph, convs, 1, np.concatenate(weights, axis=1), dtype)]
+    inputs = [data, _stacked_initializer(graph, names, convs, 1, np.concatenate(weights, axis=1), dtype)]
     if has_bias:
-        inputs.append(_stacked_initializer(graph, convs, 2, np.sum(biases, axis=0), dtype))
+        inputs.append(_stacked_initializer(graph, names, convs, 2, np.sum(biases, axis=0), dtype))
     attributes = {name: attr.value for name, attr in convs[0].attributes.items()}
-    name = fresh_name(common_name([c.name or "" for c in convs], f"{convs[0].name}.grouped", drop_varying=True), names)
+    name = names.fresh(common_name([c.name or "" for c in convs], f"{convs[0].name}.grouped", drop_varying=True))
     provenance = _provenance(convs, len(tails), extra=[tail[1] for tail in tails if len(tail) == 2])
     node = ir.node("Conv", inputs, attributes, name=name, metadata_props=provenance)
     _name_output(node, tails[0][-1].outputs[0], names, channels=1)
@@ -285,13 +289,13 @@ def _bias(conv: ir.Node) -> np.ndarray | None:
 
 
 def _stacked_initializer(
-    graph: ir.Graph, column: list[ir.Node], index: int, array: np.ndarray, dtype: np.dtype | None = None
+    graph: ir.Graph, names: Names, column: list[ir.Node], index: int, array: np.ndarray, dtype: np.dtype | None = None
 ) -> ir.Value:
     originals = [n.inputs[index].name or "" for n in column if len(n.inputs) > index and n.inputs[index] is not None]
     suffix = {1: "weight", 2: "bias"}.get(index, f"input{index}") if column[0].op_type == "Conv" else ""
     fallback = f"{column[0].name}.{suffix or index}"
     name = common_name(originals, fallback, drop_varying=True) if originals else fallback
-    return add_initializer(graph, name, array, dtype or array.dtype)
+    return add_initializer(graph, names, name, array, dtype or array.dtype)
 
 
 def _provenance(column: list[ir.Node], groups: int, extra: list[ir.Node] = ()) -> dict[str, str]:
@@ -311,10 +315,10 @@ def _reference_params(conv: ir.Node) -> int:
     return constant(conv.inputs[1]).size + (bias.size if bias is not None else 0)
 
 
-def _name_output(node: ir.Node, like: ir.Value, names: set[str], channels: int = 1) -> None:
+def _name_output(node: ir.Node, like: ir.Value, names: Names, channels: int = 1) -> None:
     """Name the node's output and give it ``like``'s type, with the channel count multiplied."""
     out = node.outputs[0]
-    out.name = fresh_name(f"v_{node.name}", names)
+    out.name = names.fresh(f"v_{node.name}")
     out.type = like.type
     if like.shape is not None:
         dims = list(like.shape)

@@ -23,14 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.passes.base import (
-    PassResult,
-    constant,
-    remove_dead_nodes,
-    remove_unused_initializers,
-    set_initializer,
-    unique_initializer_name,
-)
+from graphgen.passes.base import GraphPass, PassResult, constant, set_private_input
+from graphgen.passes.names import Names, sibling_name
 
 # Ops between a classifier and its output that keep the class axis (axis 1) and its meaning.
 _CLASS_PRESERVING = frozenset({"Flatten", "Identity", "Dropout", "Relu", "GlobalAveragePool", "Softmax", "LogSoftmax"})
@@ -39,6 +33,70 @@ FEATURES_OUTPUT = "features"
 
 class HeadError(ValueError):
     """The model has no classifier this surgery understands, or the new weights do not fit it."""
+
+
+class ReplaceHeadPass(GraphPass):
+    """A new classifier of ``num_classes`` classes, or with the given ``weights`` (the rule above)."""
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        weights: Mapping[str, np.ndarray] | str | Path | None = None,
+        seed: int = 0,
+        output: str | None = None,
+    ) -> None:
+        if num_classes is None and weights is None:
+            raise HeadError("say how many classes the new head has, or give it weights")
+        if num_classes is not None and num_classes < 1:
+            raise HeadError(f"a head needs at least one class, got {num_classes}")
+        self.num_classes, self.weights, self.seed, self.output = num_classes, weights, seed, output
+
+    def rewrite(self, model: ir.Model) -> int:
+        graph = model.graph
+        head = _find_head(graph, self.output)
+        new_weight, new_bias, source = self._new_head(head)
+        classes = new_weight.shape[0]
+        weight_layout = head.to_layout(new_weight)
+        unchanged = np.array_equal(head.weight, weight_layout) and np.array_equal(head.bias, new_bias)
+        if head.classes == classes and unchanged:
+            return 0
+
+        names = Names(graph)
+        weight_name = head.node.inputs[1].name or f"{head.node.name}.weight"
+        set_private_input(graph, head.node, 1, weight_layout, head.weight.dtype, names, weight_name)
+        bias_name = sibling_name(weight_name, "bias")
+        set_private_input(graph, head.bias_node, head.bias_index, new_bias, head.weight.dtype, names, bias_name)
+        if head.node.op_type == "Gemm":  # the new weights are meant as they are: no scaling
+            head.node.attributes.pop("alpha", None)
+            head.node.attributes.pop("beta", None)
+        for value in head.path:  # the class axis of everything from the classifier to the output
+            if value.shape is not None and len(value.shape) > 1:
+                dims = list(value.shape)
+                dims[1] = classes
+                value.shape = ir.Shape(dims)
+        model.metadata_props["graphgen.num_classes"] = str(classes)
+        model.metadata_props["graphgen.labels"] = "none"  # whatever the new classes are, they are not ImageNet's
+        model.metadata_props["graphgen.head"] = f"{classes} classes ({source})"
+        return 1
+
+    def _new_head(self, head: _Head) -> tuple[np.ndarray, np.ndarray, str]:
+        """The new weight [classes, features], bias [classes] and where they come from."""
+        if self.weights is not None:
+            new_weight, new_bias = _checkpoint_head(self.weights, head)
+            if self.num_classes is not None and new_weight.shape[0] != self.num_classes:
+                raise HeadError(f"the checkpoint's head has {new_weight.shape[0]} classes, not {self.num_classes}")
+            given = self.weights
+            return (
+                new_weight,
+                new_bias,
+                f"from {Path(given).name}" if isinstance(given, str | Path) else "given weights",
+            )
+        rng = np.random.default_rng(self.seed)
+        bound = 1.0 / np.sqrt(head.features)
+        new_weight = rng.uniform(-bound, bound, (self.num_classes, head.features)).astype(np.float32)
+        new_bias = rng.uniform(-bound, bound, self.num_classes).astype(np.float32)
+        return new_weight, new_bias, f"random, seed {self.seed}"
 
 
 def replace_head(
@@ -56,72 +114,39 @@ def replace_head(
     [classes, features]. Without it, ``num_classes`` random classes. ``rewrites`` is 0 when the
     new head is exactly the current one.
     """
-    if num_classes is None and weights is None:
-        raise HeadError("say how many classes the new head has, or give it weights")
-    if num_classes is not None and num_classes < 1:
-        raise HeadError(f"a head needs at least one class, got {num_classes}")
-    model = model.clone()
-    graph = model.graph
-    head = _find_head(graph, output)
-    features = head.features
-    if weights is not None:
-        new_weight, new_bias = _checkpoint_head(weights, head)
-        if num_classes is not None and new_weight.shape[0] != num_classes:
-            raise HeadError(f"the checkpoint's head has {new_weight.shape[0]} classes, not {num_classes}")
-        source = f"from {Path(weights).name}" if isinstance(weights, str | Path) else "given weights"
-    else:
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(features)
-        new_weight = rng.uniform(-bound, bound, (num_classes, features)).astype(np.float32)
-        new_bias = rng.uniform(-bound, bound, num_classes).astype(np.float32)
-        source = f"random, seed {seed}"
-    classes = new_weight.shape[0]
-    weight_layout = head.to_layout(new_weight)
-    if head.classes == classes and np.array_equal(head.weight, weight_layout) and np.array_equal(head.bias, new_bias):
-        return PassResult(model, 0)
+    return ReplaceHeadPass(num_classes, weights=weights, seed=seed, output=output)(model)
 
-    weight_name = head.node.inputs[1].name or f"{head.node.name}.weight"
-    bias_name = weight_name[: -len("weight")] + "bias" if weight_name.endswith("weight") else f"{weight_name}.bias"
-    set_initializer(graph, _private(graph, head.node, 1, weight_name), weight_layout, head.weight.dtype)
-    set_initializer(graph, _private(graph, head.bias_node, head.bias_index, bias_name), new_bias, head.weight.dtype)
-    if head.node.op_type == "Gemm":  # the new weights are meant as they are: no scaling
-        head.node.attributes.pop("alpha", None)
-        head.node.attributes.pop("beta", None)
-    for value in head.path:  # the class axis of everything from the classifier to the output
-        if value.shape is not None and len(value.shape) > 1:
-            dims = list(value.shape)
-            dims[1] = classes
-            value.shape = ir.Shape(dims)
-    remove_unused_initializers(graph)
-    model.metadata_props["graphgen.num_classes"] = str(classes)
-    model.metadata_props["graphgen.labels"] = "none"  # whatever the new classes are, they are not ImageNet's
-    model.metadata_props["graphgen.head"] = f"{classes} classes ({source})"
-    return PassResult(model, 1)
+
+class CutHeadPass(GraphPass):
+    """The output becomes ``features``: the pooled features, or a stage's feature map (the rule above)."""
+
+    def __init__(self, at: str = FEATURES_OUTPUT) -> None:
+        self.at = at
+
+    def rewrite(self, model: ir.Model) -> int:
+        graph, at = model.graph, self.at
+        if model.metadata_props.get("graphgen.features") == at and [v.name for v in graph.outputs] == [FEATURES_OUTPUT]:
+            return 0  # cut there already
+        if at == FEATURES_OUTPUT:
+            value = _find_head(graph, None).node.inputs[0]
+            if value.is_graph_input():
+                raise HeadError("the classifier reads the model input directly: there are no features to cut to")
+        else:
+            value = _stage_output(graph, at)
+        if len(graph.outputs) == 1 and graph.outputs[0] is value:
+            return 0
+        graph.outputs.clear()
+        graph.outputs.append(value)
+        value.name = FEATURES_OUTPUT if not _name_taken(graph, value) else value.name
+        for key in ("graphgen.num_classes", "graphgen.labels", "graphgen.head"):
+            model.metadata_props.pop(key, None)
+        model.metadata_props["graphgen.features"] = at
+        return 1  # what no output needs any more is removed with the unused nodes
 
 
 def cut_head(model: ir.Model, at: str = FEATURES_OUTPUT) -> PassResult:
     """Return a copy of ``model`` whose only output is ``features``: the pooled features, or a stage's map."""
-    model = model.clone()
-    graph = model.graph
-    if model.metadata_props.get("graphgen.features") == at and [v.name for v in graph.outputs] == [FEATURES_OUTPUT]:
-        return PassResult(model, 0)  # cut there already
-    if at == FEATURES_OUTPUT:
-        value = _find_head(graph, None).node.inputs[0]
-        if value.is_graph_input():
-            raise HeadError("the classifier reads the model input directly: there are no features to cut to")
-    else:
-        value = _stage_output(graph, at)
-    if len(graph.outputs) == 1 and graph.outputs[0] is value:
-        return PassResult(model, 0)
-    graph.outputs.clear()
-    graph.outputs.append(value)
-    value.name = FEATURES_OUTPUT if not _name_taken(graph, value) else value.name
-    remove_dead_nodes(graph)
-    remove_unused_initializers(graph)
-    for key in ("graphgen.num_classes", "graphgen.labels", "graphgen.head"):
-        model.metadata_props.pop(key, None)
-    model.metadata_props["graphgen.features"] = at
-    return PassResult(model, 1)
+    return CutHeadPass(at)(model)
 
 
 class _Head:
@@ -252,18 +277,6 @@ def _stage_output(graph: ir.Graph, stage: str) -> ir.Value:
         stages = sorted({(node.name or "").strip("/").replace("/", ".").split(".")[0] for node in graph} - {""})
         raise HeadError(f"no node named {stage!r} or under it; top-level names: {', '.join(stages[:20])}")
     return last.outputs[0]
-
-
-def _private(graph: ir.Graph, node: ir.Node, index: int, name: str) -> ir.Value:
-    """An initializer only ``node`` reads at ``index`` (a fresh one if it is shared, computed or absent)."""
-    current = node.inputs[index] if len(node.inputs) > index else None
-    if current is not None and current.is_initializer() and len(current.uses()) == 1:
-        return current
-    value = ir.Value(name=unique_initializer_name(graph, name))
-    while len(node.inputs) <= index:
-        node.resize_inputs(len(node.inputs) + 1)
-    node.replace_input_with(index, value)
-    return value
 
 
 def _name_taken(graph: ir.Graph, value: ir.Value) -> bool:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.passes.base import PassResult, fresh_name, value_names
+from graphgen.passes.base import GraphPass, PassResult
+from graphgen.passes.names import Names
 
 FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -25,33 +26,41 @@ _ALWAYS_FLOAT32 = frozenset({("Resize", 2), ("Upsample", 1)})
 BOUNDARY = "graphgen.fp16_boundary"  # marks the Casts keep_io_types adds, so a second run knows them
 
 
-def to_fp16(model: ir.Model, *, keep_io_types: bool = False) -> PassResult:
-    """Return a float16 copy of ``model``; ``rewrites`` counts the tensors, casts and graph inputs/outputs converted."""
-    model = model.clone()  # shares type objects with the input: assign new types, never set .dtype
-    graph = model.graph
-    pinned = _always_float32(graph)
-    float_inputs = [v for v in graph.inputs if v.dtype == FLOAT and not v.is_initializer()]
-    float_outputs = [v for v in graph.outputs if v.dtype == FLOAT]
-    converted = 0
-    for value in graph.initializers.values():
-        if value.const_value is not None and value.const_value.dtype == FLOAT and id(value) not in pinned:
-            value.const_value = ir.Tensor(_half(value.const_value.numpy()), name=value.name)
-            value.type = ir.TensorType(HALF)
-            converted += 1
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        if node.metadata_props.get(BOUNDARY) or any(id(out) in pinned for out in node.outputs):
-            continue  # a Cast this pass added, or a constant that must stay float32
-        converted += _convert_attributes(node)
-        for out in node.outputs:
-            if out.dtype == FLOAT:
-                out.type = ir.TensorType(HALF)
-    if keep_io_types:
-        converted += _cast_at_boundaries(graph, float_inputs, float_outputs)
-    else:
+class ToFp16Pass(GraphPass):
+    """Float16 weights and compute (the rule above); ``keep_io_types`` keeps float32 inputs and outputs."""
+
+    def __init__(self, *, keep_io_types: bool = False) -> None:
+        self.keep_io_types = keep_io_types
+
+    def rewrite(self, model: ir.Model) -> int:
+        """The tensors, casts and graph inputs/outputs converted."""
+        graph = model.graph  # shares type objects with the input: assign new types, never set .dtype
+        pinned = _always_float32(graph)
+        float_inputs = [v for v in graph.inputs if v.dtype == FLOAT and not v.is_initializer()]
+        float_outputs = [v for v in graph.outputs if v.dtype == FLOAT]
+        converted = 0
+        for value in graph.initializers.values():
+            if value.const_value is not None and value.const_value.dtype == FLOAT and id(value) not in pinned:
+                value.const_value = ir.Tensor(_half(value.const_value.numpy()), name=value.name)
+                value.type = ir.TensorType(HALF)
+                converted += 1
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            if node.metadata_props.get(BOUNDARY) or any(id(out) in pinned for out in node.outputs):
+                continue  # a Cast this pass added, or a constant that must stay float32
+            converted += _convert_attributes(node)
+            for out in node.outputs:
+                if out.dtype == FLOAT:
+                    out.type = ir.TensorType(HALF)
+        if self.keep_io_types:
+            return converted + _cast_at_boundaries(graph, float_inputs, float_outputs)
         for value in float_inputs:
             value.type = ir.TensorType(HALF)
-        converted += len(float_inputs) + len(float_outputs)  # outputs were retyped with their nodes
-    return PassResult(model, converted)
+        return converted + len(float_inputs) + len(float_outputs)  # outputs were retyped with their nodes
+
+
+def to_fp16(model: ir.Model, *, keep_io_types: bool = False) -> PassResult:
+    """Return a float16 copy of ``model``; ``rewrites`` counts the tensors, casts and graph inputs/outputs converted."""
+    return ToFp16Pass(keep_io_types=keep_io_types)(model)
 
 
 def _half(array: np.ndarray) -> np.ndarray:
@@ -88,15 +97,17 @@ def _convert_attributes(node: ir.Node) -> int:
 
 def _cast_at_boundaries(graph: ir.Graph, float_inputs: list[ir.Value], float_outputs: list[ir.Value]) -> int:
     """Float32 in, float32 out around a float16 graph: a Cast after each input, before each output."""
-    names = value_names(graph)
+    names = Names(graph)
     added = 0
     for value in float_inputs:
         users = list(value.uses())
         if not users or all(user.metadata_props.get(BOUNDARY) for user, _ in users):
             continue  # unused, or already cast by an earlier run
-        cast = ir.node("Cast", [value], {"to": HALF}, name=f"{value.name}.to_fp16", metadata_props={BOUNDARY: "in"})
+        cast = ir.node(
+            "Cast", [value], {"to": HALF}, name=names.fresh(f"{value.name}.to_fp16"), metadata_props={BOUNDARY: "in"}
+        )
         half = cast.outputs[0]
-        half.name, half.type, half.shape = fresh_name(f"{value.name}_fp16", names), ir.TensorType(HALF), value.shape
+        half.name, half.type, half.shape = names.fresh(f"{value.name}_fp16"), ir.TensorType(HALF), value.shape
         for user, index in users:
             user.replace_input_with(index, half)
         graph.insert_before(next(iter(graph)), cast)
@@ -107,8 +118,10 @@ def _cast_at_boundaries(graph: ir.Graph, float_inputs: list[ir.Value], float_out
             continue  # already cast back by an earlier run
         # The computed value goes on in float16 under a new name; the output keeps its name.
         name = value.name
-        value.name = fresh_name(f"{name}_fp16", names)
-        cast = ir.node("Cast", [value], {"to": FLOAT}, name=f"{name}.to_fp32", metadata_props={BOUNDARY: "out"})
+        value.name = names.fresh(f"{name}_fp16")
+        cast = ir.node(
+            "Cast", [value], {"to": FLOAT}, name=names.fresh(f"{name}.to_fp32"), metadata_props={BOUNDARY: "out"}
+        )
         single = cast.outputs[0]
         single.name, single.type, single.shape = name, ir.TensorType(FLOAT), value.shape
         graph.append(cast)

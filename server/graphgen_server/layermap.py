@@ -37,11 +37,10 @@ from dataclasses import dataclass
 
 import onnx
 
+from graphgen.elementwise import ACTIVATIONS, BINARY
+
 # Ops onnxruntime fuses into the kernel of the op before them (activation, residual sum, scaling).
-ELEMENTWISE = frozenset(
-    {"Relu", "Clip", "Sigmoid", "Mul", "Add", "Sum", "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh",
-     "BatchNormalization", "Identity", "Dropout", "Div", "Sub"}
-)  # fmt: skip
+ELEMENTWISE = ACTIVATIONS | BINARY | {"BatchNormalization", "Identity", "Dropout"}
 SEPARATORS = ("_", ".", "/", ":")
 # Kernels onnxruntime inserts itself: layout conversions and device copies. One may write an
 # original value (ReorderOutput restores NCHW), but it computes no layer.
