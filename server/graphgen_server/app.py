@@ -1,8 +1,10 @@
 """The gRPC server: services, health, reflection, message limits, and a graceful stop.
 
-On SIGTERM or SIGINT the health service turns NOT_SERVING, new calls are refused with
-UNAVAILABLE, and calls already accepted (queued in a batcher or running) get ``grace_s`` to
-finish; then gRPC stops and the process exits 0.
+On SIGTERM or SIGINT the health service turns NOT_SERVING and calls are still answered for
+``pre_stop_s`` (load balancers drop the server meanwhile); then new calls are refused with
+UNAVAILABLE, calls already accepted (queued in a batcher or running) get ``grace_s`` to finish,
+the connections are closed and the process exits 0. No call ends CANCELLED (see
+:meth:`GraphgenServer.stop`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from graphgen_protos import classifier_pb2, kserve_v2_pb2
 from graphgen_server.classify import ClassifierServicer
 from graphgen_server.config import ServerConfig
 from graphgen_server.control import ModelControl
+from graphgen_server.disconnect import disconnect_port
 from graphgen_server.errors import CallGate
 from graphgen_server.kserve import KServeServicer
 from graphgen_server.runtime import Runtime
@@ -97,17 +100,30 @@ class GraphgenServer:
             await self.health.set(service, status)
 
     async def stop(self) -> None:
+        """The stop a load balancer needs: NOT_SERVING while still answering, drain, disconnect.
+
+        1. Health turns NOT_SERVING (watchers are told at once) and calls are still answered for
+           ``pre_stop_s``: load balancers, Kubernetes endpoints and clients checking health move
+           their traffic elsewhere meanwhile.
+        2. The gate closes: new calls are refused UNAVAILABLE, those inside get ``grace_s``.
+        3. The sockets are closed before gRPC's stop (see :mod:`graphgen_server.disconnect`), so
+           a call still in transit ends UNAVAILABLE, never CANCELLED.
+        """
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, watchers told
+        if self.config.pre_stop_s > 0:
+            log.info("NOT_SERVING; still answering for %.1fs while load balancers drop this server",
+                     self.config.pre_stop_s)  # fmt: skip
+            await asyncio.sleep(self.config.pre_stop_s)
         in_flight = self.gate.in_flight
         log.info("shutting down: refusing new calls, %.1fs for the %d in flight", self.config.grace_s, in_flight)
         drained = await self.gate.close(self.config.grace_s)
         if drained:
-            # Clients whose call just finished send their next one now: refuse those with
-            # UNAVAILABLE for a moment, rather than let gRPC's stop cancel them in transit.
+            # The answers to the last calls leave now; calls arriving meanwhile are refused.
             await asyncio.sleep(min(LINGER_S, self.config.grace_s))
         else:
             log.warning("grace period over: cancelling %d calls still in flight", self.gate.in_flight)
-        await self.server.stop(1.0 if drained else 0)  # a second for the refusals being sent
+        disconnect_port(self.port)
+        await self.server.stop(0)
         if self.control is not None:
             self.control.close()
         await self.runtime.close()

@@ -21,6 +21,16 @@ def _non_negative(text: str) -> int:
     return 0 if text == "0" else positive_int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphgen-server",
@@ -56,7 +66,12 @@ def make_parser() -> argparse.ArgumentParser:
         "--intra-op-threads", type=_non_negative, default=0, help="onnxruntime threads per run (0: its default)"
     )
     limits.add_argument("--spin", action="store_true", help="onnxruntime threads spin when idle (default: sleep)")
-    limits.add_argument("--grace", type=float, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM")
+    limits.add_argument(
+        "--grace", type=_seconds, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM"
+    )
+    limits.add_argument("--pre-stop-delay", type=_seconds, default=0.0, metavar="S",
+                        help="on SIGTERM, health says NOT_SERVING but calls are still answered for S seconds "
+                        "(load balancers drop the server meanwhile), then the drain starts (default 0)")  # fmt: skip
     cuda = parser.add_argument_group("CUDA")
     cuda.add_argument("--device-id", type=_non_negative, default=0)
     cuda.add_argument("--cudnn-conv-algo-search", choices=["EXHAUSTIVE", "HEURISTIC", "DEFAULT"], default="EXHAUSTIVE")
@@ -94,7 +109,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
         spin_threads=args.spin, model_control=args.model_control, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, token=read_token(args.token_file) if args.token_file else "",
-        grace_s=args.grace, **extra,
+        grace_s=args.grace, pre_stop_s=args.pre_stop_delay, **extra,
     )  # fmt: skip
 
 

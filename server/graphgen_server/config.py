@@ -59,6 +59,9 @@ class ServerConfig:
     # (measured here: ResNet-50 runs ~1.5x slower with spinning on 2 cores). Off by default.
     spin_threads: bool = False
     grace_s: float = 10.0  # in-flight calls get this long to finish on SIGTERM/SIGINT
+    # After SIGTERM/SIGINT, health says NOT_SERVING while calls are still answered for this long
+    # (load balancers and Kubernetes endpoints drop the server meanwhile); then the drain starts.
+    pre_stop_s: float = 0.0
     # KServe's RepositoryModelLoad/Unload: off unless asked for (anyone who can call them can
     # take models out of service).
     model_control: bool = False
