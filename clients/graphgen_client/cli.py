@@ -22,26 +22,59 @@ from graphgen_client.tables import classes_table, models_table, profile_table
 EXIT_SERVER, EXIT_USAGE = 1, 2
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graphgen-client", description="Talk to a graphgen-server.")
-    parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
-    security = parser.add_argument_group("security")
-    security.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs (or --tls-ca)")
-    security.add_argument("--tls-ca", type=Path, metavar="PEM", help="TLS, trusting this CA")
-    security.add_argument("--tls-cert", type=Path, metavar="PEM", help="mutual TLS: this client certificate")
-    security.add_argument("--tls-key", type=Path, metavar="PEM", help="mutual TLS: its private key")
-    security.add_argument("--tls-server-name", metavar="NAME",
-                          help="TLS: the name the server's certificate carries, if not the address's host")  # fmt: skip
-    security.add_argument("--token-file", type=Path, metavar="FILE",
-                          help=f"send the bearer token in FILE (default: ${TOKEN_VARIABLE} if set)")  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def top_k(text: str) -> int:
+    """--top-k: a positive integer (the server refuses one above the model's classes, naming them)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (the number of classes to show), got {value}")
+    return value
 
-    classify = commands.add_parser("classify", help="classify image files (JPEG, PNG, ...)")
+
+def global_options(suppress: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command's name.
+
+    The commands' copies default to SUPPRESS, so an option given before the command is not reset
+    by the command's parser when it is not repeated after it.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--address", default=default(DEFAULT_ADDRESS), help=f"host:port (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--timeout", type=float, default=default(60.0), help="seconds per call (default 60)")
+    security = parser.add_argument_group("security")
+    security.add_argument(
+        "--tls", action="store_true", default=default(False), help="TLS, trusting the system's CAs (or --tls-ca)"
+    )
+    security.add_argument("--tls-ca", type=Path, metavar="PEM", default=default(None), help="TLS, trusting this CA")
+    security.add_argument("--tls-cert", type=Path, metavar="PEM", default=default(None),
+                          help="mutual TLS: this client certificate")  # fmt: skip
+    security.add_argument(
+        "--tls-key", type=Path, metavar="PEM", default=default(None), help="mutual TLS: its private key"
+    )
+    security.add_argument("--tls-server-name", metavar="NAME", default=default(None),
+                          help="TLS: the name the server's certificate carries, if not the address's host")  # fmt: skip
+    security.add_argument("--token-file", type=Path, metavar="FILE", default=default(None),
+                          help=f"send the bearer token in FILE (default: ${TOKEN_VARIABLE} if set)")  # fmt: skip
+    return parser
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graphgen-client", description="Talk to a graphgen-server.", parents=[global_options(suppress=False)]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [global_options(suppress=True)]
+
+    classify = commands.add_parser("classify", help="classify image files (JPEG, PNG, ...)", parents=common)
     classify.add_argument("images", nargs="+", type=Path, metavar="IMG")
     classify.add_argument("--model", required=True)
     classify.add_argument("--version", default="", help="model version (default: the newest ready one)")
-    classify.add_argument("--top-k", type=int, default=5)
+    classify.add_argument("--top-k", type=top_k, default=5, help="classes shown per image (default 5)")
     classify.add_argument("--profile", action="store_true", help="also print the time of every layer")
     classify.add_argument("--json", action="store_true", help="print the response as JSON")
     classify.add_argument(
@@ -49,8 +82,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
 
-    commands.add_parser("models", help="list the server's models and their state")
-    health = commands.add_parser("health", help="the health service's status (exit 1 unless SERVING)")
+    commands.add_parser("models", help="list the server's models and their state", parents=common)
+    health = commands.add_parser("health", help="the health service's status (exit 1 unless SERVING)", parents=common)
     health.add_argument("--service", default="", help="one service (default: the server as a whole)")
     return parser
 
@@ -111,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(status)
                 return 0 if status == "SERVING" else EXIT_SERVER
     except ClientError as error:
+        if args.command == "health" and error.code.name == "NOT_FOUND" and not error.details:
+            # grpcio's health service answers a service it does not know with no message at all
+            error = ClientError(error.code, f"the server has no health status for service {args.service!r}")
         print(f"graphgen-client: error: {error}", file=sys.stderr)
         return EXIT_SERVER
     except PlotError as error:
