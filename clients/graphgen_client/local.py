@@ -17,6 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+# Logged before LISTENING: the HTTP/REST and metrics ports (free ones unless the args say otherwise).
+SIDE_PORTS = {
+    "http_port": re.compile(r"HTTP/REST on 127\.0\.0\.1:(\d+)"),
+    "metrics_port": re.compile(r"metrics.* on 127\.0\.0\.1:(\d+)"),
+}
 
 
 class LocalServer:
@@ -28,6 +33,7 @@ class LocalServer:
         self.on_log = on_log
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
         self.port = 0
+        self.http_port = self.metrics_port = 0  # 0: not listening
         self.process: subprocess.Popen | None = None
         self.log_lines: list[str] = []
         self.returncode: int | None = None
@@ -37,12 +43,20 @@ class LocalServer:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
     def log(self) -> str:
         return "\n".join(self.log_lines)
 
     def __enter__(self) -> LocalServer:
         command = [sys.executable, "-m", "graphgen_server", "--repository", str(self.repository)]
-        command += ["--host", "127.0.0.1", "--port", "0", *self.args]
+        command += ["--host", "127.0.0.1", "--port", "0", "--http-port", "auto", "--metrics-port", "auto", *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         listening = threading.Event()
@@ -54,6 +68,9 @@ class LocalServer:
                 self.log_lines.append(line)
                 if self.on_log is not None:
                     self.on_log(line)
+                for attribute, pattern in SIDE_PORTS.items():
+                    if side := pattern.search(line):
+                        setattr(self, attribute, int(side.group(1)))
                 match = LISTENING.search(line)
                 if match:
                     self.port = int(match.group(1))

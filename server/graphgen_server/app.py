@@ -24,7 +24,9 @@ from graphgen_server.config import ServerConfig
 from graphgen_server.control import ModelControl
 from graphgen_server.disconnect import disconnect_port
 from graphgen_server.errors import CallGate
+from graphgen_server.http import BindError, HttpListener, KServeHttp, ssl_context
 from graphgen_server.kserve import KServeServicer
+from graphgen_server.metrics import metrics_app
 from graphgen_server.runtime import Runtime
 from graphgen_server.security import BearerToken, exposure_warnings, server_credentials
 from graphgen_server.wire import add_servicer
@@ -38,18 +40,28 @@ SERVICES = (CLASSIFIER, KSERVE)
 LINGER_S = 0.5
 
 
-class BindError(OSError):
-    """The address could not be bound (in use, or not an address of this machine)."""
+class Health(health.aio.HealthServicer):
+    """grpcio's health service, whose answer for an unknown service says which ones it knows."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context):
+        if request.service not in self._server_status:
+            known = ", ".join(repr(s) for s in sorted(self._server_status))
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no health status for service {request.service!r} (services: {known})"
+            )
+        return await super().Check(request, context)
 
 
 class GraphgenServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.runtime = Runtime(config)
-        self.health = health.aio.HealthServicer()
+        self.health = Health()
         self.gate = CallGate()
         self.control = ModelControl(self.runtime, self.publish_health) if config.model_control else None
         self.port = 0
+        self.http: HttpListener | None = None
+        self.metrics: HttpListener | None = None
         limit = config.max_message_bytes
         self.credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.server = grpc.aio.server(
@@ -62,14 +74,40 @@ class GraphgenServer:
         )
 
     async def start(self) -> None:
+        self._bind()  # every port first: one in use stops the server before any model loads
         self.runtime.load()
+        kserve = KServeServicer(self.runtime, self.gate, self.control)
         add_servicer(self.server, ClassifierServicer(self.runtime, self.gate), CLASSIFIER_SERVICE)
-        add_servicer(self.server, KServeServicer(self.runtime, self.gate, self.control), KSERVE_SERVICE)
+        add_servicer(self.server, kserve, KSERVE_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
+        await self.server.start()
+        await self.publish_health()
+        if self.http is not None:
+            await self.http.start(KServeHttp(kserve, self.config).app())
+        if self.metrics is not None:
+            await self.metrics.start(metrics_app(self.runtime, self.config.token))
+        for listener in (self.http, self.metrics):
+            if listener is not None:
+                log.info("%s on %s", listener.what, self.config.address_of(listener.port))
+        ready = sum(m.ready for m in self.runtime.all())
+        tls = "mutual TLS" if self.config.tls_client_ca else "TLS" if self.credentials else "plaintext"
+        log.info(
+            "graphgen-server listening on %s:%d (%s%s; %d of %d models ready)",
+            self.config.host, self.port, tls, ", bearer token" if self.config.token else "", ready,
+            len(self.runtime.all()),
+        )  # fmt: skip
+        # The chosen ports (--port 0, auto), one per line on stdout, for scripts to read.
+        ports = {"grpc_port": self.port, "http_port": self.http and self.http.port}
+        ports["metrics_port"] = self.metrics and self.metrics.port
+        print("\n".join(f"{key}={value}" for key, value in ports.items() if value), flush=True)
+        for warning in exposure_warnings(self.config.host, self.credentials is not None, bool(self.config.token)):
+            log.warning("%s", warning)
+
+    def _bind(self) -> None:
         try:
             if self.credentials is None:
                 self.port = self.server.add_insecure_port(self.config.address)
@@ -79,17 +117,13 @@ class GraphgenServer:
             raise BindError(f"cannot listen on {self.config.address}: {error}") from None
         if self.port == 0:
             raise BindError(f"cannot listen on {self.config.address} (in use, or not an address of this machine)")
-        await self.server.start()
-        await self.publish_health()
-        ready = sum(m.ready for m in self.runtime.all())
-        tls = "mutual TLS" if self.config.tls_client_ca else "TLS" if self.credentials else "plaintext"
-        log.info(
-            "graphgen-server listening on %s:%d (%s%s; %d of %d models ready)",
-            self.config.host, self.port, tls, ", bearer token" if self.config.token else "", ready,
-            len(self.runtime.all()),
-        )  # fmt: skip
-        for warning in exposure_warnings(self.config.host, self.credentials is not None, bool(self.config.token)):
-            log.warning("%s", warning)
+        tls = ssl_context(self.config)
+        if self.config.http_port is not None:
+            self.http = HttpListener("KServe v2 HTTP/REST", self.config.host, self.config.http_port, tls)
+        if self.config.metrics_port is not None:
+            self.metrics = HttpListener(
+                "Prometheus metrics (/metrics)", self.config.host, self.config.metrics_port, tls
+            )
 
     async def publish_health(self) -> None:
         """SERVING while at least one model is ready (a broken model is reported per model)."""
@@ -124,6 +158,9 @@ class GraphgenServer:
             log.warning("grace period over: cancelling %d calls still in flight", self.gate.in_flight)
         disconnect_port(self.port)
         await self.server.stop(0)
+        for listener in (self.http, self.metrics):
+            if listener is not None:
+                await listener.stop()
         if self.control is not None:
             self.control.close()
         await self.runtime.close()

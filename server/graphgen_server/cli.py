@@ -31,10 +31,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _side_port(text: str) -> int | None:
+    """--http-port/--metrics-port: a port, 0 for off, or 'auto' for a free one."""
+    if text == "auto":
+        return 0
+    port = _non_negative(text)
+    return port or None
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphgen-server",
-        description="Serve ONNX classifiers over gRPC: graphgen.v1.Classifier and KServe v2 (Triton's protocol).",
+        description="Serve ONNX classifiers: graphgen.v1.Classifier and KServe v2 (Triton's protocols) over gRPC, "
+        "KServe v2 over HTTP/REST, Prometheus metrics.",
     )
     parser.add_argument(
         "--repository", required=True, type=Path, metavar="DIR", help="<DIR>/<model>/<version>/model.onnx"
@@ -43,6 +52,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )
     parser.add_argument("--port", type=_non_negative, default=8001, help="port (default 8001; 0 picks a free one)")
+    parser.add_argument("--http-port", type=_side_port, default=8000, metavar="PORT",
+                        help="KServe v2 HTTP/REST port (default 8000; 0: off; auto: a free one)")  # fmt: skip
+    parser.add_argument("--metrics-port", type=_side_port, default=8002, metavar="PORT",
+                        help="Prometheus /metrics port (default 8002; 0: off; auto: a free one)")  # fmt: skip
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA where it works, else CPU")
     parser.add_argument(
         "--max-batch", type=positive_int, default=8, metavar="N", help="dynamic batches of up to N images (1: off)"
@@ -103,7 +116,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
     extra = {"workers": args.workers} if args.workers else {}
     return ServerConfig(
-        repository=args.repository, host=args.host, port=args.port, device=args.device, cuda=cuda,
+        repository=args.repository, host=args.host, port=args.port, http_port=args.http_port,
+        metrics_port=args.metrics_port, device=args.device, cuda=cuda,
         max_batch=args.max_batch, batch_delay_us=args.batch_delay_us, max_images=args.max_images,
         max_image_pixels=args.max_image_pixels, max_queue=args.max_queue,
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,

@@ -38,6 +38,9 @@ class ServerConfig:
     repository: Path
     host: str = "127.0.0.1"  # loopback unless told otherwise (see tls_* and token for elsewhere)
     port: int = 8001
+    # KServe v2 HTTP/REST and Prometheus /metrics on their own ports (None: off; 0: a free port).
+    http_port: int | None = 8000
+    metrics_port: int | None = 8002
     device: str = "auto"  # auto | cuda | cpu
     cuda: CudaOptions = field(default_factory=CudaOptions)
     # Dynamic batching: requests are merged into batches of at most max_batch images; a batch
@@ -78,5 +81,8 @@ class ServerConfig:
 
     @property
     def address(self) -> str:
+        return self.address_of(self.port)
+
+    def address_of(self, port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"

@@ -1,7 +1,7 @@
 """Every failure a call can meet, and the one place that turns it into a gRPC status.
 
 The runtime raises these exceptions (never gRPC types); :func:`abort_with_status` is the only
-code that chooses a status code. A client's mistake is never INTERNAL: anything unexpected is
+code that chooses a status code, and :data:`HTTP_STATUS` its HTTP/REST equivalent. A client's mistake is never INTERNAL: anything unexpected is
 logged with its traceback and answered INTERNAL with a short message, and the server goes on.
 """
 
@@ -139,6 +139,29 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, ImageError):  # raised by graphgen.preprocess while decoding
         return grpc.StatusCode.INVALID_ARGUMENT, f"images: {error}"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); the server log has the details"
+
+
+# The HTTP status of each gRPC status, as Triton's REST API answers (client mistakes 400, an
+# unknown model 404, not ready or shutting down 503), with 401 and 429 where HTTP has a name for it.
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.CANCELLED: 400,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    """The HTTP status answering what gRPC answers with ``code`` (500 for INTERNAL, UNKNOWN, ...)."""
+    return HTTP_STATUS.get(code, 500)
 
 
 Request = TypeVar("Request")

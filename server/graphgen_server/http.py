@@ -1,0 +1,285 @@
+"""KServe v2 HTTP/REST (Triton's endpoints) on aiohttp, in the gRPC server's event loop.
+
+Each endpoint turns its URL and body into the KServe message the gRPC servicer takes, awaits
+the servicer's own method, and writes the answer as Triton's REST API does: one behaviour for
+both protocols, the same statistics, limits and shutdown gate. Failures are answered
+``{"error": message}`` with the HTTP status :func:`graphgen_server.errors.http_status` chooses.
+
+The listening socket is bound when the server starts, before any model loads, so a port in
+use stops the server at once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from graphgen_protos import kserve_v2_pb2 as pb
+from graphgen_server import http_codec
+from graphgen_server.config import ServerConfig
+from graphgen_server.errors import InvalidArgument, clamp, http_status, status_of
+
+log = logging.getLogger("graphgen_server")
+
+MODEL = r"/v2/models/{model:[^/]+}"
+VERSIONED = r"/v2/models/{model:[^/]+}/versions/{version:[0-9]+}"
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # probes, as gRPC's health service
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BindError(OSError):
+    """The address could not be bound (in use, or not an address of this machine)."""
+
+
+def bind(host: str, port: int, what: str) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=128)
+    except OSError as error:
+        raise BindError(f"cannot listen for {what} on {host}:{port}: {error.strerror or error}") from None
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The gRPC server's TLS settings for HTTPS (mutual TLS with ``tls_client_ca``)."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca is not None:
+        context.load_verify_locations(config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class ServicerAbort(grpc.aio.AbortError):
+    """What :meth:`CallContext.abort` raises: the status the servicer ended the call with."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class CallContext:
+    """The part of a gRPC ServicerContext the servicer's handlers use, for an HTTP request."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise ServicerAbort(code, details)
+
+    def peer(self) -> str:
+        return f"http:{self._request.remote}"
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [(k.lower(), v) for k, v in self._request.headers.items()]
+
+    def time_remaining(self) -> float | None:
+        return None
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": clamp(message)}, status=status)
+
+
+@web.middleware
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure as ``{"error": ...}`` with its status (aiohttp's own 404/405/413 included)."""
+    try:
+        return await handler(request)
+    except ServicerAbort as abort:
+        return error_response(http_status(abort.code), abort.details)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return error_response(error.status, error.text or error.reason)
+    except Exception as error:
+        code, message = status_of(error)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("HTTP %s %s failed", request.method, request.path)
+        return error_response(http_status(code), message)
+
+
+def bearer_token(token: str, open_paths: Iterable[str] = OPEN_PATHS) -> Any:
+    """A middleware letting requests through only with ``Authorization: Bearer <token>``."""
+    expected, open_paths = f"Bearer {token}".encode(), frozenset(open_paths)
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in open_paths:
+            given = request.headers.getall("Authorization", [])
+            if len(given) != 1 or not hmac.compare_digest(given[0].encode(), expected):
+                problem = "wrong bearer token" if given else "no bearer token: send 'Authorization: Bearer <token>'"
+                log.info("refused HTTP %s %s from %s: %s", request.method, request.path, request.remote, problem)
+                response = error_response(401, problem)
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+        return await handler(request)
+
+    return check
+
+
+class KServeHttp:
+    """Triton's REST endpoints over a :class:`~graphgen_server.kserve.KServeServicer`."""
+
+    def __init__(self, servicer: Any, config: ServerConfig) -> None:
+        self.servicer = servicer
+        self.config = config
+
+    def app(self) -> web.Application:
+        middlewares = [answer_errors, *([bearer_token(self.config.token)] if self.config.token else [])]
+        app = web.Application(middlewares=middlewares, client_max_size=self.config.max_message_bytes)
+        get, post = web.get, web.post
+        routes = [
+            get("/v2", self.server_metadata),
+            get("/v2/health/live", self.live),
+            get("/v2/health/ready", self.ready),
+            get("/v2/models/stats", self.statistics),
+            post("/v2/repository/index", self.repository_index),
+            post("/v2/repository/models/{model:[^/]+}/load", self.load),
+            post("/v2/repository/models/{model:[^/]+}/unload", self.unload),
+        ]
+        for prefix in (MODEL, VERSIONED):
+            routes += [
+                get(prefix, self.model_metadata),
+                get(prefix + "/ready", self.model_ready),
+                get(prefix + "/config", self.model_config),
+                get(prefix + "/stats", self.statistics),
+                post(prefix + "/infer", self.infer),
+            ]
+        app.add_routes(routes)
+        return app
+
+    async def _call(self, method: str, message: Any, request: web.Request) -> Any:
+        handler = getattr(self.servicer, method, None)
+        if handler is None:
+            raise ServicerAbort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
+        return await handler(message, CallContext(request))
+
+    async def _json(self, method: str, message: Any, request: web.Request) -> web.Response:
+        return web.json_response(http_codec.message_json(await self._call(method, message, request)))
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return await self._json("ServerMetadata", pb.ServerMetadataRequest(), request)
+
+    async def live(self, request: web.Request) -> web.Response:
+        answer = await self._call("ServerLive", pb.ServerLiveRequest(), request)
+        return web.Response(status=200 if answer.live else 400)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        answer = await self._call("ServerReady", pb.ServerReadyRequest(), request)
+        return web.Response(status=200 if answer.ready else 400)
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        answer = await self._call("ModelReady", pb.ModelReadyRequest(name=name, version=version), request)
+        return web.Response(status=200 if answer.ready else 400)
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        return await self._json("ModelMetadata", pb.ModelMetadataRequest(name=name, version=version), request)
+
+    async def model_config(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        message = getattr(pb, "ModelConfigRequest", None)
+        if message is None:
+            raise ServicerAbort(grpc.StatusCode.UNIMPLEMENTED, "ModelConfig is not implemented by this server")
+        answer = await self._call("ModelConfig", message(name=name, version=version), request)
+        return web.json_response(http_codec.message_json(answer.config))
+
+    async def statistics(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        return await self._json("ModelStatistics", pb.ModelStatisticsRequest(name=name, version=version), request)
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidArgument("ready", "must be true or false")
+        answer = await self._call("RepositoryIndex", pb.RepositoryIndexRequest(ready=ready), request)
+        return web.json_response(http_codec.message_json(answer).get("models", []))  # Triton answers a list
+
+    async def load(self, request: web.Request) -> web.Response:
+        return await self._control("RepositoryModelLoad", pb.RepositoryModelLoadRequest, request)
+
+    async def unload(self, request: web.Request) -> web.Response:
+        return await self._control("RepositoryModelUnload", pb.RepositoryModelUnloadRequest, request)
+
+    async def _control(self, method: str, message_type: Any, request: web.Request) -> web.Response:
+        message = message_type(model_name=request.match_info["model"])
+        parameters = (await _body(request)).get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise InvalidArgument("parameters", "must be a JSON object")
+        for key, value in parameters.items():
+            parameter = message.parameters[key]
+            if isinstance(value, bool):
+                parameter.bool_param = value
+            elif isinstance(value, int):
+                parameter.int64_param = value
+            elif isinstance(value, str):
+                parameter.string_param = value
+            else:
+                raise InvalidArgument(f"parameters.{key}", "must be a boolean, integer or string")
+        await self._call(method, message, request)
+        return web.Response(status=200)
+
+    async def infer(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        body = await request.read()
+        header_length = request.headers.get(http_codec.HEADER_LENGTH)
+        message, binary = http_codec.infer_request(body, header_length, name, version)
+        answer = await self._call("ModelInfer", message, request)
+        content, json_length = http_codec.infer_response(answer, binary)
+        binary_follows = json_length is not None
+        response = web.Response(
+            body=content, content_type="application/octet-stream" if binary_follows else "application/json"
+        )
+        if binary_follows:
+            response.headers[http_codec.HEADER_LENGTH] = str(json_length)
+        if any(e in request.headers.get("Accept-Encoding", "") for e in ("gzip", "deflate")):
+            response.enable_compression()  # tritonclient's response_compression_algorithm
+        return response
+
+
+def _model(request: web.Request) -> tuple[str, str]:
+    return request.match_info.get("model", ""), request.match_info.get("version", "")
+
+
+async def _body(request: web.Request) -> dict:
+    """A request's JSON object body ({} when empty)."""
+    text = await request.read()
+    if not text.strip():
+        return {}
+    document = http_codec.parse_json(text, "request")
+    if not isinstance(document, dict):
+        raise InvalidArgument("request", "must be a JSON object")
+    return document
+
+
+class HttpListener:
+    """An aiohttp application on a socket bound at construction (before the models load)."""
+
+    def __init__(self, what: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        self.what, self.tls = what, tls
+        self.socket = bind(host, port, what)
+        self.port: int = self.socket.getsockname()[1]
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, app: web.Application) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, self.socket, ssl_context=self.tls, shutdown_timeout=1.0).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        else:
+            self.socket.close()

@@ -1,0 +1,191 @@
+"""Prometheus metrics under Triton's names, read from the runtime's statistics at each scrape.
+
+Triton's per-model series (``nv_inference_*`` with labels ``model`` and ``version``) come from
+the same :class:`~graphgen_server.stats.ModelStats` that KServe's ModelStatistics reports, so
+the two never disagree and nothing is counted twice. Durations are cumulative microseconds, as
+Triton's counters are; failures carry Triton's ``reason`` label.
+
+Triton (prometheus-cpp) writes counters without the ``_total`` suffix that prometheus_client's
+own exposition adds, and Grafana dashboards made for Triton query those exact names: the text
+is written here from prometheus_client's metric families, counters under their own names.
+Each server has its own :class:`CollectorRegistry`, so several servers in one process (tests)
+keep their series apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from graphgen_server.http import answer_errors, bearer_token
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LABELS = ["model", "version"]
+# Triton's failure reasons: refused by a full queue, cancelled by the client, failed while the
+# model ran, anything else (a malformed request).
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+# (name, help, ModelStats duration attribute) — Triton's latency counters, in microseconds.
+TRITON_DURATIONS = (
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds", "success"),
+    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds", "queue"),
+    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds", "compute_input"),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds",
+     "compute_infer"),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds",
+     "compute_output"),
+)  # fmt: skip
+
+
+class ServedModel(Protocol):
+    """What a scrape reads of a model version (the runtime's ModelVersion has it all)."""
+
+    name: str
+    version: str
+    ready: bool
+    provider: str
+    pending_rows: int
+    stats: object
+
+
+class ModelSource(Protocol):
+    def all(self) -> list: ...
+
+
+class RuntimeCollector(Collector):
+    """Every model version's counters, gauges and batch sizes, read when Prometheus scrapes."""
+
+    def __init__(self, runtime: ModelSource) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        models = list(self.runtime.all())
+        success = CounterMetricFamily(
+            "nv_inference_request_success", "Number of successful inference requests, all batch sizes", labels=LABELS
+        )
+        failure = CounterMetricFamily(
+            "nv_inference_request_failure",
+            "Number of failed inference requests, all batch sizes",
+            labels=[*LABELS, "reason"],
+        )
+        count = CounterMetricFamily(
+            "nv_inference_count", "Number of inferences performed (a batch of n counts n)", labels=LABELS
+        )
+        executions = CounterMetricFamily(
+            "nv_inference_exec_count", "Number of model executions performed (batches run)", labels=LABELS
+        )
+        durations = [(CounterMetricFamily(name, text, labels=LABELS), attr) for name, text, attr in TRITON_DURATIONS]
+        queued = GaugeMetricFamily(
+            "graphgen_queued_images", "Images (batch rows) queued or running, per model version", labels=LABELS
+        )
+        ready = GaugeMetricFamily("graphgen_model_ready", "1 while the model version serves, else 0", labels=LABELS)
+        provider = GaugeMetricFamily(
+            "graphgen_model_provider", "The onnxruntime execution provider running the model version (value 1)",
+            labels=[*LABELS, "provider"],
+        )  # fmt: skip
+        profiled = CounterMetricFamily(
+            "graphgen_profiled_requests", "Requests run with the per-layer profiler", labels=LABELS
+        )
+        batches = HistogramMetricFamily(
+            "graphgen_batch_size", "Rows per model execution (dynamic batches included)", labels=LABELS
+        )
+        for model in models:
+            labels = [model.name, model.version]
+            stats = model.stats
+            with stats.lock:
+                success.add_metric(labels, stats.success.count)
+                reasons = failure_counts(stats)
+                count.add_metric(labels, stats.inference_count)
+                executions.add_metric(labels, stats.execution_count)
+                for family, attr in durations:
+                    family.add_metric(labels, getattr(stats, attr).ns // 1000)
+                sizes = {size: batch.compute_infer.count for size, batch in stats.batches.items()}
+                profiled.add_metric(labels, getattr(stats, "profiled_count", 0))
+            for reason in FAILURE_REASONS:
+                failure.add_metric([*labels, reason], reasons.get(reason, 0))
+            batches.add_metric(labels, histogram_buckets(sizes), sum_value=sum(s * n for s, n in sizes.items()))
+            queued.add_metric(labels, model.pending_rows)
+            ready.add_metric(labels, 1 if model.ready else 0)
+            if model.provider:
+                provider.add_metric([*labels, model.provider], 1)
+        yield from (success, failure, count, executions, *(family for family, _ in durations))
+        yield from (queued, ready, provider, profiled, batches)
+
+
+def failure_counts(stats) -> dict[str, int]:
+    """Failed requests per Triton reason: the statistics' own split where they keep one, else all OTHER."""
+    by_reason = getattr(stats, "failures", None)
+    if isinstance(by_reason, dict):
+        return {str(reason): int(n) for reason, n in by_reason.items()}
+    return {"OTHER": stats.fail.count}
+
+
+def histogram_buckets(sizes: dict[int, int]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs of executions by batch size, ending with +Inf."""
+    buckets = []
+    for bound in BATCH_BUCKETS:
+        buckets.append((floatToGoString(bound), sum(n for size, n in sizes.items() if size <= bound)))
+    buckets.append(("+Inf", sum(sizes.values())))
+    return buckets
+
+
+class _Single:
+    """One metric family as a collector (what generate_latest takes)."""
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def collect(self) -> Iterable[Metric]:
+        return [self.metric]
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _counter_text(metric: Metric) -> str:
+    """A counter as Triton writes it: ``# TYPE name counter`` and samples named ``name`` (no _total)."""
+    documentation = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    lines = [f"# HELP {metric.name} {documentation}", f"# TYPE {metric.name} counter"]
+    for sample in metric.samples:
+        if sample.name != metric.name + "_total":
+            continue  # (_created samples: Triton has none)
+        labels = ",".join(f'{key}="{_escape_label(value)}"' for key, value in sorted(sample.labels.items()))
+        lines.append(f"{metric.name}{{{labels}}} {floatToGoString(sample.value)}")
+    return "\n".join(lines) + "\n"
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text format (0.0.4) of ``registry``, counters under Triton's names."""
+    parts = []
+    for metric in registry.collect():
+        if metric.type == "counter":
+            parts.append(_counter_text(metric).encode())
+        else:
+            parts.append(generate_latest(_Single(metric)))  # type: ignore[arg-type]
+    return b"".join(parts)
+
+
+def make_registry(runtime: ModelSource) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(runtime))
+    return registry
+
+
+def metrics_app(runtime: ModelSource, token: str = "") -> web.Application:
+    """``GET /metrics`` for Prometheus (with the server's bearer token when it has one)."""
+    registry = make_registry(runtime)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application(middlewares=[answer_errors, *([bearer_token(token, open_paths=())] if token else [])])
+    app.add_routes([web.get("/metrics", metrics)])
+    return app
