@@ -18,11 +18,11 @@ import onnx_ir as ir
 
 from graphgen import __version__, registry
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
-from graphgen.functions import outline_blocks
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
 from graphgen.onnxscript_api import op_builder
 from graphgen.passes import fold_batchnorm
+from graphgen.passes.outline import outline_blocks
 from graphgen.scopes import describe_nodes
 
 OPSET = 21
@@ -47,7 +47,7 @@ class BuildOptions:
     seed: int = 0
     weights: str | Path | None = None
     variant: dict[str, object] = field(default_factory=dict)  # architecture options, e.g. {"deploy": True}
-    functions: bool = False  # each block an ONNX local function (graphgen.functions), after folding
+    functions: bool = False  # each block an ONNX local function (graphgen.passes.outline), after folding
 
 
 def build(name: str, options: BuildOptions | None = None, *, state: StateDict | None = None) -> ir.Model:

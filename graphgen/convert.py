@@ -1,8 +1,8 @@
 """``graphgen convert IN.onnx -o OUT.onnx``: graph conversions on any ONNX model.
 
-Passes run in a fixed order — multibranch blocks to grouped convolutions, RepVGG blocks to one
-convolution, BatchNorm folding, head surgery, float16 — and each reports what it rewrote, or says
-plainly that it found nothing. --verify runs the input and the result on onnxruntime (CPU)
+Passes run in a fixed order — local functions inlined, multibranch blocks to grouped
+convolutions, RepVGG blocks to one convolution, BatchNorm folding, head surgery, float16 — and
+each reports what it rewrote, or says plainly that it found nothing. --verify runs the input and the result on onnxruntime (CPU)
 with the same random inputs and fails with exit status 1 when an output differs by more than the
 tolerance. Head surgery changes what the model computes on purpose, so the reference for
 --verify is then the input with the same new head (same seed or checkpoint) or the same cut.
@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from graphgen.cli import positive_int
 from graphgen.passes import PassResult, cut_head, fold_batchnorm, fold_repvgg, group_branches, replace_head, to_fp16
+from graphgen.passes.inline import inline_functions
 
 EXIT_MISMATCH = 1
 FP32_TOLERANCE = 1e-5
@@ -38,6 +39,8 @@ class Step:
 
 def _steps(args: argparse.Namespace) -> list[Step]:
     steps = []
+    if args.inline:  # first: the other passes read flat graphs
+        steps.append(Step("inline", inline_functions, "{n} function call(s) inlined: a flat graph", "found no local functions"))  # fmt: skip
     if args.group_branches:
         steps.append(Step("group-branches", group_branches, "{n} multibranch block(s) -> grouped convolution", "found no multibranch blocks"))  # fmt: skip
     if args.fold_repvgg:
@@ -79,7 +82,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     steps = _steps(args)
     if not steps:
         raise UserError(
-            "nothing to do: ask for --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut or --fp16"
+            "nothing to do: ask for --inline, --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut or --fp16"
         )
     # Weights in external data files are read now: the result and --verify's copies live elsewhere.
     original = ir.external_data.load_to_model(load_model(source))
@@ -182,6 +185,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("input", metavar="IN.onnx")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     passes = parser.add_argument_group("conversions (run in this order)")
+    passes.add_argument("--inline", action="store_true", help="local functions (--functions) -> one flat graph, for runtimes without them (OpenVINO)")  # fmt: skip
     passes.add_argument("--group-branches", action="store_true", help="ResNeXt-style parallel branches -> one grouped convolution")  # fmt: skip
     passes.add_argument("--fold-repvgg", action="store_true", help="3x3 + 1x1 + identity branches -> one 3x3 convolution")  # fmt: skip
     passes.add_argument("--fold-bn", action="store_true", help="Conv -> BatchNormalization -> one Conv")

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 import onnx_ir as ir
 
 from graphgen.elementwise import ACTIVATIONS
-from graphgen.inline import inline_blocks
 from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
+from graphgen.passes.inline import inline_functions
 
 BYTES_PER_ELEMENT = 4
 ACTIVATION_FACTOR = 2
@@ -171,7 +171,8 @@ def _silu_part(node: ir.Node) -> bool:
 
 def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
     """Statistics of every layer of ``model`` for a batch of ``batch`` inputs."""
-    graph = inline_blocks(model).graph  # a --functions model is counted flat, under its node names
+    # a --functions model is counted flat, under its node names
+    graph = inline_functions(model).model.graph if model.functions else model.graph
     stats = ModelStats(model.metadata_props.get("graphgen.architecture", graph.name or "model"), batch)
     for value in graph.inputs:
         if value.is_initializer():

@@ -10,9 +10,9 @@ import pytest
 from graphgen import registry
 from graphgen.build import BuildOptions, build, save
 from graphgen.cli import main
-from graphgen.functions import BLOCKS_DOMAIN, outline_blocks
-from graphgen.inline import inline_blocks
 from graphgen.onnxscript_api import CLASS_HIERARCHY, NAME_SCOPES
+from graphgen.passes.inline import inline_functions
+from graphgen.passes.outline import BLOCKS_DOMAIN, outline_blocks
 from graphgen.stats import layer_stats
 
 # One architecture per kind of block: basic residual, inverted residual with ReLU6 constants,
@@ -38,7 +38,7 @@ def test_outlined_model_runs_like_the_flat_one(name, tmp_path, ort_cpu):
     result = outline_blocks(flat)
     assert result.rewrites > 0 and result.model.functions
     if name.startswith("repvgg"):  # each block: the folded conv and its ReLU (then timm's ClassifierHead)
-        calls = [node for node in result.model.graph if node.op_type == "RepVggBlock"]
+        calls = [node for node in result.model.graph if node.op_type.startswith("RepVggBlock")]
         assert len(calls) == sum(node.op_type == "Relu" for node in flat.graph)
         assert all(len(result.model.functions[call.op_identifier()]) == 2 for call in calls)
     assert not any(node.domain == BLOCKS_DOMAIN for node in flat.graph)  # the input is untouched
@@ -58,19 +58,26 @@ def test_resnet152_reads_as_a_chain_of_blocks(tmp_path):
     blocks = [f"layer{s + 1}.{b}" for s, n in enumerate((3, 8, 36, 3)) for b in range(n)]
     assert [node.name for node in graph] == ["conv1", "relu", "maxpool", *blocks, "avgpool", "flatten", "fc"]
     calls = [node for node in graph if node.domain == BLOCKS_DOMAIN]
-    assert {node.op_type for node in calls} == {"Bottleneck"}
+    assert {node.op_type for node in calls} == {f"Bottleneck_layer{s}_{b}" for s in range(1, 5) for b in (0, 1)}
     for previous, call in zip([graph.node(2).outputs[0], *(c.outputs[0] for c in calls)], calls):
         assert call.inputs[0] is previous  # each block reads the one before: a chain
-    # A stage's first block (projection, maybe strided) differs from the rest: two overloads per stage.
-    overloads = sorted(function.overload for function in model.functions.values())
-    assert overloads == sorted(f"layer{s}.{b}" for s in range(1, 5) for b in (0, 1))
+    # A stage's first block (projection, maybe strided) differs from the rest: two functions per stage,
+    # each named after its first call site, none an overload (onnxslim keys functions by name alone).
+    assert sorted(model.functions) == sorted(
+        (BLOCKS_DOMAIN, f"Bottleneck_layer{s}_{b}", "") for s in range(1, 5) for b in (0, 1)
+    )
+    assert [node.op_type for node in calls[:4]] == [
+        "Bottleneck_layer1_0",
+        *["Bottleneck_layer1_1"] * 2,
+        "Bottleneck_layer2_0",
+    ]
     assert graph.node("layer3.7").doc_string.startswith("Bottleneck layer3.7: Conv×3, Relu×3, Add")
     assert graph.node("layer3.7").inputs[1].name == "layer3.7.conv1.weight"  # weights stay initializers
 
     # What Netron draws when a block is opened: named nodes, and a shape on every edge inside it.
     save(model, tmp_path / "resnet152.onnx")
     proto = onnx.load(str(tmp_path / "resnet152.onnx"), load_external_data=False)
-    function = next(f for f in proto.functions if f.overload == "layer3.1")
+    function = next(f for f in proto.functions if f.name == "Bottleneck_layer3_1")
     assert [node.name for node in function.node] == ["conv1", "relu", "conv2", "relu_1", "conv3", "add", "relu_2"]
     # descriptions inside are relative to the block, as the shared body serves every call
     assert function.node[2].doc_string == "Conv2d conv2 (BatchNorm2d bn2 folded in)"
@@ -88,7 +95,7 @@ def test_resnet152_reads_as_a_chain_of_blocks(tmp_path):
 @pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0"])
 def test_inlining_restores_the_flat_graph(name):
     flat = build(name)
-    restored = inline_blocks(outline_blocks(flat).model)
+    restored = inline_functions(outline_blocks(flat).model).model
     assert not restored.functions and BLOCKS_DOMAIN not in restored.opset_imports
     pairs = list(zip(restored.graph, flat.graph, strict=True))
     assert all(a.name == b.name and a.op_type == b.op_type for a, b in pairs)
@@ -153,3 +160,61 @@ def test_every_node_says_which_module_and_block_emitted_it():
     assert described["layer3.1.add"] == "Add in Bottleneck layer3.1"
     assert described["fc"] == "Linear fc"
     assert all(described.values())
+
+
+def test_resnet50_functions_survive_onnxslim(tmp_path, ort_cpu):
+    """Uniquely named functions: onnxslim (which keys functions by name) merges none, onnxruntime runs it."""
+    onnxslim = pytest.importorskip("onnxslim")
+    path = save(build("resnet50", BuildOptions(batch=1, resolution=64, functions=True)), tmp_path / "r50.onnx")
+    proto = onnx.load(str(path))
+    names = [function.name for function in proto.functions]
+    assert len(names) == len(set(names)) == 8 and not any(function.overload for function in proto.functions)
+    slim = onnxslim.slim(proto)
+    assert sorted(function.name for function in slim.functions) == sorted(names)
+    onnx.save(slim, str(tmp_path / "slim.onnx"))
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    expected = ort_cpu(path).run(None, {"input": x})[0]
+    np.testing.assert_allclose(
+        ort_cpu(tmp_path / "slim.onnx").run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_inlining_flattens_any_local_function(ort_cpu, tmp_path):
+    """A function graphgen did not write (another domain, nested calls) is inlined too."""
+    x = ir.Value(name="input", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT))
+    inner_in = ir.Value(name="a", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT))
+    relu = ir.node("Relu", [inner_in])
+    inner = ir.Function("custom", "Inner", "", graph=ir.Graph([inner_in], relu.outputs, nodes=[relu], opset_imports={"": 21}), attributes=[])  # fmt: skip
+    outer_in = ir.Value(name="b", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT))
+    call_inner = ir.node("Inner", [outer_in], domain="custom")
+    neg = ir.node("Neg", call_inner.outputs)
+    outer_graph = ir.Graph([outer_in], neg.outputs, nodes=[call_inner, neg], opset_imports={"": 21, "custom": 1})
+    outer = ir.Function("custom", "Outer", "", graph=outer_graph, attributes=[])
+    call = ir.node("Outer", [x], domain="custom")
+    call.outputs[0].name = "out"
+    graph = ir.Graph([x], call.outputs, nodes=[call], opset_imports={"": 21, "custom": 1})
+    model = ir.Model(graph, ir_version=10, functions=[inner, outer])
+    result = inline_functions(model)
+    assert result.rewrites == 1 and model.functions  # the input keeps its functions
+    flat = result.model
+    assert not flat.functions and "custom" not in flat.opset_imports
+    assert [node.op_type for node in flat.graph] == ["Relu", "Neg"]
+    values = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    save(flat, tmp_path / "flat.onnx")
+    np.testing.assert_array_equal(
+        ort_cpu(tmp_path / "flat.onnx").run(None, {"input": values})[0], -np.maximum(values, 0)
+    )
+
+
+def test_convert_inline_makes_a_functions_model_flat(capsys, tmp_path):
+    """``graphgen convert --inline``: what runtimes without local functions (OpenVINO) load."""
+    source, target = tmp_path / "functions.onnx", tmp_path / "flat.onnx"
+    assert main(["build", "mobilenet_v2", "--functions", "--batch", "1", "--resolution", "64", "-o", str(source)]) == 0
+    assert main(["convert", str(source), "-o", str(target), "--inline", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "inline: 19 function call(s) inlined" in out and "verify: logits" in out and ": ok" in out
+    proto = onnx.load(str(target), load_external_data=False)
+    assert not proto.functions and all(node.domain == "" for node in proto.graph.node)
+    assert [node.name for node in proto.graph.node] == [node.name for node in build("mobilenet_v2").graph]
+    assert main(["convert", str(target), "-o", str(tmp_path / "again.onnx"), "--inline"]) == 0
+    assert "inline: found no local functions; nothing changed" in capsys.readouterr().out

@@ -14,8 +14,11 @@ class Names:
     one pool for both keeps a new Conv's name and its output's apart from everything else.
     """
 
-    def __init__(self, graph: ir.Graph) -> None:
-        self._taken = {value.name for value in graph.inputs if value.name}
+    def __init__(self, graph: ir.Graph | None = None) -> None:
+        self._taken: set[str] = set()
+        if graph is None:  # an empty pool: the names of a body being written (passes/outline.py)
+            return
+        self._taken.update(value.name for value in graph.inputs if value.name)
         self._taken.update(graph.initializers)
         for node in graph:
             if node.name:

@@ -11,10 +11,12 @@ activations and its weights (a function cannot see the graph's initializers, so 
 passed in and stay graph initializers). Scalars and integer tensors it reads (Clip bounds,
 shapes, axes) are copied into the body as Constant nodes instead. Its outputs are the values
 read outside the block. Blocks of identical structure — same ops, attributes, wiring and
-shapes — share one definition; where one class has several structures (the first bottleneck of
-a stage projects, the others do not) they are overloads of one name, each called after its
-first call site, so Netron labels every call with the class name and the graph reads as a
-chain of blocks that open on click.
+shapes — share one definition. Every definition has a name of its own and no overload: the
+class name where the class has one structure, else the class name and its first call site
+(``Bottleneck_layer3_0`` is the projecting first block of stage 3, ``Bottleneck_layer3_1`` the
+body its other blocks share). Tools that key functions by name alone (onnxslim) then keep them
+apart, and Netron labels every call with its block's kind: the graph reads as a chain of
+blocks that open on click.
 
 Which nodes form a block comes from the module tree, which onnxscript's builder records on every
 node (``pkg.onnxscript.class_hierarchy`` and ``pkg.onnxscript.name_scopes``): a node belongs
@@ -22,7 +24,7 @@ to the outermost module on its path that is neither the root, a container (Seque
 ModuleList) nor a primitive layer of :mod:`graphgen.nn`. Blocks of a single node stay as they
 are, and so does a block whose nodes are not contiguous in the data flow (outlining it would
 make a cycle). Nothing changes numerically: onnxruntime inlines the calls when it loads the model, and
-:func:`graphgen.inline.inline_blocks` restores the flat graph with its names.
+:func:`graphgen.passes.inline.inline_functions` restores the flat graph with its names.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from graphgen.passes.base import PassResult
+from graphgen.passes.base import GraphPass, PassResult
+from graphgen.passes.names import Names
 from graphgen.scopes import (
     CLASS_HIERARCHY,
     NAME_SCOPES,
@@ -151,21 +154,9 @@ class Block:
         return True
 
 
-class _UniqueNames:
-    def __init__(self) -> None:
-        self.used: set[str] = set()
-
-    def __call__(self, name: str) -> str:
-        candidate, n = name, 1
-        while candidate in self.used:
-            candidate, n = f"{name}_{n}", n + 1
-        self.used.add(candidate)
-        return candidate
-
-
-def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) -> ir.Function:
+def _function(block: Block, name: str, opsets: dict[str, int]) -> ir.Function:
     """The body of ``block`` as a function, its values renamed relative to the block."""
-    path, unique, unique_node = block.scope.path, _UniqueNames(), _UniqueNames()  # values and nodes apart
+    path, value_names, node_names = block.scope.path, Names(), Names()  # values and nodes apart
     mapping: dict[int, ir.Value] = {}
     activations = [value for value in block.inputs if not value.is_initializer()]
     inputs = []
@@ -174,13 +165,13 @@ def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) ->
             local_name = relative_name(value.name, path)
         else:  # x, or x0, x1… for a block reading several activations (a concatenation)
             local_name = "x" if len(activations) == 1 else f"x{activations.index(value)}"
-        inputs.append(ir.Value(name=unique(local_name), shape=value.shape, type=value.type))
+        inputs.append(ir.Value(name=value_names.fresh(local_name), shape=value.shape, type=value.type))
         mapping[id(value)] = inputs[-1]
     body = []
     for value in block.constants:
-        tensor = ir.Tensor(value.const_value.numpy(), name=unique(value.name))
+        tensor = ir.Tensor(value.const_value.numpy(), name=value_names.fresh(value.name))
         constant = ir.Node(
-            "", "Constant", [], attributes=[ir.AttrTensor("value", tensor)], name=unique_node(tensor.name)
+            "", "Constant", [], attributes=[ir.AttrTensor("value", tensor)], name=node_names.fresh(tensor.name)
         )
         constant.outputs[0].name, constant.outputs[0].shape = tensor.name, ir.Shape(tensor.shape)
         constant.outputs[0].type = ir.TensorType(tensor.dtype)
@@ -190,19 +181,23 @@ def _function(block: Block, name: str, overload: str, opsets: dict[str, int]) ->
         copy = ir.Node(
             node.domain, node.op_type, [mapping[id(v)] if v is not None else None for v in node.inputs],
             attributes=list(node.attributes.values()), overload=node.overload, num_outputs=len(node.outputs),
-            version=node.version, name=unique_node(relative_name(node.name, path) or node.op_type),
+            version=node.version, name=node_names.fresh(relative_name(node.name, path) or node.op_type),
             metadata_props=local_metadata(node, block.scope),
         )  # fmt: skip
         copy.doc_string = describe_node(copy) or node.doc_string  # relative to the block, as the metadata
         for old, new in zip(node.outputs, copy.outputs):
-            new.name, new.shape, new.type = unique(relative_name(old.name, path) or "value"), old.shape, old.type
+            new.name, new.shape, new.type = (
+                value_names.fresh(relative_name(old.name, path) or "value"),
+                old.shape,
+                old.type,
+            )
             mapping[id(old)] = new
         body.append(copy)
     outputs = [mapping[id(v)] for v in block.outputs]
     for index, value in enumerate(outputs):  # y, or y0, y1… : what the block hands on, as x is what it takes
-        value.name = unique("y" if len(outputs) == 1 else f"y{index}")
+        value.name = value_names.fresh("y" if len(outputs) == 1 else f"y{index}")
     graph = ir.Graph(inputs, outputs, nodes=body, opset_imports=opsets, name=name)
-    return ir.Function(BLOCKS_DOMAIN, name, overload, graph=graph, attributes=[])
+    return ir.Function(BLOCKS_DOMAIN, name, "", graph=graph, attributes=[])
 
 
 def _call(block: Block, function: ir.Function, graph: ir.Graph) -> ir.Node:
@@ -211,7 +206,7 @@ def _call(block: Block, function: ir.Function, graph: ir.Graph) -> ir.Node:
     ops = Counter(node.op_type for node in block.nodes)
     summary = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in ops.items())
     call = ir.Node(
-        BLOCKS_DOMAIN, function.name, block.inputs, overload=function.overload, num_outputs=len(block.outputs),
+        BLOCKS_DOMAIN, function.name, block.inputs, num_outputs=len(block.outputs),
         name=scope.path, doc_string=f"{scope.class_name} {scope.path}: {summary}",
         metadata_props={
             NAMESPACE: scope.namespace, CLASS_HIERARCHY: str(list(scope.classes)), NAME_SCOPES: str(list(scope.scopes)),
@@ -278,36 +273,44 @@ def _is_stage(nodes: list[ir.Node], candidates: dict[int, list[BlockScope]], dep
     return len({scope[0].class_name for scope in inner}) == 1 and len({scope[0].path for scope in inner}) > 1
 
 
+class OutlineBlocksPass(GraphPass):
+    """Every block a call of a uniquely named local function (the rule in the module doc)."""
+
+    def rewrite(self, model: ir.Model) -> int:
+        graph = model.graph
+        position = {id(node): index for index, node in enumerate(graph)}
+        blocks = [block for block in blocks_of(graph) if len(block.nodes) > 1 and block.analyse(graph, position)]
+        structures: dict[tuple, list[Block]] = {}
+        for block in blocks:
+            structures.setdefault(block.structure, []).append(block)
+        per_class = Counter(structure[0] for structure in structures)
+        opsets = {domain: version for domain, version in graph.opset_imports.items() if domain != BLOCKS_DOMAIN}
+        function_of: dict[str, ir.Function] = {}  # block path -> its function
+        function_names = Names()
+        for instances in structures.values():  # every body is copied before any block is replaced
+            first = instances[0]
+            name = first.scope.class_name
+            if per_class[name] > 1:  # several bodies of one class: each named after its first call site
+                name = f"{name}_{first.scope.path.replace('.', '_')}"
+            function = _function(first, function_names.fresh(name), opsets)
+            function.doc_string = f"{first.scope.class_name}, called as {', '.join(b.scope.path for b in instances)}"
+            model.functions[function.identifier()] = function
+            function_of.update((block.scope.path, function) for block in instances)
+        replaced: dict[int, ir.Value] = {}  # id(block output) -> the call output that replaced it
+        for block in blocks:
+            block.inputs = [replaced.get(id(value), value) for value in block.inputs]
+            call = _call(block, function_of[block.scope.path], graph)
+            replaced.update((id(old), new) for old, new in zip(block.outputs, call.outputs))
+        if blocks:
+            graph.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
+            model.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
+            graph.sort()
+        return len(blocks)
+
+
 def outline_blocks(model: ir.Model) -> PassResult:
     """Return a copy of ``model`` with every block a call of a local function (see the module doc)."""
-    model = model.clone()
-    graph = model.graph
-    position = {id(node): index for index, node in enumerate(graph)}
-    blocks = [block for block in blocks_of(graph) if len(block.nodes) > 1 and block.analyse(graph, position)]
-    structures: dict[tuple, list[Block]] = {}
-    for block in blocks:
-        structures.setdefault(block.structure, []).append(block)
-    per_class = Counter(structure[0] for structure in structures)
-    opsets = {domain: version for domain, version in graph.opset_imports.items() if domain != BLOCKS_DOMAIN}
-    function_of: dict[str, ir.Function] = {}  # block path -> its function
-    for instances in structures.values():  # every body is copied before any block is replaced
-        first = instances[0]
-        name = first.scope.class_name
-        overload = first.scope.path if per_class[name] > 1 else ""
-        function = _function(first, name, overload, opsets)
-        function.doc_string = f"{name}, called as {', '.join(block.scope.path for block in instances)}"
-        model.functions[function.identifier()] = function
-        function_of.update((block.scope.path, function) for block in instances)
-    replaced: dict[int, ir.Value] = {}  # id(block output) -> the call output that replaced it
-    for block in blocks:
-        block.inputs = [replaced.get(id(value), value) for value in block.inputs]
-        call = _call(block, function_of[block.scope.path], graph)
-        replaced.update((id(old), new) for old, new in zip(block.outputs, call.outputs))
-    if blocks:
-        graph.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
-        model.opset_imports[BLOCKS_DOMAIN] = BLOCKS_VERSION
-        graph.sort()
-    return PassResult(model, modified=bool(blocks), rewrites=len(blocks))
+    return OutlineBlocksPass()(model)
 
 
-__all__ = ["BLOCKS_DOMAIN", "Block", "blocks_of", "outline_blocks"]
+__all__ = ["BLOCKS_DOMAIN", "Block", "OutlineBlocksPass", "blocks_of", "outline_blocks"]
