@@ -300,8 +300,10 @@ class ProfileRow:
 
     layer: str
     op_types: tuple[str, ...]
-    time_us: float
+    time_us: float  # the median over the profiled runs
     share: float  # of the whole inference
+    low_us: float | None = None  # the spread over the runs (e.g. p10..p90), drawn as an error bar
+    high_us: float | None = None
 
 
 def plot_profile(
@@ -312,32 +314,50 @@ def plot_profile(
     title: str = "",
     inference_us: float | None = None,
     limit: int = PROFILE_LIMIT,
+    spread: str = "",
 ) -> Path:
     """Time of every layer of one request, in execution order (the ``limit`` slowest, the rest summed).
 
     ``inference_us``, the whole run's time as the server measured it, goes in the heading beside
-    the layers' sum; the shares are of it.
+    the layers' sum; the shares are of it. Rows with ``low_us``/``high_us`` get an error bar
+    (``spread`` names it in the legend, e.g. "p10-p90 over 10 runs").
     """
     if not rows:
         raise PlotError("the profile has no layers to draw")
     shown = set(sorted(range(len(rows)), key=lambda i: rows[i].time_us, reverse=True)[:limit])
     bars = [(rows[i].layer, "+".join(rows[i].op_types), rows[i].time_us, rows[i].share) for i in sorted(shown)]
+    errors = [
+        (rows[i].time_us - rows[i].low_us, rows[i].high_us - rows[i].time_us)
+        if rows[i].low_us is not None and rows[i].high_us is not None
+        else (0.0, 0.0)
+        for i in sorted(shown)
+    ]
     rest = [row for i, row in enumerate(rows) if i not in shown]
     if rest:
         summed = (sum(r.time_us for r in rest), sum(r.share for r in rest))
         bars.append((f"{len(rest)} other layers", "", *summed))
+        errors.append((0.0, 0.0))
     figure = _figure(size)
     ax = figure.subplots()
     positions = range(len(bars))
     colours = [OP_COLOURS[_op_kind(ops)] if ops else OP_COLOURS["other"] for _, ops, _, _ in bars]
     ax.barh(positions, [t for _, _, t, _ in bars], color=colours, height=0.75)
+    if any(low or high for low, high in errors):
+        ax.errorbar(
+            [t for _, _, t, _ in bars], list(positions), xerr=[[max(0.0, e[0]) for e in errors],
+            [max(0.0, e[1]) for e in errors]], fmt="none", ecolor="#333333", elinewidth=1.2, capsize=3,
+            label=f"spread ({spread})" if spread else "spread",
+        )  # fmt: skip
+        ax.legend(loc="lower right", fontsize=9)
     ax.set_yticks(list(positions))
     fontsize = max(6.0, min(10.0, 0.55 * size[1] / len(bars) / 1.4))
     ax.set_yticklabels([f"{layer}  [{ops}]" if ops else layer for layer, ops, _, _ in bars], fontsize=fontsize)
     ax.invert_yaxis()  # execution order reads top to bottom
-    longest = max(t for _, _, t, _ in bars)
-    for y, (_, _, time_us, share) in zip(positions, bars):
-        ax.text(time_us + longest * 0.01, y, f"{time_us:,.0f} µs  {share * 100:.1f}%", va="center", fontsize=fontsize)
+    longest = max(t + high for (_, _, t, _), (_, high) in zip(bars, errors))
+    for y, (_, _, time_us, share), (_, high) in zip(positions, bars, errors):
+        ax.text(
+            time_us + high + longest * 0.01, y, f"{time_us:,.0f} µs  {share * 100:.1f}%", va="center", fontsize=fontsize
+        )
     ax.set_xlim(0, longest * 1.3)  # room for the labels right of the bars
     ax.set_xlabel("time (µs)")
     ax.grid(axis="x", alpha=0.3)

@@ -76,6 +76,8 @@ def make_parser() -> argparse.ArgumentParser:
     classify.add_argument("--version", default="", help="model version (default: the newest ready one)")
     classify.add_argument("--top-k", type=top_k, default=5, help="classes shown per image (default 5)")
     classify.add_argument("--profile", action="store_true", help="also print the time of every layer")
+    classify.add_argument("--profile-runs", type=int, default=0, metavar="N",
+                          help="with --profile: measured runs (default: the server's, 10)")  # fmt: skip
     classify.add_argument("--json", action="store_true", help="print the response as JSON")
     classify.add_argument(
         "--plot", type=plot_path_argument, metavar="PNG", help="with --profile: draw the layer times to this PNG"
@@ -90,12 +92,26 @@ def make_parser() -> argparse.ArgumentParser:
 
 def plot_profile_of(response, path: Path, size: tuple[int, int]) -> Path:
     """The per-layer time chart of a profiled response (kernels with no graphgen layer by their op)."""
+    profile = response.profile
+    device = profile.timing == "device"  # GPU times where CUPTI measured them, else host (or launch) times
     rows = [
-        ProfileRow(r.layer, tuple(r.op_types) if r.mapped else (r.kernel_op,), r.time_us, r.share)
-        for r in response.profile.layers
+        ProfileRow(
+            r.layer,
+            tuple(r.op_types) if r.mapped else (r.kernel_op,),
+            r.device_us if device else r.median_us,
+            r.share,
+            r.device_p10_us if device else r.p10_us,
+            r.device_p90_us if device else r.p90_us,
+        )
+        for r in profile.layers
     ]
-    title = f"{response.model} v{response.version} on {response.profile.provider}"
-    return plot_profile(rows, path, size, title=title, inference_us=response.profile.inference_us)
+    title = (
+        f"{response.model} v{response.version} on {profile.provider}, batch {profile.batch_size}, "
+        f"median of {profile.runs} runs ({profile.timing_text or profile.timing})"
+    )
+    total = profile.device_run_us if device else profile.inference_us
+    spread = f"{profile.spread} over {profile.runs} runs"
+    return plot_profile(rows, path, size, title=title, inference_us=total, spread=spread)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"graphgen-client: error: {path}: no such file", file=sys.stderr)
                         return EXIT_USAGE
                 response = client.classify(
-                    args.images, model=args.model, top_k=args.top_k, profile=args.profile, version=args.version
-                )
+                    args.images, model=args.model, top_k=args.top_k, profile=args.profile, version=args.version,
+                    profile_runs=args.profile_runs,
+                )  # fmt: skip
                 if args.json:
                     print(json.dumps(json_format.MessageToDict(response), indent=2))
                 else:

@@ -86,22 +86,26 @@ class Client:
 
     def classify(
         self, images: ImageSource | Sequence[ImageSource], *, model: str, top_k: int = 5, profile: bool = False,
-        version: str = "",
+        version: str = "", profile_runs: int = 0,
     ) -> pb.ClassifyResponse:  # fmt: skip
         """Classify encoded images (file paths or bytes: JPEG, PNG, ... of any size) in one request."""
         batch = [images] if isinstance(images, str | Path | bytes) else list(images)
         request = pb.ClassifyRequest(
-            model=model, version=version, images=[_read(i) for i in batch], top_k=top_k, profile=profile
-        )
+            model=model, version=version, images=[_read(i) for i in batch], top_k=top_k, profile=profile,
+            profile_runs=profile_runs,
+        )  # fmt: skip
         return self._call(self._classifier.Classify, request)
 
     def classify_tensor(
-        self, array: np.ndarray, *, model: str, top_k: int = 5, profile: bool = False, version: str = ""
-    ) -> pb.ClassifyResponse:
+        self, array: np.ndarray, *, model: str, top_k: int = 5, profile: bool = False, version: str = "",
+        profile_runs: int = 0,
+    ) -> pb.ClassifyResponse:  # fmt: skip
         """Classify an already preprocessed float32 NCHW batch."""
         array = np.ascontiguousarray(array, dtype="<f4")
         tensor = pb.Tensor(shape=array.shape, data=array.tobytes())
-        request = pb.ClassifyRequest(model=model, version=version, tensor=tensor, top_k=top_k, profile=profile)
+        request = pb.ClassifyRequest(
+            model=model, version=version, tensor=tensor, top_k=top_k, profile=profile, profile_runs=profile_runs
+        )
         return self._call(self._classifier.Classify, request)
 
     def models(self) -> list[pb.ModelInfo]:

@@ -14,35 +14,55 @@ def classes_table(response: pb.ClassifyResponse, names: Sequence[str]) -> str:
         for rank, cls in enumerate(result.classes, 1):
             lines.append(f"  {rank}. {cls.score * 100:6.2f}%  {cls.label}  [{cls.index}]")
     t = response.timings
+    setup = f" + profile setup {t.profile_setup_us / 1e3:.1f}" if t.profile_setup_us else ""
     lines.append(
         f"time: total {t.total_us / 1e3:.1f} ms = preprocess {t.preprocess_us / 1e3:.1f} + queue {t.queue_us / 1e3:.1f}"
-        f" + inference {t.inference_us / 1e3:.1f} + postprocess {t.postprocess_us / 1e3:.1f} ms"
+        f"{setup} + inference {t.inference_us / 1e3:.1f} + postprocess {t.postprocess_us / 1e3:.1f} ms"
         f" (batch of {t.batch_size})"
     )
     return "\n".join(lines)
 
 
 def profile_table(profile: pb.Profile, limit: int | None = None) -> str:
-    """One row per kernel in execution order (or the ``limit`` slowest), then the totals."""
+    """One row per kernel in execution order (or the ``limit`` slowest): median and spread, then the totals.
+
+    The header says what the times are (``timing_text``: on CUDA without CUPTI, launch times).
+    """
     rows = list(profile.layers)
+    device = profile.timing == "device"
     if limit is not None:
-        rows = sorted(rows, key=lambda r: r.time_us, reverse=True)[:limit]
+        rows = sorted(rows, key=lambda r: r.device_us if device else r.median_us, reverse=True)[:limit]
     width = min(max([len(r.layer) for r in rows] + [5]), 70)
-    lines = [f"{'layer':<{width}}  {'ops':<16}  {'µs':>8}  {'share':>6}"]
+    spread = profile.spread or "p10-p90"
+    lines = [
+        f"{profile.runs} runs of a batch of {profile.batch_size} after {profile.warmup_runs} warm-up runs; "
+        f"times: {profile.timing_text or profile.timing}; median µs and {spread}",
+        f"{'layer':<{width}}  {'ops':<16}  {'median µs':>10}  {spread + ' µs':>17}  {'share':>6}"
+        + (f"  {'GPU µs':>9}  {'launch µs':>9}" if device else ""),
+    ]
     for row in rows:
         layer = row.layer if len(row.layer) <= width else row.layer[: width - 1] + "…"
         ops = "+".join(row.op_types) if row.mapped else row.kernel_op
-        lines.append(f"{layer:<{width}}  {ops:<16}  {row.time_us:>8}  {row.share * 100:5.1f}%")
+        median, low, high = (
+            (row.device_us, row.device_p10_us, row.device_p90_us) if device else (row.median_us, row.p10_us, row.p90_us)
+        )
+        line = f"{layer:<{width}}  {ops:<16}  {median:>10.1f}  {f'{low:.1f}–{high:.1f}':>17}  {row.share * 100:5.1f}%"
+        if device:
+            line += f"  {row.device_us:>9.1f}  {row.median_us:>9.1f}"
+        lines.append(line)
     shown = "" if limit is None else f" (the {len(rows)} slowest of {len(profile.layers)} kernels shown)"
+    total = f"GPU run {profile.device_run_us:.0f}" if device else f"inference {profile.inference_us}"
     lines.append(
-        f"layers {profile.layers_us} µs + overhead {profile.overhead_us} µs = inference {profile.inference_us} µs"
-        f" on {profile.provider}{shown}"
+        f"layers {profile.layers_us} µs + overhead {profile.overhead_us} µs = {total} µs (median run; "
+        f"{spread} {profile.inference_p10_us:.0f}–{profile.inference_p90_us:.0f} µs) on {profile.provider}{shown}"
     )
+    lines.append(f"profiling session setup (build waited for + warm-up): {profile.setup_us / 1e3:.1f} ms")
     unmapped = [r.kernel for r in profile.layers if not r.mapped]
     if unmapped:
         lines.append(f"kernels onnxruntime inserted (no graphgen layer): {', '.join(unmapped)}")
     if profile.unprofiled_nodes:
         lines.append(f"graphgen nodes without a kernel: {', '.join(profile.unprofiled_nodes)}")
+    lines.extend(f"note: {note}" for note in profile.notes)
     return "\n".join(lines)
 
 

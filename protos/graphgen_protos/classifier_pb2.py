@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n graphgen_protos/classifier.proto\x12\x0bgraphgen.v1\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x86\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12#\n\x06tensor\x18\x04 \x01(\x0b\x32\x13.graphgen.v1.Tensor\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x0f\n\x07profile\x18\x06 \x01(\x08\"9\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\":\n\x0e\x43lassification\x12(\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x17.graphgen.v1.ClassScore\"\x86\x01\n\x07Timings\x12\x10\n\x08queue_us\x18\x01 \x01(\x04\x12\x15\n\rpreprocess_us\x18\x02 \x01(\x04\x12\x14\n\x0cinference_us\x18\x03 \x01(\x04\x12\x16\n\x0epostprocess_us\x18\x04 \x01(\x04\x12\x10\n\x08total_us\x18\x05 \x01(\x04\x12\x12\n\nbatch_size\x18\x06 \x01(\r\"\xa0\x01\n\tLayerTime\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05nodes\x18\x02 \x03(\t\x12\x10\n\x08op_types\x18\x03 \x03(\t\x12\x0e\n\x06kernel\x18\x04 \x01(\t\x12\x11\n\tkernel_op\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x0f\n\x07time_us\x18\x07 \x01(\x04\x12\r\n\x05share\x18\x08 \x01(\x01\x12\x0e\n\x06mapped\x18\t \x01(\x08\"\x9b\x01\n\x07Profile\x12&\n\x06layers\x18\x01 \x03(\x0b\x32\x16.graphgen.v1.LayerTime\x12\x11\n\tlayers_us\x18\x02 \x01(\x04\x12\x14\n\x0cinference_us\x18\x03 \x01(\x04\x12\x13\n\x0boverhead_us\x18\x04 \x01(\x03\x12\x18\n\x10unprofiled_nodes\x18\x05 \x03(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\"\xc0\x01\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12,\n\x07results\x18\x04 \x03(\x0b\x32\x1b.graphgen.v1.Classification\x12%\n\x07timings\x18\x05 \x01(\x0b\x32\x14.graphgen.v1.Timings\x12%\n\x07profile\x18\x06 \x01(\x0b\x32\x14.graphgen.v1.Profile\"\x13\n\x11ListModelsRequest\"\xf7\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x13\n\x0binput_shape\x18\x07 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\x12\x18\n\x10\x64ynamic_batching\x18\t \x01(\x08\x12\x12\n\ninput_name\x18\n \x01(\t\x12\x13\n\x0boutput_name\x18\x0b \x01(\t\x12\x17\n\x0fprovider_reason\x18\x0c \x01(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.graphgen.v1.ModelInfo2\xa4\x01\n\nClassifier\x12G\n\x08\x43lassify\x12\x1c.graphgen.v1.ClassifyRequest\x1a\x1d.graphgen.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.graphgen.v1.ListModelsRequest\x1a\x1f.graphgen.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n graphgen_protos/classifier.proto\x12\x0bgraphgen.v1\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x9c\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12#\n\x06tensor\x18\x04 \x01(\x0b\x32\x13.graphgen.v1.Tensor\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x0f\n\x07profile\x18\x06 \x01(\x08\x12\x14\n\x0cprofile_runs\x18\x07 \x01(\r\"9\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\":\n\x0e\x43lassification\x12(\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x17.graphgen.v1.ClassScore\"\xa0\x01\n\x07Timings\x12\x10\n\x08queue_us\x18\x01 \x01(\x04\x12\x15\n\rpreprocess_us\x18\x02 \x01(\x04\x12\x14\n\x0cinference_us\x18\x03 \x01(\x04\x12\x16\n\x0epostprocess_us\x18\x04 \x01(\x04\x12\x10\n\x08total_us\x18\x05 \x01(\x04\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12\x18\n\x10profile_setup_us\x18\x07 \x01(\x04\"\xfb\x02\n\tLayerTime\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05nodes\x18\x02 \x03(\t\x12\x10\n\x08op_types\x18\x03 \x03(\t\x12\x0e\n\x06kernel\x18\x04 \x01(\t\x12\x11\n\tkernel_op\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x0f\n\x07time_us\x18\x07 \x01(\x04\x12\r\n\x05share\x18\x08 \x01(\x01\x12\x0e\n\x06mapped\x18\t \x01(\x08\x12\x11\n\tmedian_us\x18\n \x01(\x01\x12\x0e\n\x06p10_us\x18\x0b \x01(\x01\x12\x0e\n\x06p90_us\x18\x0c \x01(\x01\x12\x0e\n\x06min_us\x18\r \x01(\x01\x12\x0e\n\x06max_us\x18\x0e \x01(\x01\x12\x11\n\tdevice_us\x18\x0f \x01(\x01\x12\x15\n\rdevice_p10_us\x18\x10 \x01(\x01\x12\x15\n\rdevice_p90_us\x18\x11 \x01(\x01\x12\r\n\x05\x62ytes\x18\x12 \x01(\x04\x12\x0e\n\x06params\x18\x13 \x01(\x04\x12\x0c\n\x04macs\x18\x14 \x01(\x04\x12\x18\n\x10\x61\x63tivation_bytes\x18\x15 \x01(\x04\"\x85\x03\n\x07Profile\x12&\n\x06layers\x18\x01 \x03(\x0b\x32\x16.graphgen.v1.LayerTime\x12\x11\n\tlayers_us\x18\x02 \x01(\x04\x12\x14\n\x0cinference_us\x18\x03 \x01(\x04\x12\x13\n\x0boverhead_us\x18\x04 \x01(\x03\x12\x18\n\x10unprofiled_nodes\x18\x05 \x03(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x0c\n\x04runs\x18\x07 \x01(\r\x12\x13\n\x0bwarmup_runs\x18\x08 \x01(\r\x12\x12\n\nbatch_size\x18\t \x01(\r\x12\x0e\n\x06spread\x18\n \x01(\t\x12\x18\n\x10inference_p10_us\x18\x0b \x01(\x01\x12\x18\n\x10inference_p90_us\x18\x0c \x01(\x01\x12\x0e\n\x06timing\x18\r \x01(\t\x12\x13\n\x0btiming_text\x18\x0e \x01(\t\x12\x15\n\rdevice_run_us\x18\x0f \x01(\x01\x12\x10\n\x08setup_us\x18\x10 \x01(\x04\x12\x10\n\x08\x62uild_us\x18\x11 \x01(\x04\x12\r\n\x05notes\x18\x12 \x03(\t\"\xc0\x01\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12,\n\x07results\x18\x04 \x03(\x0b\x32\x1b.graphgen.v1.Classification\x12%\n\x07timings\x18\x05 \x01(\x0b\x32\x14.graphgen.v1.Timings\x12%\n\x07profile\x18\x06 \x01(\x0b\x32\x14.graphgen.v1.Profile\"\x13\n\x11ListModelsRequest\"\xf7\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x13\n\x0binput_shape\x18\x07 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\x12\x18\n\x10\x64ynamic_batching\x18\t \x01(\x08\x12\x12\n\ninput_name\x18\n \x01(\t\x12\x13\n\x0boutput_name\x18\x0b \x01(\t\x12\x17\n\x0fprovider_reason\x18\x0c \x01(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.graphgen.v1.ModelInfo2\xa4\x01\n\nClassifier\x12G\n\x08\x43lassify\x12\x1c.graphgen.v1.ClassifyRequest\x1a\x1d.graphgen.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.graphgen.v1.ListModelsRequest\x1a\x1f.graphgen.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_start=49
   _globals['_TENSOR']._serialized_end=86
   _globals['_CLASSIFYREQUEST']._serialized_start=89
-  _globals['_CLASSIFYREQUEST']._serialized_end=223
-  _globals['_CLASSSCORE']._serialized_start=225
-  _globals['_CLASSSCORE']._serialized_end=282
-  _globals['_CLASSIFICATION']._serialized_start=284
-  _globals['_CLASSIFICATION']._serialized_end=342
-  _globals['_TIMINGS']._serialized_start=345
-  _globals['_TIMINGS']._serialized_end=479
-  _globals['_LAYERTIME']._serialized_start=482
-  _globals['_LAYERTIME']._serialized_end=642
-  _globals['_PROFILE']._serialized_start=645
-  _globals['_PROFILE']._serialized_end=800
-  _globals['_CLASSIFYRESPONSE']._serialized_start=803
-  _globals['_CLASSIFYRESPONSE']._serialized_end=995
-  _globals['_LISTMODELSREQUEST']._serialized_start=997
-  _globals['_LISTMODELSREQUEST']._serialized_end=1016
-  _globals['_MODELINFO']._serialized_start=1019
-  _globals['_MODELINFO']._serialized_end=1266
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1268
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1328
-  _globals['_CLASSIFIER']._serialized_start=1331
-  _globals['_CLASSIFIER']._serialized_end=1495
+  _globals['_CLASSIFYREQUEST']._serialized_end=245
+  _globals['_CLASSSCORE']._serialized_start=247
+  _globals['_CLASSSCORE']._serialized_end=304
+  _globals['_CLASSIFICATION']._serialized_start=306
+  _globals['_CLASSIFICATION']._serialized_end=364
+  _globals['_TIMINGS']._serialized_start=367
+  _globals['_TIMINGS']._serialized_end=527
+  _globals['_LAYERTIME']._serialized_start=530
+  _globals['_LAYERTIME']._serialized_end=909
+  _globals['_PROFILE']._serialized_start=912
+  _globals['_PROFILE']._serialized_end=1301
+  _globals['_CLASSIFYRESPONSE']._serialized_start=1304
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1496
+  _globals['_LISTMODELSREQUEST']._serialized_start=1498
+  _globals['_LISTMODELSREQUEST']._serialized_end=1517
+  _globals['_MODELINFO']._serialized_start=1520
+  _globals['_MODELINFO']._serialized_end=1767
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1769
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1829
+  _globals['_CLASSIFIER']._serialized_start=1832
+  _globals['_CLASSIFIER']._serialized_end=1996
 # @@protoc_insertion_point(module_scope)

@@ -15,20 +15,22 @@ class Tensor(_message.Message):
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "version", "images", "tensor", "top_k", "profile")
+    __slots__ = ("model", "version", "images", "tensor", "top_k", "profile", "profile_runs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_RUNS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     images: _containers.RepeatedScalarFieldContainer[bytes]
     tensor: Tensor
     top_k: int
     profile: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., top_k: _Optional[int] = ..., profile: _Optional[bool] = ...) -> None: ...
+    profile_runs: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., top_k: _Optional[int] = ..., profile: _Optional[bool] = ..., profile_runs: _Optional[int] = ...) -> None: ...
 
 class ClassScore(_message.Message):
     __slots__ = ("index", "label", "score")
@@ -47,23 +49,25 @@ class Classification(_message.Message):
     def __init__(self, classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("queue_us", "preprocess_us", "inference_us", "postprocess_us", "total_us", "batch_size")
+    __slots__ = ("queue_us", "preprocess_us", "inference_us", "postprocess_us", "total_us", "batch_size", "profile_setup_us")
     QUEUE_US_FIELD_NUMBER: _ClassVar[int]
     PREPROCESS_US_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
     POSTPROCESS_US_FIELD_NUMBER: _ClassVar[int]
     TOTAL_US_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_SETUP_US_FIELD_NUMBER: _ClassVar[int]
     queue_us: int
     preprocess_us: int
     inference_us: int
     postprocess_us: int
     total_us: int
     batch_size: int
-    def __init__(self, queue_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., postprocess_us: _Optional[int] = ..., total_us: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    profile_setup_us: int
+    def __init__(self, queue_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., postprocess_us: _Optional[int] = ..., total_us: _Optional[int] = ..., batch_size: _Optional[int] = ..., profile_setup_us: _Optional[int] = ...) -> None: ...
 
 class LayerTime(_message.Message):
-    __slots__ = ("layer", "nodes", "op_types", "kernel", "kernel_op", "provider", "time_us", "share", "mapped")
+    __slots__ = ("layer", "nodes", "op_types", "kernel", "kernel_op", "provider", "time_us", "share", "mapped", "median_us", "p10_us", "p90_us", "min_us", "max_us", "device_us", "device_p10_us", "device_p90_us", "bytes", "params", "macs", "activation_bytes")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     OP_TYPES_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +77,18 @@ class LayerTime(_message.Message):
     TIME_US_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
     MAPPED_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_US_FIELD_NUMBER: _ClassVar[int]
+    P10_US_FIELD_NUMBER: _ClassVar[int]
+    P90_US_FIELD_NUMBER: _ClassVar[int]
+    MIN_US_FIELD_NUMBER: _ClassVar[int]
+    MAX_US_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_US_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_P10_US_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_P90_US_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_BYTES_FIELD_NUMBER: _ClassVar[int]
     layer: str
     nodes: _containers.RepeatedScalarFieldContainer[str]
     op_types: _containers.RepeatedScalarFieldContainer[str]
@@ -82,23 +98,59 @@ class LayerTime(_message.Message):
     time_us: int
     share: float
     mapped: bool
-    def __init__(self, layer: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., op_types: _Optional[_Iterable[str]] = ..., kernel: _Optional[str] = ..., kernel_op: _Optional[str] = ..., provider: _Optional[str] = ..., time_us: _Optional[int] = ..., share: _Optional[float] = ..., mapped: _Optional[bool] = ...) -> None: ...
+    median_us: float
+    p10_us: float
+    p90_us: float
+    min_us: float
+    max_us: float
+    device_us: float
+    device_p10_us: float
+    device_p90_us: float
+    bytes: int
+    params: int
+    macs: int
+    activation_bytes: int
+    def __init__(self, layer: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., op_types: _Optional[_Iterable[str]] = ..., kernel: _Optional[str] = ..., kernel_op: _Optional[str] = ..., provider: _Optional[str] = ..., time_us: _Optional[int] = ..., share: _Optional[float] = ..., mapped: _Optional[bool] = ..., median_us: _Optional[float] = ..., p10_us: _Optional[float] = ..., p90_us: _Optional[float] = ..., min_us: _Optional[float] = ..., max_us: _Optional[float] = ..., device_us: _Optional[float] = ..., device_p10_us: _Optional[float] = ..., device_p90_us: _Optional[float] = ..., bytes: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., activation_bytes: _Optional[int] = ...) -> None: ...
 
 class Profile(_message.Message):
-    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider")
+    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider", "runs", "warmup_runs", "batch_size", "spread", "inference_p10_us", "inference_p90_us", "timing", "timing_text", "device_run_us", "setup_us", "build_us", "notes")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_US_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
     OVERHEAD_US_FIELD_NUMBER: _ClassVar[int]
     UNPROFILED_NODES_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_P10_US_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_P90_US_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    TIMING_TEXT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_RUN_US_FIELD_NUMBER: _ClassVar[int]
+    SETUP_US_FIELD_NUMBER: _ClassVar[int]
+    BUILD_US_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedCompositeFieldContainer[LayerTime]
     layers_us: int
     inference_us: int
     overhead_us: int
     unprofiled_nodes: _containers.RepeatedScalarFieldContainer[str]
     provider: str
-    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ...) -> None: ...
+    runs: int
+    warmup_runs: int
+    batch_size: int
+    spread: str
+    inference_p10_us: float
+    inference_p90_us: float
+    timing: str
+    timing_text: str
+    device_run_us: float
+    setup_us: int
+    build_us: int
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., runs: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., batch_size: _Optional[int] = ..., spread: _Optional[str] = ..., inference_p10_us: _Optional[float] = ..., inference_p90_us: _Optional[float] = ..., timing: _Optional[str] = ..., timing_text: _Optional[str] = ..., device_run_us: _Optional[float] = ..., setup_us: _Optional[int] = ..., build_us: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model", "version", "provider", "results", "timings", "profile")

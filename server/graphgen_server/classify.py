@@ -11,7 +11,7 @@ import numpy as np
 from graphgen_protos import classifier_pb2 as pb
 from graphgen_protos import classifier_pb2_grpc
 from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
-from graphgen_server.profiling import ProfileResult
+from graphgen_server.profiling import profile_message
 from graphgen_server.runtime import ModelVersion, Runtime, declared_shape, top_classes
 
 DEFAULT_TOP_K = 5
@@ -26,31 +26,6 @@ def tensor_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
             f"{field}.data", f"{len(tensor.data)} bytes, but float32 of shape {shape} needs {expected}"
         )
     return np.frombuffer(tensor.data, dtype="<f4").reshape(shape)
-
-
-def profile_message(profile: ProfileResult) -> pb.Profile:
-    total = max(profile.inference_us, 1)
-    return pb.Profile(
-        layers=[
-            pb.LayerTime(
-                layer=row.layer,
-                nodes=row.nodes,
-                op_types=row.op_types,
-                kernel=row.kernel,
-                kernel_op=row.kernel_op,
-                provider=row.provider,
-                time_us=row.time_us,
-                share=row.time_us / total,
-                mapped=row.mapped,
-            )
-            for row in profile.layers
-        ],
-        layers_us=profile.layers_us,
-        inference_us=profile.inference_us,
-        overhead_us=profile.overhead_us,
-        unprofiled_nodes=profile.unprofiled,
-        provider=profile.provider,
-    )
 
 
 def model_info(model: ModelVersion) -> pb.ModelInfo:
@@ -84,13 +59,16 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
         top_k = request.top_k or DEFAULT_TOP_K
         if top_k > model.num_classes:
             raise InvalidArgument("top_k", f"{top_k} is more than the model's {model.num_classes} classes")
+        if request.profile_runs and not request.profile:
+            raise InvalidArgument("profile_runs", "asks how many runs to profile: set profile too")
+        model.check_profile_runs(request.profile_runs, "profile_runs")
         if request.images and request.HasField("tensor"):
             raise InvalidArgument("images", "send images or a tensor, not both")
         if request.HasField("tensor"):
             array = tensor_to_array(request.tensor, "tensor")
             model.check_batch(array, "tensor")
             preprocessed = time.perf_counter()
-            outcome = await model.infer(array, profile=request.profile)
+            outcome = await model.infer(array, profile=request.profile, profile_runs=request.profile_runs)
         else:
             images = list(request.images)
             model.check_images(images)
@@ -100,7 +78,9 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
                 loop = asyncio.get_running_loop()
                 array = await loop.run_in_executor(self.runtime.executor, model.preprocess, images)
                 preprocessed = time.perf_counter()
-                outcome = await model.infer(array, profile=request.profile, admitted=True)
+                outcome = await model.infer(
+                    array, profile=request.profile, profile_runs=request.profile_runs, admitted=True
+                )
         inferred = time.perf_counter()
         classes = top_classes(outcome.outputs[0], top_k, model.labels)
         response = pb.ClassifyResponse(
@@ -123,6 +103,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
                 postprocess_us=int((done - inferred) * 1e6),
                 total_us=int((done - arrived) * 1e6),
                 batch_size=outcome.batch_size,
+                profile_setup_us=int(outcome.profile_setup_s * 1e6),
             )
         )
         model.stats.record_request(

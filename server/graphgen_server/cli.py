@@ -79,6 +79,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--intra-op-threads", type=_non_negative, default=0, help="onnxruntime threads per run (0: its default)"
     )
     limits.add_argument("--spin", action="store_true", help="onnxruntime threads spin when idle (default: sleep)")
+    limits.add_argument("--max-profile-runs", type=positive_int, default=100, metavar="N",
+                        help="most runs one profiled request may ask for (default 100; 10 when it names none)")  # fmt: skip
     limits.add_argument(
         "--grace", type=_seconds, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM"
     )
@@ -123,7 +125,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
         spin_threads=args.spin, model_control=args.model_control, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, token=read_token(args.token_file) if args.token_file else "",
-        grace_s=args.grace, pre_stop_s=args.pre_stop_delay, **extra,
+        grace_s=args.grace, pre_stop_s=args.pre_stop_delay, max_profile_runs=args.max_profile_runs, **extra,
     )  # fmt: skip
 
 

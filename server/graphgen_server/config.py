@@ -61,6 +61,10 @@ class ServerConfig:
     # sessions) whose spinning pools take the cores from each other and from gRPC's threads
     # (measured here: ResNet-50 runs ~1.5x slower with spinning on 2 cores). Off by default.
     spin_threads: bool = False
+    # Profiled requests: measured runs per profile unless the request says (after uncounted warm-up
+    # runs), and the most a request may ask for (a profile holds a worker for all of them).
+    profile_runs: int = 10
+    max_profile_runs: int = 100
     grace_s: float = 10.0  # in-flight calls get this long to finish on SIGTERM/SIGINT
     # After SIGTERM/SIGINT, health says NOT_SERVING while calls are still answered for this long
     # (load balancers and Kubernetes endpoints drop the server meanwhile); then the drain starts.

@@ -1,5 +1,9 @@
 """``inference.GRPCInferenceService`` (KServe v2, as Triton serves it): protobuf ↔ numpy only.
 
+Per-layer profile: request parameters ``profile`` (bool) and ``profile_runs`` (int, 0: the server's
+default) ask for one; the response then carries parameter ``graphgen_profile``, a string holding
+the ``graphgen.v1.Profile`` message (classifier.proto) as JSON — the same profile Classify returns.
+
 ModelInfer takes the input as ``raw_input_contents`` (what tritonclient sends) or as typed
 ``contents.fp32_contents``, and answers ``raw_output_contents``. The classification extension:
 a requested output with parameter ``classification`` = N becomes a BYTES tensor [batch, N] of
@@ -13,18 +17,21 @@ import struct
 import time
 
 import numpy as np
+from google.protobuf import json_format
 
 import graphgen
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.control import ModelControl
 from graphgen_server.errors import CallGate, InvalidArgument, NotFound, Refused, abort_with_status
+from graphgen_server.profiling import profile_message
 from graphgen_server.runtime import ModelVersion, Runtime, declared_shape
 from graphgen_server.stats import Duration, ModelStats
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["classification", "statistics"]
 CLASSIFICATION = "classification"
+PROFILE, PROFILE_RUNS, PROFILE_RESPONSE = "profile", "profile_runs", "graphgen_profile"
 _DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
 
 
@@ -97,10 +104,15 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             array = self._input(model, request)
             wanted = self._requested_outputs(model, request)
+            profile, runs = _profile_parameters(model, request)
             parsed = time.perf_counter()
-            outcome = await model.infer(array)
+            outcome = await model.infer(array, profile=profile, profile_runs=runs)
             inferred = time.perf_counter()
             response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+            if outcome.profile is not None:
+                response.parameters[PROFILE_RESPONSE].string_param = json_format.MessageToJson(
+                    profile_message(outcome.profile), indent=None
+                )
             for index, k in wanted:
                 info, values = model.outputs[index], outcome.outputs[index]
                 if k:
@@ -230,6 +242,26 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 "parameters", f"{refused} not supported (model files and settings come from the repository only)"
             )
         return self.control
+
+
+def _profile_parameters(model: ModelVersion, request: pb.ModelInferRequest) -> tuple[bool, int]:
+    """The request's ``profile`` (bool) and ``profile_runs`` (int) parameters, checked."""
+    profile, runs = False, 0
+    if PROFILE in request.parameters:
+        parameter = request.parameters[PROFILE]
+        if parameter.WhichOneof("parameter_choice") != "bool_param":
+            raise InvalidArgument(f"parameters.{PROFILE}", "must be a bool")
+        profile = parameter.bool_param
+    if PROFILE_RUNS in request.parameters:
+        parameter = request.parameters[PROFILE_RUNS]
+        kind = parameter.WhichOneof("parameter_choice")
+        if kind not in ("int64_param", "uint64_param"):
+            raise InvalidArgument(f"parameters.{PROFILE_RUNS}", "must be an integer")
+        runs = getattr(parameter, kind)
+        if runs and not profile:
+            raise InvalidArgument(f"parameters.{PROFILE_RUNS}", "asks how many runs to profile: set profile too")
+        model.check_profile_runs(runs, f"parameters.{PROFILE_RUNS}")
+    return profile, runs
 
 
 def _duration(duration: Duration) -> pb.StatisticDuration:

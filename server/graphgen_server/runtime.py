@@ -21,11 +21,12 @@ import onnxruntime as ort
 
 from graphgen.onnx_io import ModelFileError, check_model_file
 from graphgen.preprocess import ImageError, ImageSpec, decode_image, labels_for
+from graphgen.profiling.summary import Profile
 from graphgen_server import providers
 from graphgen_server.batching import DynamicBatcher
 from graphgen_server.config import ServerConfig
 from graphgen_server.errors import InvalidArgument, ModelUnavailable, NotFound, QueueFull
-from graphgen_server.profiling import Profiler, ProfileResult
+from graphgen_server.profiling import Profiler
 from graphgen_server.repository import ModelFile, scan
 from graphgen_server.stats import ModelStats
 
@@ -48,7 +49,8 @@ class InferOutcome:
     queue_s: float
     infer_s: float
     batch_size: int
-    profile: ProfileResult | None = None
+    profile: Profile | None = None
+    profile_setup_s: float = 0.0  # a profiled call: waiting for its profiling session, and warm-up runs
 
 
 def _tensor_info(arg) -> TensorInfo:
@@ -94,15 +96,18 @@ class ModelVersion:
             self.ready, self.reason = False, f"failed to load {self.path}: {message}"
             log.error("model %s v%s NOT READY: %s", self.name, self.version, self.reason)
 
-    def _make_session(self, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-        """A session with the server's settings (the profiler passes options of its own to extend)."""
-        options = options or ort.SessionOptions()
+    def _session_options(self) -> ort.SessionOptions:
+        """The server's session settings (the profiler extends them with its own)."""
+        options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the server logs what matters itself
         if self.config.intra_op_threads:
             options.intra_op_num_threads = self.config.intra_op_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.config.spin_threads else "0")
+        return options
+
+    def _make_session(self) -> ort.InferenceSession:
         assert self._choice is not None, "load() chooses the providers first"
-        return ort.InferenceSession(str(self.path), options, providers=self._choice.providers)
+        return ort.InferenceSession(str(self.path), self._session_options(), providers=self._choice.providers)
 
     def _load(self, choice: providers.ProviderChoice) -> None:
         if self.file.problem:
@@ -130,7 +135,7 @@ class ModelVersion:
             self.batcher = DynamicBatcher(
                 self._run_batch, self.config.max_batch, self.config.batch_delay_us / 1e6, slots=2
             )
-        self.profiler = Profiler(self._make_session, self.path, warmup)
+        self.profiler = Profiler(self.path, choice.providers, self._session_options, warmup)
         self.ready, self.reason = True, ""
         batching = f"dynamic batching up to {self.config.max_batch}" if self.batcher else "no dynamic batching"
         log.info(
@@ -198,8 +203,10 @@ class ModelVersion:
                 field, f"holds NaN or infinite values (the first at flat index {first}); send finite float32 values"
             )
 
-    async def infer(self, array: np.ndarray, *, profile: bool = False, admitted: bool = False) -> InferOutcome:
-        """Run a checked batch; with ``profile``, alone on a profiling session.
+    async def infer(
+        self, array: np.ndarray, *, profile: bool = False, profile_runs: int = 0, admitted: bool = False
+    ) -> InferOutcome:
+        """Run a checked batch; with ``profile``, alone on a profiling session, ``profile_runs`` times.
 
         ``admitted``: the caller already holds :meth:`admit` for these rows.
         """
@@ -210,16 +217,27 @@ class ModelVersion:
                 assert self.profiler is not None
                 loop = asyncio.get_running_loop()
                 feeds = {self.input.name: array}
-                outputs, result, _, run_s = await loop.run_in_executor(self._executor, self.profiler.run, feeds)
-                queued_s = time.perf_counter() - submitted - run_s  # executor, session creation, trace reading
-                self.stats.record_execution(rows, run_s)
-                return InferOutcome(outputs, queued_s, run_s, rows, result)
+                runs = profile_runs or min(self.config.profile_runs, self.config.max_profile_runs)
+                done = await loop.run_in_executor(self._executor, self.profiler.run, feeds, runs)
+                # Queue: the executor and reading the trace; setup (session build, warm-up) is its own figure.
+                queued_s = max(0.0, time.perf_counter() - submitted - done.run_s - done.setup_s)
+                self.stats.record_execution(rows, done.run_s / runs)
+                return InferOutcome(done.outputs, queued_s, done.run_s, rows, done.profile, done.setup_s)
             if self.batcher is not None and rows <= self.batcher.max_batch:
                 done = await self.batcher.submit(array)
                 return InferOutcome(done.outputs, done.queue_s, done.infer_s, done.batch_size)
             outputs, infer_s = await self._run_batch(array)
             total = time.perf_counter() - submitted
             return InferOutcome(outputs, max(0.0, total - infer_s), infer_s, rows)
+
+    def check_profile_runs(self, runs: int, field: str) -> None:
+        """Refuse more profiled runs than the server allows (0: its default)."""
+        if not 0 <= runs <= self.config.max_profile_runs:
+            raise InvalidArgument(
+                field,
+                f"{runs} runs: a profile takes 1 to {self.config.max_profile_runs} runs (0: the default, "
+                f"{self.config.profile_runs})",
+            )
 
     def check_images(self, images: list[bytes]) -> None:
         """Refuse a list of encoded images this model cannot take (before any is decoded)."""

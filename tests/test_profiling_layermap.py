@@ -6,8 +6,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from graphgen_server.layermap import map_layers
-from graphgen_server.profiling import parse_trace
+from graphgen.profiling.layermap import map_layers
+from graphgen.profiling.summary import summarize
+from graphgen.profiling.trace import read_runs
 from tests.server_helpers import add_model
 
 LEVELS = {
@@ -90,23 +91,27 @@ def _event(name, ts, dur, cat="Node", **args):
     return {"cat": cat, "name": name, "ts": ts, "dur": dur, "args": args}
 
 
-def test_parse_trace_takes_the_last_run_in_order_and_names_inserted_kernels(models, tmp_path):
+def test_runs_are_read_in_order_with_their_kernels_and_inserted_kernels_named(models, tmp_path):
     original = onnx.load(models["resnet18"], load_external_data=False).graph
     layer_map = map_layers(original, _optimised(models["resnet18"], "all", tmp_path))
     kernels = list(layer_map.kernels)
+    cpu = "CPUExecutionProvider"
     events = [
-        _event("model_run", 0, 100, cat="Session"),  # a warm-up run: ignored
-        _event(kernels[0] + "_kernel_time", 10, 50, provider="CPUExecutionProvider", op_name="Conv"),
+        _event("model_run", 0, 100, cat="Session"),
+        _event(kernels[0] + "_kernel_time", 10, 50, provider=cpu, op_name="Conv", activation_size="8", output_size="4"),
         _event("model_run", 1000, 400, cat="Session"),
-        _event("ReorderOutput_kernel_time", 1300, 20, provider="CPUExecutionProvider", op_name="ReorderOutput"),
-        _event(kernels[0] + "_kernel_time", 1010, 300, provider="CPUExecutionProvider", op_name="Conv"),
+        _event("ReorderOutput_kernel_time", 1300, 20, provider=cpu, op_name="ReorderOutput"),
+        _event(kernels[0] + "_kernel_time", 1010, 300, provider=cpu, op_name="Conv"),
         _event(kernels[1] + "_fence_before", 1005, 1),  # not a kernel event
     ]
-    profile = parse_trace(events, layer_map)
-    assert [row.kernel for row in profile.layers] == [kernels[0], "ReorderOutput"]
-    assert profile.layers[0].layer == "conv1 + relu" and profile.layers[0].op_types == ("Conv", "Relu")
-    assert profile.layers[1].layer == "[onnxruntime] ReorderOutput" and not profile.layers[1].mapped
-    assert (profile.inference_us, profile.layers_us, profile.overhead_us) == (400, 320, 80)
-    assert profile.provider == "CPUExecutionProvider"
+    runs = read_runs(events)
+    assert [(run.start_us, run.dur_us) for run in runs] == [(0, 100), (1000, 400)]
+    assert [k.kernel for k in runs[1].kernels] == [kernels[0], "ReorderOutput"]
+    assert runs[0].kernels[0].bytes == 12
+    profile = summarize(runs[1:], layer_map, batch=1, warmup_runs=1)
+    assert profile.rows[0].layer == "conv1 + relu" and profile.rows[0].op_types == ("Conv", "Relu")
+    assert profile.rows[1].layer == "[onnxruntime] ReorderOutput" and not profile.rows[1].mapped
+    assert (profile.run.median, profile.layers_us, profile.overhead_us) == (400, 320, 80)
+    assert profile.provider == cpu
     with pytest.raises(ValueError, match="model_run"):
-        parse_trace(events[1:2], layer_map)
+        read_runs(events[1:2])

@@ -1,0 +1,208 @@
+"""Profiling sessions: built, warmed up, run ``runs`` times, read back as one :class:`Profile`.
+
+onnxruntime (1.31, from Python) profiles whole sessions: ``enable_profiling`` is a session
+option and ``end_profiling()`` writes the trace and switches profiling off for good. So each
+profile gets a session of its own (:meth:`ModelProfiler.build`), which records the warm-up runs
+(left out) and the measured runs, and is ended by :meth:`ProfilingSession.measure`. The
+optimised graph is written once per model (``optimized_model_filepath``) so :mod:`.layermap` can
+name the kernels after graphgen's layers.
+
+On CUDA the session runs on a stream of its own with CUDA events around each run and CUPTI
+collecting GPU records, where those are installed (:mod:`.cuda`); otherwise the profile's
+``timing`` says its rows are launch times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from graphgen.profiling import cuda as gpu
+from graphgen.profiling.attribution import attribute, spans_from_trace
+from graphgen.profiling.join import StaticTable
+from graphgen.profiling.layermap import LayerMap, map_layers
+from graphgen.profiling.summary import (
+    TIMING_DEVICE,
+    TIMING_HOST,
+    TIMING_LAUNCH,
+    Profile,
+    Spread,
+    explain,
+    summarize,
+)
+from graphgen.profiling.trace import read_runs
+
+DEFAULT_RUNS = 10
+DEFAULT_WARMUP_RUNS = 2
+CUDA = "CUDAExecutionProvider"
+Providers = Sequence[str | tuple[str, dict[str, Any]]]
+
+
+def _name(provider: str | tuple[str, dict[str, Any]]) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
+class ModelProfiler:
+    """The profiling sessions of one model file: kernels named once, a session built per profile."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        providers: Providers = ("CPUExecutionProvider",),
+        make_options: Callable[[], ort.SessionOptions] = ort.SessionOptions,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.providers = list(providers)
+        self._make_options = make_options
+        self.cuda_options: dict[str, Any] | None = None
+        for provider in self.providers:
+            if _name(provider) == CUDA:
+                self.cuda_options = dict(provider[1]) if isinstance(provider, tuple) else {}
+        if self.cuda_options and str(self.cuda_options.get("enable_cuda_graph", "0")) not in ("0", "false", "False"):
+            raise ValueError(
+                "enable_cuda_graph replays one captured graph per run: onnxruntime then runs no node, so there is "
+                "no per-layer time to report; profile without it"
+            )
+        in_memory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # traces are written and read back
+        self._workdir = tempfile.TemporaryDirectory(prefix="graphgen-profile-", dir=in_memory)
+        self.layer_map: LayerMap | None = None
+        self.static = StaticTable(self.model_path)
+        self._created = 0
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.cuda_options is not None
+
+    def build(self) -> ProfilingSession:
+        """A new profiling session (a few hundred ms of CPU for a ResNet-50)."""
+        options = self._make_options()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(self._workdir.name) / f"trace{self._created}")
+        self._created += 1
+        first = self.layer_map is None
+        optimized = Path(self._workdir.name) / "optimized.onnx"
+        if first:
+            options.optimized_model_filepath = str(optimized)
+            # Weights in a side file: only the topology is read back.
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "64")
+        providers, timer = self.providers, None
+        if self.on_cuda and gpu.cuda_events_unavailable_reason() is None:
+            assert self.cuda_options is not None
+            timer = gpu.EventTimer(int(self.cuda_options.get("device_id", 0)))
+            cuda_options = self.cuda_options | {"user_compute_stream": timer.stream_handle}
+            providers = [(CUDA, cuda_options) if _name(p) == CUDA else p for p in self.providers]
+        started = time.perf_counter()
+        session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        build_s = time.perf_counter() - started
+        if first:
+            original = onnx.load(str(self.model_path), load_external_data=False)
+            self.layer_map = map_layers(original.graph, onnx.load(str(optimized), load_external_data=False).graph)
+            for side_file in Path(self._workdir.name).glob("*"):
+                if side_file.name.startswith(("optimized", "weights")):
+                    side_file.unlink()
+        return ProfilingSession(self, session, build_s, timer)
+
+    def close(self) -> None:
+        self._workdir.cleanup()
+
+
+class ProfilingSession:
+    """One session with profiling on, used for exactly one profile."""
+
+    def __init__(
+        self, owner: ModelProfiler, session: ort.InferenceSession, build_s: float, timer: gpu.EventTimer | None
+    ) -> None:
+        self.owner, self.session, self.build_s, self._timer = owner, session, build_s, timer
+        self.provider = session.get_providers()[0]
+
+    def warm(self, feeds: dict[str, np.ndarray], runs: int = 1) -> float:
+        """Unmeasured runs (first-run allocations, caches); their seconds."""
+        started = time.perf_counter()
+        for _ in range(runs):
+            self.session.run(None, feeds)
+        return time.perf_counter() - started
+
+    def measure(
+        self, feeds: dict[str, np.ndarray], runs: int = DEFAULT_RUNS, warmup_runs: int = DEFAULT_WARMUP_RUNS
+    ) -> tuple[list[np.ndarray], Profile]:
+        """``warmup_runs`` uncounted runs, then ``runs`` measured ones; the last outputs and the profile.
+
+        Ends the session's profiling: a session measures once. Blocking (call from a worker thread).
+        """
+        if runs < 1:
+            raise ValueError(f"runs must be at least 1, got {runs}")
+        warm_s = self.warm(feeds, warmup_runs)
+        on_cuda = self.provider == CUDA
+        no_cupti = gpu.cupti_unavailable_reason() if on_cuda else None
+        collector = gpu.CuptiCollector() if on_cuda and no_cupti is None else None
+        run_options = ort.RunOptions()
+        if self._timer is not None:
+            # Our events bracket the run on the session's stream; onnxruntime must not sync it itself.
+            run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        outputs: list[np.ndarray] = []
+        device_us: list[float] = []
+
+        def run_once() -> None:
+            outputs[:] = self.session.run(None, feeds, run_options)
+
+        with collector if collector is not None else contextlib.nullcontext():
+            for _ in range(runs):
+                if self._timer is not None:
+                    device_us.append(self._timer.time(run_once))
+                else:
+                    run_once()
+        trace = Path(self.session.end_profiling())
+        try:
+            events = json.loads(trace.read_text())
+        finally:
+            trace.unlink(missing_ok=True)
+            if self._timer is not None:
+                self._timer.close()
+        measured = read_runs(events)[-runs:]
+        timing = TIMING_HOST if not on_cuda else TIMING_DEVICE if collector is not None else TIMING_LAUNCH
+        assert self.owner.layer_map is not None
+        batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
+        profile = summarize(measured, self.owner.layer_map, batch=batch, warmup_runs=warmup_runs, timing=timing)
+        profile.setup_us, profile.build_us = warm_s * 1e6, self.build_s * 1e6
+        if device_us:
+            profile.device_run = Spread.of(device_us)
+        if on_cuda and no_cupti is not None:
+            profile.notes.append(f"rows are CUDA launch times, not GPU times: {no_cupti}")
+        if on_cuda and not device_us:
+            profile.notes.append(f"no CUDA-event run time: {gpu.cuda_events_unavailable_reason()}")
+        if collector is not None:
+            self._add_device_times(profile, measured, collector.records)
+        self.owner.static.join(profile)
+        explain(profile)
+        return outputs, profile
+
+    def _add_device_times(self, profile: Profile, measured, records: gpu.CuptiRecords) -> None:
+        start_ns = self.session.get_profiling_start_time_ns()
+        node_events = [
+            (event.kernel, run, event.thread_id, event.start_us, event.dur_us)
+            for run, trace in enumerate(measured)
+            for event in trace.kernels
+        ]
+        spans = spans_from_trace(node_events, start_ns, records.offset_ns)
+        result = attribute(spans, records.calls, records.activities, tolerance_ns=2000 + records.offset_bracket_ns)
+        for row in profile.rows:
+            per_run = [result.device_ns.get((run, row.kernel), 0) / 1e3 for run in range(len(measured))]
+            row.device = Spread.of(per_run)
+        unattributed = [result.unattributed_ns.get(run, 0) / 1e3 for run in range(len(measured))]
+        profile.notes.append(
+            f"CUPTI: {result.attributed} GPU activities attributed to nodes, {result.unattributed} to none "
+            f"(median {Spread.of(unattributed).median:.1f} µs per run), {result.ambiguous} launched within "
+            f"{(2000 + records.offset_bracket_ns) / 1e3:.1f} µs of a node's edge; clock offset bracket "
+            f"{records.offset_bracket_ns / 1e3:.1f} µs"
+        )

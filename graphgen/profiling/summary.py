@@ -1,0 +1,223 @@
+"""Repeated runs made into one profile: per row the median and a spread, the run as a whole beside them.
+
+A single run is noise: two profiles of EfficientNet-Lite0 in a row named different bottlenecks.
+So a profile measures ``runs`` runs after warm-up runs it does not count, and reports per kernel
+the **median** time over the runs and the **p10–p90 spread** (10th and 90th percentiles,
+numpy's linear interpolation; min and max are kept too). The total is the median of the whole
+runs (onnxruntime's ``model_run``), not the sum of the rows' medians: the difference is the
+executor's time between kernels plus the rounding of medians, and is reported as ``overhead``;
+:data:`ADD_UP_MARGIN` is the margin within which rows must add up to the median run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from graphgen.profiling.layermap import LayerMap
+from graphgen.profiling.trace import RunTrace
+
+SPREAD = "p10-p90"
+ADD_UP_MARGIN = 0.05  # rows' medians add up to the median run within 5%
+# What a row's time is, said in the response and in the table's header.
+TIMING_HOST = "host"  # CPU: the kernel's own time
+TIMING_LAUNCH = "launch"  # CUDA without CUPTI: the time to launch the kernels, not GPU time
+TIMING_DEVICE = "device"  # CUDA with CUPTI: GPU time of the kernels each node launched
+TIMING_TEXT = {
+    TIMING_HOST: "kernel time on the host",
+    TIMING_LAUNCH: "CUDA LAUNCH TIME on the host, not GPU time (no CUPTI device timing)",
+    TIMING_DEVICE: "GPU time from CUPTI kernel records (host launch time beside it)",
+}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A time over repeated runs, in µs."""
+
+    median: float
+    p10: float
+    p90: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: list[float] | np.ndarray) -> Spread:
+        array = np.asarray(values, dtype=np.float64)
+        p10, median, p90 = np.percentile(array, [10, 50, 90])
+        return cls(float(median), float(p10), float(p90), float(array.min()), float(array.max()))
+
+
+@dataclass
+class LayerRow:
+    """One kernel of the optimised graph, named after the graphgen layers it computes."""
+
+    layer: str  # graphgen layer names joined by " + ", or "[onnxruntime] <kernel>" for an inserted kernel
+    nodes: tuple[str, ...]
+    op_types: tuple[str, ...]
+    kernel: str
+    kernel_op: str
+    provider: str
+    time: Spread  # host time of the node (on CUDA: its launch time)
+    bytes: int = 0  # inputs + weights + outputs as onnxruntime sizes them (for GB/s)
+    device: Spread | None = None  # GPU time (CUPTI), where measured
+    # From graphgen stats' static table (join.py); 0 where the row computes no layer of it.
+    params: int = 0
+    macs: int = 0
+    activation_bytes: int = 0
+
+    @property
+    def mapped(self) -> bool:
+        return bool(self.nodes)
+
+    @property
+    def best(self) -> Spread:
+        """The row's real compute time: GPU time where measured, else the host time."""
+        return self.device or self.time
+
+
+@dataclass
+class Profile:
+    rows: list[LayerRow]
+    run: Spread  # whole runs (onnxruntime's model_run)
+    runs: int
+    warmup_runs: int
+    batch: int
+    provider: str
+    timing: str  # TIMING_HOST | TIMING_LAUNCH | TIMING_DEVICE
+    unprofiled: tuple[str, ...] = ()
+    setup_us: float = 0.0  # building the profiling session (where waited for) and the warm-up runs
+    build_us: float = 0.0  # the session's own build time (possibly done ahead of the request)
+    device_run: Spread | None = None  # whole runs on the GPU (CUDA events), where measured
+    notes: list[str] = field(default_factory=list)
+    spread: str = SPREAD
+
+    @property
+    def layers_us(self) -> float:
+        return sum(row.best.median for row in self.rows)
+
+    @property
+    def total_us(self) -> float:
+        """The time the rows add up to: GPU run time where measured, else the median run."""
+        return self.device_run.median if self.device_run and self.timing == TIMING_DEVICE else self.run.median
+
+    @property
+    def overhead_us(self) -> float:
+        return self.total_us - self.layers_us
+
+    @property
+    def add_up_error(self) -> float:
+        """|rows - run| / run: within ADD_UP_MARGIN for a profile that adds up."""
+        return abs(self.overhead_us) / self.total_us if self.total_us else 0.0
+
+    @property
+    def timing_text(self) -> str:
+        return TIMING_TEXT[self.timing]
+
+    def share(self, row: LayerRow) -> float:
+        """The row's part of the layers' time (Σ rows' medians): shares add up to 1, like shares of MACs.
+
+        Of the layers' sum rather than of the median run, so that run-to-run noise no layer owns
+        (reported as overhead) does not shrink every share alike.
+        """
+        return row.best.median / self.layers_us if self.layers_us else 0.0
+
+    def top(self, share: float = 0.0) -> list[LayerRow]:
+        """Rows slowest first, those taking at least ``share`` of the layers' time."""
+        ranked = sorted(self.rows, key=lambda row: row.best.median, reverse=True)
+        return [row for row in ranked if self.share(row) >= share]
+
+    def tied_with_top(self) -> list[LayerRow]:
+        """The slowest row and every row tied with it: each one's median within the other's spread.
+
+        ResNet-50's layer4.{0,1,2}.conv2 have the same MACs and shapes; which of them a profile
+        names first is noise, and a profile says so rather than naming one.
+        """
+        ranked = self.top()
+        if not ranked:
+            return []
+        top = ranked[0].best
+        return [row for row in ranked if row.best.median >= top.p10 and row.best.p90 >= top.median]
+
+    def as_dict(self) -> dict:
+        rows = []
+        for row in self.rows:
+            entry = asdict(row) | {"mapped": row.mapped, "share": self.share(row)}
+            if row.macs and row.best.median > 0:
+                entry["gmac_per_s"] = row.macs / row.best.median / 1e3
+            if row.bytes and row.best.median > 0:
+                entry["gb_per_s"] = row.bytes / row.best.median / 1e3
+            rows.append(entry)
+        out = {key: getattr(self, key) for key in ("runs", "warmup_runs", "batch", "provider", "timing", "spread")}
+        return out | {
+            "timing_text": self.timing_text,
+            "run_us": asdict(self.run),
+            "device_run_us": asdict(self.device_run) if self.device_run else None,
+            "layers_us": self.layers_us,
+            "overhead_us": self.overhead_us,
+            "add_up_error": self.add_up_error,
+            "setup_us": self.setup_us,
+            "build_us": self.build_us,
+            "unprofiled_nodes": list(self.unprofiled),
+            "notes": self.notes,
+            "rows": rows,
+        }
+
+
+def summarize(
+    runs: list[RunTrace], layer_map: LayerMap, *, batch: int, warmup_runs: int, timing: str = TIMING_HOST
+) -> Profile:
+    """One profile of the measured ``runs`` (the warm-up runs already left out)."""
+    if not runs:
+        raise ValueError("no run to summarise")
+    per_kernel: dict[str, list[float]] = {}
+    first: dict[str, tuple[str, str, int]] = {}  # kernel -> (op, provider, bytes), in first-seen order
+    for index, run in enumerate(runs):
+        for event in run.kernels:
+            times = per_kernel.setdefault(event.kernel, [0.0] * len(runs))
+            times[index] += event.dur_us  # a kernel run twice in one run (a loop) counts once per run, summed
+            first.setdefault(event.kernel, (event.op, event.provider, event.bytes))
+    rows = []
+    for kernel, times in per_kernel.items():
+        origin = layer_map.origin(kernel)
+        op, provider, size = first[kernel]
+        rows.append(
+            LayerRow(
+                layer=origin.layer if origin.mapped else f"[onnxruntime] {kernel}",
+                nodes=origin.nodes,
+                op_types=origin.op_types,
+                kernel=kernel,
+                kernel_op=op,
+                provider=provider,
+                time=Spread.of(times),
+                bytes=size,
+            )
+        )
+    providers = sorted({row.provider for row in rows if row.provider})
+    return Profile(
+        rows=rows,
+        run=Spread.of([run.dur_us for run in runs]),
+        runs=len(runs),
+        warmup_runs=warmup_runs,
+        batch=batch,
+        provider=", ".join(providers),
+        timing=timing,
+        unprofiled=layer_map.unprofiled,
+    )
+
+
+def explain(profile: Profile) -> None:
+    """Add the notes a reader needs: rows that do not add up, a slowest row that is not alone."""
+    if profile.add_up_error > ADD_UP_MARGIN:
+        profile.notes.append(
+            f"the rows add up to {profile.layers_us / profile.total_us:.0%} of the median run, beyond the "
+            f"{ADD_UP_MARGIN:.0%} margin: the runs were disturbed (whole runs {profile.run.p10:,.0f}–"
+            f"{profile.run.p90:,.0f} µs, {profile.spread}); each row's median leaves out the disturbances that hit "
+            "it in a few runs, the median run does not. Profile on an idle machine, or with more runs."
+        )
+    tied = profile.tied_with_top()
+    if len(tied) > 1:
+        names = ", ".join(row.layer for row in tied[:6]) + (" …" if len(tied) > 6 else "")
+        profile.notes.append(
+            f"{len(tied)} rows are as slow as the slowest within their {profile.spread} spread: {names}"
+        )
