@@ -1,21 +1,26 @@
-"""``Client(address).classify(paths_or_bytes, model=..., top_k=5, profile=True)``.
+"""``Client(address).classify(paths_or_bytes, model=..., top_k=5, profile=True)``; ``infer`` (KServe v2).
 
 Beyond this machine: ``Client(address, tls_ca="ca.pem", token="...")`` (TLS, and the server's
 bearer token); ``tls_cert`` / ``tls_key`` add a client certificate for mutual TLS.
+Replicas: ``address`` may list several servers or be a DNS name resolving to several; calls go
+round robin to those whose health says SERVING, and UNAVAILABLE calls are retried
+(:mod:`graphgen_client.balancing`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from graphgen_client.balancing import RetryPolicy, call_with_retries, channel_options, channel_target
 from graphgen_protos import classifier_pb2 as pb
-from graphgen_protos import classifier_pb2_grpc
+from graphgen_protos import classifier_pb2_grpc, kserve_v2_pb2_grpc
+from graphgen_protos import kserve_v2_pb2 as kpb
 
 DEFAULT_ADDRESS = "127.0.0.1:8001"
 MAX_MESSAGE_BYTES = 64 << 20
@@ -23,6 +28,9 @@ MAX_MESSAGE_BYTES = 64 << 20
 ImageSource = str | Path | bytes
 PemSource = str | Path | bytes
 TOKEN_VARIABLE = "GRAPHGEN_TOKEN"
+# KServe v2 datatypes of the tensors graphgen's models take and give.
+DATATYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
+             "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}  # fmt: skip
 
 
 class ClientError(Exception):
@@ -41,18 +49,31 @@ def _pem(source: PemSource | None) -> bytes | None:
     return None if source is None else _read(source)
 
 
+def _decode(tensor: kpb.ModelInferResponse.InferOutputTensor, raw: bytes) -> np.ndarray:
+    if tensor.datatype not in DATATYPES:
+        raise ClientError(grpc.StatusCode.UNIMPLEMENTED, f"output {tensor.name!r}: datatype {tensor.datatype} not read")
+    return np.frombuffer(raw, np.dtype(DATATYPES[tensor.datatype]).newbyteorder("<")).reshape(tensor.shape)
+
+
 class Client:
     def __init__(
         self, address: str = DEFAULT_ADDRESS, *, timeout: float = 60.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
         tls: bool = False, tls_ca: PemSource | None = None, tls_cert: PemSource | None = None,
         tls_key: PemSource | None = None, tls_server_name: str | None = None, token: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:  # fmt: skip
-        """``tls`` (implied by any tls_* argument): TLS, trusting ``tls_ca`` (default: the system's CAs);
+        """``address``: ``host:port`` (one server), or a replica set: ``ip:port,ip:port,...`` or
+        ``dns:///name:port`` (round robin over those whose health says SERVING). ``timeout``: seconds per call, retries included.
+        ``tls`` (implied by any tls_* argument): TLS, trusting ``tls_ca`` (default: the system's CAs);
         ``tls_server_name``: the name the server's certificate must carry, where it differs from the
         address dialled (a health check on 127.0.0.1). ``token``: sent as ``authorization: Bearer
-        <token>`` on every call."""
+        <token>`` on every call. ``retry``: how UNAVAILABLE idempotent calls are retried."""
         self.address, self.timeout = address, timeout
+        self.retry = retry or RetryPolicy()
+        self.retried = 0  # calls sent again after UNAVAILABLE, over this client's life
+        target = channel_target(address)
         options = [
+            *channel_options(address),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
@@ -62,11 +83,12 @@ class Client:
             options.append(("grpc.ssl_target_name_override", tls_server_name))
         if tls or tls_ca is not None or tls_cert is not None or tls_server_name:
             credentials = grpc.ssl_channel_credentials(_pem(tls_ca), _pem(tls_key), _pem(tls_cert))
-            self._channel = grpc.secure_channel(address, credentials, options=options)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         else:
-            self._channel = grpc.insecure_channel(address, options=options)
+            self._channel = grpc.insecure_channel(target, options=options)
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
         self._classifier = classifier_pb2_grpc.ClassifierStub(self._channel)
+        self._kserve = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -78,11 +100,19 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method, request):
+    def _call(self, method, request, *, idempotent: bool = False):
+        """One call; an idempotent one is retried while it ends UNAVAILABLE (see ``retry``)."""
+        policy = self.retry if idempotent else RetryPolicy(attempts=1)
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return call_with_retries(
+                lambda time_left: method(request, timeout=time_left, metadata=self._metadata), self.timeout, policy,
+                on_retry=self._count_retry,
+            )  # fmt: skip
         except grpc.RpcError as error:
             raise ClientError(error.code(), error.details() or "") from None
+
+    def _count_retry(self, error: grpc.RpcError) -> None:
+        self.retried += 1
 
     def classify(
         self, images: ImageSource | Sequence[ImageSource], *, model: str, top_k: int = 5, profile: bool = False,
@@ -94,7 +124,7 @@ class Client:
             model=model, version=version, images=[_read(i) for i in batch], top_k=top_k, profile=profile,
             profile_runs=profile_runs,
         )  # fmt: skip
-        return self._call(self._classifier.Classify, request)
+        return self._call(self._classifier.Classify, request, idempotent=True)
 
     def classify_tensor(
         self, array: np.ndarray, *, model: str, top_k: int = 5, profile: bool = False, version: str = "",
@@ -106,10 +136,25 @@ class Client:
         request = pb.ClassifyRequest(
             model=model, version=version, tensor=tensor, top_k=top_k, profile=profile, profile_runs=profile_runs
         )
-        return self._call(self._classifier.Classify, request)
+        return self._call(self._classifier.Classify, request, idempotent=True)
+
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], *, version: str = "", request_id: str = ""
+    ) -> dict[str, np.ndarray]:
+        """KServe v2 ModelInfer (what tritonclient's ``infer`` sends): every output by name."""
+        request = kpb.ModelInferRequest(model_name=model, model_version=version, id=request_id)
+        for name, array in inputs.items():
+            array = np.ascontiguousarray(array)
+            datatype = next((k for k, v in DATATYPES.items() if np.dtype(v) == array.dtype), None)
+            if datatype is None:
+                raise ValueError(f"input {name!r}: no KServe datatype for {array.dtype}")
+            request.inputs.add(name=name, datatype=datatype, shape=array.shape)
+            request.raw_input_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
+        answer = self._call(self._kserve.ModelInfer, request, idempotent=True)
+        return {tensor.name: _decode(tensor, raw) for tensor, raw in zip(answer.outputs, answer.raw_output_contents)}
 
     def models(self) -> list[pb.ModelInfo]:
-        return list(self._call(self._classifier.ListModels, pb.ListModelsRequest()).models)
+        return list(self._call(self._classifier.ListModels, pb.ListModelsRequest(), idempotent=True).models)
 
     def health(self, service: str = "") -> str:
         """SERVING, NOT_SERVING, ... for the server as a whole ("") or one service."""
