@@ -140,20 +140,33 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict, position: int, binar
 
 def _json_to_raw(datatype: str, data: Any, field: str) -> bytes:
     """JSON values (nested or flat, row-major) as the raw bytes of ``datatype``; the shape is checked later."""
-    values = list(_flatten(data, field))
     if datatype == "BYTES":
-        return serialize_bytes([v.encode() if isinstance(v, str) else str(v).encode() for v in values])
+        return serialize_bytes(
+            [v.encode() if isinstance(v, str) else json.dumps(v).encode() for v in _flatten(data, field)]
+        )
     dtype = np.dtype(DTYPES[datatype])
-    # JSON's types must match the datatype's kind: no strings, no booleans as numbers, no
-    # fractions for integers (numpy would parse "1", count True as 1, and truncate 1.5).
-    allowed = {"b": (bool,), "i": (int,), "u": (int,), "f": (int, float)}[dtype.kind]
-    for value in values:
-        if not isinstance(value, allowed) or (isinstance(value, bool) and dtype.kind != "b"):
-            raise InvalidArgument(field, f"{value!r} is not a {datatype} value")
     try:
-        return np.asarray(values, dtype=dtype).tobytes()
-    except OverflowError:
-        raise InvalidArgument(field, f"values out of the range of {datatype}") from None
+        values = np.asarray(data)  # numpy parses the (nested) lists in C: JSON tensors are large
+    except ValueError:
+        raise InvalidArgument(field, "nested lists of unequal lengths") from None
+    # The JSON type must fit the datatype's kind: no strings or nulls, no booleans as numbers and
+    # numbers as booleans, no fractions for integers (casting would truncate 1.5 silently).
+    allowed = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[dtype.kind]
+    if values.size == 0:
+        return b""  # (the declared shape, checked later, says how many values were due)
+    if values.dtype.kind not in allowed:
+        raise InvalidArgument(field, f"holds {_kind_name(values)}, not {datatype} values")
+    with np.errstate(over="ignore"):  # a float beyond FP16/FP32 becomes inf, which the model check refuses
+        cast = values.astype(dtype)
+    if dtype.kind in "iu" and not np.array_equal(cast, values):
+        raise InvalidArgument(field, f"values out of the range of {datatype}")
+    return cast.astype(dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _kind_name(values: np.ndarray) -> str:
+    return {"b": "booleans", "i": "integers", "u": "integers", "f": "fractional numbers", "U": "strings"}.get(
+        values.dtype.kind, "values that are not numbers (null, objects or mixed types)"
+    )
 
 
 def _add_outputs(request: pb.ModelInferRequest, outputs: Any, binary_default: bool) -> dict[str, bool]:
