@@ -9,6 +9,7 @@
 2. dynamic batching on vs off: 32 concurrent clients sending single images.
 3. profiled vs unprofiled Classify latency (a profiled call runs on a fresh profiling session;
    "spaced" leaves time for the next one to be built, "back to back" does not).
+4. KServe v2 over HTTP/REST (binary and JSON tensors) vs gRPC: see bench/server_http.py.
 
 Goals: gRPC ≥ 0.95x in-process throughput for ResNet-50 at batch 8; ≤ 150 µs added p50 on the
 tiny model; profiled p50 ≤ 1.10x unprofiled.
@@ -42,7 +43,7 @@ MODELS = {  # name: (architecture, build options, iterations at batch 1 and 8 pe
     "resnet50": ("resnet50", {}, (16, 4)),
 }
 ROUNDS = 4
-SECTIONS = ("overhead", "profiling", "batching")
+SECTIONS = ("overhead", "profiling", "batching", "http")
 SPARE_BUILD_S = 1.5  # time a profiling session of these models needs to be built and warmed here
 
 
@@ -70,9 +71,10 @@ def timed(call: Callable[[], object], count: int) -> list[float]:
     return out
 
 
-def build_repository(root: Path) -> dict[str, Path]:
+def build_repository(root: Path, names: tuple[str, ...] = tuple(MODELS)) -> dict[str, Path]:
     paths = {}
-    for name, (architecture, options, _) in MODELS.items():
+    for name in names:
+        architecture, options, _ = MODELS[name]
         paths[name] = save(build(architecture, BuildOptions(**options)), root / name / "1" / "model.onnx")
     return paths
 
@@ -215,6 +217,11 @@ def main() -> None:
                     for model, count in (("lite0", 16), ("resnet50", 8))
                 ]
                 print_profiling(report["profiling"])
+            if "http" in sections:
+                from server_http import http_vs_grpc, print_http  # (this directory)
+
+                report["http"] = http_vs_grpc(server, scale)
+                print_http(report["http"])
         if "batching" in sections:
             report["batching"] = {}
             for mode, flags in (
