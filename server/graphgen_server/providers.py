@@ -4,6 +4,11 @@ onnxruntime-gpu lists the CUDA provider even where CUDA is not installed; asking
 logs an error about a missing library and silently runs on CPU. So before asking, the CUDA
 provider's own library is loaded once: that resolves every CUDA/cuDNN library it links
 against and names the first one missing. Then the device count is asked of the CUDA runtime.
+
+onnxruntime's ``preload_dlls`` prints a "Failed to load libcublasLt.so.13 ..." line per missing
+library (on stdout, where the server writes its ports for scripts to read). Those lines are
+captured: with ``--device auto`` graphgen's own log line says CUDA is missing and why, and they
+go to the debug log; with ``--device cuda`` they are part of the error.
 """
 
 from __future__ import annotations
@@ -11,12 +16,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 
 from graphgen_server.config import CudaOptions
+
+log = logging.getLogger("graphgen_server")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -39,24 +48,33 @@ class ProviderChoice:
         return any((p[0] if isinstance(p, tuple) else p) == CUDA for p in self.providers)
 
 
-@functools.cache
 def cuda_unavailable_reason() -> str | None:
     """None when the CUDA provider can run here, else why it cannot (checked once per process)."""
+    return _cuda_check()[0]
+
+
+@functools.cache
+def _cuda_check() -> tuple[str | None, str]:
+    """(why CUDA cannot run here, or None; what onnxruntime printed while looking for its libraries)."""
     if CUDA not in ort.get_available_providers():
-        return f"this onnxruntime build has no CUDA provider (onnxruntime {ort.__version__})"
+        return f"this onnxruntime build has no CUDA provider (onnxruntime {ort.__version__})", ""
     # CUDA from nvidia-* wheels where installed; failing that, the system's library paths are searched.
-    with contextlib.suppress(Exception):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), contextlib.suppress(Exception):
         ort.preload_dlls(cuda=True, cudnn=True, msvc=False)
+    output = printed.getvalue().strip()
+    if output:
+        log.debug("onnxruntime.preload_dlls: %s", output)
     library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
     try:
         ctypes.CDLL(str(library))
     except OSError as error:
         missing = str(error).split(":")[0] if "cannot open shared object" in str(error) else str(error)
-        return f"CUDA libraries not found ({missing})"
+        return f"CUDA libraries not found ({missing})", output
     devices = _cuda_device_count()
     if devices == 0:
-        return "CUDA libraries found but no CUDA device is visible"
-    return None
+        return "CUDA libraries found but no CUDA device is visible", output
+    return None, output
 
 
 def _cuda_device_count() -> int | None:
@@ -78,11 +96,11 @@ def choose(device: str, cuda: CudaOptions) -> ProviderChoice:
         raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu":
         return ProviderChoice([CPU], "--device cpu")
-    unavailable = cuda_unavailable_reason()
+    unavailable, printed = _cuda_check()
     if unavailable is None:
         return ProviderChoice([(CUDA, cuda.provider_options()), CPU], f"CUDA device {cuda.device_id} available")
     if device == "cuda":
-        raise DeviceError(f"--device cuda: {unavailable}")
+        raise DeviceError(f"--device cuda: {unavailable}" + (f"\nonnxruntime said:\n{printed}" if printed else ""))
     return ProviderChoice([CPU], f"{unavailable}; running on CPU")
 
 
