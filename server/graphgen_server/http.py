@@ -34,6 +34,17 @@ MODEL = r"/v2/models/{model:[^/]+}"
 VERSIONED = r"/v2/models/{model:[^/]+}/versions/{version:[0-9]+}"
 PARSE_ON_LOOP_BYTES = 64 << 10  # larger infer bodies are parsed on a thread
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # probes, as gRPC's health service
+# Triton endpoints graphgen does not serve, answered 501 with the reason (not a bare 404).
+_SHARED = "graphgen-server has no shared-memory tensors: send the tensors in the request (binary data extension)"
+REFUSED = {
+    "/v2/systemsharedmemory{tail:(/.*)?}": _SHARED,
+    "/v2/cudasharedmemory{tail:(/.*)?}": _SHARED,
+    "/v2/trace/setting": "graphgen-server has no Triton tracing: ask Classify for a per-layer profile instead",
+    MODEL + "/trace/setting": "graphgen-server has no Triton tracing: ask Classify for a per-layer profile instead",
+    "/v2/logging": "graphgen-server's log settings are its command line (--log-level)",
+    MODEL + "/generate{tail:(_stream)?}": "graphgen-server serves classifiers: no generate extension",
+    VERSIONED + "/generate{tail:(_stream)?}": "graphgen-server serves classifiers: no generate extension",
+}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -103,7 +114,11 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return error_response(error.status, error.text or error.reason)
+        if error.status == 404:
+            return error_response(
+                404, f"no endpoint {request.path} (KServe v2 paths: /v2, /v2/health/..., /v2/models/...)"
+            )
+        return error_response(error.status, f"{request.method} {request.path}: {error.reason}")
     except Exception as error:
         code, message = status_of(error)
         if code is grpc.StatusCode.INTERNAL:
@@ -158,6 +173,8 @@ class KServeHttp:
                 get(prefix + "/stats", self.statistics),
                 post(prefix + "/infer", self.infer),
             ]
+        for path, why in REFUSED.items():
+            routes.append(web.route("*", path, _refuse(why)))
         app.add_routes(routes)
         return app
 
@@ -255,6 +272,13 @@ class KServeHttp:
         if any(e in request.headers.get("Accept-Encoding", "") for e in ("gzip", "deflate")):
             response.enable_compression()  # tritonclient's response_compression_algorithm
         return response
+
+
+def _refuse(why: str) -> Handler:
+    async def refuse(request: web.Request) -> web.Response:
+        return error_response(501, why)
+
+    return refuse
 
 
 def _model(request: web.Request) -> tuple[str, str]:
