@@ -22,6 +22,7 @@ from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
 from graphgen.onnxscript_api import op_builder
 from graphgen.passes import fold_batchnorm
+from graphgen.passes.opset import convert_opset
 from graphgen.passes.outline import outline_blocks
 from graphgen.scopes import describe_nodes
 
@@ -48,6 +49,7 @@ class BuildOptions:
     weights: str | Path | None = None
     variant: dict[str, object] = field(default_factory=dict)  # architecture options, e.g. {"deploy": True}
     functions: bool = False  # each block an ONNX local function (graphgen.passes.outline), after folding
+    opset: int | None = None  # None: OPSET; else written at this opset (graphgen.passes.opset)
 
 
 def build(name: str, options: BuildOptions | None = None, *, state: StateDict | None = None) -> ir.Model:
@@ -84,6 +86,8 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     model.metadata_props.update(getattr(module, "metadata", {}))
     model = model if options.keep_bn else fold_batchnorm(model).model
     describe_nodes(model.graph)  # Netron's node descriptions: the emitting module and its block
+    if options.opset is not None and options.opset != OPSET:
+        model = convert_opset(model, options.opset).model
     return outline_blocks(model).model if options.functions else model
 
 

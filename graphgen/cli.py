@@ -56,6 +56,19 @@ def positive_or_dynamic(text: str) -> int | None:
     return value
 
 
+def opset_version(text: str) -> int:
+    """``--opset N``: an ONNX opset graphgen can write (checked here, so the error names the flag)."""
+    from graphgen.passes.opset import MAX_OPSET, MIN_OPSET
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an opset number, got {text!r}") from None
+    if not MIN_OPSET <= value <= MAX_OPSET:
+        raise argparse.ArgumentTypeError(f"graphgen writes opsets {MIN_OPSET} to {MAX_OPSET}, not {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = positive_or_dynamic(text)
     if value is None:
@@ -109,7 +122,7 @@ def _build_options(args: argparse.Namespace):
     return BuildOptions(
         num_classes=args.num_classes, resolution=args.resolution, batch=batch,
         keep_bn=args.keep_bn, seed=args.seed, weights=args.weights, variant=variant,
-        functions=getattr(args, "functions", False),
+        functions=getattr(args, "functions", False), opset=getattr(args, "opset", None),
     )  # fmt: skip
 
 
@@ -184,6 +197,9 @@ def _add_build_options(parser: argparse.ArgumentParser, batch: bool = True) -> N
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
     parser.add_argument(
         "--functions", action="store_true", help="emit each block as an ONNX local function (Netron: a chain of blocks)"
+    )
+    parser.add_argument(
+        "--opset", type=opset_version, metavar="N", help="write ONNX opset N, 13 to 21 (default 21), for older runtimes"
     )
     variant = parser.add_argument_group(
         "architecture options (each architecture takes some; 'graphgen list' shows which)"

@@ -1,10 +1,10 @@
 """``graphgen convert IN.onnx -o OUT.onnx``: graph conversions on any ONNX model.
 
 Passes run in a fixed order — local functions inlined, multibranch blocks to grouped
-convolutions, RepVGG blocks to one convolution, BatchNorm folding, head surgery, float16 — and
-each reports what it rewrote, or says plainly that it found nothing. --verify runs the input and the result on onnxruntime (CPU)
-with the same random inputs and fails with exit status 1 when an output differs by more than the
-tolerance. Head surgery changes what the model computes on purpose, so the reference for
+convolutions, RepVGG blocks to one convolution, BatchNorm folding, head surgery, float16, opset —
+and each reports what it rewrote, or says plainly that it found nothing. --verify runs the input
+and the result on onnxruntime (CPU) with the same random inputs and fails with exit status 1
+when an output differs by more than the tolerance. Head surgery changes what the model computes on purpose, so the reference for
 --verify is then the input with the same new head (same seed or checkpoint) or the same cut.
 """
 
@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.cli import positive_int
+from graphgen.cli import opset_version, positive_int
 from graphgen.passes import PassResult, cut_head, fold_batchnorm, fold_repvgg, group_branches, replace_head, to_fp16
 from graphgen.passes.inline import inline_functions
+from graphgen.passes.opset import convert_opset
 
 EXIT_MISMATCH = 1
 FP32_TOLERANCE = 1e-5
@@ -52,6 +53,8 @@ def _steps(args: argparse.Namespace) -> list[Step]:
         steps.append(head)
     if args.fp16:
         steps.append(Step("fp16", lambda m: to_fp16(m, keep_io_types=args.keep_io_types), "{n} tensors, casts and inputs/outputs -> float16", "found nothing in float32"))  # fmt: skip
+    if args.opset is not None:
+        steps.append(Step("opset", lambda m: convert_opset(m, args.opset), f"{{n}} node(s) checked and written at opset {args.opset}", f"already at opset {args.opset}"))  # fmt: skip
     return steps
 
 
@@ -82,7 +85,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     steps = _steps(args)
     if not steps:
         raise UserError(
-            "nothing to do: ask for --inline, --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut or --fp16"
+            "nothing to do: ask for --inline, --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut, "
+            "--fp16 or --opset"
         )
     # Weights in external data files are read now: the result and --verify's copies live elsewhere.
     original = ir.external_data.load_to_model(load_model(source))
@@ -195,6 +199,7 @@ def add_parser(subparsers) -> None:
     passes.add_argument("--cut", metavar="features|STAGE", help="drop the head: output the pooled features or a stage's map")  # fmt: skip
     passes.add_argument("--fp16", action="store_true", help="float16 weights and compute")
     passes.add_argument("--keep-io-types", action="store_true", help="with --fp16: keep float32 inputs and outputs")
+    passes.add_argument("--opset", type=opset_version, metavar="N", help="write ONNX opset N (13 to 21), for older runtimes")  # fmt: skip
     check = parser.add_argument_group("verification")
     check.add_argument("--verify", action="store_true", help="compare with the input on onnxruntime; exit 1 beyond tolerance")  # fmt: skip
     check.add_argument("--tolerance", type=float, metavar="T", help=f"largest relative difference (default {FP32_TOLERANCE:g}, {FP16_TOLERANCE:g} with --fp16)")  # fmt: skip
