@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,17 @@ $(VENV)/.chromium: | $(BIN)/python
 
 test: $(VENV)/.installed-test $(VENV)/.chromium
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
+
+# mypy over graphgen/, server/ and clients/ (configured in pyproject.toml); also part of lint and test.
+typecheck: $(VENV)/.installed-test
+	$(BIN)/python -m mypy
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/build_speed.py

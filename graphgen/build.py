@@ -64,7 +64,7 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
         accepted = ", ".join(f"--{o}" for o in arch.options) or "none"
         raise ValueError(f"{name} does not take --{unsupported[0]} (its options: {accepted})")
     module = arch.make(num_classes, **options.variant)
-    resolution = options.resolution or getattr(module, "default_resolution", arch.resolution)
+    resolution: int = options.resolution or getattr(module, "default_resolution", None) or arch.resolution
     if resolution < 32:
         raise ValueError(f"--resolution must be at least 32, got {resolution}")
     if options.batch is not None and options.batch < 1:
@@ -113,7 +113,7 @@ def trace(module, name: str, resolution: int, batch: int | None) -> ir.Graph:
 
 def _make_node_names_unique(graph: ir.Graph) -> None:
     """A module called twice (torchvision reuses ``relu``) emits two nodes of one name: number them."""
-    seen: Counter[str] = Counter()
+    seen: Counter[str | None] = Counter()
     for node in graph:
         seen[node.name] += 1
         if seen[node.name] > 1:
@@ -123,6 +123,14 @@ def _make_node_names_unique(graph: ir.Graph) -> None:
 def parameters(graph: ir.Graph) -> dict[str, Parameter]:
     """The graph's state_dict entries by key, in definition order."""
     return {key: value for key, value in graph.initializers.items() if isinstance(value, Parameter)}
+
+
+def param_dims(param: Parameter) -> tuple[int, ...]:
+    """A parameter's shape: static by construction (modules declare their parameters' sizes)."""
+    dims = tuple(dim for dim in param.shape or () if isinstance(dim, int))
+    if param.shape is None or len(dims) != len(param.shape):
+        raise ValueError(f"parameter {param.name} has no static shape: {param.shape}")
+    return dims
 
 
 def fill_weights(graph: ir.Graph, state: StateDict | None, *, seed: int, reinitialise: tuple[str, ...] = ()) -> None:
@@ -136,7 +144,7 @@ def fill_weights(graph: ir.Graph, state: StateDict | None, *, seed: int, reiniti
         _check_fits(params, state, reinitialise)
     rng = np.random.default_rng(seed)
     for key, param in params.items():
-        if state is not None and key in state and tuple(state[key].shape) == tuple(param.shape):
+        if state is not None and key in state and tuple(state[key].shape) == param_dims(param):
             array = np.ascontiguousarray(state[key], dtype=np.float32)
         else:
             array = _initial_value(param, rng)
@@ -144,7 +152,7 @@ def fill_weights(graph: ir.Graph, state: StateDict | None, *, seed: int, reiniti
 
 
 def _initial_value(param: Parameter, rng: np.random.Generator) -> np.ndarray:
-    shape = tuple(param.shape)
+    shape = param_dims(param)
     if param.init is Init.ONES:
         return np.ones(shape, np.float32)
     if param.init is Init.ZEROS:
@@ -164,9 +172,9 @@ def _check_fits(params: dict[str, Parameter], state: StateDict, reinitialise: tu
     missing = [k for k in params if k not in state and not in_head(k)]
     unexpected = [k for k in keys if k not in params]
     mismatched = [
-        f"{k}: checkpoint {list(state[k].shape)}, model {list(params[k].shape)}"
+        f"{k}: checkpoint {list(state[k].shape)}, model {list(param_dims(params[k]))}"
         for k in params
-        if k in state and tuple(state[k].shape) != tuple(params[k].shape) and not in_head(k)
+        if k in state and tuple(state[k].shape) != param_dims(params[k]) and not in_head(k)
     ]
     problems = [
         (label, items)

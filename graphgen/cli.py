@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from graphgen import __version__, registry
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
@@ -78,8 +79,10 @@ def positive_int(text: str) -> int:
 
 def count_parameters(arch: registry.Architecture, num_classes: int = 1000) -> int:
     """Parameters as torch counts them, from the module tree alone (nothing is traced)."""
+    from graphgen.nn import Parameter
+
     module = arch.make(num_classes)
-    return sum(_numel(p.shape) for _, p in module.named_parameters() if p.trainable)
+    return sum(_numel(p.shape) for _, p in module.named_parameters() if isinstance(p, Parameter) and p.trainable)
 
 
 def _numel(shape) -> int:
@@ -90,7 +93,7 @@ def _numel(shape) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": arch.name,
             "family": arch.family,

@@ -109,8 +109,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     if not args.verify:
         return 0
-    head = _head_surgery(args)
-    reference = head.run(original).model if head is not None else original
+    surgery = _head_surgery(args)
+    reference = surgery.run(original).model if surgery is not None else original
     tolerance = args.tolerance if args.tolerance is not None else FP16_TOLERANCE if args.fp16 else FP32_TOLERANCE
     return 0 if verify(reference, model, tolerance, batch=args.batch, seed=args.seed) else EXIT_MISMATCH
 
@@ -154,9 +154,9 @@ def verify(reference: ir.Model, converted: ir.Model, tolerance: float, *, batch:
 
 def _random_inputs(model: ir.Model, batch: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    inputs = {}
+    inputs: dict[str, np.ndarray] = {}
     for value in model.graph.inputs:
-        if value.is_initializer():
+        if value.is_initializer() or value.name is None:
             continue
         shape = [dim if isinstance(dim, int) else batch for dim in (value.shape or [])]
         dtype = value.dtype.numpy() if value.dtype is not None else np.float32

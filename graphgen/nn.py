@@ -44,7 +44,7 @@ class Parameter(ParameterBase):
 
 
 def _pair(value: IntPair) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
 def scope_name(op: OpBuilder) -> str:
@@ -52,7 +52,7 @@ def scope_name(op: OpBuilder) -> str:
     return ".".join(scope_parts(op))
 
 
-def emit(op: OpBuilder, op_type: str, *inputs: ir.Value | None, suffix: str = "", **attributes) -> ir.Value:
+def emit(op: OpBuilder, op_type: str, *inputs: ir.Value | float | None, suffix: str = "", **attributes) -> ir.Value:
     """Add one node named after the current module (plus ``suffix`` for a module's glue ops).
 
     Absent trailing optional inputs (a bias-free Conv's bias) are left out, not written as ``""``:
@@ -69,6 +69,8 @@ def emit(op: OpBuilder, op_type: str, *inputs: ir.Value | None, suffix: str = ""
 
 def static_spatial(x: ir.Value) -> tuple[int, int]:
     """Height and width of an NCHW value; they are static in every graph graphgen builds."""
+    if x.shape is None:
+        raise ValueError(f"the shape of {x.name} is unknown")
     height, width = x.shape[2], x.shape[3]
     if not (isinstance(height, int) and isinstance(width, int)):
         raise ValueError(f"spatial size of {x.name} must be static, got {x.shape}")
@@ -102,6 +104,8 @@ class Conv2d(Module):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        if isinstance(padding, str) and padding != "same_tf":
+            raise ValueError(f"padding must be a size or 'same_tf', got {padding!r}")
         self.kernel, self.stride, self.groups, self.dilation = _pair(kernel_size), _pair(stride), groups, dilation
         self.padding = padding
         self.out_channels = out_channels
@@ -111,7 +115,7 @@ class Conv2d(Module):
         self.bias = Parameter([out_channels], Init.FAN_IN_UNIFORM, fan_in=fan_in) if bias else None
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
-        if self.padding == "same_tf":
+        if isinstance(self.padding, str):  # "same_tf"
             pads = tf_same_pads(static_spatial(x), self.kernel, self.stride)
         else:
             pad_h, pad_w = _pair(self.padding)

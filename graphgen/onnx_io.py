@@ -46,10 +46,9 @@ def _key(field: int, length: int) -> bytes:
     return _varint(field << 3 | _LENGTH_DELIMITED) + _varint(length)
 
 
-def _tensor_header(value: ir.Value) -> bytes:
+def _tensor_header(name: str, tensor: ir.TensorProtocol) -> bytes:
     """The TensorProto fields of an initializer except its data."""
-    tensor = value.const_value
-    header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=list(tensor.shape.numpy()))
+    header = onnx.TensorProto(name=name, data_type=tensor.dtype.value, dims=list(tensor.shape.numpy()))
     return header.SerializeToString()
 
 
@@ -60,24 +59,24 @@ def save_model(model: ir.Model, path: str | Path) -> Path:
     # Large tensors, and any tensor still in an external file (the skeleton would keep a reference
     # relative to the old location), are written from their arrays.
     streamed = [
-        value
-        for value in skeleton.graph.initializers.values()
-        if value.const_value is not None
-        and (value.const_value.size >= STREAM_THRESHOLD or isinstance(value.const_value, ir.ExternalTensor))
+        (name, tensor)
+        for name, value in skeleton.graph.initializers.items()
+        if (tensor := value.const_value) is not None
+        and (tensor.size >= STREAM_THRESHOLD or isinstance(tensor, ir.ExternalTensor))
     ]
-    for value in streamed:
-        del skeleton.graph.initializers[value.name]
+    for name, _ in streamed:
+        del skeleton.graph.initializers[name]
     proto = ir.serde.serialize_model(skeleton)
     graph = proto.graph.SerializeToString()
     proto.ClearField("graph")
     head = proto.SerializeToString()
 
     records = []
-    for value in streamed:
-        data = np.ascontiguousarray(value.const_value.numpy())
+    for name, tensor in streamed:
+        data = np.ascontiguousarray(tensor.numpy())
         if data.dtype.byteorder == ">":
             data = data.astype(data.dtype.newbyteorder("<"))
-        header = _tensor_header(value)
+        header = _tensor_header(name, tensor)
         tensor_length = len(header) + len(_key(_TENSOR_RAW_DATA, data.nbytes)) + data.nbytes
         records.append((header, data, tensor_length))
     fragment_length = sum(len(_key(_GRAPH_INITIALIZER, n)) + n for _, _, n in records)
@@ -91,7 +90,7 @@ def save_model(model: ir.Model, path: str | Path) -> Path:
             file.write(_key(_GRAPH_INITIALIZER, tensor_length))
             file.write(header)
             file.write(_key(_TENSOR_RAW_DATA, data.nbytes))
-            file.write(memoryview(data).cast("B"))
+            file.write(data.data.cast("B"))
     return path
 
 

@@ -18,6 +18,7 @@ changes one fails with a message saying which, instead of as wrong names or empt
 from __future__ import annotations
 
 import ast
+from typing import cast
 
 import onnx_ir as ir
 
@@ -87,11 +88,11 @@ def check_builder_api() -> None:
         raise OnnxscriptChangedError(_message(onnxscript.__version__, [f"tracing failed: {error!r}"])) from error
 
     nodes = {node.name: node for node in graph}
-    seen_parts = probe.features[0].conv.seen_parts
+    seen_parts = cast(_Block, probe.features[0]).conv.seen_parts  # Sequential indexes as a plain Module
     if seen_parts != [["features", "0", "conv"]]:
         problems.append(f"GraphBuilder._scope_name_parts() gave {seen_parts}, expected [['features', '0', 'conv']]")
     if set(nodes) != {"conv_node", "clip_node"}:
-        problems.append(f"OpBuilder's _name= keyword: nodes are named {sorted(nodes)}")
+        problems.append(f"OpBuilder's _name= keyword: nodes are named {sorted(map(str, nodes))}")
     if "features.0.conv.weight" not in graph.initializers:
         problems.append(f"parameters are not named by module path: initializers {sorted(graph.initializers)}")
     expected = {

@@ -306,6 +306,13 @@ class ProfileRow:
     high_us: float | None = None
 
 
+def _error_bar(row: ProfileRow) -> tuple[float, float]:
+    """How far below and above its time a row's spread reaches (none without one)."""
+    if row.low_us is None or row.high_us is None:
+        return 0.0, 0.0
+    return row.time_us - row.low_us, row.high_us - row.time_us
+
+
 def plot_profile(
     rows: Sequence[ProfileRow],
     path: str | Path,
@@ -326,12 +333,7 @@ def plot_profile(
         raise PlotError("the profile has no layers to draw")
     shown = set(sorted(range(len(rows)), key=lambda i: rows[i].time_us, reverse=True)[:limit])
     bars = [(rows[i].layer, "+".join(rows[i].op_types), rows[i].time_us, rows[i].share) for i in sorted(shown)]
-    errors = [
-        (rows[i].time_us - rows[i].low_us, rows[i].high_us - rows[i].time_us)
-        if rows[i].low_us is not None and rows[i].high_us is not None
-        else (0.0, 0.0)
-        for i in sorted(shown)
-    ]
+    errors = [_error_bar(rows[i]) for i in sorted(shown)]
     rest = [row for i, row in enumerate(rows) if i not in shown]
     if rest:
         summed = (sum(r.time_us for r in rest), sum(r.share for r in rest))

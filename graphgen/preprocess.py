@@ -50,9 +50,9 @@ class ImageSpec:
         image = image.resize(size, _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR))
         left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
         image = image.crop((left, top, left + self.crop, top + self.crop))
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
+        scaled = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+        normalised = (scaled - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
 def decode_image(data: bytes, max_pixels: int = 50_000_000) -> Image.Image:

@@ -117,7 +117,7 @@ def local_metadata(node: ir.Node, scope: BlockScope) -> dict[str, str]:
         metadata[NAMESPACE] = "/".join([f": {scope.class_name}", *metadata[NAMESPACE].split("/")[depth + 1 :]])
     for key in PATH_VALUED:
         if key in metadata:
-            metadata[key] = relative_name(metadata[key], scope.path)
+            metadata[key] = relative_name(metadata[key], scope.path) or ""
     return metadata
 
 

@@ -110,8 +110,8 @@ class ModelStats:
         }
 
 
-def _shape(value: ir.Value, batch: int) -> list[int]:
-    if value.shape is None:
+def _shape(value: ir.Value | None, batch: int) -> list[int]:
+    if value is None or value.shape is None:
         return []
     return [dim if isinstance(dim, int) else batch for dim in value.shape]
 
@@ -120,7 +120,9 @@ def _node_params(node: ir.Node, counted: set[str]) -> tuple[int, int]:
     """(reference parameters, initializer elements) of the node's constant inputs, each counted once."""
     params = initializers = 0
     for index, value in enumerate(node.inputs):
-        if value is None or not value.is_initializer() or value.const_value is None or value.name in counted:
+        if value is None or not value.is_initializer() or value.const_value is None or value.name is None:
+            continue
+        if value.name in counted:
             continue
         counted.add(value.name)
         size = value.const_value.size
@@ -135,14 +137,12 @@ def _node_params(node: ir.Node, counted: set[str]) -> tuple[int, int]:
 
 
 def _node_macs(node: ir.Node, batch: int) -> int:
-    if node.op_type == "Conv" and node.inputs[1] is not None and node.inputs[1].shape is not None:
-        out = _shape(node.outputs[0], batch)
-        weight = list(node.inputs[1].shape)
-        return math.prod(out) * math.prod(weight[1:])
+    if node.op_type == "Conv":
+        weight = _shape(node.inputs[1], batch)
+        return math.prod(_shape(node.outputs[0], batch)) * math.prod(weight[1:]) if weight else 0
     if node.op_type == "Gemm":
-        rows = _shape(node.inputs[0], batch)[0]
-        weight = list(node.inputs[1].shape)
-        return rows * math.prod(weight)
+        rows, weight = _shape(node.inputs[0], batch), _shape(node.inputs[1], batch)
+        return rows[0] * math.prod(weight) if rows and weight else 0
     if node.op_type == "MatMul":
         a, b = _shape(node.inputs[0], batch), _shape(node.inputs[1], batch)
         return math.prod(_shape(node.outputs[0], batch)) * (a[-1] if a else 0) if b else 0
@@ -152,6 +152,8 @@ def _node_macs(node: ir.Node, batch: int) -> int:
 def _silu_pair(sigmoid: ir.Node) -> ir.Node | None:
     """The Mul of ``x · sigmoid(x)`` when x feeds exactly this Sigmoid and that Mul."""
     x = sigmoid.inputs[0]
+    if x is None:
+        return None
     users = {id(user): user for user, _ in x.uses()}
     muls = [user for user in users.values() if user is not sigmoid]
     if len(users) != 2 or len(muls) != 1 or muls[0].op_type != "Mul":
@@ -185,16 +187,15 @@ def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
     for node in graph:
         params, initializers = _node_params(node, counted)
         source = node.inputs[0] if node.inputs else None
-        row = row_of.get(id(source)) if source is not None else None
+        # The row this node may join: its input's, unless that input is also a graph output.
+        row = row_of.get(id(source)) if source is not None and not source.is_graph_output() else None
         out = node.outputs[0]
-        if row is not None and _silu_part(node) and not source.is_graph_output():
+        if row is not None and _silu_part(node):
             # SiLU = x · sigmoid(x): the Sigmoid and the Mul together are the layer's activation.
             row.op += "+SiLU" if node.op_type == "Mul" else ""
             row.params += params
             row.initializer_elements += initializers
-        elif (
-            node.op_type in _FOLLOWERS and row is not None and len(source.uses()) == 1 and not source.is_graph_output()
-        ):
+        elif row is not None and source is not None and node.op_type in _FOLLOWERS and len(source.uses()) == 1:
             row.op += f"+{node.op_type}"
             row.output_shape = _shape(out, batch)
             row.params += params

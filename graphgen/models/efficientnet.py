@@ -24,6 +24,7 @@ input, not its expanded width. Stochastic depth and dropout are the identity at 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -173,7 +174,7 @@ class SqueezeExcitation(nn.Module):
 class ResidualBlock(nn.Module):
     """``block`` plus the input where shapes allow (stochastic depth is the identity at inference)."""
 
-    def __init__(self, layers: list[nn.Module], cin: int, cout: int, stride: int) -> None:
+    def __init__(self, layers: Sequence[nn.Module], cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout

@@ -30,7 +30,7 @@ HALF = (0.5, 0.5, 0.5)
 
 # fmt: off
 # Table 1: in, #1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5 (a 3×3 here), pool proj; "M" = 3×3/2 max-pool
-STAGES = [
+STAGES: list[tuple[str, tuple[int, ...] | int]] = [
     ("inception3a", (192,  64,  96, 128, 16,  32,  32)),
     ("inception3b", (256, 128, 128, 192, 32,  96,  64)),
     ("maxpool3",    3),

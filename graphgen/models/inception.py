@@ -152,7 +152,7 @@ class InceptionAux(nn.Module):
 
 
 # fmt: off
-STEM = [
+STEM: list[tuple[str, int, int, int, int, int] | tuple[str, str]] = [
     # name            in   out  kernel stride padding   ("M": 3×3/2 max-pool)
     ("Conv2d_1a_3x3", 3,   32,  3,     2,     0),
     ("Conv2d_2a_3x3", 32,  32,  3,     1,     0),
@@ -183,8 +183,12 @@ AUX_TAP = "Mixed_6e"
 class Inception3(nn.Module):
     def __init__(self, num_classes: int, aux: bool = False) -> None:
         super().__init__()
-        for name, *spec in STEM:
-            setattr(self, name, nn.MaxPool2d(3, 2) if spec == ["M"] else BasicConv2d(*spec))
+        for row in STEM:
+            if len(row) == 2:  # "M"
+                setattr(self, row[0], nn.MaxPool2d(3, 2))
+            else:
+                name, cin, cout, kernel, stride, padding = row
+                setattr(self, name, BasicConv2d(cin, cout, kernel, stride, padding))
         for name, block, cin, width in MIXED:
             setattr(self, name, block(cin, width) if width is not None else block(cin))
         self.aux = aux

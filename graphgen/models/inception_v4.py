@@ -8,6 +8,8 @@ Reduction-A, 7 × Inception-B, Reduction-B, 3 × Inception-C; then global pool a
 
 from __future__ import annotations
 
+from functools import partial
+
 from graphgen import nn
 from graphgen.models.googlenet import HALF, BasicConv2d
 from graphgen.registry import Architecture, register, timm_eval
@@ -81,12 +83,12 @@ class ReductionA(Concat):
 class InceptionB(Concat):
     def __init__(self) -> None:
         super().__init__()
-        row, col = {"kernel": (1, 7), "padding": (0, 3)}, {"kernel": (7, 1), "padding": (3, 0)}
+        row, col = partial(conv, kernel=(1, 7), padding=(0, 3)), partial(conv, kernel=(7, 1), padding=(3, 0))
         self.branch0 = conv(1024, 384, 1)
-        self.branch1 = nn.Sequential(conv(1024, 192, 1), conv(192, 224, **row), conv(224, 256, **col))
+        self.branch1 = nn.Sequential(conv(1024, 192, 1), row(192, 224), col(224, 256))
         self.branch2 = nn.Sequential(
-            conv(1024, 192, 1), conv(192, 192, **col), conv(192, 224, **row), conv(224, 224, **col),
-            conv(224, 256, **row),
+            conv(1024, 192, 1), col(192, 192), row(192, 224), col(224, 224),
+            row(224, 256),
         )  # fmt: skip
         self.branch3 = nn.Sequential(avg_pool(), conv(1024, 128, 1))
 
@@ -107,16 +109,16 @@ class InceptionC(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        row, col = {"kernel": (1, 3), "padding": (0, 1)}, {"kernel": (3, 1), "padding": (1, 0)}
+        row, col = partial(conv, kernel=(1, 3), padding=(0, 1)), partial(conv, kernel=(3, 1), padding=(1, 0))
         self.branch0 = conv(1536, 256, 1)
         self.branch1_0 = conv(1536, 384, 1)
-        self.branch1_1a = conv(384, 256, **row)
-        self.branch1_1b = conv(384, 256, **col)
+        self.branch1_1a = row(384, 256)
+        self.branch1_1b = col(384, 256)
         self.branch2_0 = conv(1536, 384, 1)
-        self.branch2_1 = conv(384, 448, **col)
-        self.branch2_2 = conv(448, 512, **row)
-        self.branch2_3a = conv(512, 256, **row)
-        self.branch2_3b = conv(512, 256, **col)
+        self.branch2_1 = col(384, 448)
+        self.branch2_2 = row(448, 512)
+        self.branch2_3a = row(512, 256)
+        self.branch2_3b = col(512, 256)
         self.branch3 = nn.Sequential(avg_pool(), conv(1536, 256, 1))
 
     def forward(self, op, x):

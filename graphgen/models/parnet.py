@@ -94,6 +94,7 @@ class RepVGGBlock(nn.Module):
         super().__init__()
         self.deploy, self.groups = deploy, groups
         self.rbr_identity = nn.BatchNorm2d(cin) if stride == 1 and cin == cout else None
+        self.rbr_dense: nn.Module
         if deploy:
             self.rbr_dense = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=True)
         else:

@@ -143,7 +143,9 @@ class Bottleneck(nn.Module):
         if config.form == "branches":
             # bn3 acts on the sum of the paths, exactly where the grouped form has it (paper §3.3)
             g = config.groups
-            paths = [ResNeXtBranch(inplanes, first // g, width // g, outplanes, strides) for _ in range(g)]
+            paths: list[nn.Module] = [
+                ResNeXtBranch(inplanes, first // g, width // g, outplanes, strides) for _ in range(g)
+            ]
             self.branches = nn.ModuleList(paths)
         else:
             self.conv1, self.bn1 = conv_bn(inplanes, first, 1, strides[0])
@@ -169,7 +171,7 @@ class Bottleneck(nn.Module):
         return self.relu(op, nn.add(op, out, identity))
 
 
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 def _stem(config: ResNetConfig) -> tuple[nn.Module, int]:

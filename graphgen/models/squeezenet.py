@@ -8,14 +8,24 @@ MACs. Max-pools use ``ceil_mode=True`` as torchvision's do.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from graphgen import nn
 from graphgen.registry import Architecture, imagenet_eval, register
 
 POOL = "pool"
 
+
+class Version(TypedDict):
+    stem: tuple[int, int]  # channels, kernel
+    layers: list[tuple[int, int] | str]
+    params: int
+    gmacs: float
+
+
 # fmt: off
 # After the stem conv + ReLU: "pool" or a Fire module's (squeeze, expand per branch) channels.
-VERSIONS = {
+VERSIONS: dict[str, Version] = {
     "1_0": {"stem": (96, 7), "layers": [POOL, (16, 64), (16, 64), (32, 128), POOL, (32, 128), (48, 192), (48, 192),
                                         (64, 256), POOL, (64, 256)],
             "params": 1_248_424, "gmacs": 0.819},
@@ -50,7 +60,7 @@ class SqueezeNet(nn.Module):
         channels, kernel = spec["stem"]
         layers: list[nn.Module] = [nn.Conv2d(3, channels, kernel, 2), nn.ReLU()]
         for layer in spec["layers"]:
-            if layer == POOL:
+            if isinstance(layer, str):  # POOL
                 layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
             else:
                 squeeze, expand = layer

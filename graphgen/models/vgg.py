@@ -34,7 +34,7 @@ class VGG(nn.Module):
         layers: list[nn.Module] = []
         channels = 3
         for item in config:
-            if item == M:
+            if isinstance(item, str):  # M
                 layers.append(nn.MaxPool2d(2, 2))
                 continue
             layers.append(nn.Conv2d(channels, item, 3, padding=1))

@@ -46,7 +46,9 @@ PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks"
 
 def _conv(op, x, weight: nn.Parameter, stride: int, name: str):
     """A bias-free square convolution with 'same' padding, weight held by the calling block."""
-    kernel = weight.shape[2]
+    kernel = weight.shape[2] if weight.shape is not None else None
+    if not isinstance(kernel, int):
+        raise ValueError(f"weight {weight.name} has no static kernel size")
     pad = kernel // 2
     return nn.emit(
         op, "Conv", x, weight, suffix=name, kernel_shape=[kernel, kernel], strides=[stride, stride],

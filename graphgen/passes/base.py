@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import numpy as np
 import onnx_ir as ir
@@ -36,6 +36,13 @@ class GraphPass(ir.passes.FunctionalPass):
         rewrites = self.rewrite(model)
         cleaned = RemoveUnusedNodesPass()(model).modified
         return PassResult(model, modified=bool(rewrites) or cleaned, rewrites=rewrites)
+
+    def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> PassResult:
+        """Run the pass (onnx_ir's checks included), typed as this pass's result."""
+        result = super().__call__(model_or_result)
+        if not isinstance(result, PassResult):
+            raise TypeError(f"{type(self).__name__} returned {type(result).__name__}, not a graphgen PassResult")
+        return result
 
     @abc.abstractmethod
     def rewrite(self, model: ir.Model) -> int:
@@ -61,6 +68,21 @@ def constant(value: ir.Value | None) -> np.ndarray | None:
             return None
         value = node.inputs[0]
     return None
+
+
+def known_constant(value: ir.Value | None) -> np.ndarray:
+    """The data of a value already checked to be constant (see :func:`constant`); raises if it is not."""
+    array = constant(value)
+    if array is None:
+        raise ValueError(f"{value!r} is not a constant")
+    return array
+
+
+def present(value: ir.Value | None) -> ir.Value:
+    """A node input the caller knows is present (ONNX marks omitted optional inputs as None)."""
+    if value is None:
+        raise ValueError("an optional input the rewrite relies on is missing")
+    return value
 
 
 def only_consumer(value: ir.Value) -> ir.Node | None:
@@ -129,17 +151,19 @@ def rewrite_blocks(
     return rewrites
 
 
-def sum_tree(root: ir.Node) -> tuple[list[ir.Node], list[ir.Value]]:
+def sum_tree(root: ir.Node) -> tuple[list[ir.Node], list[ir.Value | None]]:
     """The Add/Sum nodes of the sum rooted at ``root`` and the values it adds up (its leaves).
 
     An input produced by another Add or Sum belongs to the tree only if nothing else reads it,
     so the leaves can be recombined freely without changing any other result.
     """
-    nodes, leaves, pending = {id(root): root}, [], list(root.inputs)
+    nodes: dict[int, ir.Node] = {id(root): root}
+    leaves: list[ir.Value | None] = []
+    pending = list(root.inputs)
     while pending:
         value = pending.pop(0)
         producer = value.producer() if value is not None else None
-        if producer is not None and is_sum(producer) and only_consumer(value) is not None:
+        if value is not None and producer is not None and is_sum(producer) and only_consumer(value) is not None:
             nodes[id(producer)] = producer
             pending.extend(producer.inputs)
         else:
@@ -160,7 +184,15 @@ def sum_root(node: ir.Node) -> ir.Node:
         node = consumer
 
 
-def conv_geometry(conv: ir.Node) -> dict[str, tuple[int, ...] | int] | None:
+class ConvGeometry(TypedDict):
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    group: int
+
+
+def conv_geometry(conv: ir.Node) -> ConvGeometry | None:
     """A 2-D Conv's kernel, strides, pads, dilations and group with ONNX defaults filled in.
 
     None when it is not a 2-D convolution with a constant weight and explicit padding
@@ -191,7 +223,7 @@ def inference_batchnorm(node: ir.Node | None) -> bool:
 def batchnorm_scale_shift(bn: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     """(t, s) in float64 with BN(y) = y · t + s per channel, or None if a parameter is not constant."""
     gamma, beta, mean, var = (constant(v) for v in bn.inputs[1:5])
-    if any(a is None for a in (gamma, beta, mean, var)):
+    if gamma is None or beta is None or mean is None or var is None:
         return None
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + bn.attributes.get_float("epsilon", 1e-5))
     return scale, beta.astype(np.float64) - mean.astype(np.float64) * scale

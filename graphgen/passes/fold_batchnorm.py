@@ -24,7 +24,9 @@ from graphgen.passes.base import (
     batchnorm_scale_shift,
     constant,
     inference_batchnorm,
+    known_constant,
     only_consumer,
+    present,
     replace_value,
     set_private_input,
 )
@@ -71,10 +73,10 @@ def _fold_pair(graph: ir.Graph, conv: ir.Node, bn: ir.Node, names: Names) -> boo
     new_weight = weight.astype(compute, copy=False) * scale.astype(compute).reshape(-1, *([1] * (weight.ndim - 1)))
     new_bias = (bias.astype(np.float64) if bias is not None else 0.0) * scale + shift
 
-    gamma, beta = constant(bn.inputs[1]), constant(bn.inputs[2])
+    gamma, beta = known_constant(bn.inputs[1]), known_constant(bn.inputs[2])
     reference_params = weight.size + (bias.size if bias is not None else 0) + gamma.size + beta.size
     dtype = weight.dtype  # a float16 model stays float16
-    weight_name = conv.inputs[1].name or f"{conv.name or 'conv'}.weight"
+    weight_name = present(conv.inputs[1]).name or f"{conv.name or 'conv'}.weight"
     set_private_input(graph, conv, 1, new_weight, dtype, names, weight_name)
     bias_name = bias_value.name if bias_value is not None and bias_value.name else sibling_name(weight_name, "bias")
     set_private_input(graph, conv, 2, new_bias, dtype, names, bias_name)

@@ -40,7 +40,9 @@ from graphgen.passes.base import (
     conv_geometry,
     inference_batchnorm,
     is_sum,
+    known_constant,
     only_consumer,
+    present,
     replace_value,
     rewrite_blocks,
     sum_tree,
@@ -91,8 +93,9 @@ def _next_block(graph: ir.Graph) -> Block | None:
         consumer = only_consumer(node.outputs[0])
         if consumer is not None and is_sum(consumer):
             continue  # not the root of its sum
-        tree_nodes, leaves = sum_tree(node)
-        if any(leaf is None for leaf in leaves):
+        tree_nodes, maybe_leaves = sum_tree(node)
+        leaves = [leaf for leaf in maybe_leaves if leaf is not None]
+        if len(leaves) != len(maybe_leaves):
             continue
         constants = [array for array in (constant(leaf) for leaf in leaves) if array is not None]
         for source, terms, others in _candidate_groups([leaf for leaf in leaves if constant(leaf) is None]):
@@ -129,19 +132,21 @@ def _term(leaf: ir.Value) -> tuple[ir.Value, Term] | None:
     if node is None or node.domain != "" or only_consumer(leaf) is None:
         return None  # read elsewhere too: the branch's value must survive, nothing to fold
     if node.op_type == "Conv":
-        return (node.inputs[0], Term([node], node, 1.0, 0.0)) if _foldable_conv(node) else None
+        return (present(node.inputs[0]), Term([node], node, 1.0, 0.0)) if _foldable_conv(node) else None
     if node.op_type == "Mul":
         for data, factor in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
-            if data is not None and constant(data) is None and constant(factor) is not None:
-                return data, Term([node], None, constant(factor), 0.0)
+            factor_array = constant(factor)
+            if data is not None and constant(data) is None and factor_array is not None:
+                return data, Term([node], None, factor_array, 0.0)
         return None
-    if not inference_batchnorm(node) or batchnorm_scale_shift(node) is None:
+    scale_shift = batchnorm_scale_shift(node) if inference_batchnorm(node) else None
+    if scale_shift is None:
         return None
-    scale, shift = (v.reshape(-1, 1, 1) for v in batchnorm_scale_shift(node))  # per channel of NCHW
-    data = node.inputs[0]
+    scale, shift = (v.reshape(-1, 1, 1) for v in scale_shift)  # per channel of NCHW
+    data = present(node.inputs[0])
     conv = data.producer()
     if conv is not None and conv.op_type == "Conv" and only_consumer(data) is node and _foldable_conv(conv):
-        return conv.inputs[0], Term([conv, node], conv, scale, shift)
+        return present(conv.inputs[0]), Term([conv, node], conv, scale, shift)
     return data, Term([node], None, scale, shift)
 
 
@@ -153,8 +158,10 @@ def _foldable_conv(conv: ir.Node) -> bool:
 def _kernel_and_bias(terms: list[Term], constants: list[np.ndarray]):
     """The summed kernel, bias and the folded Conv's geometry; None if the branches do not line up."""
     convs = [term.conv for term in terms if term.conv is not None]
-    geometries = [conv_geometry(conv) for conv in convs]
-    weights = [constant(conv.inputs[1]) for conv in convs]
+    geometries = [geometry for conv in convs if (geometry := conv_geometry(conv)) is not None]
+    weights = [known_constant(conv.inputs[1]) for conv in convs]
+    if len(geometries) != len(convs):
+        return None
     if any(g["dilations"] != (1, 1) for g in geometries) or len({(g["strides"], g["group"]) for g in geometries}) != 1:
         return None
     if len({w.shape[:2] for w in weights}) != 1:
@@ -189,7 +196,7 @@ def _kernel_and_bias(terms: list[Term], constants: list[np.ndarray]):
             channels = np.arange(out_channels)
             kernel[channels, channels % in_per_group, centre[0], centre[1]] += scale
         else:
-            weight = constant(term.conv.inputs[1]).astype(np.float64) * scale[:, None, None, None]
+            weight = known_constant(term.conv.inputs[1]).astype(np.float64) * scale[:, None, None, None]
             top, left = (size[0] - weight.shape[2]) // 2, (size[1] - weight.shape[3]) // 2
             kernel[:, :, top : top + weight.shape[2], left : left + weight.shape[3]] += weight
             conv_bias = constant(term.conv.inputs[2]) if len(term.conv.inputs) > 2 and term.conv.inputs[2] else None
@@ -216,11 +223,11 @@ def _per_channel(value: np.ndarray | float, channels: int) -> np.ndarray | None:
 
 
 def _fold(graph: ir.Graph, block: Block, names: Names) -> None:
-    dtype = constant(block.convs[0].inputs[1]).dtype
+    dtype = known_constant(block.convs[0].inputs[1]).dtype
     # Named after the block: the common path of its nodes, else of its weights (dynamo names nodes
     # node_Conv_12 but keeps module paths on weights), else after the sum it replaces.
     weight_prefix = common_name(
-        [n.inputs[1].name or "" for n in block.nodes if n.op_type in ("Conv", "BatchNormalization")], ""
+        [present(n.inputs[1]).name or "" for n in block.nodes if n.op_type in ("Conv", "BatchNormalization")], ""
     )
     node_prefix = common_name([n.name or "" for n in block.nodes], "") or weight_prefix
     node_name = join_name(node_prefix, DEPLOY_NAME) if node_prefix else f"{block.root.name}_{DEPLOY_NAME}"

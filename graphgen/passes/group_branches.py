@@ -36,6 +36,7 @@ from graphgen.passes.base import (
     conv_geometry,
     inference_batchnorm,
     is_sum,
+    known_constant,
     only_consumer,
     replace_value,
     rewrite_blocks,
@@ -149,8 +150,8 @@ def _as_block(source: ir.Value, merge: ir.Node, chains: list[list[ir.Node]]) -> 
     ordered = [by_output[id(v)] for v in leaves if id(v) in by_output]
     if len(ordered) != len(chains) or len({id(chain[0]) for chain in ordered}) != len(chains):
         return None  # a branch output summed twice cannot become one term
-    others = [v for v in leaves if id(v) not in by_output]
-    if any(v is None for v in others):
+    others = [v for v in leaves if id(v) not in by_output and v is not None]
+    if len(others) + len(ordered) != len(leaves):
         return None
     return Block(source, ordered, tree_nodes, merge.outputs[0], others)
 
@@ -159,11 +160,11 @@ def _signature(node: ir.Node) -> tuple | None:
     """What must be equal for nodes of different branches to be stacked into one (None: never)."""
     attributes = tuple(sorted((name, repr(attr.value)) for name, attr in node.attributes.items()))
     if node.op_type == "Conv":
-        weight = constant(node.inputs[1])
+        weight = known_constant(node.inputs[1])
         return ("Conv", attributes, weight.shape, str(weight.dtype))
     if node.op_type == "BatchNormalization":
-        parameters = [constant(v) for v in node.inputs[1:5]]
-        if any(p is None for p in parameters):
+        parameters = [p for v in node.inputs[1:5] if (p := constant(v)) is not None]
+        if len(parameters) != 4:
             return None
         return ("BatchNormalization", attributes, tuple(p.shape for p in parameters))
     extra = tuple(_constant_bytes(v) for v in node.inputs[1:])  # Clip bounds
@@ -181,7 +182,7 @@ def _compatible(block: Block) -> bool:
     first = block.branches[0]
     if any(len(chain) != len(first) for chain in block.branches):
         return False
-    if sum(node.op_type == "Conv" for node in first) < 2 or conv_geometry(first[0])["group"] != 1:
+    if sum(node.op_type == "Conv" for node in first) < 2 or _group(first[0]) != 1:
         return False
     for position in range(len(first)):
         signatures = {_signature(chain[position]) for chain in block.branches}
@@ -189,9 +190,14 @@ def _compatible(block: Block) -> bool:
             return False
     if block.by_sum:
         tail = _tail_start(first)
-        if tail is None or conv_geometry(first[tail])["group"] != 1:
+        if tail is None or _group(first[tail]) != 1:
             return False
     return True
+
+
+def _group(conv: ir.Node) -> int | None:
+    geometry = conv_geometry(conv)
+    return geometry["group"] if geometry is not None else None
 
 
 def _tail_start(chain: list[ir.Node]) -> int | None:
@@ -206,7 +212,10 @@ def _tail_start(chain: list[ir.Node]) -> int | None:
 def _rewrite(graph: ir.Graph, block: Block, names: Names) -> None:
     groups = len(block.branches)
     first = block.branches[0]
-    stacked_length = _tail_start(first) if block.by_sum else len(first)
+    tail_start = _tail_start(first) if block.by_sum else len(first)
+    if tail_start is None:
+        raise ValueError("a summed branch ends in no Conv: _compatible() should have refused it")
+    stacked_length = tail_start
     new_nodes: list[ir.Node] = []
     current = block.source
     for position in range(stacked_length):
@@ -239,7 +248,7 @@ def _stacked(
     name = names.fresh(common_name([n.name or "" for n in column], f"{model_node.name}.grouped", drop_varying=True))
     inputs: list[ir.Value | None] = [data]
     if model_node.op_type == "Conv":
-        weights = [constant(n.inputs[1]) for n in column]
+        weights = [known_constant(n.inputs[1]) for n in column]
         inputs.append(_stacked_initializer(graph, names, column, 1, np.concatenate(weights, axis=0)))
         biases = [_bias(n) for n in column]
         if any(b is not None for b in biases):
@@ -249,7 +258,7 @@ def _stacked(
             attributes["group"] = groups * model_node.attributes.get_int("group", 1)
     elif model_node.op_type == "BatchNormalization":
         for index in range(1, 5):
-            parts = [constant(n.inputs[index]) for n in column]
+            parts = [known_constant(n.inputs[index]) for n in column]
             inputs.append(_stacked_initializer(graph, names, column, index, np.concatenate(parts)))
     else:
         inputs.extend(model_node.inputs[1:])  # equal constants in every branch: share the first's
@@ -262,16 +271,19 @@ def _summed_conv(graph: ir.Graph, tails: list[list[ir.Node]], data: ir.Value, na
     """The branches' last Conv [+ BatchNorm] over the stacked channels, summed: one Conv."""
     weights, biases = [], []
     for tail in tails:
-        weight = constant(tail[0].inputs[1]).astype(np.float64)
+        weight = known_constant(tail[0].inputs[1]).astype(np.float64)
         bias = _bias(tail[0])
         bias = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
         if len(tail) == 2:  # this branch's own BatchNorm: fold it in before summing
-            scale, shift = batchnorm_scale_shift(tail[1])
+            scale_shift = batchnorm_scale_shift(tail[1])
+            if scale_shift is None:
+                raise ValueError("a stacked BatchNorm lost its constant parameters")
+            scale, shift = scale_shift
             weight, bias = weight * scale[:, None, None, None], bias * scale + shift
         weights.append(weight)
         biases.append(bias)
     convs = [tail[0] for tail in tails]
-    dtype = constant(convs[0].inputs[1]).dtype
+    dtype = known_constant(convs[0].inputs[1]).dtype
     has_bias = len(tails[0]) == 2 or any(_bias(conv) is not None for conv in convs)
     inputs = [data, _stacked_initializer(graph, names, convs, 1, np.concatenate(weights, axis=1), dtype)]
     if has_bias:
@@ -291,19 +303,19 @@ def _bias(conv: ir.Node) -> np.ndarray | None:
 def _stacked_initializer(
     graph: ir.Graph, names: Names, column: list[ir.Node], index: int, array: np.ndarray, dtype: np.dtype | None = None
 ) -> ir.Value:
-    originals = [n.inputs[index].name or "" for n in column if len(n.inputs) > index and n.inputs[index] is not None]
+    originals = [v.name or "" for n in column if len(n.inputs) > index and (v := n.inputs[index]) is not None]
     suffix = {1: "weight", 2: "bias"}.get(index, f"input{index}") if column[0].op_type == "Conv" else ""
     fallback = f"{column[0].name}.{suffix or index}"
     name = common_name(originals, fallback, drop_varying=True) if originals else fallback
     return add_initializer(graph, names, name, array, dtype or array.dtype)
 
 
-def _provenance(column: list[ir.Node], groups: int, extra: list[ir.Node] = ()) -> dict[str, str]:
+def _provenance(column: list[ir.Node], groups: int, extra: list[ir.Node] | None = None) -> dict[str, str]:
     """Branch count and, where BatchNorm was folded before, the reference parameter count."""
     props = {GROUPED_FROM: str(groups)}
     if any(REFERENCE_PARAMS in n.metadata_props for n in column) or extra:
         total = sum(_reference_params(n) for n in column)
-        total += sum(constant(bn.inputs[1]).size + constant(bn.inputs[2]).size for bn in extra)
+        total += sum(known_constant(bn.inputs[1]).size + known_constant(bn.inputs[2]).size for bn in extra or [])
         props[REFERENCE_PARAMS] = str(total)
     return props
 
@@ -312,7 +324,7 @@ def _reference_params(conv: ir.Node) -> int:
     if REFERENCE_PARAMS in conv.metadata_props:
         return int(conv.metadata_props[REFERENCE_PARAMS])
     bias = _bias(conv)
-    return constant(conv.inputs[1]).size + (bias.size if bias is not None else 0)
+    return known_constant(conv.inputs[1]).size + (bias.size if bias is not None else 0)
 
 
 def _name_output(node: ir.Node, like: ir.Value, names: Names, channels: int = 1) -> None:

@@ -57,12 +57,14 @@ def inline_functions(model: ir.Model) -> PassResult:
 
 def _inline_call(graph: ir.Graph, call: ir.Node, function: ir.Function) -> None:
     path = call.name
-    mapping = {id(param): arg for param, arg in zip(function.inputs, call.inputs)}
+    mapping: dict[int, ir.Value | None] = {id(param): arg for param, arg in zip(function.inputs, call.inputs)}
     nodes = []
     for inner in function:
         if inner.op_type == "Constant" and inner.domain == "" and not inner.inputs:
             # an embedded constant becomes the shared initializer it was copied from
             tensor, name = inner.attributes["value"].value, inner.outputs[0].name
+            if name is None:
+                raise ValueError(f"constant {inner.name!r} of block {path!r} has no output name")
             if name not in graph.initializers:
                 graph.register_initializer(
                     ir.Value(
@@ -84,6 +86,8 @@ def _inline_call(graph: ir.Graph, call: ir.Node, function: ir.Function) -> None:
     graph.insert_before(call, nodes)
     for parameter, output in zip(function.outputs, call.outputs):
         replacement = mapping[id(parameter)]
+        if replacement is None:
+            raise ValueError(f"output {parameter.name!r} of block {path!r} is an omitted input")
         for user, index in list(output.uses()):
             user.replace_input_with(index, replacement)
         for index, graph_output in enumerate(graph.outputs):

@@ -59,6 +59,12 @@ def _embeddable(value: ir.Value) -> bool:
     return tensor.shape.rank() == 0 or not tensor.dtype.is_floating_point()
 
 
+def _tensor_of(value: ir.Value) -> ir.TensorProtocol:
+    if value.const_value is None:
+        raise ValueError(f"{value.name!r} was taken for a constant but holds no tensor")
+    return value.const_value
+
+
 def _tensor_key(tensor: ir.TensorProtocol) -> tuple:
     array = tensor.numpy()
     return (tensor.dtype, array.shape, array.tobytes())
@@ -100,17 +106,18 @@ class Block:
         members = {id(node) for node in self.nodes}
         local: dict[int, tuple] = {}  # id(value) -> its reference inside the block
         for index, node in enumerate(self.nodes):
-            for output_index, value in enumerate(node.outputs):
-                local[id(value)] = ("node", index, output_index)
+            for output_index, output in enumerate(node.outputs):
+                local[id(output)] = ("node", index, output_index)
         node_keys = []
         for node in self.nodes:
-            references = []
+            references: list[tuple | None] = []
             for value in node.inputs:
                 if value is None:
-                    references.append(None)
-                elif id(value) not in local:
+                    references.append(None)  # an omitted optional input
+                    continue
+                if id(value) not in local:
                     if _embeddable(value):
-                        local[id(value)] = ("constant", len(self.constants), _tensor_key(value.const_value))
+                        local[id(value)] = ("constant", len(self.constants), _tensor_key(_tensor_of(value)))
                         self.constants.append(value)
                     else:
                         local[id(value)] = ("input", len(self.inputs))
@@ -165,13 +172,18 @@ def _function(block: Block, name: str, opsets: dict[str, int]) -> ir.Function:
             local_name = relative_name(value.name, path)
         else:  # x, or x0, x1… for a block reading several activations (a concatenation)
             local_name = "x" if len(activations) == 1 else f"x{activations.index(value)}"
-        inputs.append(ir.Value(name=value_names.fresh(local_name), shape=value.shape, type=value.type))
+        # Initializers, like every value graphgen writes, are named; "weight" only keeps the types honest.
+        inputs.append(ir.Value(name=value_names.fresh(local_name or "weight"), shape=value.shape, type=value.type))
         mapping[id(value)] = inputs[-1]
     body = []
     for value in block.constants:
-        tensor = ir.Tensor(value.const_value.numpy(), name=value_names.fresh(value.name))
+        tensor = ir.Tensor(_tensor_of(value).numpy(), name=value_names.fresh(value.name or "constant"))
         constant = ir.Node(
-            "", "Constant", [], attributes=[ir.AttrTensor("value", tensor)], name=node_names.fresh(tensor.name)
+            "",
+            "Constant",
+            [],
+            attributes=[ir.AttrTensor("value", tensor)],
+            name=node_names.fresh(tensor.name or "constant"),
         )
         constant.outputs[0].name, constant.outputs[0].shape = tensor.name, ir.Shape(tensor.shape)
         constant.outputs[0].type = ir.TensorType(tensor.dtype)
@@ -282,7 +294,8 @@ class OutlineBlocksPass(GraphPass):
         blocks = [block for block in blocks_of(graph) if len(block.nodes) > 1 and block.analyse(graph, position)]
         structures: dict[tuple, list[Block]] = {}
         for block in blocks:
-            structures.setdefault(block.structure, []).append(block)
+            if block.structure is not None:  # analysed: every block kept above
+                structures.setdefault(block.structure, []).append(block)
         per_class = Counter(structure[0] for structure in structures)
         opsets = {domain: version for domain, version in graph.opset_imports.items() if domain != BLOCKS_DOMAIN}
         function_of: dict[str, ir.Function] = {}  # block path -> its function

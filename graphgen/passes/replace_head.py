@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.passes.base import GraphPass, PassResult, constant, set_private_input
+from graphgen.passes.base import GraphPass, PassResult, constant, known_constant, present, set_private_input
 from graphgen.passes.names import Names, sibling_name
 
 # Ops between a classifier and its output that keep the class axis (axis 1) and its meaning.
 _CLASS_PRESERVING = frozenset({"Flatten", "Identity", "Dropout", "Relu", "GlobalAveragePool", "Softmax", "LogSoftmax"})
 FEATURES_OUTPUT = "features"
+_SAY_HOW_MANY = "say how many classes the new head has, or give it weights"
 
 
 class HeadError(ValueError):
@@ -47,7 +48,7 @@ class ReplaceHeadPass(GraphPass):
         output: str | None = None,
     ) -> None:
         if num_classes is None and weights is None:
-            raise HeadError("say how many classes the new head has, or give it weights")
+            raise HeadError(_SAY_HOW_MANY)
         if num_classes is not None and num_classes < 1:
             raise HeadError(f"a head needs at least one class, got {num_classes}")
         self.num_classes, self.weights, self.seed, self.output = num_classes, weights, seed, output
@@ -63,7 +64,7 @@ class ReplaceHeadPass(GraphPass):
             return 0
 
         names = Names(graph)
-        weight_name = head.node.inputs[1].name or f"{head.node.name}.weight"
+        weight_name = present(head.node.inputs[1]).name or f"{head.node.name}.weight"
         set_private_input(graph, head.node, 1, weight_layout, head.weight.dtype, names, weight_name)
         bias_name = sibling_name(weight_name, "bias")
         set_private_input(graph, head.bias_node, head.bias_index, new_bias, head.weight.dtype, names, bias_name)
@@ -92,6 +93,8 @@ class ReplaceHeadPass(GraphPass):
                 new_bias,
                 f"from {Path(given).name}" if isinstance(given, str | Path) else "given weights",
             )
+        if self.num_classes is None:  # __init__ refuses neither weights nor a class count
+            raise HeadError(_SAY_HOW_MANY)
         rng = np.random.default_rng(self.seed)
         bound = 1.0 / np.sqrt(head.features)
         new_weight = rng.uniform(-bound, bound, (self.num_classes, head.features)).astype(np.float32)
@@ -128,7 +131,7 @@ class CutHeadPass(GraphPass):
         if model.metadata_props.get("graphgen.features") == at and [v.name for v in graph.outputs] == [FEATURES_OUTPUT]:
             return 0  # cut there already
         if at == FEATURES_OUTPUT:
-            value = _find_head(graph, None).node.inputs[0]
+            value = present(_find_head(graph, None).node.inputs[0])
             if value.is_graph_input():
                 raise HeadError("the classifier reads the model input directly: there are no features to cut to")
         else:
@@ -154,7 +157,7 @@ class _Head:
 
     def __init__(self, node: ir.Node, path: list[ir.Value], bias_add: ir.Node | None = None) -> None:
         self.node, self.path = node, path  # path: from the output back to the classifier's own output
-        self.weight = constant(node.inputs[1])
+        self.weight = known_constant(node.inputs[1])
         self.bias_node, self.bias_index = node, 2
         if node.op_type == "Gemm":
             self.transposed = node.attributes.get_int("transB", 0) == 1
@@ -203,7 +206,7 @@ def _find_head(graph: ir.Graph, output: str | None) -> _Head:
                 f"found no classifier before output {name!r}: it comes from {node.op_type} node {node.name!r}, "
                 "which is no Linear (Gemm/MatMul) or 1x1 Conv"
             )
-        value = node.inputs[0]
+        value = present(node.inputs[0])
 
 
 def _is_classifier(node: ir.Node) -> bool:
@@ -212,7 +215,7 @@ def _is_classifier(node: ir.Node) -> bool:
         return False
     if node.op_type == "Conv":
         return weight.ndim == 4 and weight.shape[2:] == (1, 1) and node.attributes.get_int("group", 1) == 1
-    if node.op_type == "Gemm" and node.attributes.get_int("transA", 0):
+    if node.op_type == "Gemm" and node.attributes.get_int("transA", 0) != 0:
         return False
     return weight.ndim == 2
 
@@ -245,7 +248,7 @@ def _checkpoint_head(weights: Mapping[str, np.ndarray] | str | Path, head: _Head
         from graphgen.checkpoint import load_checkpoint
 
         weights = load_checkpoint(weights)
-    own = head.node.inputs[1].name or ""
+    own = present(head.node.inputs[1]).name or ""
     prefix = own[: -len("weight")] if own.endswith("weight") else None
     for weight_key, bias_key in ((own, f"{prefix}bias" if prefix is not None else None), ("weight", "bias")):
         if weight_key in weights:

@@ -102,17 +102,16 @@ def attribute(
     run_bounds = _run_bounds(spans)
     for activity in activities:
         call = call_of.get(activity.correlation_id)
-        span = _containing(by_thread, starts, call) if call is not None else None
-        if span is None:
+        enclosing = _containing(by_thread, starts, call) if call is not None else None
+        if call is None or enclosing is None:
             result.unattributed += 1
-            run = _run_at(run_bounds, call.start_ns if call else activity.start_ns)
+            run = _run_at(run_bounds, call.start_ns if call is not None else activity.start_ns)
             if run is not None:
                 result.unattributed_ns[run] += activity.dur_ns
             continue
-        assert call is not None
         result.attributed += 1
-        result.device_ns[(span.run, span.kernel)] += activity.dur_ns
-        if min(call.start_ns - span.start_ns, span.end_ns - call.start_ns) < tolerance_ns:
+        result.device_ns[(enclosing.run, enclosing.kernel)] += activity.dur_ns
+        if min(call.start_ns - enclosing.start_ns, enclosing.end_ns - call.start_ns) < tolerance_ns:
             result.ambiguous += 1
     result.device_ns = dict(result.device_ns)
     result.unattributed_ns = dict(result.unattributed_ns)

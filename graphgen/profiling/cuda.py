@@ -23,6 +23,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from graphgen.profiling.attribution import ApiCall, GpuActivity
 
@@ -50,7 +51,7 @@ def cuda_events_unavailable_reason() -> str | None:
     return None
 
 
-def _check(result) -> object:
+def _check(result) -> Any:  # cuda-bindings' handles and numbers, untyped
     status, *values = result if isinstance(result, tuple) else (result,)
     if int(status) != 0:
         raise RuntimeError(f"CUDA runtime call failed: {status}")

@@ -13,9 +13,13 @@ element type, from the trace) / time. Arithmetic intensity = MACs / those bytes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphgen.profiling.summary import Profile
 from graphgen.stats import LayerStats, ModelStats, layer_stats
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 
 class StaticTable:
@@ -23,7 +27,7 @@ class StaticTable:
 
     def __init__(self, model_path: str | Path) -> None:
         self.model_path = Path(model_path)
-        self._model = None
+        self._model: ir.Model | None = None
         self._by_batch: dict[int, dict[str, LayerStats]] = {}
         self.stats: dict[int, ModelStats] = {}
 

@@ -63,12 +63,17 @@ class DynamicBatcher:
         await self._queue.put(pending)
         return await pending.future
 
-    async def _next(self, timeout: float | None) -> _Pending | None:
+    async def _first(self) -> _Pending:
+        """The next request (one held back from the last batch first), however long it takes."""
         if self._held is not None:
             pending, self._held = self._held, None
             return pending
-        if timeout is None:
-            return await self._queue.get()
+        return await self._queue.get()
+
+    async def _next(self, timeout: float) -> _Pending | None:
+        """The next request if one comes within ``timeout`` seconds."""
+        if self._held is not None:
+            return await self._first()
         if timeout <= 0:
             return self._queue.get_nowait() if not self._queue.empty() else None
         try:
@@ -79,7 +84,7 @@ class DynamicBatcher:
     async def _dispatch(self) -> None:
         while True:
             await self._slots.acquire()
-            first = await self._next(None)
+            first = await self._first()
             batch, rows = [first], first.rows
             deadline = time.perf_counter() + self._delay_s
             while rows < self.max_batch:

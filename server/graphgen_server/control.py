@@ -45,6 +45,9 @@ class ModelControl:
         files = self._files(name)
         if not files:
             raise NotFound(f"model {name!r}: no <version>/{MODEL_FILE} in the repository's {name!r} directory")
+        choice = self.runtime.choice
+        if choice is None:
+            raise RuntimeError("the runtime chooses its providers in load(), before any model is loaded here")
         loop = asyncio.get_running_loop()
         async with self._lock:
             current = self.runtime.models.get(name, {})
@@ -56,11 +59,11 @@ class ModelControl:
                     table[old.version] = old
                     continue
                 new = ModelVersion(file, self.runtime.config, self.runtime.executor)
-                await loop.run_in_executor(self._loader, new.load, self.runtime.choice)
+                await loop.run_in_executor(self._loader, new.load, choice)
                 if not new.ready:
                     failures.append(f"version {new.version}: {new.reason}")
                 keep_old = not new.ready and old is not None and old.ready
-                table[new.version] = old if keep_old else new
+                table[new.version] = old if keep_old and old is not None else new
             self.runtime.models[name] = table
             await self.on_change()
             await self._retire([m for m in current.values() if table.get(m.version) is not m])

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -166,7 +166,7 @@ def http_status(code: grpc.StatusCode) -> int:
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Handler = Callable[[object, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]  # Any: the servicer
 
 
 def abort_with_status(handler: Handler) -> Handler:

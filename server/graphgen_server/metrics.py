@@ -129,7 +129,7 @@ def failure_counts(stats) -> dict[str, int]:
 
 def histogram_buckets(sizes: dict[int, int]) -> list[tuple[str, float]]:
     """Cumulative (le, count) pairs of executions by batch size, ending with +Inf."""
-    buckets = []
+    buckets: list[tuple[str, float]] = []
     for bound in BATCH_BUCKETS:
         buckets.append((floatToGoString(bound), sum(n for size, n in sizes.items() if size <= bound)))
     buckets.append(("+Inf", sum(sizes.values())))
@@ -169,7 +169,7 @@ def exposition(registry: CollectorRegistry) -> bytes:
         if metric.type == "counter":
             parts.append(_counter_text(metric).encode())
         else:
-            parts.append(generate_latest(_Single(metric)))  # type: ignore[arg-type]
+            parts.append(generate_latest(_Single(metric)))
     return b"".join(parts)
 
 

@@ -218,11 +218,13 @@ class ModelVersion:
                 loop = asyncio.get_running_loop()
                 feeds = {self.input.name: array}
                 runs = profile_runs or min(self.config.profile_runs, self.config.max_profile_runs)
-                done = await loop.run_in_executor(self._executor, self.profiler.run, feeds, runs)
+                profiled = await loop.run_in_executor(self._executor, self.profiler.run, feeds, runs)
                 # Queue: the executor and reading the trace; setup (session build, warm-up) is its own figure.
-                queued_s = max(0.0, time.perf_counter() - submitted - done.run_s - done.setup_s)
-                self.stats.record_execution(rows, done.run_s / runs)
-                return InferOutcome(done.outputs, queued_s, done.run_s, rows, done.profile, done.setup_s)
+                queued_s = max(0.0, time.perf_counter() - submitted - profiled.run_s - profiled.setup_s)
+                self.stats.record_execution(rows, profiled.run_s / runs)
+                return InferOutcome(
+                    profiled.outputs, queued_s, profiled.run_s, rows, profiled.profile, profiled.setup_s
+                )
             if self.batcher is not None and rows <= self.batcher.max_batch:
                 done = await self.batcher.submit(array)
                 return InferOutcome(done.outputs, done.queue_s, done.infer_s, done.batch_size)
@@ -239,8 +241,8 @@ class ModelVersion:
                 f"{self.config.profile_runs})",
             )
 
-    def check_images(self, images: list[bytes]) -> None:
-        """Refuse a list of encoded images this model cannot take (before any is decoded)."""
+    def check_images(self, images: list[bytes]) -> ImageSpec:
+        """Refuse a list of encoded images this model cannot take (before any is decoded); its image rule."""
         if self.image_spec is None:
             raise InvalidArgument(
                 "images", f"model {self.name} has no graphgen preprocessing metadata; send a tensor instead"
@@ -249,17 +251,18 @@ class ModelVersion:
             raise InvalidArgument("images", "no image given (send images or a tensor)")
         if len(images) > self.config.max_images:
             raise InvalidArgument("images", f"{len(images)} images exceed the limit of {self.config.max_images}")
+        return self.image_spec
 
     def preprocess(self, images: list[bytes]) -> np.ndarray:
         """Decode and preprocess encoded images into one batch (blocking: call from a worker)."""
-        self.check_images(images)
+        image_spec = self.check_images(images)
         batch = []
         for index, data in enumerate(images):
             try:
                 image = decode_image(data, max_pixels=self.config.max_image_pixels)
             except ImageError as error:
                 raise InvalidArgument(f"images[{index}]", str(error)) from None
-            batch.append(self.image_spec(image))
+            batch.append(image_spec(image))
         array = np.stack(batch)
         self.check_batch(array, "images")
         return array
