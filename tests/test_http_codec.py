@@ -72,6 +72,7 @@ def test_response_outputs_as_json_or_binary():
     classes = [b"0.250000:0:cat", b"-1.000000:1:dog"]
     raw_classes = b"".join(len(c).to_bytes(4, "little") + c for c in classes)
     response = pb.ModelInferResponse(model_name="m", model_version="1", id="r")
+    response.parameters["graphgen_profile"].string_param = '{"layers": []}'
     response.outputs.add(name="logits", datatype="FP32", shape=[1, 2])
     response.outputs.add(name="top", datatype="BYTES", shape=[1, 2])
     response.raw_output_contents.extend([logits.tobytes(), raw_classes])
@@ -80,6 +81,7 @@ def test_response_outputs_as_json_or_binary():
     assert length is None
     document = json.loads(text)
     assert document["id"] == "r" and document["outputs"][0]["data"] == [0.25, -1.0]
+    assert document["parameters"] == {"graphgen_profile": '{"layers": []}'}
     assert document["outputs"][1]["data"] == ["0.250000:0:cat", "-1.000000:1:dog"]
 
     body, length = infer_response(response, {"": True})  # binary_data_output: every output

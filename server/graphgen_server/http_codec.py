@@ -212,6 +212,8 @@ def infer_response(response: pb.ModelInferResponse, binary: dict[str, bool]) -> 
     document: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:
         document["id"] = response.id
+    if response.parameters:  # (graphgen's per-layer profile travels here)
+        document["parameters"] = {key: _parameter_value(value) for key, value in response.parameters.items()}
     outputs, blobs = [], []
     for tensor, raw in zip(response.outputs, response.raw_output_contents):
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
@@ -228,6 +230,11 @@ def infer_response(response: pb.ModelInferResponse, binary: dict[str, bool]) -> 
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
+
+
+def _parameter_value(parameter: pb.InferParameter) -> Any:
+    kind = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, kind) if kind else None
 
 
 def message_json(message: Message) -> dict:
