@@ -79,6 +79,10 @@ for binary_out in (False, True):
         "equal": bool(np.array_equal(classes.astype(bytes), grpc_classes.astype(bytes))),
         "first": classes[0][0].decode() if isinstance(classes[0][0], bytes) else str(classes[0][0]),
     }
+profiled_input = thttp.InferInput("input", list(x.shape), "FP32")
+profiled_input.set_data_from_numpy(x)
+profiled = http.infer("tiny", [profiled_input], parameters={"profile": True})
+seen["profile"] = json.loads(profiled.get_response()["parameters"]["graphgen_profile"])
 try:
     bad = thttp.InferInput("input", [1, 3, 31, 32], "FP32")
     bad.set_data_from_numpy(np.zeros((1, 3, 31, 32), np.float32))
@@ -157,6 +161,11 @@ def test_classification_extension_equals_grpc(seen, binary_out):
     assert float(value) and 0 <= int(index) < 10 and label
 
 
+def test_a_profile_comes_back_as_a_response_parameter(seen):
+    layers = seen["profile"]["layers"]
+    assert layers and any(row["layer"].startswith("_blocks.") for row in layers)
+
+
 def test_a_bad_request_is_400_naming_the_field(seen):
     status, message = seen["bad_shape"]
     assert status == "400" and "inputs[0]" in message and "[N, 3, 32, 32]" in message
@@ -166,12 +175,11 @@ def test_statistics_agree_with_grpc(seen):
     (http_stats,) = seen["http_stats"]["model_stats"]
     (grpc_stats,) = seen["grpc_stats"]["model_stats"]
     assert seen["all_stats"]["model_stats"][0]["name"] == "tiny"
-    # 2 gRPC + 5 HTTP tensor calls + 2 HTTP classification calls; 1 failed; each of 3 rows.
-    assert (
-        http_stats["inference_stats"]["success"]["count"] == 9 == int(grpc_stats["inference_stats"]["success"]["count"])
-    )
+    # 2 gRPC + 5 HTTP tensor calls + 2 HTTP classification calls + 1 profiled; 1 failed; each of 3 rows.
+    succeeded = http_stats["inference_stats"]["success"]["count"]
+    assert succeeded == 10 == int(grpc_stats["inference_stats"]["success"]["count"])
     assert http_stats["inference_stats"]["fail"]["count"] == 1
-    assert http_stats["inference_count"] == 27 and http_stats["inference_stats"]["compute_infer"]["ns"] > 0
+    assert http_stats["inference_count"] == 30 and http_stats["inference_stats"]["compute_infer"]["ns"] > 0
 
 
 def test_malformed_bodies_are_400_with_a_message(server):
