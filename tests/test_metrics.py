@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
-from graphgen_server.metrics import exposition, make_registry
+from graphgen_server.metrics import CpuCollector, exposition, make_registry
 from graphgen_server.stats import ModelStats
 from tests.server_helpers import ServerProcess, add_tiny_model
 
@@ -112,6 +112,22 @@ def test_graphgens_own_series(scraped):
     assert count == SUCCEEDED + HTTP_SUCCEEDED
     assert value(after, "graphgen_batch_size", le="1.0", **labels) == HTTP_SUCCEEDED
     assert value(after, "graphgen_batch_size", le="2.0", **labels) == count
+
+
+def test_tritons_cpu_metrics(scraped, tmp_path):
+    _, _, after = scraped
+    (total,) = after["nv_cpu_memory_total_bytes"].samples
+    (used,) = after["nv_cpu_memory_used_bytes"].samples
+    (utilization,) = after["nv_cpu_utilization"].samples
+    assert 0 < used.value < total.value and 0 <= utilization.value <= 1
+    # Utilization is busy / (busy + idle) jiffies since the previous scrape.
+    (tmp_path / "meminfo").write_text("MemTotal: 1000 kB\nMemAvailable: 250 kB\n")
+    collector = CpuCollector(tmp_path)
+    for line, expected in (("cpu  10 0 10 80 0 0 0 0 0 0", 0.2), ("cpu  40 0 10 90 10 0 0 0 0 0", 0.6)):
+        (tmp_path / "stat").write_text(line + "\ncpu0 1 2 3\n")
+        families = {f.name: f.samples[0].value for f in collector.collect()}
+        assert families["nv_cpu_utilization"] == pytest.approx(expected)
+        assert families["nv_cpu_memory_used_bytes"] == 750 * 1024
 
 
 def test_two_registries_in_one_process_keep_their_series_apart():

@@ -15,6 +15,7 @@ keep their series apart.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
@@ -119,6 +120,36 @@ class RuntimeCollector(Collector):
         yield from (queued, ready, provider, profiled, batches)
 
 
+class CpuCollector(Collector):
+    """Triton's CPU metrics from /proc (Linux): utilization since the previous scrape, and memory.
+
+    Busy time is user, nice, system, irq, softirq and steal; idle time is idle and iowait; used
+    memory is MemTotal - MemAvailable — Triton's definitions. Elsewhere nothing is exported.
+    """
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self.proc = proc
+        self._last: tuple[int, int] = (0, 0)  # (busy, idle) jiffies at the previous scrape
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            fields = [int(v) for v in (self.proc / "stat").read_text().split("\n", 1)[0].split()[1:9]]
+            memory = dict(
+                line.split(":", 1) for line in (self.proc / "meminfo").read_text().splitlines() if ":" in line
+            )
+            total, available = (int(memory[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))
+        except (OSError, ValueError, KeyError):
+            return
+        user, nice, system, idle, iowait, irq, softirq, steal = fields
+        busy, idle = user + nice + system + irq + softirq + steal, idle + iowait
+        busy_delta, idle_delta = busy - self._last[0], idle - self._last[1]
+        self._last = (busy, idle)
+        ratio = busy_delta / (busy_delta + idle_delta) if busy_delta + idle_delta > 0 else 0.0
+        yield GaugeMetricFamily("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", value=ratio)
+        yield GaugeMetricFamily("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes", value=total)
+        yield GaugeMetricFamily("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", value=total - available)
+
+
 def failure_counts(stats) -> dict[str, int]:
     """Failed requests per Triton reason: the statistics' own split where they keep one, else all OTHER."""
     by_reason = getattr(stats, "failures", None)
@@ -176,6 +207,7 @@ def exposition(registry: CollectorRegistry) -> bytes:
 def make_registry(runtime: ModelSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RuntimeCollector(runtime))
+    registry.register(CpuCollector())
     return registry
 
 
