@@ -1,6 +1,6 @@
 # graphgen-server on a GPU: CUDA 13 + cuDNN 9, what onnxruntime-gpu 1.31 is built against.
 #   docker build -t graphgen-server .
-#   docker run --gpus all -p 8001:8001 graphgen-server
+#   docker run --gpus all -p 8001:8001 -p 8000:8000 -p 8002:8002 graphgen-server
 # Without a GPU the same image serves on CPU (the log says why, per model).
 FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 
@@ -36,8 +36,10 @@ USER 10001
 # Inside the container the server listens on every interface; publish the port with care: beyond
 # this machine add --tls-cert/--tls-key (and --tls-client-ca) and --token-file, files mounted
 # read-only (README: Secure deployment), or put it behind a TLS-terminating, authenticating proxy.
-EXPOSE 8001
+# gRPC (KServe v2, graphgen.v1.Classifier, health), KServe v2 HTTP/REST, Prometheus metrics:
+# Triton's ports, and those of deploy/kubernetes.
+EXPOSE 8001 8000 8002
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["/app/.venv/bin/graphgen-client", "--address", "127.0.0.1:8001", "--timeout", "4", "health"]
 ENTRYPOINT ["/app/.venv/bin/graphgen-server"]
-CMD ["--repository", "/models", "--host", "0.0.0.0", "--port", "8001"]
+CMD ["--repository", "/models", "--host", "0.0.0.0", "--port", "8001", "--http-port", "8000", "--metrics-port", "8002"]

@@ -44,7 +44,11 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
     def default(value):
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--address", default=default(DEFAULT_ADDRESS), help=f"host:port (default {DEFAULT_ADDRESS})")
+    parser.add_argument(
+        "--address",
+        default=default(DEFAULT_ADDRESS),
+        help=f"host:port, or replicas: ip:port,ip:port,... or dns:///name:port (default {DEFAULT_ADDRESS})",
+    )
     parser.add_argument("--timeout", type=float, default=default(60.0), help="seconds per call (default 60)")
     security = parser.add_argument_group("security")
     security.add_argument(
