@@ -223,7 +223,7 @@ VARIANT_OPTIONS = ("phi", "width", "deploy", "form", "aux", "activation")
 
 
 # Modules that add subcommands: each exposes add_parser(subparsers) setting `func`.
-EXTRA_COMMANDS: list[str] = ["graphgen.compare", "graphgen.convert", "graphgen.view"]
+EXTRA_COMMANDS: list[str] = ["graphgen.compare", "graphgen.convert", "graphgen.view", "graphgen.profiling.commands"]
 
 
 def make_parser() -> argparse.ArgumentParser:

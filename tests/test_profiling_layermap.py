@@ -107,7 +107,7 @@ def test_runs_are_read_in_order_with_their_kernels_and_inserted_kernels_named(mo
     runs = read_runs(events)
     assert [(run.start_us, run.dur_us) for run in runs] == [(0, 100), (1000, 400)]
     assert [k.kernel for k in runs[1].kernels] == [kernels[0], "ReorderOutput"]
-    assert runs[0].kernels[0].bytes == 12
+    assert (runs[0].kernels[0].io_bytes, runs[0].kernels[0].param_bytes) == (12, 0)
     profile = summarize(runs[1:], layer_map, batch=1, warmup_runs=1)
     assert profile.rows[0].layer == "conv1 + relu" and profile.rows[0].op_types == ("Conv", "Relu")
     assert profile.rows[1].layer == "[onnxruntime] ReorderOutput" and not profile.rows[1].mapped

@@ -26,7 +26,9 @@ kernel computes, following the original graph's data flow through nodes that no 
   Convs meet in an Add, the Add goes to the kernel that takes the other Conv's result as input.
 
 Kernels with no anchor are onnxruntime's own (``ReorderInput``/``ReorderOutput``, device copies):
-they are reported as such, never hidden. Original nodes no kernel covers (an Identity the
+they are reported as such, never hidden. Nor are the Casts onnxruntime inserts around float16 nodes it
+runs in float32 (``InsertedPrecisionFreeCast_*``): the nodes it moves there keep their original names
+behind that prefix, which is read through. Original nodes no kernel covers (an Identity the
 optimiser removed) are listed as unprofiled.
 """
 
@@ -45,6 +47,13 @@ SEPARATORS = ("_", ".", "/", ":")
 # Kernels onnxruntime inserts itself: layout conversions and device copies. One may write an
 # original value (ReorderOutput restores NCHW), but it computes no layer.
 INSERTED_OPS = frozenset({"ReorderInput", "ReorderOutput", "MemcpyFromHost", "MemcpyToHost"})
+# Where a provider lacks a float16 kernel (CPU), onnxruntime computes in float32 between Casts it
+# inserts, and renames the nodes and values it moves there with this prefix.
+PRECISION_CAST = "InsertedPrecisionFreeCast_"
+
+
+def _unprefixed(name: str) -> str:
+    return name.removeprefix(PRECISION_CAST)
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,18 @@ class _Original:
         self.node_names = sorted(self.index, key=len, reverse=True)
 
     def anchor(self, kernel: onnx.NodeProto) -> int | None:
-        if kernel.op_type in INSERTED_OPS:
+        if kernel.op_type in INSERTED_OPS or (kernel.op_type == "Cast" and kernel.name.startswith(PRECISION_CAST)):
             return None
-        if kernel.name in self.index:
-            return self.index[kernel.name]
-        for value in kernel.output:
+        name = _unprefixed(kernel.name)
+        if name in self.index:
+            return self.index[name]
+        for value in map(_unprefixed, kernel.output):
             if value in self.producer:
                 return self.producer[value]
-        value = _longest_prefix(kernel.name, self.value_names)
+        value = _longest_prefix(name, self.value_names)
         if value is not None:
             return self.producer[value]
-        node = _longest_prefix(kernel.name, self.node_names)
+        node = _longest_prefix(name, self.node_names)
         return self.index[node] if node is not None else None
 
 
@@ -126,7 +136,7 @@ def map_layers(original: onnx.GraphProto, optimized: onnx.GraphProto) -> LayerMa
     regions: dict[str, list[int]] = {}
     # Optimised-graph value -> the original value it stands for (same name, or a kernel's result).
     known = set(graph.producer) | set(graph.consumers)
-    stands_for = {v: v for n in optimized.node for v in n.input if v in known}
+    stands_for = {v: _unprefixed(v) for n in optimized.node for v in n.input if _unprefixed(v) in known}
     for kernel in kernels:
         reads = {stands_for[v] for v in kernel.input if v in stands_for}
         anchor = anchors[kernel.name]

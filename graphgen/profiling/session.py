@@ -30,7 +30,7 @@ import onnxruntime as ort
 from graphgen.profiling import cuda as gpu
 from graphgen.profiling.attribution import attribute, spans_from_trace
 from graphgen.profiling.join import StaticTable
-from graphgen.profiling.layermap import LayerMap, map_layers
+from graphgen.profiling.layermap import PRECISION_CAST, LayerMap, map_layers
 from graphgen.profiling.summary import (
     TIMING_DEVICE,
     TIMING_HOST,
@@ -78,6 +78,7 @@ class ModelProfiler:
         self.layer_map: LayerMap | None = None
         self.static = StaticTable(self.model_path)
         self._created = 0
+        self.no_events = gpu.cuda_events_unavailable_reason() if self.on_cuda else None  # why no CUDA events
 
     @property
     def on_cuda(self) -> bool:
@@ -97,11 +98,15 @@ class ModelProfiler:
             options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
             options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "64")
         providers, timer = self.providers, None
-        if self.on_cuda and gpu.cuda_events_unavailable_reason() is None:
+        if self.on_cuda and self.no_events is None:
             assert self.cuda_options is not None
-            timer = gpu.EventTimer(int(self.cuda_options.get("device_id", 0)))
-            cuda_options = self.cuda_options | {"user_compute_stream": timer.stream_handle}
-            providers = [(CUDA, cuda_options) if _name(p) == CUDA else p for p in self.providers]
+            try:
+                timer = gpu.EventTimer(int(self.cuda_options.get("device_id", 0)))
+            except RuntimeError as error:  # no driver, no device: the session itself will say more
+                self.no_events = str(error)
+            else:
+                cuda_options = self.cuda_options | {"user_compute_stream": timer.stream_handle}
+                providers = [(CUDA, cuda_options) if _name(p) == CUDA else p for p in self.providers]
         started = time.perf_counter()
         session = ort.InferenceSession(str(self.model_path), options, providers=providers)
         build_s = time.perf_counter() - started
@@ -180,9 +185,15 @@ class ProfilingSession:
         if on_cuda and no_cupti is not None:
             profile.notes.append(f"rows are CUDA launch times, not GPU times: {no_cupti}")
         if on_cuda and not device_us:
-            profile.notes.append(f"no CUDA-event run time: {gpu.cuda_events_unavailable_reason()}")
+            profile.notes.append(f"no CUDA-event run time: {self.owner.no_events}")
         if collector is not None:
             self._add_device_times(profile, measured, collector.records)
+        cast = sum(row.kernel.startswith(PRECISION_CAST) for row in profile.rows)
+        if cast:
+            profile.notes.append(
+                f"{cast} kernels ran in float32 between Casts onnxruntime inserted ({PRECISION_CAST}*): "
+                f"{self.provider} has no float16 kernel for them, so these are not float16 times"
+            )
         self.owner.static.join(profile)
         explain(profile)
         return outputs, profile

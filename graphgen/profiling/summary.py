@@ -59,16 +59,23 @@ class LayerRow:
     kernel_op: str
     provider: str
     time: Spread  # host time of the node (on CUDA: its launch time)
-    bytes: int = 0  # inputs + weights + outputs as onnxruntime sizes them (for GB/s)
+    io_bytes: int = 0  # inputs + outputs as onnxruntime sizes them (its layout, its element type)
+    weight_bytes: int = 0  # the kernel's weights (join.py fills in weights onnxruntime pre-packed)
     device: Spread | None = None  # GPU time (CUPTI), where measured
     # From graphgen stats' static table (join.py); 0 where the row computes no layer of it.
     params: int = 0
     macs: int = 0
     activation_bytes: int = 0
+    kind: str = ""  # "depthwise conv", "grouped conv", "1x1 conv", "3x3 conv", "dense", … (join.py)
 
     @property
     def mapped(self) -> bool:
         return bool(self.nodes)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes the kernel moves at least once: inputs, weights, outputs (for GB/s and intensity)."""
+        return self.io_bytes + self.weight_bytes
 
     @property
     def best(self) -> Spread:
@@ -142,11 +149,13 @@ class Profile:
     def as_dict(self) -> dict:
         rows = []
         for row in self.rows:
-            entry = asdict(row) | {"mapped": row.mapped, "share": self.share(row)}
+            entry = asdict(row) | {"mapped": row.mapped, "share": self.share(row), "bytes": row.bytes}
             if row.macs and row.best.median > 0:
                 entry["gmac_per_s"] = row.macs / row.best.median / 1e3
             if row.bytes and row.best.median > 0:
                 entry["gb_per_s"] = row.bytes / row.best.median / 1e3
+            if row.macs and row.bytes:
+                entry["macs_per_byte"] = row.macs / row.bytes
             rows.append(entry)
         out = {key: getattr(self, key) for key in ("runs", "warmup_runs", "batch", "provider", "timing", "spread")}
         return out | {
@@ -171,16 +180,16 @@ def summarize(
     if not runs:
         raise ValueError("no run to summarise")
     per_kernel: dict[str, list[float]] = {}
-    first: dict[str, tuple[str, str, int]] = {}  # kernel -> (op, provider, bytes), in first-seen order
+    first: dict[str, tuple[str, str, int, int]] = {}  # kernel -> (op, provider, bytes), in first-seen order
     for index, run in enumerate(runs):
         for event in run.kernels:
             times = per_kernel.setdefault(event.kernel, [0.0] * len(runs))
             times[index] += event.dur_us  # a kernel run twice in one run (a loop) counts once per run, summed
-            first.setdefault(event.kernel, (event.op, event.provider, event.bytes))
+            first.setdefault(event.kernel, (event.op, event.provider, event.io_bytes, event.param_bytes))
     rows = []
     for kernel, times in per_kernel.items():
         origin = layer_map.origin(kernel)
-        op, provider, size = first[kernel]
+        op, provider, io_bytes, param_bytes = first[kernel]
         rows.append(
             LayerRow(
                 layer=origin.layer if origin.mapped else f"[onnxruntime] {kernel}",
@@ -190,7 +199,8 @@ def summarize(
                 kernel_op=op,
                 provider=provider,
                 time=Spread.of(times),
-                bytes=size,
+                io_bytes=io_bytes,
+                weight_bytes=param_bytes,
             )
         )
     providers = sorted({row.provider for row in rows if row.provider})

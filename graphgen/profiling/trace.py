@@ -26,7 +26,8 @@ class KernelEvent:
     start_us: int  # since the profiling start
     dur_us: int
     thread_id: int
-    bytes: int  # inputs + weights + outputs, as onnxruntime sizes them
+    io_bytes: int  # inputs + outputs, as onnxruntime sizes them
+    param_bytes: int  # weights still inputs of the kernel (pre-packed weights, e.g. Gemm's, are not)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def read_runs(events: list[dict]) -> list[RunTrace]:
                     start_us=int(event["ts"]),
                     dur_us=int(event["dur"]),
                     thread_id=int(event.get("tid", 0)),
-                    bytes=sum(_size(args, key) for key in ("activation_size", "parameter_size", "output_size")),
+                    io_bytes=_size(args, "activation_size") + _size(args, "output_size"),
+                    param_bytes=_size(args, "parameter_size"),
                 )
             )
             position += 1

@@ -1,0 +1,131 @@
+"""``graphgen bench``: latency and throughput of architectures on this machine, beside their GMACs.
+
+The platform-aware table: the same GMACs do not cost the same time on every device (a depthwise
+convolution's MACs are cheap to count and dear to run). Columns follow timm's ``benchmark.py``
+inference results (``benchmark-infer-*.csv``: ``model, infer_img_size, infer_samples_per_sec,
+infer_step_time, infer_batch_size, param_count, infer_gmacs, infer_macts``), with the step time
+given as a median and its p10–p90 spread over the runs rather than a mean. Each architecture is
+built once (random weights, BatchNorm folded, dynamic batch) and run on onnxruntime with the
+given providers; warm-up runs are not counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from graphgen import registry
+from graphgen.profiling.session import DEFAULT_WARMUP_RUNS, Providers
+from graphgen.profiling.summary import SPREAD, Spread
+
+CSV_COLUMNS = (
+    "model", "infer_img_size", "infer_samples_per_sec", "infer_step_time", "infer_step_time_p10",
+    "infer_step_time_p90", "infer_batch_size", "param_count", "infer_gmacs", "infer_macts", "provider",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    name: str  # the architecture, with its options (e.g. "repvgg_a0 --deploy")
+    resolution: int
+    batch: int
+    provider: str
+    params: int
+    gmacs: float  # per image
+    macts: float  # millions of activations (layer outputs) per image
+    latency: Spread  # µs per batch over the runs
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.batch / (self.latency.median / 1e6)
+
+
+def variants_for(name: str, variant: dict[str, object]) -> dict[str, object]:
+    """The architecture options that ``name`` takes (``--deploy`` applies to RepVGG, not to ResNet)."""
+    return {key: value for key, value in variant.items() if key in registry.get(name).options}
+
+
+def bench_architecture(
+    name: str,
+    batches: Sequence[int],
+    *,
+    runs: int = 10,
+    variant: dict[str, object] | None = None,
+    providers: Providers = ("CPUExecutionProvider",),
+    make_options: Callable[[], ort.SessionOptions] = ort.SessionOptions,
+) -> list[BenchRow]:
+    """One row per batch size for architecture ``name``."""
+    from graphgen.build import BuildOptions, build
+    from graphgen.onnx_io import save_model
+    from graphgen.stats import layer_stats
+
+    options = variants_for(name, variant or {})
+    model = build(name, BuildOptions(variant=options))
+    stats = layer_stats(model, 1)
+    label = name + "".join(f" --{key}" if value is True else f" --{key} {value}" for key, value in options.items())
+    shape = [d if isinstance(d, int) else 1 for d in model.graph.inputs[0].shape]
+    with tempfile.TemporaryDirectory(prefix="graphgen-bench-") as tmp:
+        path = save_model(model, Path(tmp) / "model.onnx")
+        del model
+        session_options = make_options()
+        session_options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), session_options, providers=list(providers))
+    input_name = session.get_inputs()[0].name
+    rows = []
+    for batch in batches:
+        x = np.random.default_rng(0).standard_normal((batch, *shape[1:]), dtype=np.float32)
+        for _ in range(DEFAULT_WARMUP_RUNS):
+            session.run(None, {input_name: x})
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            session.run(None, {input_name: x})
+            times.append((time.perf_counter() - started) * 1e6)
+        activations = sum(row.activations for row in stats.rows if row.op != "Input")
+        rows.append(
+            BenchRow(label, shape[-1], batch, session.get_providers()[0], stats.params, stats.macs / 1e9,
+                     activations / 1e6, Spread.of(times))
+        )  # fmt: skip
+    return rows
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    width = max([len("model"), *(len(r.name) for r in rows)])
+    lines = [
+        f"{'model':<{width}}  {'res':>4}  {'batch':>5}  {'samples/s':>10}  {'step ms':>9}  {SPREAD + ' ms':>15}"
+        f"  {'params M':>8}  {'GMACs':>7}  {'Mact':>6}"
+    ]
+    for r in rows:
+        spread = f"{r.latency.p10 / 1e3:.2f}–{r.latency.p90 / 1e3:.2f}"
+        lines.append(
+            f"{r.name:<{width}}  {r.resolution:>4}  {r.batch:>5}  {r.samples_per_s:>10.1f}"
+            f"  {r.latency.median / 1e3:>9.2f}  {spread:>15}  {r.params / 1e6:>8.2f}  {r.gmacs:>7.3f}  {r.macts:>6.2f}"
+        )
+    provider = rows[0].provider if rows else ""
+    lines.append(
+        f"{provider}; step = one run of a batch (median of the runs, {SPREAD} spread); GMACs, Mact per image; "
+        "columns as timm's benchmark-infer-*.csv"
+    )
+    return "\n".join(lines)
+
+
+def to_csv(rows: Sequence[BenchRow]) -> str:
+    """timm's ``benchmark-infer-*.csv`` columns (step times in ms, params in millions), plus p10/p90 and provider."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([
+            r.name, r.resolution, round(r.samples_per_s, 2), round(r.latency.median / 1e3, 3),
+            round(r.latency.p10 / 1e3, 3), round(r.latency.p90 / 1e3, 3), r.batch, round(r.params / 1e6, 2),
+            round(r.gmacs, 2), round(r.macts, 2), r.provider,
+        ])  # fmt: skip
+    return out.getvalue()
