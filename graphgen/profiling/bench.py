@@ -71,7 +71,10 @@ def bench_architecture(
     model = build(name, BuildOptions(variant=options))
     stats = layer_stats(model, 1)
     label = name + "".join(f" --{key}" if value is True else f" --{key} {value}" for key, value in options.items())
-    shape = [d if isinstance(d, int) else 1 for d in model.graph.inputs[0].shape]
+    declared = model.graph.inputs[0].shape
+    if declared is None:
+        raise ValueError(f"{name}: the model's input has no shape")
+    shape = [d if isinstance(d, int) else 1 for d in declared]
     with tempfile.TemporaryDirectory(prefix="graphgen-bench-") as tmp:
         path = save_model(model, Path(tmp) / "model.onnx")
         del model

@@ -36,7 +36,7 @@ def conv_kind(node: ir.Node) -> str:
     if group > 1:
         # Depthwise: one input channel per group (weight [C_out, 1, k, k]).
         return "depthwise conv" if weight is not None and weight[1] == 1 else "grouped conv"
-    kernel = [int(d) for d in weight[2:]] if weight is not None else []
+    kernel = [d for d in weight[2:] if isinstance(d, int)] if weight is not None else []
     if kernel and all(d == 1 for d in kernel):
         return "1x1 conv"
     if kernel and all(d == 3 for d in kernel):

@@ -108,9 +108,9 @@ class _Original:
         for value in map(_unprefixed, kernel.output):
             if value in self.producer:
                 return self.producer[value]
-        value = _longest_prefix(name, self.value_names)
-        if value is not None:
-            return self.producer[value]
+        prefix = _longest_prefix(name, self.value_names)
+        if prefix is not None:
+            return self.producer[prefix]
         node = _longest_prefix(name, self.node_names)
         return self.index[node] if node is not None else None
 
