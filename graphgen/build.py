@@ -8,7 +8,6 @@ the :func:`~graphgen.passes.fold_batchnorm` pass produces the inference form.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphgen import __version__, registry
+from graphgen import metadata as meta
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
@@ -31,7 +31,6 @@ OPSET = 21
 IR_VERSION = 10
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-IMAGENET_CLASSES = 1000
 IGNORED_KEYS = ("num_batches_tracked",)  # torch BatchNorm bookkeeping, unused at inference
 
 
@@ -197,23 +196,18 @@ def describe(
     arch: registry.Architecture, resolution: int, num_classes: int, *, weights: str | Path | None
 ) -> dict[str, str]:
     """The model's self-description, so a server can preprocess and label without being told."""
-    pre = arch.preprocess.at(resolution)
     return {
-        "graphgen.architecture": arch.name,
-        "graphgen.family": arch.family,
-        "graphgen.paper": arch.paper,
-        "graphgen.reference": arch.reference,
-        "graphgen.input": f"{INPUT_NAME}: float32 NCHW, RGB, {resolution}x{resolution}",
-        "graphgen.resolution": str(resolution),
-        "graphgen.resize": str(pre.resize),
-        "graphgen.crop": str(pre.crop),
-        "graphgen.interpolation": pre.interpolation,
-        "graphgen.mean": json.dumps(list(pre.mean)),
-        "graphgen.std": json.dumps(list(pre.std)),
-        "graphgen.num_classes": str(num_classes),
-        "graphgen.labels": "imagenet1k" if num_classes == IMAGENET_CLASSES else "none",
-        "graphgen.weights": Path(weights).name if weights else "random",
-        "graphgen.version": __version__,
+        meta.ARCHITECTURE: arch.name,
+        meta.FAMILY: arch.family,
+        meta.PAPER: arch.paper,
+        meta.REFERENCE: arch.reference,
+        meta.INPUT: f"{INPUT_NAME}: float32 NCHW, RGB, {resolution}x{resolution}",
+        meta.RESOLUTION: str(resolution),
+        **arch.preprocess.at(resolution).to_metadata(),
+        meta.NUM_CLASSES: str(num_classes),
+        meta.LABELS: meta.IMAGENET_LABELS if num_classes == meta.IMAGENET_CLASSES else meta.NO_LABELS,
+        meta.WEIGHTS: Path(weights).name if weights else meta.RANDOM_WEIGHTS,
+        meta.VERSION: __version__,
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from graphgen import __version__, registry
+from graphgen.metadata import SCALING
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
 
 EXIT_USAGE = 2
@@ -168,7 +169,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     model = _load_model(args.name, args)
     stats = layer_stats(model, args.batch)
-    scaling = model.metadata_props.get("graphgen.scaling")  # EfficientNet: φ / released-table multipliers
+    scaling = model.metadata_props.get(SCALING)  # EfficientNet: φ / released-table multipliers
     if args.json:
         print(json.dumps(stats.as_dict() | ({"scaling": scaling} if scaling else {}), indent=2))
     else:

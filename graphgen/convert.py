@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphgen.cli import opset_version, positive_int
+from graphgen.metadata import HEAD
 from graphgen.passes import PassResult, cut_head, fold_batchnorm, fold_repvgg, group_branches, replace_head, to_fp16
 from graphgen.passes.inline import inline_functions
 from graphgen.passes.opset import convert_opset
@@ -97,7 +98,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         result = step.run(model)
         model = result.model
         if result.rewrites:
-            head = model.metadata_props.get("graphgen.head", "")
+            head = model.metadata_props.get(HEAD, "")
             message = step.did.replace("{n}", str(result.rewrites)).replace("{head}", head)
         else:
             message = f"{step.nothing}; nothing changed"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from graphgen.metadata import IMAGENET_CLASSES, IMAGENET_LABELS, LABELS, Preprocess
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -18,41 +18,17 @@ class ImageError(ValueError):
     """Bytes that are not a decodable image, or one too large to accept."""
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """Resize the short side to ``resize``, centre-crop ``crop``², scale to [0, 1], normalise."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str = "bilinear"
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, str]) -> ImageSpec:
-        """Read the spec from a graphgen model's ``metadata_props``."""
-        try:
-            return cls(
-                resize=int(metadata["graphgen.resize"]),
-                crop=int(metadata["graphgen.crop"]),
-                mean=tuple(json.loads(metadata["graphgen.mean"])),
-                std=tuple(json.loads(metadata["graphgen.std"])),
-                interpolation=metadata.get("graphgen.interpolation", "bilinear"),
-            )
-        except (KeyError, ValueError, TypeError) as error:
-            raise ValueError(f"model metadata has no usable preprocessing rule ({error})") from None
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """One RGB image → a float32 CHW array."""
-        image = image.convert("RGB")
-        scale = self.resize / min(image.size)
-        size = (max(self.crop, round(image.width * scale)), max(self.crop, round(image.height * scale)))
-        image = image.resize(size, _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR))
-        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
-        image = image.crop((left, top, left + self.crop, top + self.crop))
-        scaled = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-        normalised = (scaled - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+def image_to_tensor(image: Image.Image, rule: Preprocess) -> np.ndarray:
+    """One image → a float32 CHW array, as ``rule`` (a model's :class:`~graphgen.metadata.Preprocess`) says."""
+    image = image.convert("RGB")
+    scale = rule.resize / min(image.size)
+    size = (max(rule.crop, round(image.width * scale)), max(rule.crop, round(image.height * scale)))
+    image = image.resize(size, _RESAMPLE[rule.interpolation])
+    left, top = (size[0] - rule.crop) // 2, (size[1] - rule.crop) // 2
+    image = image.crop((left, top, left + rule.crop, top + rule.crop))
+    scaled = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    normalised = (scaled - np.asarray(rule.mean, np.float32)) / np.asarray(rule.std, np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
 def decode_image(data: bytes, max_pixels: int = 50_000_000) -> Image.Image:
@@ -79,6 +55,6 @@ def imagenet_labels() -> list[str]:
 
 def labels_for(metadata: Mapping[str, str], num_classes: int) -> list[str]:
     """Class names for a model: ImageNet's when it says so, else ``class_<i>``."""
-    if metadata.get("graphgen.labels") == "imagenet1k" and num_classes == 1000:
+    if metadata.get(LABELS) == IMAGENET_LABELS and num_classes == IMAGENET_CLASSES:
         return imagenet_labels()
     return [f"class_{i}" for i in range(num_classes)]

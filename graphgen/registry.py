@@ -13,27 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from graphgen import nn
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes the input tensor: resize the short side, centre-crop, scale, normalise."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-
-    def at(self, resolution: int) -> Preprocess:
-        """The same rule for another input resolution (the resize margin scales along)."""
-        if resolution == self.crop:
-            return self
-        resize = round(resolution * self.resize / self.crop)
-        return Preprocess(resize, resolution, self.mean, self.std, self.interpolation)
+from graphgen.metadata import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 
 def imagenet_eval(crop: int, resize: int | None = None, interpolation: str = "bilinear") -> Preprocess:

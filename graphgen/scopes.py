@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from graphgen import nn
+from graphgen.metadata import FOLDED_FROM
 from graphgen.onnxscript_api import CLASS_HIERARCHY, NAME_SCOPES, NAMESPACE
-from graphgen.passes.fold_batchnorm import FOLDED_FROM
 
 PATH_VALUED = (FOLDED_FROM,)  # node metadata naming a module: relative to the block inside a function
 CONTAINERS = frozenset({"Sequential", "ModuleList"})

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import onnx_ir as ir
 
 from graphgen.elementwise import ACTIVATIONS
-from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
+from graphgen.metadata import ARCHITECTURE, REFERENCE_PARAMS
 from graphgen.passes.inline import inline_functions
 
 BYTES_PER_ELEMENT = 4
@@ -175,7 +175,7 @@ def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
     """Statistics of every layer of ``model`` for a batch of ``batch`` inputs."""
     # a --functions model is counted flat, under its node names
     graph = inline_functions(model).model.graph if model.functions else model.graph
-    stats = ModelStats(model.metadata_props.get("graphgen.architecture", graph.name or "model"), batch)
+    stats = ModelStats(model.metadata_props.get(ARCHITECTURE, graph.name or "model"), batch)
     for value in graph.inputs:
         if value.is_initializer():
             continue

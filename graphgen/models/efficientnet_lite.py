@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 
 from graphgen import nn
+from graphgen.metadata import Preprocess
 from graphgen.models.efficientnet import B0_STAGES, RELEASED
-from graphgen.registry import Architecture, Preprocess, register
+from graphgen.registry import Architecture, register
 
 # fmt: off
 RESOLUTIONS = [224, 240, 260, 280, 300]  # Lite0..Lite4; width and depth are B0..B4's

@@ -23,7 +23,8 @@ import onnx_ir as ir
 
 from graphgen import nn
 from graphgen.checkpoint import StateDict
-from graphgen.registry import Architecture, Preprocess, register
+from graphgen.metadata import Preprocess
+from graphgen.registry import Architecture, register
 
 INCEPTION_EPS = 1e-3
 HALF = (0.5, 0.5, 0.5)

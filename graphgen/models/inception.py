@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from graphgen import nn
 from graphgen.checkpoint import StateDict
+from graphgen.metadata import Preprocess
 from graphgen.models.googlenet import HALF, BasicConv2d, drop_aux_keys
-from graphgen.registry import Architecture, Preprocess, register
+from graphgen.registry import Architecture, register
 
 
 def _branch_pool(op, x):

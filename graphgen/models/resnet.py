@@ -16,7 +16,8 @@ import numpy as np
 
 from graphgen import nn
 from graphgen.checkpoint import StateDict
-from graphgen.registry import Architecture, Preprocess, imagenet_eval, register, timm_eval
+from graphgen.metadata import Preprocess
+from graphgen.registry import Architecture, imagenet_eval, register, timm_eval
 
 # fmt: off
 #        block         blocks per stage   torchvision params  GMACs

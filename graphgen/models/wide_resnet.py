@@ -27,8 +27,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from graphgen import nn
+from graphgen.metadata import Preprocess
 from graphgen.models.resnet import DEPTHS, B, resnet_architecture
-from graphgen.registry import Architecture, Preprocess, register
+from graphgen.registry import Architecture, register
 
 # fmt: off
 #                      depth  torchvision params  GMACs

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from graphgen.metadata import FOLDED_FROM, REFERENCE_PARAMS
 from graphgen.passes.base import (
     GraphPass,
     PassResult,
@@ -31,9 +32,6 @@ from graphgen.passes.base import (
     set_private_input,
 )
 from graphgen.passes.names import Names, sibling_name
-
-FOLDED_FROM = "graphgen.folded_batchnorm"
-REFERENCE_PARAMS = "graphgen.reference_params"
 
 
 class FoldBatchNormPass(GraphPass):

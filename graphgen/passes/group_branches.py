@@ -27,6 +27,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphgen.elementwise import ACTIVATIONS
+from graphgen.metadata import GROUPED_FROM, REFERENCE_PARAMS
 from graphgen.passes.base import (
     GraphPass,
     PassResult,
@@ -43,10 +44,8 @@ from graphgen.passes.base import (
     sum_root,
     sum_tree,
 )
-from graphgen.passes.fold_batchnorm import REFERENCE_PARAMS
 from graphgen.passes.names import Names, common_name
 
-GROUPED_FROM = "graphgen.grouped_branches"
 # Ops with no per-channel parameter, so one node serves every branch's channels.
 _SHAREABLE = ACTIVATIONS | {"Identity"}
 

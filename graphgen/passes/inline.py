@@ -17,8 +17,8 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes.common import InlinePass
 
+from graphgen.metadata import BLOCKS_DOMAIN
 from graphgen.passes.base import GraphPass, PassResult
-from graphgen.passes.outline import BLOCKS_DOMAIN
 from graphgen.scopes import describe_node, global_metadata
 
 

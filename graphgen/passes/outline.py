@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
+from graphgen.metadata import BLOCKS_DOMAIN
 from graphgen.passes.base import GraphPass, PassResult
 from graphgen.passes.names import Names
 from graphgen.scopes import (
@@ -47,7 +48,6 @@ from graphgen.scopes import (
     relative_name,
 )
 
-BLOCKS_DOMAIN = "graphgen.blocks"
 BLOCKS_VERSION = 1
 
 

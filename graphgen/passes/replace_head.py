@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from graphgen.metadata import CLASSIFIER_KEYS, FEATURES, HEAD, LABELS, NO_LABELS, NUM_CLASSES
 from graphgen.passes.base import GraphPass, PassResult, constant, known_constant, present, set_private_input
 from graphgen.passes.names import Names, sibling_name
 
@@ -76,9 +77,9 @@ class ReplaceHeadPass(GraphPass):
                 dims = list(value.shape)
                 dims[1] = classes
                 value.shape = ir.Shape(dims)
-        model.metadata_props["graphgen.num_classes"] = str(classes)
-        model.metadata_props["graphgen.labels"] = "none"  # whatever the new classes are, they are not ImageNet's
-        model.metadata_props["graphgen.head"] = f"{classes} classes ({source})"
+        model.metadata_props[NUM_CLASSES] = str(classes)
+        model.metadata_props[LABELS] = NO_LABELS  # whatever the new classes are, they are not ImageNet's
+        model.metadata_props[HEAD] = f"{classes} classes ({source})"
         return 1
 
     def _new_head(self, head: _Head) -> tuple[np.ndarray, np.ndarray, str]:
@@ -128,7 +129,7 @@ class CutHeadPass(GraphPass):
 
     def rewrite(self, model: ir.Model) -> int:
         graph, at = model.graph, self.at
-        if model.metadata_props.get("graphgen.features") == at and [v.name for v in graph.outputs] == [FEATURES_OUTPUT]:
+        if model.metadata_props.get(FEATURES) == at and [v.name for v in graph.outputs] == [FEATURES_OUTPUT]:
             return 0  # cut there already
         if at == FEATURES_OUTPUT:
             value = present(_find_head(graph, None).node.inputs[0])
@@ -141,9 +142,9 @@ class CutHeadPass(GraphPass):
         graph.outputs.clear()
         graph.outputs.append(value)
         value.name = FEATURES_OUTPUT if not _name_taken(graph, value) else value.name
-        for key in ("graphgen.num_classes", "graphgen.labels", "graphgen.head"):
+        for key in CLASSIFIER_KEYS:
             model.metadata_props.pop(key, None)
-        model.metadata_props["graphgen.features"] = at
+        model.metadata_props[FEATURES] = at
         return 1  # what no output needs any more is removed with the unused nodes
 
 

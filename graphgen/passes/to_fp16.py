@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from graphgen.metadata import FP16_BOUNDARY
 from graphgen.passes.base import GraphPass, PassResult
 from graphgen.passes.names import Names
 
@@ -23,7 +24,7 @@ FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
 # (op, input index) that ONNX types as float32 whatever the data's type.
 _ALWAYS_FLOAT32 = frozenset({("Resize", 2), ("Upsample", 1)})
-BOUNDARY = "graphgen.fp16_boundary"  # marks the Casts keep_io_types adds, so a second run knows them
+BOUNDARY = FP16_BOUNDARY  # marks the Casts keep_io_types adds, so a second run knows them
 
 
 class ToFp16Pass(GraphPass):

@@ -8,6 +8,7 @@ import time
 import grpc
 import numpy as np
 
+from graphgen.metadata import ARCHITECTURE
 from graphgen_protos import classifier_pb2 as pb
 from graphgen_protos import classifier_pb2_grpc
 from graphgen_server.errors import CallGate, InvalidArgument, abort_with_status
@@ -32,7 +33,7 @@ def model_info(model: ModelVersion) -> pb.ModelInfo:
     info = pb.ModelInfo(name=model.name, version=model.version, ready=model.ready, reason=model.reason)
     if model.ready:
         info.provider, info.provider_reason = model.provider, model.provider_reason
-        info.architecture = model.metadata.get("graphgen.architecture", "")
+        info.architecture = model.metadata.get(ARCHITECTURE, "")
         info.input_shape.extend(d or -1 for d in model.input.shape)
         info.num_classes = model.num_classes
         info.dynamic_batching = model.batcher is not None

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from graphgen.metadata import ARCHITECTURE, MetadataError, Preprocess
 from graphgen.onnx_io import ModelFileError, check_model_file
-from graphgen.preprocess import ImageError, ImageSpec, decode_image, labels_for
+from graphgen.preprocess import ImageError, decode_image, image_to_tensor, labels_for
 from graphgen.profiling.summary import Profile
 from graphgen_server import providers
 from graphgen_server.batching import DynamicBatcher
@@ -70,7 +71,7 @@ class ModelVersion:
         self.reason = "not loaded"
         self.provider = self.provider_reason = ""
         self.metadata: dict[str, str] = {}
-        self.image_spec: ImageSpec | None = None
+        self.image_spec: Preprocess | None = None
         self.labels: list[str] = []
         self.stats = ModelStats()
         self.batcher: DynamicBatcher | None = None
@@ -122,8 +123,11 @@ class ModelVersion:
         self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]
         self.dynamic_batch = bool(self.input.shape) and self.input.shape[0] is None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        with contextlib.suppress(ValueError):  # no graphgen metadata: tensors only, no images
-            self.image_spec = ImageSpec.from_metadata(self.metadata)
+        try:
+            self.image_spec = Preprocess.from_metadata(self.metadata)
+        except MetadataError as error:  # tensors only, no images
+            if ARCHITECTURE in self.metadata:  # built by graphgen, yet its preprocessing cannot be read
+                log.warning("model %s v%s takes tensors only, no images: %s", self.name, self.version, error)
         classes = self.outputs[0].shape[-1] if self.outputs[0].shape else None
         self.num_classes = classes or 0
         self.labels = labels_for(self.metadata, self.num_classes) if classes else []
@@ -241,7 +245,7 @@ class ModelVersion:
                 f"{self.config.profile_runs})",
             )
 
-    def check_images(self, images: list[bytes]) -> ImageSpec:
+    def check_images(self, images: list[bytes]) -> Preprocess:
         """Refuse a list of encoded images this model cannot take (before any is decoded); its image rule."""
         if self.image_spec is None:
             raise InvalidArgument(
@@ -262,7 +266,7 @@ class ModelVersion:
                 image = decode_image(data, max_pixels=self.config.max_image_pixels)
             except ImageError as error:
                 raise InvalidArgument(f"images[{index}]", str(error)) from None
-            batch.append(image_spec(image))
+            batch.append(image_to_tensor(image, image_spec))
         array = np.stack(batch)
         self.check_batch(array, "images")
         return array
