@@ -177,6 +177,17 @@ def test_pre_stop_delay_answers_while_health_says_not_serving(repository):
     assert "still answering for 1.5s" in server.log
 
 
+def test_a_second_signal_cuts_the_pre_stop_delay_short(repository):
+    with ServerProcess(repository, ["--pre-stop-delay", "60"]) as server:
+        server.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        server.signal(signal.SIGINT)  # Ctrl-C again
+        assert server.wait(timeout=30) == 0, server.log
+        assert time.monotonic() - signalled < 15
+    assert "second signal: the drain starts now" in server.log
+
+
 def _watch_health(address: str) -> list[tuple[float, str]]:
     """Health.Watch in a thread: (time seen, status) until the stream ends."""
     seen: list[tuple[float, str]] = []

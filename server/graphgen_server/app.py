@@ -10,6 +10,7 @@ the connections are closed and the process exits 0. No call ends CANCELLED (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class GraphgenServer:
         self.runtime = Runtime(config)
         self.health = Health()
         self.gate = CallGate()
+        self.hurry = asyncio.Event()  # set by a second SIGTERM/SIGINT: the pre-stop delay ends at once
         self.control = ModelControl(self.runtime, self.publish_health) if config.model_control else None
         self.port = 0
         self.http: HttpListener | None = None
@@ -147,7 +149,9 @@ class GraphgenServer:
         if self.config.pre_stop_s > 0:
             log.info("NOT_SERVING; still answering for %.1fs while load balancers drop this server",
                      self.config.pre_stop_s)  # fmt: skip
-            await asyncio.sleep(self.config.pre_stop_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hurry.wait(), self.config.pre_stop_s)
+                log.info("second signal: the drain starts now")
         in_flight = self.gate.in_flight
         log.info("shutting down: refusing new calls, %.1fs for the %d in flight", self.config.grace_s, in_flight)
         drained = await self.gate.close(self.config.grace_s)
@@ -178,5 +182,7 @@ async def serve(config: ServerConfig, on_started: Callable[[GraphgenServer], Non
     if on_started is not None:
         on_started(server)
     await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.hurry.set)
     await server.stop()
     return 0
