@@ -29,7 +29,7 @@ from graphgen_server.http import BindError, HttpListener, KServeHttp, ssl_contex
 from graphgen_server.kserve import KServeServicer
 from graphgen_server.metrics import metrics_app
 from graphgen_server.runtime import Runtime
-from graphgen_server.security import BearerToken, exposure_warnings, server_credentials
+from graphgen_server.security import BearerToken, exposure_warnings, is_loopback, server_credentials
 from graphgen_server.wire import add_servicer
 
 log = logging.getLogger("graphgen_server")
@@ -91,7 +91,7 @@ class GraphgenServer:
         if self.http is not None:
             await self.http.start(KServeHttp(kserve, self.config).app())
         if self.metrics is not None:
-            await self.metrics.start(metrics_app(self.runtime, self.config.token))
+            await self.metrics.start(metrics_app(self.runtime))
         for listener in (self.http, self.metrics):
             if listener is not None:
                 log.info("%s on %s", listener.what, self.config.address_of(listener.port))
@@ -108,6 +108,11 @@ class GraphgenServer:
         print("\n".join(f"{key}={value}" for key, value in ports.items() if value), flush=True)
         for warning in exposure_warnings(self.config.host, self.credentials is not None, bool(self.config.token)):
             log.warning("%s", warning)
+        if self.metrics is not None and self.config.token and not is_loopback(self.config.host):
+            log.warning(
+                "metrics on %s need no token (counts and model names, no request data): limit who reaches the port",
+                self.config.address_of(self.metrics.port),
+            )
 
     def _bind(self) -> None:
         try:

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from graphgen_server.http import answer_errors, bearer_token
+from graphgen_server.http import answer_errors
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["model", "version"]
@@ -211,13 +211,18 @@ def make_registry(runtime: ModelSource) -> CollectorRegistry:
     return registry
 
 
-def metrics_app(runtime: ModelSource, token: str = "") -> web.Application:
-    """``GET /metrics`` for Prometheus (with the server's bearer token when it has one)."""
+def metrics_app(runtime: ModelSource) -> web.Application:
+    """``GET /metrics`` for Prometheus.
+
+    Open without the bearer token, as Triton's is and as health checks are: Prometheus and
+    KServe discover scrape targets from pod annotations, which carry no credentials, and the page
+    holds counts, durations and model names, never a request's data. TLS applies when configured.
+    """
     registry = make_registry(runtime)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
 
-    app = web.Application(middlewares=[answer_errors, *([bearer_token(token, open_paths=())] if token else [])])
+    app = web.Application(middlewares=[answer_errors])
     app.add_routes([web.get("/metrics", metrics)])
     return app
