@@ -52,7 +52,11 @@ def scope_name(op: OpBuilder) -> str:
     return ".".join(scope_parts(op))
 
 
-def emit(op: OpBuilder, op_type: str, *inputs: ir.Value | float | None, suffix: str = "", **attributes) -> ir.Value:
+# A node input: a value, absent (None), or a Python constant the builder turns into a shared initializer.
+Input = ir.Value | float | Sequence[int] | Sequence[float] | None
+
+
+def emit(op: OpBuilder, op_type: str, *inputs: Input, suffix: str = "", **attributes) -> ir.Value:
     """Add one node named after the current module (plus ``suffix`` for a module's glue ops).
 
     Absent trailing optional inputs (a bias-free Conv's bias) are left out, not written as ``""``:

@@ -55,11 +55,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 def channel_shuffle(op, x, groups: int, suffix: str = "shuffle"):
     """[b, g·c, h, w] → view [b, g, c, h, w] → swap g and c → [b, c·g, h, w] (interleaves the groups)."""
     channels, (height, width) = x.shape[1], nn.static_spatial(x)
-    # Shapes as Constant nodes, not initializers: they are not parameters. 0 keeps the (dynamic) batch size.
-    split = nn.emit(
-        op, "Constant", suffix=f"{suffix}.split_shape", value_ints=[0, groups, channels // groups, height, width]
-    )
-    merged = nn.emit(op, "Constant", suffix=f"{suffix}.shape", value_ints=[0, channels, height, width])
+    # The shapes become int64 initializers (not parameters: statistics count float tensors only), not
+    # Constant nodes, which onnxsim and onnxslim would turn into initializers. 0 keeps the (dynamic) batch size.
+    split = [0, groups, channels // groups, height, width]
+    merged = [0, channels, height, width]
     x = nn.emit(op, "Reshape", x, split, suffix=f"{suffix}.split")
     x = nn.emit(op, "Transpose", x, suffix=f"{suffix}.transpose", perm=[0, 2, 1, 3, 4])
     return nn.emit(op, "Reshape", x, merged, suffix=suffix)
