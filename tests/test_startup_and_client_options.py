@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -92,3 +94,24 @@ def test_an_unknown_health_service_is_named(server, capsys):
     err = capsys.readouterr().err
     assert "NOT_FOUND: no health status for service 'no.such.Service'" in err
     assert "'inference.GRPCInferenceService'" in err  # the services it knows
+
+
+def test_http_readiness_turns_400_on_sigterm_while_calls_are_still_answered(repository):
+    def status(url: str) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    with ServerProcess(repository, ["--pre-stop-delay", "3"]) as server:
+        base = f"http://{server.http_address}/v2"
+        assert status(f"{base}/health/ready") == 200
+        server.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2.5
+        while status(f"{base}/health/ready") == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Readiness probes move traffic away, and calls are still answered meanwhile.
+        assert status(f"{base}/health/ready") == 400 and status(f"{base}/health/live") == 200
+        assert status(f"{base}/models/tiny") == 200
+        assert server.wait() == 0

@@ -63,6 +63,7 @@ class GraphgenServer:
         self.control = ModelControl(self.runtime, self.publish_health) if config.model_control else None
         self.port = 0
         self.http: HttpListener | None = None
+        self.draining = False  # from SIGTERM on: HTTP readiness says no, as the health service does
         self.metrics: HttpListener | None = None
         limit = config.max_message_bytes
         self.credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
@@ -89,7 +90,7 @@ class GraphgenServer:
         await self.server.start()
         await self.publish_health()
         if self.http is not None:
-            await self.http.start(KServeHttp(kserve, self.config).app())
+            await self.http.start(KServeHttp(kserve, self.config, draining=lambda: self.draining).app())
         if self.metrics is not None:
             await self.metrics.start(metrics_app(self.runtime))
         for listener in (self.http, self.metrics):
@@ -150,6 +151,7 @@ class GraphgenServer:
         3. The sockets are closed before gRPC's stop (see :mod:`graphgen_server.disconnect`), so
            a call still in transit ends UNAVAILABLE, never CANCELLED.
         """
+        self.draining = True
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, watchers told
         if self.config.pre_stop_s > 0:
             log.info("NOT_SERVING; still answering for %.1fs while load balancers drop this server",

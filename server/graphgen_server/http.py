@@ -148,9 +148,10 @@ def bearer_token(token: str, open_paths: Iterable[str] = OPEN_PATHS) -> Any:
 class KServeHttp:
     """Triton's REST endpoints over a :class:`~graphgen_server.kserve.KServeServicer`."""
 
-    def __init__(self, servicer: Any, config: ServerConfig) -> None:
+    def __init__(self, servicer: Any, config: ServerConfig, draining: Callable[[], bool] = lambda: False) -> None:
         self.servicer = servicer
         self.config = config
+        self.draining = draining  # true from a SIGTERM on: readiness probes must move traffic away
 
     def app(self) -> web.Application:
         middlewares = [answer_errors, *([bearer_token(self.config.token)] if self.config.token else [])]
@@ -196,7 +197,7 @@ class KServeHttp:
 
     async def ready(self, request: web.Request) -> web.Response:
         answer = await self._call("ServerReady", pb.ServerReadyRequest(), request)
-        return web.Response(status=200 if answer.ready else 400)
+        return web.Response(status=200 if answer.ready and not self.draining() else 400)
 
     async def model_ready(self, request: web.Request) -> web.Response:
         name, version = _model(request)
