@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from graphgen.build import BuildOptions, build, save
@@ -43,3 +44,18 @@ def encode(array: np.ndarray, format: str = "PNG") -> bytes:
 
 # python -m graphgen_server on 127.0.0.1:<a free port>, stopped by SIGTERM when the block ends.
 ServerProcess = LocalServer
+
+
+class Aborted(Exception):
+    """What a servicer called in-process ended the call with (FakeContext.abort)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
+class FakeContext:
+    """The grpc.aio.ServicerContext a servicer called in-process gets: abort raises Aborted."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)

@@ -17,7 +17,8 @@ class FakeModel:
         self.batches: list[int] = []
         self.seconds, self.fail = seconds, fail
 
-    async def run(self, batch: np.ndarray) -> tuple[list[np.ndarray], float]:
+    async def run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+        batch = feeds["x"]
         self.batches.append(batch.shape[0])
         await asyncio.sleep(self.seconds)
         if self.fail:
@@ -37,7 +38,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows():
     async def main():
         batcher = DynamicBatcher(model.run, max_batch=4, delay_s=0.002, slots=1)
         try:
-            return await asyncio.gather(*(batcher.submit(r) for r in requests))
+            return await asyncio.gather(*(batcher.submit({"x": r}) for r in requests))
         finally:
             await batcher.close()
 
@@ -56,7 +57,7 @@ def test_a_lone_request_runs_at_once_without_delay():
     async def main():
         batcher = DynamicBatcher(model.run, max_batch=8, delay_s=0.0, slots=2)
         try:
-            return await batcher.submit(np.ones((2, 4), np.float32))
+            return await batcher.submit({"x": np.ones((2, 4), np.float32)})
         finally:
             await batcher.close()
 
@@ -70,9 +71,9 @@ def test_a_failing_batch_fails_each_of_its_requests_and_the_batcher_goes_on():
     async def main():
         batcher = DynamicBatcher(model.run, max_batch=4, delay_s=0.001, slots=1)
         try:
-            failed = await asyncio.gather(*(batcher.submit(r) for r in _requests(6)), return_exceptions=True)
+            failed = await asyncio.gather(*(batcher.submit({"x": r}) for r in _requests(6)), return_exceptions=True)
             model.fail = False
-            recovered = await batcher.submit(np.ones((1, 4), np.float32))
+            recovered = await batcher.submit({"x": np.ones((1, 4), np.float32)})
             return failed, recovered
         finally:
             await batcher.close()
@@ -86,7 +87,7 @@ def test_refuses_a_request_larger_than_a_batch():
     async def main():
         batcher = DynamicBatcher(FakeModel().run, max_batch=2, delay_s=0.0, slots=1)
         with pytest.raises(ValueError, match="exceed max_batch"):
-            await batcher.submit(np.ones((3, 4), np.float32))
+            await batcher.submit({"x": np.ones((3, 4), np.float32)})
         await batcher.close()
 
     asyncio.run(main())

@@ -1,6 +1,14 @@
-"""Every client mistake gets its status code and a message naming the field; the server goes on."""
+"""Every client mistake gets its status code and a message naming the field; the runtime goes on.
+
+In-process: the real runtime over real models, its servicers called directly (no network, no
+subprocess); the wire itself (oversize and undecodable messages) is exercised by
+test_server_fuzz.py against a server process.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import grpc
 import numpy as np
@@ -8,9 +16,13 @@ import onnx
 import pytest
 
 from graphgen_protos import classifier_pb2 as cpb
-from graphgen_protos import classifier_pb2_grpc, kserve_v2_pb2_grpc
 from graphgen_protos import kserve_v2_pb2 as kpb
-from tests.server_helpers import ServerProcess, add_model, add_tiny_model, encode
+from graphgen_server.classify import ClassifierServicer
+from graphgen_server.config import ServerConfig
+from graphgen_server.errors import CallGate
+from graphgen_server.kserve import KServeServicer
+from graphgen_server.runtime import Runtime
+from tests.server_helpers import Aborted, FakeContext, add_model, add_tiny_model, encode
 
 INVALID, NOT_FOUND, EXHAUSTED = (
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -18,7 +30,7 @@ INVALID, NOT_FOUND, EXHAUSTED = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 )
 SIZE = 32  # the tiny model's input is [N, 3, 32, 32], 10 classes
-LIMITS = ["--max-images", "8", "--max-queue", "6", "--max-image-pixels", "1000000", "--max-batch", "4"]
+LIMITS = dict(max_images=8, max_queue=6, max_image_pixels=1_000_000, max_batch=4, device="cpu", workers=2)
 
 
 def _image(width: int = 40, height: int = 30) -> bytes:
@@ -45,6 +57,19 @@ def _two_inputs():
     request = _infer()
     request.inputs.add(name="other", datatype="FP32", shape=[1])
     request.raw_input_contents.append(b"\0" * 4)
+    return request
+
+
+def _twice():
+    request = _infer()
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 3, SIZE, SIZE])
+    request.raw_input_contents.append(np.zeros((1, 3, SIZE, SIZE), np.float32).tobytes())
+    return request
+
+
+def _raw_entries():
+    request = _infer()
+    request.raw_input_contents.append(b"")
     return request
 
 
@@ -78,7 +103,14 @@ CASES = [
     ("queue cannot take it", "c", "Classify", cpb.ClassifyRequest(model="tiny", tensor=_tensor(7, 3, SIZE, SIZE)), EXHAUSTED, "queue full"),
     ("infer unknown model", "k", "ModelInfer", _infer(model="nope"), NOT_FOUND, "'nope'"),
     ("infer input name", "k", "ModelInfer", _infer(name="pixels"), INVALID, "inputs[0].name"),
-    ("infer datatype", "k", "ModelInfer", _infer(datatype="INT64"), INVALID, "inputs[0].datatype"),
+    ("infer datatype", "k", "ModelInfer", _infer(datatype="INT64"), INVALID, "inputs[0].datatype: model tiny's input 'input' takes FP32, got 'INT64'"),
+    ("infer bytes datatype", "k", "ModelInfer", _infer(datatype="BYTES"), INVALID, "inputs[0].datatype"),
+    ("infer no model name", "k", "ModelInfer", _infer(model=""), INVALID, "model: no model name"),
+    ("infer input twice", "k", "ModelInfer", _twice(), INVALID, "takes 1 input (input), got 2"),
+    ("infer raw entries", "k", "ModelInfer", _raw_entries(), INVALID, "raw_input_contents: 2 entries for 1 inputs"),
+    ("infer non-finite", "k", "ModelInfer", _infer(raw=np.full((1, 3, SIZE, SIZE), np.nan, np.float32).tobytes()), INVALID, "NaN or infinite"),
+    ("infer too many rows", "k", "ModelInfer", _infer(shape=(9, 3, SIZE, SIZE)), INVALID, "exceeds the limit of 8"),
+    ("infer unknown version", "k", "ModelInfer", _infer(model_version="4"), NOT_FOUND, "version '4'"),
     ("infer byte count", "k", "ModelInfer", _infer(raw=b"\0" * 8), INVALID, "raw_input_contents[0]: 8 bytes"),
     ("infer shape", "k", "ModelInfer", _infer(shape=(1, 3, 16, 16)), INVALID, "inputs[0].shape"),
     ("infer two inputs", "k", "ModelInfer", _two_inputs(), INVALID, "inputs: model tiny takes 1 input"),
@@ -90,11 +122,15 @@ CASES = [
     ("metadata unknown version", "k", "ModelMetadata", kpb.ModelMetadataRequest(name="tiny", version="2"), NOT_FOUND, "version '2'"),
     ("ready unknown model", "k", "ModelReady", kpb.ModelReadyRequest(name="nope"), NOT_FOUND, "'nope'"),
     ("statistics unknown model", "k", "ModelStatistics", kpb.ModelStatisticsRequest(name="nope"), NOT_FOUND, "'nope'"),
+    ("statistics unknown version", "k", "ModelStatistics", kpb.ModelStatisticsRequest(name="tiny", version="3"), NOT_FOUND, "version '3'"),
+    ("metadata unknown model", "k", "ModelMetadata", kpb.ModelMetadataRequest(name="nope"), NOT_FOUND, "'nope'"),
+    ("ready no model name", "k", "ModelReady", kpb.ModelReadyRequest(), INVALID, "model: no model name"),
 ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def served(tmp_path_factory):
+    """(runtime, {"c": Classifier servicer, "k": KServe servicer}, the event loop they run on)."""
     repo = tmp_path_factory.mktemp("repository")
     add_tiny_model(repo)
     add_model(repo, "efficientnet_lite0", name="fixed", resolution=SIZE, num_classes=10, batch=1)
@@ -102,40 +138,57 @@ def server(tmp_path_factory):
     model = onnx.load(plain)
     del model.metadata_props[:]  # an ONNX file graphgen did not describe: tensors only
     onnx.save(model, plain)
-    with ServerProcess(repo, LIMITS) as process:
-        yield process
+    runtime = Runtime(ServerConfig(repository=repo, **LIMITS))
+    runtime.load()
+    loop = asyncio.new_event_loop()
+    gate = CallGate()
+    yield runtime, {"c": ClassifierServicer(runtime, gate), "k": KServeServicer(runtime, gate)}, loop
+    loop.run_until_complete(runtime.close())
+    loop.close()
 
 
-@pytest.fixture(scope="module")
-def stubs(server):
-    with grpc.insecure_channel(server.address) as channel:
-        yield {
-            "c": classifier_pb2_grpc.ClassifierStub(channel),
-            "k": kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel),
-        }
+def _call(served, service: str, method: str, request):
+    _, servicers, loop = served
+    return loop.run_until_complete(getattr(servicers[service], method)(request, FakeContext()))
 
 
 @pytest.mark.parametrize(
     ("service", "method", "request_", "code", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
-def test_bad_input_gets_its_status_and_names_the_field(stubs, service, method, request_, code, words):
-    with pytest.raises(grpc.RpcError) as failure:
-        getattr(stubs[service], method)(request_, timeout=30)
-    assert failure.value.code() == code, failure.value.details()
-    assert words in failure.value.details()
+def test_bad_input_gets_its_status_and_names_the_field(served, service, method, request_, code, words):
+    with pytest.raises(Aborted) as failure:
+        _call(served, service, method, request_)
+    assert failure.value.code == code, failure.value.details
+    assert words in failure.value.details
 
 
-def test_the_server_still_answers_and_logged_no_internal_error(server, stubs):
-    for case in CASES:  # the table once more, quickly, then valid calls
-        with pytest.raises(grpc.RpcError):
-            getattr(stubs[case[1]], case[2])(case[3], timeout=30)
-    answer = stubs["c"].Classify(cpb.ClassifyRequest(model="tiny", images=[_image()], top_k=3), timeout=30)
+def test_the_runtime_still_answers_and_logged_no_internal_error(served, caplog):
+    runtime = served[0]
+    with caplog.at_level(logging.DEBUG, logger="graphgen_server"):
+        for case in CASES:  # the table once more, then valid calls
+            with pytest.raises(Aborted):
+                _call(served, case[1], case[2], case[3])
+    answer = _call(served, "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[_image()], top_k=3))
     assert len(answer.results[0].classes) == 3 and answer.results[0].classes[0].label.startswith("class_")
-    inferred = stubs["k"].ModelInfer(_infer(outputs=[("logits", 2)]), timeout=30)
+    inferred = _call(served, "k", "ModelInfer", _infer(outputs=[("logits", 2)]))
     assert inferred.outputs[0].datatype == "BYTES" and list(inferred.outputs[0].shape) == [1, 2]
-    plain = stubs["k"].ModelInfer(_infer(model="plain"), timeout=30)
+    plain = _call(served, "k", "ModelInfer", _infer(model="plain"))
     assert len(plain.raw_output_contents[0]) == 10 * 4
-    stats = stubs["k"].ModelStatistics(kpb.ModelStatisticsRequest(name="tiny"), timeout=30).model_stats[0]
-    assert stats.inference_stats.fail.count >= 20 and stats.inference_stats.success.count >= 2
-    assert server.process.poll() is None
-    assert "Traceback" not in server.log and "INTERNAL" not in server.log
+    stats = runtime.find("tiny").stats.snapshot()
+    assert stats.fail.count >= 20 and stats.success.count >= 2
+    assert stats.failures["REJECTED"] >= 2  # the queue-full cases, as Triton labels them
+    assert all(m.pending_rows == 0 for m in runtime.all())  # every refusal gave its rows back
+    assert "Traceback" not in caplog.text and "INTERNAL" not in caplog.text
+
+
+def test_listeners_hear_every_finished_request(served):
+    runtime = served[0]
+    heard = []
+    runtime.listeners.append(lambda model, record: heard.append((model.name, record.ok, record.failure, record.rows)))
+    try:
+        _call(served, "k", "ModelInfer", _infer(shape=(2, 3, SIZE, SIZE)))
+        with pytest.raises(Aborted):
+            _call(served, "k", "ModelInfer", _infer(datatype="INT8"))
+    finally:
+        runtime.listeners.clear()
+    assert heard == [("tiny", True, "", 2), ("tiny", False, "OTHER", 0)]

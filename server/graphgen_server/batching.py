@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# A request's inputs by name, batch rows first in each.
+Feeds = dict[str, np.ndarray]
 # Runs one batch: the outputs (batch rows first) and the seconds onnxruntime took.
-RunBatch = Callable[[np.ndarray], Awaitable[tuple[list[np.ndarray], float]]]
+RunBatch = Callable[[Feeds], Awaitable[tuple[list[np.ndarray], float]]]
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,13 @@ class BatchResult:
 
 @dataclass
 class _Pending:
-    array: np.ndarray
+    feeds: Feeds
     future: asyncio.Future[BatchResult]
     submitted: float = field(default_factory=time.perf_counter)
 
     @property
     def rows(self) -> int:
-        return int(self.array.shape[0])
+        return int(next(iter(self.feeds.values())).shape[0])
 
 
 class DynamicBatcher:
@@ -53,13 +55,13 @@ class DynamicBatcher:
         self._dispatcher: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
 
-    async def submit(self, array: np.ndarray) -> BatchResult:
-        """Queue ``array`` (rows first, at most max_batch rows) and wait for its rows of the result."""
-        if array.shape[0] > self.max_batch:
-            raise ValueError(f"{array.shape[0]} rows exceed max_batch {self.max_batch}")
+    async def submit(self, feeds: Feeds) -> BatchResult:
+        """Queue ``feeds`` (rows first, at most max_batch rows) and wait for its rows of the result."""
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
-        pending = _Pending(array, asyncio.get_running_loop().create_future())
+        pending = _Pending(feeds, asyncio.get_running_loop().create_future())
+        if pending.rows > self.max_batch:
+            raise ValueError(f"{pending.rows} rows exceed max_batch {self.max_batch}")
         await self._queue.put(pending)
         return await pending.future
 
@@ -106,8 +108,11 @@ class DynamicBatcher:
             if not live:
                 return
             started = time.perf_counter()
-            arrays = [p.array for p in live]
-            stacked = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            if len(live) == 1:
+                stacked = live[0].feeds
+            else:
+                stacked = {name: np.concatenate([p.feeds[name] for p in live]) for name in live[0].feeds}
+            rows_run = sum(p.rows for p in live)
             try:
                 outputs, infer_s = await self._run_batch(stacked)
             except Exception as error:  # every request of the batch gets the failure
@@ -121,7 +126,7 @@ class DynamicBatcher:
                 offset += p.rows
                 if not p.future.done():
                     p.future.set_result(
-                        BatchResult([o[rows] for o in outputs], started - p.submitted, infer_s, stacked.shape[0])
+                        BatchResult([o[rows] for o in outputs], started - p.submitted, infer_s, rows_run)
                     )
         finally:
             self._slots.release()

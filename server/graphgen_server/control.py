@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from graphgen_server.errors import InvalidArgument, NotFound, Refused
+from graphgen_server.model import ModelVersion
 from graphgen_server.repository import MODEL_FILE, BadModelName, ModelFile, scan_model
-from graphgen_server.runtime import ModelVersion, Runtime
+from graphgen_server.runtime import Runtime
 
 log = logging.getLogger("graphgen_server")
 

@@ -1,8 +1,10 @@
-"""Every failure a call can meet, and the one place that turns it into a gRPC status.
+"""Every failure a call can meet, and the one place that turns it into a status code.
 
-The runtime raises these exceptions (never gRPC types); :func:`abort_with_status` is the only
-code that chooses a status code, and :data:`HTTP_STATUS` its HTTP/REST equivalent. A client's mistake is never INTERNAL: anything unexpected is
-logged with its traceback and answered INTERNAL with a short message, and the server goes on.
+The runtime raises these exceptions (never gRPC or HTTP types). :func:`status_of` chooses the gRPC
+status and :func:`http_status_of` the HTTP one (from :data:`HTTP_STATUS`, Triton's REST statuses);
+:func:`abort_with_status` is how a gRPC servicer answers with it. A client's mistake is never
+INTERNAL: anything unexpected is logged with its traceback and answered INTERNAL with a short
+message, and the server goes on. :func:`failure_reason` labels a failure as Triton's metrics do.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -133,7 +135,7 @@ def clamp(message: str, limit: int = MAX_DETAILS) -> str:
 
 
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and message a failure is answered with."""
+    """The gRPC status code and message a failure is answered with."""
     if isinstance(error, ServingError):
         return error.code, str(error)
     if isinstance(error, ImageError):  # raised by graphgen.preprocess while decoding
@@ -164,9 +166,25 @@ def http_status(code: grpc.StatusCode) -> int:
     return HTTP_STATUS.get(code, 500)
 
 
-Request = TypeVar("Request")
-Response = TypeVar("Response")
-Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]  # Any: the servicer
+def http_status_of(error: BaseException) -> tuple[int, str]:
+    """The HTTP status and message a failure is answered with (the same failure, the same words)."""
+    code, message = status_of(error)
+    return http_status(code), message
+
+
+def failure_reason(error: BaseException) -> str:
+    """Triton's ``reason`` label of a failed request: REJECTED (queue full), CANCELED, BACKEND, OTHER."""
+    if isinstance(error, QueueFull):
+        return "REJECTED"
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(error, ServingError | ImageError):
+        return "OTHER"  # the request's own fault, or the model not ready
+    return "BACKEND"
+
+
+# An async servicer method: (self, request, context) -> response.
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
 def abort_with_status(handler: Handler) -> Handler:
@@ -189,4 +207,4 @@ def abort_with_status(handler: Handler) -> Handler:
                 log.debug("%s: %s %s", handler.__name__, code.name, message)
             await context.abort(code, clamp(message))
 
-    return wrapper
+    return cast(Handler, wrapper)

@@ -4,8 +4,8 @@ Per-layer profile: request parameters ``profile`` (bool) and ``profile_runs`` (i
 default) ask for one; the response then carries parameter ``graphgen_profile``, a string holding
 the ``graphgen.v1.Profile`` message (classifier.proto) as JSON — the same profile Classify returns.
 
-ModelInfer takes the input as ``raw_input_contents`` (what tritonclient sends) or as typed
-``contents.fp32_contents``, and answers ``raw_output_contents``. The classification extension:
+ModelInfer takes each input as ``raw_input_contents`` (what tritonclient sends) or as typed
+``contents`` (``fp32_contents``, ``int64_contents``...), and answers ``raw_output_contents``. The classification extension:
 a requested output with parameter ``classification`` = N becomes a BYTES tensor [batch, N] of
 ``"<value>:<index>:<label>"``, best first, where value is the output's own value (a logit), as
 Triton reports it.
@@ -14,9 +14,9 @@ Triton reports it.
 from __future__ import annotations
 
 import struct
-import time
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 from google.protobuf import json_format
 
 import graphgen
@@ -25,14 +25,20 @@ from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.control import ModelControl
 from graphgen_server.errors import CallGate, InvalidArgument, NotFound, Refused, abort_with_status
 from graphgen_server.profiling import profile_message
-from graphgen_server.runtime import ModelVersion, Runtime, declared_shape
+from graphgen_server.runtime import Profiling, RequestedOutput, Runtime
 from graphgen_server.stats import Duration, ModelStats
+from graphgen_server.tensors import InputTensor, TensorInfo, to_bytes
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["classification", "statistics"]
 CLASSIFICATION = "classification"
 PROFILE, PROFILE_RUNS, PROFILE_RESPONSE = "profile", "profile_runs", "graphgen_profile"
-_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+# The typed ``contents`` field that carries each datatype (FP16 has none: raw bytes only).
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}  # fmt: skip
 
 
 def serialize_bytes(elements: list[bytes]) -> bytes:
@@ -40,17 +46,39 @@ def serialize_bytes(elements: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(e)) + e for e in elements)
 
 
-def classification(values: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
-    """Per row, the k largest values as b"value:index:label" (Triton's format, best first)."""
-    rows = values.reshape(values.shape[0], -1)
-    best = np.argsort(-rows, axis=1, kind="stable")[:, :k]
-    return np.array(
-        [
-            [f"{row[i]:f}:{i}{':' + labels[i] if i < len(labels) else ''}".encode() for i in indices]
-            for row, indices in zip(rows, best)
-        ],
-        dtype=object,
-    )
+def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
+    """The request's inputs, data from ``raw_input_contents`` (what tritonclient sends) or typed contents."""
+    raw = request.raw_input_contents
+    mismatch = None
+    if raw and len(raw) != len(request.inputs):
+        mismatch = InvalidArgument(
+            "raw_input_contents", f"{len(raw)} entries for {len(request.inputs)} inputs (one per input when used)"
+        )
+    tensors = []
+    for index, tensor in enumerate(request.inputs):
+        field = f"inputs[{index}]"
+        data: bytes | Sequence[Any] | InvalidArgument
+        if mismatch is not None:
+            data, data_field = mismatch, "raw_input_contents"
+        elif raw:
+            data, data_field = raw[index], f"raw_input_contents[{index}]"
+        else:
+            contents = CONTENTS_FIELD.get(tensor.datatype, "fp32_contents")
+            data, data_field = getattr(tensor.contents, contents), f"{field}.contents.{contents}"
+        tensors.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), data, field, data_field))
+    return tensors
+
+
+def requested_outputs(request: pb.ModelInferRequest) -> list[RequestedOutput]:
+    wanted = []
+    for position, output in enumerate(request.outputs):
+        k = None
+        if CLASSIFICATION in output.parameters:
+            parameter = output.parameters[CLASSIFICATION]
+            kind = parameter.WhichOneof("parameter_choice")
+            k = getattr(parameter, kind) if kind else "nothing"
+        wanted.append(RequestedOutput(output.name, f"outputs[{position}]", k))
+    return wanted
 
 
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
@@ -82,115 +110,35 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
         model = self.runtime.ready(request.name, request.version)
 
-        def tensor(info) -> pb.ModelMetadataResponse.TensorMetadata:
-            shape = [d or -1 for d in info.shape]
-            return pb.ModelMetadataResponse.TensorMetadata(name=info.name, datatype="FP32", shape=shape)
+        def tensor(info: TensorInfo) -> pb.ModelMetadataResponse.TensorMetadata:
+            return pb.ModelMetadataResponse.TensorMetadata(name=info.name, datatype=info.datatype, shape=info.dims)
 
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=sorted(self.runtime.models[model.name], key=int),
             platform=PLATFORM,
-            inputs=[tensor(model.input)],
+            inputs=[tensor(i) for i in model.inputs],
             outputs=[tensor(o) for o in model.outputs],
         )
 
     @abort_with_status
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
-        arrived = time.perf_counter()
-        async with self.runtime.use(request.model_name, request.model_version) as model:
-            return await self._infer(model, request, arrived)
-
-    async def _infer(self, model: ModelVersion, request: pb.ModelInferRequest, arrived: float) -> pb.ModelInferResponse:
-        try:
-            array = self._input(model, request)
-            wanted = self._requested_outputs(model, request)
-            profile, runs = _profile_parameters(model, request)
-            parsed = time.perf_counter()
-            outcome = await model.infer(array, profile=profile, profile_runs=runs)
-            inferred = time.perf_counter()
-            response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-            if outcome.profile is not None:
-                response.parameters[PROFILE_RESPONSE].string_param = json_format.MessageToJson(
-                    profile_message(outcome.profile), indent=None
-                )
-            for index, k in wanted:
-                info, values = model.outputs[index], outcome.outputs[index]
-                if k:
-                    values = classification(values, k, model.labels)
-                    datatype, raw = "BYTES", serialize_bytes(list(values.ravel()))
-                else:
-                    datatype, raw = _DATATYPES.get(values.dtype, "FP32"), np.ascontiguousarray(values).tobytes()
-                response.outputs.add(name=info.name, datatype=datatype, shape=values.shape)
-                response.raw_output_contents.append(raw)
-        except Exception:
-            model.stats.record_request(ok=False, total_s=time.perf_counter() - arrived)
-            raise
-        done = time.perf_counter()
-        model.stats.record_request(
-            ok=True, total_s=done - arrived, queue_s=outcome.queue_s, input_s=parsed - arrived,
-            infer_s=outcome.infer_s, output_s=done - inferred, rows=int(array.shape[0]),
+        inferred = await self.runtime.infer(
+            request.model_name, request.model_version, inputs=input_tensors(request),
+            outputs=requested_outputs(request), profile=profiling(request),
         )  # fmt: skip
+        response = pb.ModelInferResponse(model_name=inferred.model, model_version=inferred.version, id=request.id)
+        if inferred.profile is not None:
+            response.parameters[PROFILE_RESPONSE].string_param = json_format.MessageToJson(
+                profile_message(inferred.profile), indent=None
+            )
+        for output in inferred.outputs:
+            response.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
+            if output.datatype == "BYTES":
+                response.raw_output_contents.append(serialize_bytes(list(output.array.ravel())))
+            else:
+                response.raw_output_contents.append(to_bytes(output.array))
         return response
-
-    def _input(self, model: ModelVersion, request: pb.ModelInferRequest) -> np.ndarray:
-        if len(request.inputs) != 1:
-            raise InvalidArgument(
-                "inputs", f"model {model.name} takes 1 input ({model.input.name}), got {len(request.inputs)}"
-            )
-        tensor = request.inputs[0]
-        if tensor.name != model.input.name:
-            raise InvalidArgument(
-                "inputs[0].name", f"model {model.name} has input {model.input.name!r}, not {tensor.name!r}"
-            )
-        if tensor.datatype != "FP32":
-            raise InvalidArgument("inputs[0].datatype", f"must be FP32, got {tensor.datatype!r}")
-        shape, count = declared_shape(tensor.shape, "inputs[0]")
-        if request.raw_input_contents:
-            if len(request.raw_input_contents) != len(request.inputs):
-                raise InvalidArgument(
-                    "raw_input_contents", f"{len(request.raw_input_contents)} entries for {len(request.inputs)} input"
-                )
-            raw = request.raw_input_contents[0]
-            if len(raw) != count * 4:
-                raise InvalidArgument(
-                    "raw_input_contents[0]", f"{len(raw)} bytes, but FP32 of shape {shape} needs {count * 4}"
-                )
-            array = np.frombuffer(raw, dtype="<f4").reshape(shape)
-        else:
-            values = tensor.contents.fp32_contents
-            if len(values) != count:
-                raise InvalidArgument(
-                    "inputs[0].contents.fp32_contents", f"{len(values)} values, but shape {shape} needs {count}"
-                )
-            array = np.asarray(values, dtype=np.float32).reshape(shape)
-        model.check_batch(array, "inputs[0].shape")
-        return array
-
-    def _requested_outputs(self, model: ModelVersion, request: pb.ModelInferRequest) -> list[tuple[int, int]]:
-        """(output index, classification count or 0) per requested output; all outputs if none named."""
-        if not request.outputs:
-            return [(i, 0) for i in range(len(model.outputs))]
-        names = [o.name for o in model.outputs]
-        wanted = []
-        for position, output in enumerate(request.outputs):
-            field = f"outputs[{position}]"
-            if output.name not in names:
-                raise InvalidArgument(
-                    f"{field}.name", f"model {model.name} has no output {output.name!r} (outputs: {names})"
-                )
-            k = 0
-            if CLASSIFICATION in output.parameters:
-                parameter = output.parameters[CLASSIFICATION]
-                kind = parameter.WhichOneof("parameter_choice")
-                k = parameter.int64_param if kind == "int64_param" else 0
-                if not 1 <= k <= model.num_classes:
-                    got = repr(getattr(parameter, kind)) if kind else "nothing"
-                    raise InvalidArgument(
-                        f"{field}.parameters.classification",
-                        f"must be an integer from 1 to {model.num_classes}, got {got}",
-                    )
-            wanted.append((names.index(output.name), k))
-        return wanted
 
     @abort_with_status
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
@@ -244,8 +192,8 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return self.control
 
 
-def _profile_parameters(model: ModelVersion, request: pb.ModelInferRequest) -> tuple[bool, int]:
-    """The request's ``profile`` (bool) and ``profile_runs`` (int) parameters, checked."""
+def profiling(request: pb.ModelInferRequest) -> Profiling:
+    """The request's ``profile`` (bool) and ``profile_runs`` (int) parameters."""
     profile, runs = False, 0
     if PROFILE in request.parameters:
         parameter = request.parameters[PROFILE]
@@ -258,10 +206,7 @@ def _profile_parameters(model: ModelVersion, request: pb.ModelInferRequest) -> t
         if kind not in ("int64_param", "uint64_param"):
             raise InvalidArgument(f"parameters.{PROFILE_RUNS}", "must be an integer")
         runs = getattr(parameter, kind)
-        if runs and not profile:
-            raise InvalidArgument(f"parameters.{PROFILE_RUNS}", "asks how many runs to profile: set profile too")
-        model.check_profile_runs(runs, f"parameters.{PROFILE_RUNS}")
-    return profile, runs
+    return Profiling(profile, runs, f"parameters.{PROFILE_RUNS}")
 
 
 def _duration(duration: Duration) -> pb.StatisticDuration:
@@ -269,23 +214,23 @@ def _duration(duration: Duration) -> pb.StatisticDuration:
 
 
 def _statistics(name: str, version: str, stats: ModelStats) -> pb.ModelStatistics:
-    with stats.lock:
-        return pb.ModelStatistics(
-            name=name,
-            version=version,
-            last_inference=stats.last_inference_ms,
-            inference_count=stats.inference_count,
-            execution_count=stats.execution_count,
-            inference_stats=pb.InferStatistics(
-                success=_duration(stats.success),
-                fail=_duration(stats.fail),
-                queue=_duration(stats.queue),
-                compute_input=_duration(stats.compute_input),
-                compute_infer=_duration(stats.compute_infer),
-                compute_output=_duration(stats.compute_output),
-            ),
-            batch_stats=[
-                pb.InferBatchStatistics(batch_size=size, compute_infer=_duration(d.compute_infer))
-                for size, d in sorted(stats.batches.items())
-            ],
-        )
+    stats = stats.snapshot()
+    return pb.ModelStatistics(
+        name=name,
+        version=version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(batch_size=size, compute_infer=_duration(d.compute_infer))
+            for size, d in sorted(stats.batches.items())
+        ],
+    )

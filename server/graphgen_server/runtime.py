@@ -1,8 +1,11 @@
-"""The runtime below the gRPC servicers: sessions, batching, profiling, limits — numpy in, numpy out.
+"""The runtime below every protocol: ``classify()`` and ``infer()`` — Python values in, numpy out.
 
-One onnxruntime session serves each model version; runs happen on worker threads (onnxruntime
-releases the GIL), never on the event loop, so several requests are in flight at once. A model
-that fails to load stays in the table, not ready, with its reason; the others serve.
+A call names a model and hands over its inputs as :class:`~graphgen_server.tensors.InputTensor`
+(or encoded images); the runtime finds the ready version, checks the inputs against it, admits the
+rows to the model's queue (or refuses at once), hops to a worker thread (decoding, onnxruntime),
+times each stage and records the request in the model's statistics, success or failure. The
+servicers (gRPC, HTTP) only translate their messages to these calls and the results back; every
+failure is an exception of :mod:`graphgen_server.errors`, turned into a status code there.
 """
 
 from __future__ import annotations
@@ -10,303 +13,107 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from graphgen.metadata import ARCHITECTURE, MetadataError, Preprocess
-from graphgen.onnx_io import ModelFileError, check_model_file
-from graphgen.preprocess import ImageError, decode_image, image_to_tensor, labels_for
 from graphgen.profiling.summary import Profile
 from graphgen_server import providers
-from graphgen_server.batching import DynamicBatcher
+from graphgen_server.batching import Feeds
 from graphgen_server.config import ServerConfig
-from graphgen_server.errors import InvalidArgument, ModelUnavailable, NotFound, QueueFull
-from graphgen_server.profiling import Profiler
-from graphgen_server.repository import ModelFile, scan
-from graphgen_server.stats import ModelStats
+from graphgen_server.errors import InvalidArgument, ModelUnavailable, NotFound, failure_reason
+from graphgen_server.model import ModelVersion, RunOutcome
+from graphgen_server.repository import scan
+from graphgen_server.stats import RequestRecord
+from graphgen_server.tensors import InputTensor, to_array
 
 log = logging.getLogger("graphgen_server")
 
-_ORT_TYPES = {"tensor(float)": np.dtype(np.float32)}
-MAX_RANK = 8  # more dimensions than any image model takes (numpy's own limit is 64)
+CLASSIFICATION_DATATYPE = "BYTES"
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: np.dtype
-    shape: tuple[int | None, ...]  # None: any size (a symbolic dimension)
+class Timings:
+    """Where a request's time went, in seconds (``batch_size``: rows of the batch it ran in)."""
 
-
-@dataclass(frozen=True)
-class InferOutcome:
-    outputs: list[np.ndarray]  # in the order of ModelVersion.outputs
     queue_s: float
+    input_s: float
     infer_s: float
+    output_s: float
+    total_s: float
     batch_size: int
-    profile: Profile | None = None
     profile_setup_s: float = 0.0  # a profiled call: waiting for its profiling session, and warm-up runs
 
 
-def _tensor_info(arg) -> TensorInfo:
-    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
-    return TensorInfo(arg.name, _ORT_TYPES.get(arg.type, np.dtype(object)), shape)
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    label: str
+    score: float  # softmax probability
 
 
-class ModelVersion:
-    """One version of one model: its session, what it expects, and its batcher and profiler."""
-
-    def __init__(self, file: ModelFile, config: ServerConfig, executor: ThreadPoolExecutor) -> None:
-        self.name, self.version, self.path = file.name, str(file.version), file.path
-        self.file = file
-        self.config = config
-        self._executor = executor
-        self.ready = False
-        self.reason = "not loaded"
-        self.provider = self.provider_reason = ""
-        self.metadata: dict[str, str] = {}
-        self.image_spec: Preprocess | None = None
-        self.labels: list[str] = []
-        self.stats = ModelStats()
-        self.batcher: DynamicBatcher | None = None
-        self.profiler: Profiler | None = None
-        self.pending_rows = 0
-        self.users = 0  # calls holding this version (Runtime.use); it is closed only once none does
-        self._unused: asyncio.Event | None = None
-        # Set by a successful load:
-        self.session: ort.InferenceSession | None = None
-        self.input = TensorInfo("", np.dtype(np.float32), ())
-        self.outputs: list[TensorInfo] = []
-        self.dynamic_batch = False
-        self.num_classes = 0
-        self._choice: providers.ProviderChoice | None = None
-        self._io_binding = False
-
-    # -- loading --------------------------------------------------------------------------
-    def load(self, choice: providers.ProviderChoice) -> None:
-        try:
-            self._load(choice)
-        except Exception as error:  # any load failure leaves this model not ready
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            self.ready, self.reason = False, f"failed to load {self.path}: {message}"
-            log.error("model %s v%s NOT READY: %s", self.name, self.version, self.reason)
-
-    def _session_options(self) -> ort.SessionOptions:
-        """The server's session settings (the profiler extends them with its own)."""
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: the server logs what matters itself
-        if self.config.intra_op_threads:
-            options.intra_op_num_threads = self.config.intra_op_threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.config.spin_threads else "0")
-        return options
-
-    def _make_session(self) -> ort.InferenceSession:
-        assert self._choice is not None, "load() chooses the providers first"
-        return ort.InferenceSession(str(self.path), self._session_options(), providers=self._choice.providers)
-
-    def _load(self, choice: providers.ProviderChoice) -> None:
-        if self.file.problem:
-            raise ModelFileError(self.file.problem)
-        check_model_file(self.path)  # onnxruntime must not follow external data out of the model's directory
-        self._choice = choice
-        self.session = self._make_session()
-        inputs = [_tensor_info(a) for a in self.session.get_inputs()]
-        if len(inputs) != 1 or inputs[0].dtype != np.float32:
-            raise ValueError(f"graphgen serves models with one float32 input; this one has {inputs}")
-        self.input = inputs[0]
-        self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]
-        self.dynamic_batch = bool(self.input.shape) and self.input.shape[0] is None
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        try:
-            self.image_spec = Preprocess.from_metadata(self.metadata)
-        except MetadataError as error:  # tensors only, no images
-            if ARCHITECTURE in self.metadata:  # built by graphgen, yet its preprocessing cannot be read
-                log.warning("model %s v%s takes tensors only, no images: %s", self.name, self.version, error)
-        classes = self.outputs[0].shape[-1] if self.outputs[0].shape else None
-        self.num_classes = classes or 0
-        self.labels = labels_for(self.metadata, self.num_classes) if classes else []
-        self.provider, self.provider_reason = providers.describe_session(choice, self.session)
-        self._io_binding = self.provider == providers.CUDA and self.config.cuda.io_binding
-        warmup = {self.input.name: np.zeros([d or 1 for d in self.input.shape], np.float32)}
-        self._run_sync(warmup[self.input.name])  # first-run allocations happen now, not in a request
-        if self.dynamic_batch and self.config.batching:
-            self.batcher = DynamicBatcher(
-                self._run_batch, self.config.max_batch, self.config.batch_delay_us / 1e6, slots=2
-            )
-        self.profiler = Profiler(self.path, choice.providers, self._session_options, warmup)
-        self.ready, self.reason = True, ""
-        batching = f"dynamic batching up to {self.config.max_batch}" if self.batcher else "no dynamic batching"
-        log.info(
-            "model %s v%s: %s (%s); input %s %s; %s",
-            self.name, self.version, self.provider, self.provider_reason, self.input.name,
-            [d if d else -1 for d in self.input.shape], batching,
-        )  # fmt: skip
-
-    # -- running --------------------------------------------------------------------------
-    def _run_sync(self, array: np.ndarray) -> tuple[list[np.ndarray], float]:
-        session = self.session
-        assert session is not None, "only a loaded model runs"
-        started = time.perf_counter()
-        if self._io_binding:
-            # Explicit binding on CUDA: the input goes to the device in one copy and the outputs
-            # come back to host memory in one copy each.
-            binding = session.io_binding()
-            binding.bind_cpu_input(self.input.name, array)
-            for output in self.outputs:
-                binding.bind_output(output.name, "cpu")
-            session.run_with_iobinding(binding)
-            outputs = binding.copy_outputs_to_cpu()
-        else:
-            outputs = session.run(None, {self.input.name: array})
-        return outputs, time.perf_counter() - started
-
-    async def _run_batch(self, array: np.ndarray) -> tuple[list[np.ndarray], float]:
-        outputs, infer_s = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_sync, array)
-        self.stats.record_execution(int(array.shape[0]), infer_s)
-        return outputs, infer_s
-
-    @contextlib.contextmanager
-    def admit(self, rows: int) -> Iterator[None]:
-        """Count ``rows`` images against the model's queue while the block runs; QueueFull if it is full."""
-        limit = self.config.max_queue
-        if self.pending_rows + rows > limit:
-            raise QueueFull(
-                f"model {self.name} v{self.version}: queue full ({self.pending_rows} of {limit} images "
-                f"queued or running, this request adds {rows}); retry later"
-            )
-        self.pending_rows += rows
-        try:
-            yield
-        finally:
-            self.pending_rows -= rows
-
-    def check_batch(self, array: np.ndarray, field: str) -> None:
-        """Refuse an input tensor the model cannot take, naming ``field``."""
-        if array.dtype != np.float32:
-            raise InvalidArgument(field, f"datatype must be FP32 (float32), got {array.dtype}")
-        expected = self.input.shape
-        if array.ndim != len(expected):
-            raise InvalidArgument(
-                field, f"shape {list(array.shape)} has rank {array.ndim}, model expects {_dims(expected)}"
-            )
-        for axis, (got, want) in enumerate(zip(array.shape, expected)):
-            if got < 1 or (want is not None and got != want):
-                raise InvalidArgument(field, f"shape {list(array.shape)} does not fit {_dims(expected)} (axis {axis})")
-        if array.shape and array.shape[0] > self.config.max_images:
-            raise InvalidArgument(field, f"batch of {array.shape[0]} exceeds the limit of {self.config.max_images}")
-        # A float64 sum of float32 values cannot overflow: it is finite exactly when every value is.
-        if not np.isfinite(array.sum(dtype=np.float64)):
-            first = int(np.flatnonzero(~np.isfinite(array))[0])
-            raise InvalidArgument(
-                field, f"holds NaN or infinite values (the first at flat index {first}); send finite float32 values"
-            )
-
-    async def infer(
-        self, array: np.ndarray, *, profile: bool = False, profile_runs: int = 0, admitted: bool = False
-    ) -> InferOutcome:
-        """Run a checked batch; with ``profile``, alone on a profiling session, ``profile_runs`` times.
-
-        ``admitted``: the caller already holds :meth:`admit` for these rows.
-        """
-        rows = int(array.shape[0]) if array.ndim else 1
-        with contextlib.nullcontext() if admitted else self.admit(rows):
-            submitted = time.perf_counter()
-            if profile:
-                assert self.profiler is not None
-                loop = asyncio.get_running_loop()
-                feeds = {self.input.name: array}
-                runs = profile_runs or min(self.config.profile_runs, self.config.max_profile_runs)
-                profiled = await loop.run_in_executor(self._executor, self.profiler.run, feeds, runs)
-                # Queue: the executor and reading the trace; setup (session build, warm-up) is its own figure.
-                queued_s = max(0.0, time.perf_counter() - submitted - profiled.run_s - profiled.setup_s)
-                self.stats.record_execution(rows, profiled.run_s / runs)
-                return InferOutcome(
-                    profiled.outputs, queued_s, profiled.run_s, rows, profiled.profile, profiled.setup_s
-                )
-            if self.batcher is not None and rows <= self.batcher.max_batch:
-                done = await self.batcher.submit(array)
-                return InferOutcome(done.outputs, done.queue_s, done.infer_s, done.batch_size)
-            outputs, infer_s = await self._run_batch(array)
-            total = time.perf_counter() - submitted
-            return InferOutcome(outputs, max(0.0, total - infer_s), infer_s, rows)
-
-    def check_profile_runs(self, runs: int, field: str) -> None:
-        """Refuse more profiled runs than the server allows (0: its default)."""
-        if not 0 <= runs <= self.config.max_profile_runs:
-            raise InvalidArgument(
-                field,
-                f"{runs} runs: a profile takes 1 to {self.config.max_profile_runs} runs (0: the default, "
-                f"{self.config.profile_runs})",
-            )
-
-    def check_images(self, images: list[bytes]) -> Preprocess:
-        """Refuse a list of encoded images this model cannot take (before any is decoded); its image rule."""
-        if self.image_spec is None:
-            raise InvalidArgument(
-                "images", f"model {self.name} has no graphgen preprocessing metadata; send a tensor instead"
-            )
-        if not images:
-            raise InvalidArgument("images", "no image given (send images or a tensor)")
-        if len(images) > self.config.max_images:
-            raise InvalidArgument("images", f"{len(images)} images exceed the limit of {self.config.max_images}")
-        return self.image_spec
-
-    def preprocess(self, images: list[bytes]) -> np.ndarray:
-        """Decode and preprocess encoded images into one batch (blocking: call from a worker)."""
-        image_spec = self.check_images(images)
-        batch = []
-        for index, data in enumerate(images):
-            try:
-                image = decode_image(data, max_pixels=self.config.max_image_pixels)
-            except ImageError as error:
-                raise InvalidArgument(f"images[{index}]", str(error)) from None
-            batch.append(image_to_tensor(image, image_spec))
-        array = np.stack(batch)
-        self.check_batch(array, "images")
-        return array
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users == 0 and self._unused is not None:
-            self._unused.set()
-
-    async def unused(self) -> None:
-        """Wait until no call holds this version (after it left the table, none can take it again)."""
-        if self.users:
-            self._unused = asyncio.Event()
-            await self._unused.wait()
-
-    async def close(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.close()
-        if self.profiler is not None:
-            self.profiler.close()
+@dataclass(frozen=True)
+class Classified:
+    model: str
+    version: str
+    provider: str
+    results: list[list[ClassScore]]  # per image, best first
+    timings: Timings
+    profile: Profile | None
 
 
-def declared_shape(dims: Sequence[int], field: str) -> tuple[list[int], int]:
-    """A request's tensor shape and its element count, refused unless every dimension is positive.
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output a client asked for; ``classification``: the raw value of Triton's parameter, if given."""
 
-    The count is a Python integer: a shape such as [2**32, 2**32] must not wrap around to a size
-    that matches a short buffer.
+    name: str
+    field: str  # e.g. ``outputs[0]``
+    classification: Any = None
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    array: np.ndarray  # for BYTES (classification): an object array of bytes
+
+
+@dataclass(frozen=True)
+class Inferred:
+    model: str
+    version: str
+    outputs: list[OutputTensor]
+    timings: Timings
+    profile: Profile | None
+
+
+@dataclass(frozen=True)
+class Profiling:
+    """A request's ask for a per-layer profile: ``runs`` measured runs (0: the server's default).
+
+    ``field`` names where the request said how many runs (for messages).
     """
-    shape = list(dims)
-    if not shape or len(shape) > MAX_RANK or any(d < 1 for d in shape):
-        raise InvalidArgument(f"{field}.shape", f"must list 1 to {MAX_RANK} positive dimensions, got {shape}")
-    return shape, math.prod(shape)
+
+    wanted: bool = False
+    runs: int = 0
+    field: str = "profile_runs"
+
+    def check(self, model: ModelVersion) -> None:
+        if self.runs and not self.wanted:
+            raise InvalidArgument(self.field, "asks how many runs to profile: set profile too")
+        model.check_profile_runs(self.runs, self.field)
 
 
-def _dims(shape: tuple[int | None, ...]) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+NO_PROFILE = Profiling()
+RequestListener = Callable[[ModelVersion, RequestRecord], None]
 
 
 class Runtime:
-    """Every model version of the repository."""
+    """Every model version of the repository, and the calls on them."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -314,6 +121,8 @@ class Runtime:
         self.models: dict[str, dict[str, ModelVersion]] = {}
         self.retiring: set[ModelVersion] = set()  # left the table, closed once their calls finish
         self.choice: providers.ProviderChoice | None = None
+        # Called for every finished request (metrics exporters); must not block.
+        self.listeners: list[RequestListener] = []
 
     def load(self) -> None:
         """Load every model; raises DeviceError/RepositoryError for what stops the whole server."""
@@ -323,6 +132,7 @@ class Runtime:
             model.load(self.choice)
             self.models.setdefault(file.name, {})[model.version] = model
 
+    # -- finding models -------------------------------------------------------------------
     def all(self) -> list[ModelVersion]:
         return [m for versions in self.models.values() for m in versions.values()]
 
@@ -358,20 +168,208 @@ class Runtime:
         finally:
             model.release()
 
+    # -- calls ----------------------------------------------------------------------------
+    async def classify(
+        self, name: str, version: str = "", *, images: Sequence[bytes] = (), tensor: InputTensor | None = None,
+        top_k: int = 5, profile: Profiling = NO_PROFILE,
+    ) -> Classified:  # fmt: skip
+        """The top ``top_k`` classes of each encoded image (or of each row of a preprocessed tensor)."""
+        arrived = time.perf_counter()
+        async with self.use(name, version) as model:
+            with self._recorded(model, arrived, profile.wanted) as record:
+                return await self._classify(model, record, images, tensor, top_k, profile)
+
+    async def _classify(
+        self, model: ModelVersion, record: Callable[..., Timings], images: Sequence[bytes],
+        tensor: InputTensor | None, top_k: int, profile: Profiling,
+    ) -> Classified:  # fmt: skip
+        if len(model.inputs) != 1 or not model.num_classes:
+            raise InvalidArgument("model", f"model {model.name} is not a classifier (one input, logits out)")
+        if top_k > model.num_classes:
+            raise InvalidArgument("top_k", f"{top_k} is more than the model's {model.num_classes} classes")
+        profile.check(model)
+        if images and tensor is not None:
+            raise InvalidArgument("images", "send images or a tensor, not both")
+        if tensor is not None:
+            feeds = self._feeds(model, [tensor])
+            with model.admit(model.rows_of(feeds)):
+                preprocessed = time.perf_counter()
+                outcome = await model.run(feeds, profile=profile.wanted, profile_runs=profile.runs)
+        else:
+            model.check_images(list(images))
+            # Admitted before decoding: requests beyond the queue bound are refused at once
+            # instead of waiting, encoded images in memory, for a decoding thread.
+            with model.admit(len(images)):
+                loop = asyncio.get_running_loop()
+                array = await loop.run_in_executor(self.executor, model.preprocess, list(images))
+                preprocessed = time.perf_counter()
+                outcome = await model.run({model.input.name: array}, profile=profile.wanted, profile_runs=profile.runs)
+        inferred = time.perf_counter()
+        results = top_classes(outcome.outputs[0], top_k, model.labels)
+        timings = record(outcome, preprocessed, inferred, len(results))
+        return Classified(model.name, model.version, model.provider, results, timings, outcome.profile)
+
+    async def infer(
+        self, name: str, version: str = "", *, inputs: Sequence[InputTensor], outputs: Sequence[RequestedOutput] = (),
+        profile: Profiling = NO_PROFILE,
+    ) -> Inferred:  # fmt: skip
+        """Run the model on ``inputs``; the requested outputs (all, in the model's order, if none named)."""
+        arrived = time.perf_counter()
+        async with self.use(name, version) as model:
+            with self._recorded(model, arrived, profile.wanted) as record:
+                return await self._infer(model, record, inputs, outputs, profile)
+
+    async def _infer(
+        self, model: ModelVersion, record: Callable[..., Timings], inputs: Sequence[InputTensor],
+        outputs: Sequence[RequestedOutput], profile: Profiling,
+    ) -> Inferred:  # fmt: skip
+        feeds = self._feeds(model, inputs)
+        wanted = self._wanted(model, outputs)
+        profile.check(model)
+        with model.admit(model.rows_of(feeds)):
+            parsed = time.perf_counter()
+            outcome = await model.run(feeds, profile=profile.wanted, profile_runs=profile.runs)
+        inferred = time.perf_counter()
+        results = []
+        for index, k in wanted:
+            info, values = model.outputs[index], outcome.outputs[index]
+            if k:
+                results.append(OutputTensor(info.name, CLASSIFICATION_DATATYPE, classification(values, k, model)))
+            else:
+                results.append(OutputTensor(info.name, info.datatype, values))
+        timings = record(outcome, parsed, inferred, model.rows_of(feeds))
+        return Inferred(model.name, model.version, results, timings, outcome.profile)
+
+    @contextlib.contextmanager
+    def _recorded(self, model: ModelVersion, arrived: float, profile: bool) -> Iterator[Callable[..., Timings]]:
+        """Records the request in the model's statistics when the block ends, failed or not.
+
+        The block calls the yielded function with the run's outcome and the times its stages
+        ended; the request counts as a success only if the block then ends without an exception.
+        """
+        done: list[RequestRecord] = []
+
+        def record(outcome: RunOutcome, prepared: float, inferred: float, rows: int) -> Timings:
+            now = time.perf_counter()
+            timings = Timings(
+                outcome.queue_s, prepared - arrived, outcome.infer_s, now - inferred, now - arrived,
+                outcome.batch_size, outcome.profile_setup_s,
+            )  # fmt: skip
+            succeeded = RequestRecord(
+                ok=True, total_s=timings.total_s, queue_s=timings.queue_s, input_s=timings.input_s,
+                infer_s=timings.infer_s, output_s=timings.output_s, rows=rows, batch_size=timings.batch_size,
+                profiled=profile,
+            )  # fmt: skip
+            done.append(succeeded)
+            return timings
+
+        try:
+            yield record
+        except BaseException as error:
+            failed = RequestRecord(ok=False, total_s=time.perf_counter() - arrived, failure=failure_reason(error))
+            self._publish(model, failed)
+            raise
+        if done:
+            self._publish(model, done[-1])
+
+    def _publish(self, model: ModelVersion, record: RequestRecord) -> None:
+        model.stats.record_request(record)
+        for listener in self.listeners:
+            try:
+                listener(model, record)
+            except Exception:  # a broken exporter must not fail requests
+                log.exception("request listener failed")
+
+    @staticmethod
+    def _feeds(model: ModelVersion, inputs: Sequence[InputTensor]) -> Feeds:
+        """The request's inputs as arrays by input name, each checked against the model."""
+        expected = [t.name for t in model.inputs]
+        given = [expected[0] if t.name is None and len(expected) == 1 else t.name or "" for t in inputs]
+        if sorted(given) != sorted(expected):
+            plural = "input" if len(expected) == 1 else "inputs"
+            if len(given) != len(expected):
+                raise InvalidArgument(
+                    "inputs",
+                    f"model {model.name} takes {len(expected)} {plural} ({', '.join(expected)}), got {len(given)}",
+                )
+            position = next(i for i, n in enumerate(given) if n not in expected or given.count(n) > 1)
+            raise InvalidArgument(
+                f"{inputs[position].field}.name",
+                f"model {model.name} has {plural} {expected}, not {given[position]!r} (or it is given twice)",
+            )
+        feeds: Feeds = {}
+        for tensor, name in zip(inputs, given):
+            info = model.inputs[expected.index(name)]
+            if tensor.datatype != info.datatype:
+                raise InvalidArgument(
+                    f"{tensor.field}.datatype",
+                    f"model {model.name}'s input {name!r} takes {info.datatype}, got {tensor.datatype!r}",
+                )
+            array = to_array(tensor)
+            model.check_array(array, info, tensor.fit_field or f"{tensor.field}.shape")
+            feeds[name] = array
+        if model.batched and len({a.shape[0] for a in feeds.values()}) > 1:
+            rows = {n: a.shape[0] for n, a in feeds.items()}
+            raise InvalidArgument("inputs", f"every input must have the same batch size (rows: {rows})")
+        return feeds
+
+    @staticmethod
+    def _wanted(model: ModelVersion, outputs: Sequence[RequestedOutput]) -> list[tuple[int, int]]:
+        """(output index, classification count or 0) per requested output; all outputs if none named."""
+        if not outputs:
+            return [(i, 0) for i in range(len(model.outputs))]
+        names = [o.name for o in model.outputs]
+        wanted = []
+        for output in outputs:
+            if output.name not in names:
+                raise InvalidArgument(
+                    f"{output.field}.name", f"model {model.name} has no output {output.name!r} (outputs: {names})"
+                )
+            k = output.classification
+            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.num_classes):
+                raise InvalidArgument(
+                    f"{output.field}.parameters.classification",
+                    f"must be an integer from 1 to {model.num_classes}, got {k!r}",
+                )
+            wanted.append((names.index(output.name), k or 0))
+        return wanted
+
     async def close(self) -> None:
         for model in [*self.all(), *self.retiring]:
             await model.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def top_classes(logits: np.ndarray, k: int, labels: list[str]) -> list[list[tuple[int, str, float]]]:
-    """Per row: the k most probable classes as (index, label, softmax probability), best first."""
+def top_classes(logits: np.ndarray, k: int, labels: list[str]) -> list[list[ClassScore]]:
+    """Per row: the k most probable classes with their softmax probability, best first."""
+    logits = logits.reshape(logits.shape[0], -1)
+    if logits.dtype != np.float64:
+        logits = logits.astype(np.float32)  # (fp16 logits: the softmax in float32)
     shifted = logits - logits.max(axis=1, keepdims=True)
     probabilities = np.exp(shifted)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     k = min(k, logits.shape[1])
     best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return [
-        [(int(i), labels[i] if i < len(labels) else str(i), float(row[i])) for i in indices]
+        [ClassScore(int(i), labels[i] if i < len(labels) else str(i), float(row[i])) for i in indices]
         for row, indices in zip(probabilities, best)
     ]
+
+
+def classification(values: np.ndarray, k: int, model: ModelVersion) -> np.ndarray:
+    """Per row, the k largest values as b"value:index:label" (Triton's format, best first).
+
+    Rows are the batch dimension where the model has one; otherwise the whole tensor is one row
+    and the result has shape [k].
+    """
+    rows = values.reshape(values.shape[0], -1) if model.batched else values.reshape(1, -1)
+    best = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    labels = model.labels
+    entries = np.array(
+        [
+            [f"{row[i]:f}:{i}{':' + labels[i] if i < len(labels) else ''}".encode() for i in indices]
+            for row, indices in zip(rows, best)
+        ],
+        dtype=object,
+    )
+    return entries if model.batched else entries[0]

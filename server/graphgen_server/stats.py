@@ -1,10 +1,18 @@
-"""Per-model-version inference statistics, in the shape of KServe/Triton's ModelStatistics."""
+"""Per-model-version inference statistics, in the shape of KServe/Triton's ModelStatistics.
+
+The runtime records every request it finished (:meth:`ModelStats.record_request`) and every batch
+it ran (:meth:`ModelStats.record_execution`); :meth:`ModelStats.snapshot` gives a consistent copy.
+That copy holds what Triton's ``nv_inference_*`` metrics count (success/failure per reason,
+inference and execution counts, cumulative request/queue/compute durations), so an exporter reads
+them at scrape time, never touching a servicer.
+"""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 
@@ -25,39 +33,62 @@ class BatchDurations:
     compute_output: Duration = field(default_factory=Duration)
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One finished request, as the runtime saw it (seconds; ``failure``: "" on success)."""
+
+    ok: bool
+    total_s: float
+    queue_s: float = 0.0
+    input_s: float = 0.0  # request data to model input (decoding and preprocessing images)
+    infer_s: float = 0.0  # onnxruntime's run (shared by every request of a dynamic batch)
+    output_s: float = 0.0  # model output to response values (top-k, classification strings)
+    rows: int = 0
+    batch_size: int = 0  # rows of the batch it ran in
+    profiled: bool = False
+    failure: str = ""  # Triton's failure reason: REJECTED, CANCELED, BACKEND, OTHER
+
+
 @dataclass
 class ModelStats:
     """Counts per request (success/fail/queue/compute_*) and per executed batch (execution_count, batch_stats)."""
 
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
+    failures: Counter[str] = field(default_factory=Counter)  # by reason
     queue: Duration = field(default_factory=Duration)
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     inference_count: int = 0  # batch rows inferred
     execution_count: int = 0  # batches run
+    profiled_count: int = 0  # requests that asked for a per-layer profile
     last_inference_ms: int = 0
     batches: dict[int, BatchDurations] = field(default_factory=lambda: defaultdict(BatchDurations))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record_request(
-        self, *, ok: bool, total_s: float, queue_s: float = 0.0, input_s: float = 0.0, infer_s: float = 0.0,
-        output_s: float = 0.0, rows: int = 0,
-    ) -> None:  # fmt: skip
+    def record_request(self, record: RequestRecord) -> None:
         with self.lock:
-            if not ok:
-                self.fail.add(total_s)
+            if not record.ok:
+                self.fail.add(record.total_s)
+                self.failures[record.failure or "OTHER"] += 1
                 return
-            self.success.add(total_s)
-            self.queue.add(queue_s)
-            self.compute_input.add(input_s)
-            self.compute_infer.add(infer_s)
-            self.compute_output.add(output_s)
-            self.inference_count += rows
+            self.success.add(record.total_s)
+            self.queue.add(record.queue_s)
+            self.compute_input.add(record.input_s)
+            self.compute_infer.add(record.infer_s)
+            self.compute_output.add(record.output_s)
+            self.inference_count += record.rows
+            self.profiled_count += record.profiled
             self.last_inference_ms = int(time.time() * 1000)
 
     def record_execution(self, batch_size: int, infer_s: float) -> None:
         with self.lock:
             self.execution_count += 1
             self.batches[batch_size].compute_infer.add(infer_s)
+
+    def snapshot(self) -> ModelStats:
+        """A copy taken under the lock (read it without locking)."""
+        with self.lock:
+            fields = {name: copy.deepcopy(getattr(self, name)) for name in self.__dataclass_fields__ if name != "lock"}
+        return ModelStats(**fields)
