@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.metrics import CpuCollector, exposition, make_registry
-from graphgen_server.stats import ModelStats
+from graphgen_server.stats import ModelStats, RequestRecord
 from tests.server_helpers import ServerProcess, add_tiny_model
 
 SUCCEEDED, FAILED, ROWS, HTTP_SUCCEEDED = 5, 3, 2, 2
@@ -134,7 +134,7 @@ def test_two_registries_in_one_process_keep_their_series_apart():
     def runtime(name: str, successes: int) -> SimpleNamespace:
         stats = ModelStats()
         for _ in range(successes):
-            stats.record_request(ok=True, total_s=0.001, rows=1)
+            stats.record_request(RequestRecord(ok=True, total_s=0.001, rows=1))
         model = SimpleNamespace(name=name, version="1", ready=True, provider="", pending_rows=0, stats=stats)
         return SimpleNamespace(all=lambda: [model])
 
