@@ -29,7 +29,7 @@ from graphgen_server.errors import (
     http_status_of,
 )
 from graphgen_server.kserve import KServeServicer
-from graphgen_server.runtime import Classified, ClassScore, Inferred, OutputTensor, Timings
+from graphgen_server.runtime import Classified, ClassScore, Inferred, OutputTensor, Profiling, Timings
 from graphgen_server.tensors import to_array
 from tests.server_helpers import Aborted, FakeContext
 
@@ -162,7 +162,7 @@ def test_classify_hands_images_or_a_tensor_over_and_answers_classes_and_timings(
     response = call(servicer, "Classify", cpb.ClassifyRequest(model="m", images=[b"png"], top_k=0))
     _, args, kwargs = runtime.calls[0]
     assert args == ("m", "") and kwargs["images"] == [b"png"] and kwargs["tensor"] is None
-    assert kwargs["top_k"] == 5 and kwargs["profile"] is False  # 0 means 5
+    assert kwargs["top_k"] == 5 and kwargs["profile"] == Profiling(False, 0)  # 0 means 5
     assert [(c.index, c.label, c.score) for c in response.results[0].classes] == [(4, "cat", 0.75)]
     t = response.timings
     assert (t.queue_us, t.preprocess_us, t.inference_us, t.postprocess_us, t.total_us, t.batch_size) == (
