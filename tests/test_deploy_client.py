@@ -7,6 +7,8 @@ grpc's own health service, so what is tested is the client and gRPC's balancing,
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from concurrent import futures
 
@@ -197,3 +199,12 @@ def test_one_server_is_asked_whatever_its_health_says():
 def test_infer_refuses_arrays_without_a_kserve_datatype():
     with FakeServer() as server, Client(server.address) as client, pytest.raises(ValueError, match="datatype"):
         client.infer("m", {"input": np.zeros(2, np.complex64)})
+
+
+def test_importing_the_client_leaves_kserve_messages_to_tritonclient():
+    """Scripts using tritonclient import graphgen_client.local: KServe's protobuf names must stay free."""
+    script = (
+        "import sys, graphgen_client, graphgen_client.local; print(sorted(m for m in sys.modules if 'kserve' in m))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

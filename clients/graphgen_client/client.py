@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -19,8 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from graphgen_client.balancing import RetryPolicy, call_with_retries, channel_options, channel_target
 from graphgen_protos import classifier_pb2 as pb
-from graphgen_protos import classifier_pb2_grpc, kserve_v2_pb2_grpc
-from graphgen_protos import kserve_v2_pb2 as kpb
+from graphgen_protos import classifier_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:8001"
 MAX_MESSAGE_BYTES = 64 << 20
@@ -49,7 +49,8 @@ def _pem(source: PemSource | None) -> bytes | None:
     return None if source is None else _read(source)
 
 
-def _decode(tensor: kpb.ModelInferResponse.InferOutputTensor, raw: bytes) -> np.ndarray:
+def _decode(tensor, raw: bytes) -> np.ndarray:
+    """One ModelInferResponse output tensor as an array."""
     if tensor.datatype not in DATATYPES:
         raise ClientError(grpc.StatusCode.UNIMPLEMENTED, f"output {tensor.name!r}: datatype {tensor.datatype} not read")
     return np.frombuffer(raw, np.dtype(DATATYPES[tensor.datatype]).newbyteorder("<")).reshape(tensor.shape)
@@ -88,7 +89,7 @@ class Client:
             self._channel = grpc.insecure_channel(target, options=options)
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
         self._classifier = classifier_pb2_grpc.ClassifierStub(self._channel)
-        self._kserve = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._kserve_stub: Any = None  # made by infer() on first use
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -142,6 +143,13 @@ class Client:
         self, model: str, inputs: Mapping[str, np.ndarray], *, version: str = "", request_id: str = ""
     ) -> dict[str, np.ndarray]:
         """KServe v2 ModelInfer (what tritonclient's ``infer`` sends): every output by name."""
+        # Imported here, not with the package: KServe's messages (``inference.*``) cannot share a
+        # process with tritonclient's, and scripts using tritonclient import graphgen_client.local.
+        from graphgen_protos import kserve_v2_pb2 as kpb
+        from graphgen_protos import kserve_v2_pb2_grpc
+
+        if self._kserve_stub is None:
+            self._kserve_stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         request = kpb.ModelInferRequest(model_name=model, model_version=version, id=request_id)
         for name, array in inputs.items():
             array = np.ascontiguousarray(array)
@@ -150,7 +158,7 @@ class Client:
                 raise ValueError(f"input {name!r}: no KServe datatype for {array.dtype}")
             request.inputs.add(name=name, datatype=datatype, shape=array.shape)
             request.raw_input_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
-        answer = self._call(self._kserve.ModelInfer, request, idempotent=True)
+        answer = self._call(self._kserve_stub.ModelInfer, request, idempotent=True)
         return {tensor.name: _decode(tensor, raw) for tensor, raw in zip(answer.outputs, answer.raw_output_contents)}
 
     def models(self) -> list[pb.ModelInfo]:
