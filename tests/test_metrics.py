@@ -69,6 +69,11 @@ def scraped(tmp_path_factory):
                 f"http://{server.http_address}/v2/models/tiny/infer", json.dumps(body).encode()
             )
             urllib.request.urlopen(request, timeout=60).read()
+        profiled = {**body, "parameters": {"profile": True}}
+        request = urllib.request.Request(
+            f"http://{server.http_address}/v2/models/tiny/infer", json.dumps(profiled).encode()
+        )
+        urllib.request.urlopen(request, timeout=60).read()
         text, after = scrape(server.metrics_url)
     return before, text, after
 
@@ -77,13 +82,16 @@ def test_counters_equal_the_requests_made(scraped):
     before, _, after = scraped
     labels = {"model": "tiny", "version": "1"}
     assert value(before, "nv_inference_request_success", **labels) == 0
-    assert value(after, "nv_inference_request_success", **labels) == SUCCEEDED + HTTP_SUCCEEDED
+    assert value(after, "nv_inference_request_success", **labels) == SUCCEEDED + HTTP_SUCCEEDED + 1  # + profiled
     assert value(after, "nv_inference_request_failure", **labels) == FAILED
+    assert value(after, "nv_inference_request_failure", reason="OTHER", **labels) == FAILED  # the request's fault
+    assert value(after, "graphgen_profiled_requests", **labels) == 1
     assert {s.labels["reason"] for s in after["nv_inference_request_failure"].samples} == {
         "REJECTED", "CANCELED", "BACKEND", "OTHER"
     }  # fmt: skip
-    assert value(after, "nv_inference_count", **labels) == SUCCEEDED * ROWS + HTTP_SUCCEEDED
-    assert value(after, "nv_inference_exec_count", **labels) == SUCCEEDED + HTTP_SUCCEEDED  # one call at a time
+    assert value(after, "nv_inference_count", **labels) == SUCCEEDED * ROWS + HTTP_SUCCEEDED + 1
+    # One execution per call at a time (a profiled call may run its model more than once).
+    assert value(after, "nv_inference_exec_count", **labels) >= SUCCEEDED + HTTP_SUCCEEDED + 1
     for name in TRITON_COUNTERS[4:]:
         assert value(after, name, **labels) > 0, name
     assert value(after, "nv_inference_request_duration_us", **labels) >= value(
@@ -96,7 +104,7 @@ def test_series_carry_tritons_exact_names_and_types(scraped):
     for name in TRITON_COUNTERS:
         assert after[name].type == "counter"
         assert f"# TYPE {name} counter\n" in text and f"\n{name}{{" in text  # no _total: Triton's dashboards
-    assert f'\nnv_inference_request_success{{model="tiny",version="1"}} {SUCCEEDED + HTTP_SUCCEEDED}' in text
+    assert f'\nnv_inference_request_success{{model="tiny",version="1"}} {SUCCEEDED + HTTP_SUCCEEDED + 1}' in text
 
 
 def test_graphgens_own_series(scraped):
@@ -109,8 +117,8 @@ def test_graphgens_own_series(scraped):
     batches = after["graphgen_batch_size"]
     assert batches.type == "histogram"
     count = next(s.value for s in batches.samples if s.name == "graphgen_batch_size_count")
-    assert count == SUCCEEDED + HTTP_SUCCEEDED
-    assert value(after, "graphgen_batch_size", le="1.0", **labels) == HTTP_SUCCEEDED
+    assert count == value(after, "nv_inference_exec_count", **labels)
+    assert value(after, "graphgen_batch_size", le="1.0", **labels) == count - SUCCEEDED  # the rest ran 2 rows
     assert value(after, "graphgen_batch_size", le="2.0", **labels) == count
 
 

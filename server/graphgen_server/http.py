@@ -3,7 +3,7 @@
 Each endpoint turns its URL and body into the KServe message the gRPC servicer takes, awaits
 the servicer's own method, and writes the answer as Triton's REST API does: one behaviour for
 both protocols, the same statistics, limits and shutdown gate. Failures are answered
-``{"error": message}`` with the HTTP status :func:`graphgen_server.errors.http_status` chooses.
+``{"error": message}`` with the HTTP status :mod:`graphgen_server.errors` chooses (``HTTP_STATUS``).
 
 The listening socket is bound when the server starts, before any model loads, so a port in
 use stops the server at once.
@@ -26,7 +26,7 @@ from aiohttp import web
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_server import http_codec
 from graphgen_server.config import ServerConfig
-from graphgen_server.errors import InvalidArgument, clamp, http_status, status_of
+from graphgen_server.errors import InvalidArgument, clamp, http_status, http_status_of
 
 log = logging.getLogger("graphgen_server")
 
@@ -119,11 +119,11 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
                 404, f"no endpoint {request.path} (KServe v2 paths: /v2, /v2/health/..., /v2/models/...)"
             )
         return error_response(error.status, f"{request.method} {request.path}: {error.reason}")
-    except Exception as error:
-        code, message = status_of(error)
-        if code is grpc.StatusCode.INTERNAL:
+    except Exception as error:  # raised before the servicer: the request's body or URL
+        status, message = http_status_of(error)
+        if status == 500:
             log.exception("HTTP %s %s failed", request.method, request.path)
-        return error_response(http_status(code), message)
+        return error_response(status, message)
 
 
 def bearer_token(token: str, open_paths: Iterable[str] = OPEN_PATHS) -> Any:
