@@ -240,15 +240,7 @@ class KServeHttp:
         if not isinstance(parameters, dict):
             raise InvalidArgument("parameters", "must be a JSON object")
         for key, value in parameters.items():
-            parameter = message.parameters[key]
-            if isinstance(value, bool):
-                parameter.bool_param = value
-            elif isinstance(value, int):
-                parameter.int64_param = value
-            elif isinstance(value, str):
-                parameter.string_param = value
-            else:
-                raise InvalidArgument(f"parameters.{key}", "must be a boolean, integer or string")
+            http_codec.set_parameter(message.parameters[key], value, f"parameters.{key}")
         await self._call(method, message, request)
         return web.Response(status=200)
 

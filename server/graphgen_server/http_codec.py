@@ -3,8 +3,9 @@
 An inference request is JSON, optionally followed by the binary tensor data extension: the
 ``Inference-Header-Content-Length`` header gives the JSON's length, and each input whose
 ``parameters`` hold ``binary_data_size`` takes that many bytes of what follows, in order.
-JSON values (nested or flat, row-major) go to the message's typed contents, binary data to
-``raw_input_contents``; the servicer checks them against the model as it checks any gRPC call.
+JSON values (nested or flat, row-major) are converted by :func:`graphgen_server.tensors.to_array`,
+the one conversion of request data; they and binary data go to ``raw_input_contents``, and the
+servicer checks them against the model as it checks any gRPC call.
 Outputs are JSON arrays unless the output asks ``binary_data`` (or the request
 ``binary_data_output``); the ``classification`` parameter asks for the top classes.
 """
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 from google.protobuf import json_format
@@ -23,16 +24,12 @@ from google.protobuf.message import Message
 
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_server.errors import InvalidArgument
+from graphgen_server.tensors import DATATYPES, InputTensor, to_array, to_bytes
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_DATA_SIZE, BINARY_DATA, BINARY_DATA_OUTPUT = "binary_data_size", "binary_data", "binary_data_output"
 CLASSIFICATION = "classification"
 
-# KServe datatype → numpy dtype of its little-endian bytes on the wire.
-DTYPES = {
-    "BOOL": "?", "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2",
-    "UINT32": "<u4", "UINT64": "<u8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
-}  # fmt: skip
 _INT64_TYPES = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
 
 
@@ -49,22 +46,13 @@ def _object(value: Any, field: str) -> dict:
     return value
 
 
-def _flatten(values: Any, field: str) -> Iterator[Any]:
-    if isinstance(values, list):
-        for value in values:
-            yield from _flatten(value, field)
-    elif isinstance(values, bool | int | float | str):
-        yield values
-    else:
-        raise InvalidArgument(field, f"holds a {type(values).__name__}; expected numbers, booleans or strings")
-
-
-def _set_parameter(parameter: pb.InferParameter, value: Any, field: str) -> None:
+def set_parameter(parameter: Any, value: Any, field: str) -> None:
+    """A JSON value into an InferParameter (or a ModelRepositoryParameter, which has no double)."""
     if isinstance(value, bool):
         parameter.bool_param = value
     elif isinstance(value, int):
         parameter.int64_param = value
-    elif isinstance(value, float):
+    elif isinstance(value, float) and "double_param" in parameter.DESCRIPTOR.fields_by_name:
         parameter.double_param = value
     elif isinstance(value, str):
         parameter.string_param = value
@@ -98,7 +86,7 @@ def infer_request(
         raise InvalidArgument(f"parameters.{BINARY_DATA_OUTPUT}", "must be true or false")
     for key, value in parameters.items():
         if key != BINARY_DATA_OUTPUT:
-            _set_parameter(request.parameters[key], value, f"parameters.{key}")
+            set_parameter(request.parameters[key], value, f"parameters.{key}")
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidArgument("inputs", "must be a non-empty list of tensors")
@@ -117,8 +105,8 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict, position: int, binar
         raise InvalidArgument(field, "needs a 'name' and a 'datatype' (strings)")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise InvalidArgument(f"{field}.shape", f"must be a list of integers, got {shape!r}")
-    if datatype not in DTYPES and datatype != "BYTES":
-        known = ", ".join([*DTYPES, "BYTES"])
+    if datatype not in DATATYPES and datatype != "BYTES":
+        known = ", ".join([*DATATYPES, "BYTES"])
         raise InvalidArgument(f"{field}.datatype", f"unknown datatype {datatype!r} (KServe datatypes: {known})")
     request.inputs.add(name=name, datatype=datatype, shape=shape)
     parameters = _object(tensor.get("parameters", {}), f"{field}.parameters")
@@ -126,7 +114,7 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict, position: int, binar
     if size is None:
         if "data" not in tensor:
             raise InvalidArgument(field, f"has no 'data' (or '{BINARY_DATA_SIZE}' with the binary data extension)")
-        request.raw_input_contents.append(_json_to_raw(datatype, tensor["data"], f"{field}.data"))
+        request.raw_input_contents.append(_json_to_raw(request.inputs[-1], tensor["data"], field))
         return offset
     if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
         raise InvalidArgument(
@@ -138,35 +126,15 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict, position: int, binar
     return offset + size
 
 
-def _json_to_raw(datatype: str, data: Any, field: str) -> bytes:
-    """JSON values (nested or flat, row-major) as the raw bytes of ``datatype``; the shape is checked later."""
-    if datatype == "BYTES":
-        return serialize_bytes(
-            [v.encode() if isinstance(v, str) else json.dumps(v).encode() for v in _flatten(data, field)]
-        )
-    dtype = np.dtype(DTYPES[datatype])
+def _json_to_raw(tensor: pb.ModelInferRequest.InferInputTensor, data: Any, field: str) -> bytes:
+    """JSON values (nested or flat, row-major) as the tensor's raw bytes, checked by tensors.to_array."""
     try:
-        values = np.asarray(data)  # numpy parses the (nested) lists in C: JSON tensors are large
+        values = np.asarray(data).ravel()  # numpy parses the nested lists in C: JSON tensors are large
     except ValueError:
-        raise InvalidArgument(field, "nested lists of unequal lengths") from None
-    # The JSON type must fit the datatype's kind: no strings or nulls, no booleans as numbers and
-    # numbers as booleans, no fractions for integers (casting would truncate 1.5 silently).
-    allowed = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[dtype.kind]
-    if values.size == 0:
-        return b""  # (the declared shape, checked later, says how many values were due)
-    if values.dtype.kind not in allowed:
-        raise InvalidArgument(field, f"holds {_kind_name(values)}, not {datatype} values")
-    with np.errstate(over="ignore"):  # a float beyond FP16/FP32 becomes inf, which the model check refuses
-        cast = values.astype(dtype)
-    if dtype.kind in "iu" and not np.array_equal(cast, values):
-        raise InvalidArgument(field, f"values out of the range of {datatype}")
-    return cast.astype(dtype.newbyteorder("<"), copy=False).tobytes()
-
-
-def _kind_name(values: np.ndarray) -> str:
-    return {"b": "booleans", "i": "integers", "u": "integers", "f": "fractional numbers", "U": "strings"}.get(
-        values.dtype.kind, "values that are not numbers (null, objects or mixed types)"
-    )
+        raise InvalidArgument(f"{field}.data", "nested lists of unequal lengths") from None
+    flat = cast(Sequence[Any], values)  # (an array is a sequence to to_array: len() and np.asarray)
+    declared = InputTensor(tensor.name, tensor.datatype, list(tensor.shape), flat, field, f"{field}.data")
+    return to_bytes(to_array(declared))
 
 
 def _add_outputs(request: pb.ModelInferRequest, outputs: Any, binary_default: bool) -> dict[str, bool]:
@@ -187,15 +155,10 @@ def _add_outputs(request: pb.ModelInferRequest, outputs: Any, binary_default: bo
         binary[name] = wants_binary
         for key, value in parameters.items():
             if key != BINARY_DATA:
-                _set_parameter(added.parameters[key], value, f"{field}.parameters.{key}")
+                set_parameter(added.parameters[key], value, f"{field}.parameters.{key}")
     if not outputs and binary_default:
         binary[""] = True  # every output
     return binary
-
-
-def serialize_bytes(elements: list[bytes]) -> bytes:
-    """KServe's BYTES layout: each element as a 4-byte little-endian length, then its bytes."""
-    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
 
 
 def deserialize_bytes(raw: bytes) -> list[bytes]:
@@ -223,7 +186,7 @@ def infer_response(response: pb.ModelInferResponse, binary: dict[str, bool]) -> 
         elif tensor.datatype == "BYTES":
             entry["data"] = [e.decode("utf-8", errors="replace") for e in deserialize_bytes(raw)]
         else:
-            entry["data"] = np.frombuffer(raw, dtype=DTYPES[tensor.datatype]).tolist()
+            entry["data"] = np.frombuffer(raw, dtype=DATATYPES[tensor.datatype].newbyteorder("<")).tolist()
         outputs.append(entry)
     document["outputs"] = outputs
     header = json.dumps(document, separators=(",", ":")).encode()
