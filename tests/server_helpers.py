@@ -59,3 +59,53 @@ class FakeContext:
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise Aborted(code, details)
+
+
+def save_onnx_model(
+    path: Path, nodes: list, inputs: list, outputs: list, *, opset: int = 21, initializers: list | None = None
+) -> Path:
+    """An ONNX graph written with onnx.helper (IR 10: onnxruntime 1.31 refuses onnx 1.23's default IR 14)."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        nodes, path.parent.parent.name or "model", inputs, outputs, initializer=initializers or []
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+class InProcessServer:
+    """The real runtime and servicers in this process, called directly: no network, no subprocess.
+
+    ``call("k", "ModelInfer", request)`` runs a servicer method on this object's event loop (the
+    runtime's batchers live on it); a failure raises :class:`Aborted` with its status.
+    """
+
+    def __init__(self, repository: Path, **settings) -> None:
+        import asyncio
+
+        from graphgen_server.classify import ClassifierServicer
+        from graphgen_server.config import ServerConfig
+        from graphgen_server.errors import CallGate
+        from graphgen_server.kserve import KServeServicer
+        from graphgen_server.runtime import Runtime
+
+        self.runtime = Runtime(ServerConfig(repository=repository, **{"device": "cpu", "workers": 2, **settings}))
+        self.runtime.load()
+        self.loop = asyncio.new_event_loop()
+        gate = CallGate()
+        self.servicers = {"c": ClassifierServicer(self.runtime, gate), "k": KServeServicer(self.runtime, gate)}
+
+    def run(self, awaitable):
+        return self.loop.run_until_complete(awaitable)
+
+    def call(self, service: str, method: str, request):
+        return self.run(getattr(self.servicers[service], method)(request, FakeContext()))
+
+    def close(self) -> None:
+        self.run(self.runtime.close())
+        self.loop.close()

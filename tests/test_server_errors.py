@@ -7,7 +7,6 @@ test_server_fuzz.py against a server process.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -17,12 +16,7 @@ import pytest
 
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import kserve_v2_pb2 as kpb
-from graphgen_server.classify import ClassifierServicer
-from graphgen_server.config import ServerConfig
-from graphgen_server.errors import CallGate
-from graphgen_server.kserve import KServeServicer
-from graphgen_server.runtime import Runtime
-from tests.server_helpers import Aborted, FakeContext, add_model, add_tiny_model, encode
+from tests.server_helpers import Aborted, InProcessServer, add_model, add_tiny_model, encode
 
 INVALID, NOT_FOUND, EXHAUSTED = (
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -30,7 +24,7 @@ INVALID, NOT_FOUND, EXHAUSTED = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 )
 SIZE = 32  # the tiny model's input is [N, 3, 32, 32], 10 classes
-LIMITS = dict(max_images=8, max_queue=6, max_image_pixels=1_000_000, max_batch=4, device="cpu", workers=2)
+LIMITS = dict(max_images=8, max_queue=6, max_image_pixels=1_000_000, max_batch=4)
 
 
 def _image(width: int = 40, height: int = 30) -> bytes:
@@ -130,7 +124,6 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(runtime, {"c": Classifier servicer, "k": KServe servicer}, the event loop they run on)."""
     repo = tmp_path_factory.mktemp("repository")
     add_tiny_model(repo)
     add_model(repo, "efficientnet_lite0", name="fixed", resolution=SIZE, num_classes=10, batch=1)
@@ -138,18 +131,9 @@ def served(tmp_path_factory):
     model = onnx.load(plain)
     del model.metadata_props[:]  # an ONNX file graphgen did not describe: tensors only
     onnx.save(model, plain)
-    runtime = Runtime(ServerConfig(repository=repo, **LIMITS))
-    runtime.load()
-    loop = asyncio.new_event_loop()
-    gate = CallGate()
-    yield runtime, {"c": ClassifierServicer(runtime, gate), "k": KServeServicer(runtime, gate)}, loop
-    loop.run_until_complete(runtime.close())
-    loop.close()
-
-
-def _call(served, service: str, method: str, request):
-    _, servicers, loop = served
-    return loop.run_until_complete(getattr(servicers[service], method)(request, FakeContext()))
+    server = InProcessServer(repo, **LIMITS)
+    yield server
+    server.close()
 
 
 @pytest.mark.parametrize(
@@ -157,22 +141,22 @@ def _call(served, service: str, method: str, request):
 )
 def test_bad_input_gets_its_status_and_names_the_field(served, service, method, request_, code, words):
     with pytest.raises(Aborted) as failure:
-        _call(served, service, method, request_)
+        served.call(service, method, request_)
     assert failure.value.code == code, failure.value.details
     assert words in failure.value.details
 
 
 def test_the_runtime_still_answers_and_logged_no_internal_error(served, caplog):
-    runtime = served[0]
+    runtime = served.runtime
     with caplog.at_level(logging.DEBUG, logger="graphgen_server"):
         for case in CASES:  # the table once more, then valid calls
             with pytest.raises(Aborted):
-                _call(served, case[1], case[2], case[3])
-    answer = _call(served, "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[_image()], top_k=3))
+                served.call(case[1], case[2], case[3])
+    answer = served.call("c", "Classify", cpb.ClassifyRequest(model="tiny", images=[_image()], top_k=3))
     assert len(answer.results[0].classes) == 3 and answer.results[0].classes[0].label.startswith("class_")
-    inferred = _call(served, "k", "ModelInfer", _infer(outputs=[("logits", 2)]))
+    inferred = served.call("k", "ModelInfer", _infer(outputs=[("logits", 2)]))
     assert inferred.outputs[0].datatype == "BYTES" and list(inferred.outputs[0].shape) == [1, 2]
-    plain = _call(served, "k", "ModelInfer", _infer(model="plain"))
+    plain = served.call("k", "ModelInfer", _infer(model="plain"))
     assert len(plain.raw_output_contents[0]) == 10 * 4
     stats = runtime.find("tiny").stats.snapshot()
     assert stats.fail.count >= 20 and stats.success.count >= 2
@@ -182,13 +166,13 @@ def test_the_runtime_still_answers_and_logged_no_internal_error(served, caplog):
 
 
 def test_listeners_hear_every_finished_request(served):
-    runtime = served[0]
+    runtime = served.runtime
     heard = []
     runtime.listeners.append(lambda model, record: heard.append((model.name, record.ok, record.failure, record.rows)))
     try:
-        _call(served, "k", "ModelInfer", _infer(shape=(2, 3, SIZE, SIZE)))
+        served.call("k", "ModelInfer", _infer(shape=(2, 3, SIZE, SIZE)))
         with pytest.raises(Aborted):
-            _call(served, "k", "ModelInfer", _infer(datatype="INT8"))
+            served.call("k", "ModelInfer", _infer(datatype="INT8"))
     finally:
         runtime.listeners.clear()
     assert heard == [("tiny", True, "", 2), ("tiny", False, "OTHER", 0)]

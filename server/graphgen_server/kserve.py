@@ -62,9 +62,14 @@ def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
             data, data_field = mismatch, "raw_input_contents"
         elif raw:
             data, data_field = raw[index], f"raw_input_contents[{index}]"
-        else:
-            contents = CONTENTS_FIELD.get(tensor.datatype, "fp32_contents")
+        elif tensor.datatype in CONTENTS_FIELD:
+            contents = CONTENTS_FIELD[tensor.datatype]
             data, data_field = getattr(tensor.contents, contents), f"{field}.contents.{contents}"
+        else:
+            data_field = f"{field}.contents"
+            data = InvalidArgument(
+                data_field, f"{tensor.datatype} has no typed contents field: send its bytes in raw_input_contents"
+            )
         tensors.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), data, field, data_field))
     return tensors
 

@@ -151,7 +151,9 @@ def to_array(tensor: InputTensor) -> np.ndarray:
         raise InvalidArgument(tensor.data_field, f"{len(tensor.data)} values, but shape {shape} needs {count}")
     try:
         values = np.asarray(tensor.data)
-        if values.dtype.kind not in "biuf" or (dtype.kind != "f" and values.dtype.kind == "f"):
+        if values.dtype.kind == "f" and dtype.kind == "u" and all(type(v) is int for v in tensor.data):
+            values = np.array(tensor.data, dtype=object)  # integers past int64 (UINT64's upper half)
+        elif values.dtype.kind not in "biuf" or (dtype.kind != "f" and values.dtype.kind == "f"):
             raise TypeError(values.dtype)
         array = values.astype(dtype)
         if dtype.kind in "iub" and not np.array_equal(array, values):
