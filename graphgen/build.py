@@ -3,7 +3,8 @@
 The graph is always traced in training-faithful form (every ``state_dict`` tensor an
 initializer under its own key, BatchNormalization nodes included), then weights are filled
 from a checkpoint or a seeded torch-like initialisation, and finally — unless ``keep_bn`` —
-the :func:`~graphgen.passes.fold_batchnorm` pass produces the inference form.
+the :func:`~graphgen.passes.inference_form` pass produces the inference form (BatchNorm and constant
+scales folded into convolutions, nested Concats flattened).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
 from graphgen.onnxscript_api import op_builder
-from graphgen.passes import fold_batchnorm
+from graphgen.passes import inference_form
 from graphgen.passes.opset import convert_opset
 from graphgen.passes.outline import outline_blocks
 from graphgen.scopes import describe_nodes
@@ -83,7 +84,7 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     model.metadata_props.update(describe(arch, resolution, num_classes, weights=options.weights))
     # A module may describe its variant further, e.g. compound scaling records its φ and multipliers.
     model.metadata_props.update(getattr(module, "metadata", {}))
-    model = model if options.keep_bn else fold_batchnorm(model).model
+    model = model if options.keep_bn else inference_form(model).model
     describe_nodes(model.graph)  # Netron's node descriptions: the emitting module and its block
     if options.opset is not None and options.opset != OPSET:
         model = convert_opset(model, options.opset).model

@@ -103,6 +103,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         else:
             message = f"{step.nothing}; nothing changed"
         print(f"{step.flag}: {message}")
+        for note in getattr(result, "notes", ()):  # onnx_ir's own passes have none
+            print(f"{step.flag}: {note}")
     print(f"nodes: {len(original.graph):,} -> {len(model.graph):,}")
     print(f"parameters: {parameter_count(original):,} -> {parameter_count(model):,}")
     save_model(model, target)

@@ -71,8 +71,10 @@ FOLDED_FROM = "graphgen.folded_batchnorm"  # on a Conv: the BatchNorm node folde
 REFERENCE_PARAMS = "graphgen.reference_params"  # on a rewritten node: the reference's parameter count
 GROUPED_FROM = "graphgen.grouped_branches"  # on a stacked node: how many parallel branches it replaces
 FP16_BOUNDARY = "graphgen.fp16_boundary"  # on the Casts that --fp16 --keep-io-types adds
+FOLDED_SCALE = "graphgen.folded_scale"  # on a Conv: the Mul by a constant folded into it
+FLATTENED = "graphgen.flattened_concats"  # on a Concat: the nested Concats it took in, comma-separated
 
-NODE_KEYS = frozenset({FOLDED_FROM, REFERENCE_PARAMS, GROUPED_FROM, FP16_BOUNDARY})
+NODE_KEYS = frozenset({FOLDED_FROM, REFERENCE_PARAMS, GROUPED_FROM, FP16_BOUNDARY, FOLDED_SCALE, FLATTENED})
 
 # ---- other names -----------------------------------------------------------------------------
 BLOCKS_DOMAIN = "graphgen.blocks"  # the ONNX domain of the local functions --functions writes

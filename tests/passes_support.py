@@ -140,3 +140,35 @@ def op_counts(model: ir.Model) -> dict[str, int]:
     for node in model.graph:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def simplifier_changes(model: ir.Model) -> dict[str, dict[str, int]]:
+    """What onnxsim and onnxslim change in ``model``: per tool, the change of each op's count (empty: none).
+
+    A fixed point of both has nothing to remove or fold: every op count stays. Initializers are
+    not compared: both tools merge equal tensors, and a randomly initialised build has many
+    (every folded bias is 0 where BatchNorm starts from β = μ = 0). Their output is swallowed.
+    """
+    import contextlib
+    import io
+
+    import onnxsim
+    import onnxslim
+
+    proto = ir.to_proto(model)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        results = {"onnxsim": onnxsim.simplify(proto)[0], "onnxslim": onnxslim.slim(proto)}
+
+    def counts(graph) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for node in graph.node:
+            found[node.op_type] = found.get(node.op_type, 0) + 1
+        return found
+
+    before = counts(proto.graph)
+    changes = {}
+    for tool, result in results.items():
+        after = counts(result.graph)
+        changes[tool] = {op: after.get(op, 0) - before.get(op, 0) for op in before.keys() | after.keys()}
+        changes[tool] = {op: delta for op, delta in changes[tool].items() if delta}
+    return changes

@@ -108,7 +108,7 @@ def click_node(page, label: str) -> None:
 FLAT = {
     "resnet50": (124, ["batch×3×224×224", "batch×256×56×56", "batch×2048×7×7", "batch×1000"],
                  ["layer1.0.conv1", "layer1.0.downsample.0", "layer4.2.add", "fc"], "layer1.0.downsample.0"),
-    "inception_v3": (221, ["batch×3×299×299", "batch×288×35×35", "batch×2048×8×8"],
+    "inception_v3": (217, ["batch×3×299×299", "batch×288×35×35", "batch×2048×8×8"],
                      ["Conv2d_1a_3x3.conv", "Mixed_5b.branch5x5_2.conv", "Mixed_7c.cat", "fc"], "Conv2d_2b_3x3.conv"),
 }  # fmt: skip
 

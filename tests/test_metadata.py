@@ -41,6 +41,8 @@ PINNED = {
     "REFERENCE_PARAMS": "graphgen.reference_params",
     "GROUPED_FROM": "graphgen.grouped_branches",
     "FP16_BOUNDARY": "graphgen.fp16_boundary",
+    "FOLDED_SCALE": "graphgen.folded_scale",
+    "FLATTENED": "graphgen.flattened_concats",
 }
 
 

@@ -7,8 +7,8 @@ import onnx_ir as ir
 import pytest
 
 from graphgen.build import BuildOptions, build
+from graphgen.metadata import FOLDED_FROM, FOLDED_SCALE, REFERENCE_PARAMS
 from graphgen.passes import fold_batchnorm, to_fp16
-from graphgen.passes.fold_batchnorm import FOLDED_FROM, REFERENCE_PARAMS
 from graphgen.stats import layer_stats
 from tests.passes_support import assert_equivalent, check_contract, export, op_counts, randomize_batchnorm
 
@@ -126,3 +126,45 @@ def test_float16_model_stays_float16() -> None:
     assert {value.const_value.dtype for value in folded.graph.initializers.values()} == {ir.DataType.FLOAT16}
     assert "BatchNormalization" not in op_counts(folded)
     assert_equivalent(model, folded, tolerance=FP16_RELATIVE)
+
+
+class ConvScales(torch.nn.Module):
+    """Constant scales after convolutions: a scalar (Inception-ResNet), per channel, and in either operand order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 1, bias=False)
+        self.conv3, self.bn3 = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4)
+        self.conv4 = torch.nn.Conv2d(4, 4, 1)
+        self.register_buffer("per_channel", torch.tensor([0.5, -1.0, 2.0, 0.25]).reshape(4, 1, 1))
+
+    def forward(self, x):
+        y = torch.relu(self.conv1(x) * 0.17)
+        y = torch.relu(self.per_channel * self.conv2(y))
+        y = self.bn3(self.conv3(y)) * 1.5  # the BatchNorm folds first, then the scale
+        z = self.conv4(y)
+        return z * 0.5 + z  # z is read twice: its scale cannot go into conv4
+
+
+def test_constant_scales_fold_into_the_convolution(tmp_path) -> None:
+    module = ConvScales()
+    randomize_batchnorm(module)
+    model = export(module, (1, 3, 8, 8), tmp_path / "scales.onnx", keep_bn=True)
+    assert op_counts(model)["Mul"] == 4
+    folded = check_contract(fold_batchnorm, model, expect=4)  # three scales and a BatchNorm
+    assert op_counts(folded)["Mul"] == 1 and "BatchNormalization" not in op_counts(folded)
+    convs = {node.name: node for node in folded.graph if node.op_type == "Conv"}
+    assert [len(conv.inputs) for conv in convs.values()] == [3, 2, 3, 3]  # a bias-free Conv scaled stays bias-free
+    assert sum(FOLDED_SCALE in conv.metadata_props for conv in convs.values()) == 3
+    assert_equivalent(model, folded)
+
+
+def test_graphgen_inception_resnet_residual_scales() -> None:
+    """Inception-ResNet-v2's 39 residual scales: Muls in the training form, folded in the inference form."""
+    training = build("inception_resnet_v2", BuildOptions(keep_bn=True, batch=1, resolution=75))
+    inference = build("inception_resnet_v2", BuildOptions(batch=1, resolution=75))
+    assert op_counts(training)["Mul"] == 39 and "Mul" not in op_counts(inference)
+    assert sum(FOLDED_SCALE in node.metadata_props for node in inference.graph) == 39
+    assert len(inference.graph) == len(training.graph) - op_counts(training)["BatchNormalization"] - 39
+    assert_equivalent(training, inference, batch=1)

@@ -8,26 +8,32 @@ a function of the same rewrite (``fold_batchnorm(model)``) for a single call. Bo
 from __future__ import annotations
 
 from graphgen.passes.base import GraphPass, PassResult
+from graphgen.passes.flatten_concats import FlattenConcatsPass, flatten_concats
 from graphgen.passes.fold_batchnorm import FoldBatchNormPass, fold_batchnorm
 from graphgen.passes.fold_repvgg import FoldRepVGGPass, fold_repvgg
 from graphgen.passes.group_branches import GroupBranchesPass, group_branches
+from graphgen.passes.inference import InferenceFormPass, inference_form
 from graphgen.passes.replace_head import CutHeadPass, HeadError, ReplaceHeadPass, cut_head, replace_head
 from graphgen.passes.to_fp16 import ToFp16Pass, to_fp16
 
 __all__ = [
     "CutHeadPass",
+    "FlattenConcatsPass",
     "FoldBatchNormPass",
     "FoldRepVGGPass",
     "GraphPass",
     "GroupBranchesPass",
     "HeadError",
+    "InferenceFormPass",
     "PassResult",
     "ReplaceHeadPass",
     "ToFp16Pass",
     "cut_head",
+    "flatten_concats",
     "fold_batchnorm",
     "fold_repvgg",
     "group_branches",
+    "inference_form",
     "replace_head",
     "to_fp16",
 ]

@@ -23,9 +23,11 @@ from graphgen.passes.names import Names
 
 @dataclass
 class PassResult(ir.passes.PassResult):
-    """The rewritten model (a new object), whether it differs, and how many blocks the pass rewrote."""
+    """The rewritten model (a new object), whether it differs, how many blocks the pass rewrote,
+    and what the user should know about the result besides (``graphgen convert`` prints it)."""
 
     rewrites: int = 0
+    notes: tuple[str, ...] = ()
 
 
 class GraphPass(ir.passes.FunctionalPass):
@@ -33,9 +35,10 @@ class GraphPass(ir.passes.FunctionalPass):
 
     def call(self, model: ir.Model) -> PassResult:
         model = model.clone()  # new nodes and values; tensors are shared, so never written into
+        self._notes: list[str] = []
         rewrites = self.rewrite(model)
         cleaned = RemoveUnusedNodesPass()(model).modified
-        return PassResult(model, modified=bool(rewrites) or cleaned, rewrites=rewrites)
+        return PassResult(model, modified=bool(rewrites) or cleaned, rewrites=rewrites, notes=tuple(self._notes))
 
     def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> PassResult:
         """Run the pass (onnx_ir's checks included), typed as this pass's result."""
@@ -47,6 +50,10 @@ class GraphPass(ir.passes.FunctionalPass):
     @abc.abstractmethod
     def rewrite(self, model: ir.Model) -> int:
         """Rewrite ``model`` (the copy) in place; return how many blocks were rewritten."""
+
+    def note(self, text: str) -> None:
+        """Tell the user something about this result: it goes into :attr:`PassResult.notes`."""
+        self.__dict__.setdefault("_notes", []).append(text)
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
@@ -227,6 +234,20 @@ def batchnorm_scale_shift(bn: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + bn.attributes.get_float("epsilon", 1e-5))
     return scale, beta.astype(np.float64) - mean.astype(np.float64) * scale
+
+
+def per_channel(value: np.ndarray | float, channels: int, rank: int = 4) -> np.ndarray | None:
+    """``value`` as a [channels] float64 vector if it broadcasts over [N, C, …] (``rank`` axes) per channel.
+
+    A scalar counts (the same factor for every channel); None for anything varying along another axis.
+    """
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim > rank:
+        return None
+    array = array.reshape((1,) * (rank - array.ndim) + array.shape)
+    if array.shape[0] != 1 or any(size != 1 for size in array.shape[2:]) or array.shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(array.reshape(-1) if array.shape[1] == channels else array.reshape(1), (channels,)).copy()
 
 
 def replace_value(old: ir.Value, new: ir.Value) -> None:

@@ -42,6 +42,7 @@ from graphgen.passes.base import (
     is_sum,
     known_constant,
     only_consumer,
+    per_channel,
     present,
     replace_value,
     rewrite_blocks,
@@ -189,7 +190,7 @@ def _kernel_and_bias(terms: list[Term], constants: list[np.ndarray]):
     kernel = np.zeros((out_channels, in_per_group, *size))
     bias = np.zeros(out_channels)
     for term in terms:
-        scale, shift = _per_channel(term.scale, out_channels), _per_channel(term.shift, out_channels)
+        scale, shift = per_channel(term.scale, out_channels), per_channel(term.shift, out_channels)
         if scale is None or shift is None:
             return None
         if term.conv is None:
@@ -204,22 +205,11 @@ def _kernel_and_bias(terms: list[Term], constants: list[np.ndarray]):
                 bias += conv_bias.astype(np.float64) * scale
         bias += shift
     for array in constants:
-        vector = _per_channel(array, out_channels)
+        vector = per_channel(array, out_channels)
         if vector is None:
             return None
         bias += vector
     return kernel, bias, largest
-
-
-def _per_channel(value: np.ndarray | float, channels: int) -> np.ndarray | None:
-    """``value`` as a [channels] vector if it broadcasts over NCHW per channel (or is a scalar)."""
-    array = np.asarray(value, dtype=np.float64)
-    if array.ndim > 4:
-        return None
-    array = array.reshape((1,) * (4 - array.ndim) + array.shape)
-    if array.shape[0] != 1 or array.shape[2:] != (1, 1) or array.shape[1] not in (1, channels):
-        return None
-    return np.broadcast_to(array[0, :, 0, 0], (channels,)).copy()
 
 
 def _fold(graph: ir.Graph, block: Block, names: Names) -> None:

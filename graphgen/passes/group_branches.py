@@ -44,6 +44,7 @@ from graphgen.passes.base import (
     sum_root,
     sum_tree,
 )
+from graphgen.passes.fold_batchnorm import FoldBatchNormPass, foldable
 from graphgen.passes.names import Names, common_name
 
 # Ops with no per-channel parameter, so one node serves every branch's channels.
@@ -66,10 +67,29 @@ class Block:
 
 
 class GroupBranchesPass(GraphPass):
-    """Every multibranch block rewritten as a grouped convolution (the rule above)."""
+    """Every multibranch block rewritten as a grouped convolution (the rule above).
+
+    A sum of branches (form a) often has its BatchNormalization after the sum, which only now
+    follows a convolution. Where the input had no Conv → BatchNorm pair of its own left (an
+    inference-form graph), the pass folds these too, so the result is in inference form as well;
+    otherwise it leaves them, as the rest of the graph, and notes that ``--fold-bn`` folds them.
+    """
 
     def rewrite(self, model: ir.Model) -> int:
-        return rewrite_blocks(model.graph, _next_block, _rewrite)
+        graph = model.graph
+        training_form = bool(foldable(graph))  # the input still has Conv → BatchNorm pairs of its own
+        rewrites = rewrite_blocks(graph, _next_block, _rewrite)
+        pairs = foldable(graph)
+        uncovered = sum(1 for conv, _ in pairs if GROUPED_FROM in conv.metadata_props)
+        if uncovered and not training_form:
+            FoldBatchNormPass().rewrite(model)
+            self.note(f"folded the {uncovered} BatchNormalization(s) after the grouped convolutions into them")
+        elif uncovered:
+            self.note(
+                f"{uncovered} BatchNormalization(s) follow the grouped convolutions and stay, as the input's own "
+                f"Conv -> BatchNormalization pairs do: --fold-bn folds them ({len(pairs)} in all)"
+            )
+        return rewrites
 
 
 def group_branches(model: ir.Model) -> PassResult:
