@@ -16,8 +16,6 @@ import http.client
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -25,7 +23,7 @@ import numpy as np
 
 from graphgen_client.local import LocalServer
 from graphgen_protos import kserve_v2_pb2_grpc
-from server import MODELS, build_repository, infer_request  # bench/server.py (this script's directory)
+from server import MODELS, build_repository, infer_request, timed  # bench/server.py (this script's directory)
 
 ROUNDS = 4
 CALLS = {"tiny": (300, 150), "lite0": (40, 10)}  # per path at batch 1 and 8, before --quick
@@ -59,15 +57,6 @@ class HttpInfer:
         return answer
 
 
-def _timed(call: Callable[[], object], count: int) -> list[float]:
-    out = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - start)
-    return out
-
-
 def http_vs_grpc(server: LocalServer, scale: float = 1.0) -> list[dict]:
     """Throughput and p50/p99 of gRPC, HTTP binary and HTTP JSON ModelInfer, per model and batch."""
     rows = []
@@ -90,7 +79,7 @@ def http_vs_grpc(server: LocalServer, scale: float = 1.0) -> list[dict]:
                 latencies: dict[str, list[float]] = {path: [] for path in paths}
                 for _ in range(ROUNDS):
                     for path, call in paths.items():
-                        latencies[path] += _timed(call, count)
+                        latencies[path] += timed(call, count)
                 base = batch * len(latencies["gRPC"]) / sum(latencies["gRPC"])
                 for path, values in latencies.items():
                     ordered = sorted(values)
