@@ -81,3 +81,17 @@ def test_a_failed_session_build_fails_that_request_only(model_path):
 def test_cuda_graphs_are_refused_for_profiling(model_path):
     with pytest.raises(ValueError, match="enable_cuda_graph"):
         Profiler(model_path, [("CUDAExecutionProvider", {"enable_cuda_graph": "1"})], Options(), WARMUP)
+
+
+def test_profiles_run_at_the_lowest_cpu_priority_so_serving_comes_first(model_path):
+    import os
+    import threading
+
+    profiler = Profiler(model_path, ["CPUExecutionProvider"], Options(), WARMUP)
+    try:
+        profiler.run(WARMUP, 1)  # the builder thread exists now
+        nice = profiler._builder.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+        assert nice == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19  # the caller's thread is untouched
+    finally:
+        profiler.close()
