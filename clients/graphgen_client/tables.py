@@ -37,8 +37,8 @@ def profile_table(profile: pb.Profile, limit: int | None = None) -> str:
     lines = [
         f"{profile.runs} runs of a batch of {profile.batch_size} after {profile.warmup_runs} warm-up runs; "
         f"times: {profile.timing_text or profile.timing}; median µs and {spread}",
-        f"{'layer':<{width}}  {'ops':<16}  {'median µs':>10}  {spread + ' µs':>17}  {'share':>6}"
-        + (f"  {'GPU µs':>9}  {'launch µs':>9}" if device else ""),
+        f"{'layer':<{width}}  {'ops':<16}  {'median µs':>10}  {spread + ' µs':>17}  {'share':>6}  {'MMACs':>8}"
+        f"  {'GMAC/s':>7}" + (f"  {'GPU µs':>9}  {'launch µs':>9}" if device else ""),
     ]
     for row in rows:
         layer = row.layer if len(row.layer) <= width else row.layer[: width - 1] + "…"
@@ -46,7 +46,11 @@ def profile_table(profile: pb.Profile, limit: int | None = None) -> str:
         median, low, high = (
             (row.device_us, row.device_p10_us, row.device_p90_us) if device else (row.median_us, row.p10_us, row.p90_us)
         )
-        line = f"{layer:<{width}}  {ops:<16}  {median:>10.1f}  {f'{low:.1f}–{high:.1f}':>17}  {row.share * 100:5.1f}%"
+        rate = f"{row.macs / median / 1e3:7.2f}" if row.macs and median else " " * 7
+        line = (
+            f"{layer:<{width}}  {ops:<16}  {median:>10.1f}  {f'{low:.1f}–{high:.1f}':>17}  {row.share * 100:5.1f}%"
+            f"  {row.macs / 1e6:>8.1f}  {rate}"
+        )
         if device:
             line += f"  {row.device_us:>9.1f}  {row.median_us:>9.1f}"
         lines.append(line)

@@ -115,7 +115,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     provider = rows[0].provider if rows else ""
     lines.append(
         f"{provider}; step = one run of a batch (median of the runs, {SPREAD} spread); GMACs, Mact per image; "
-        "columns as timm's benchmark-infer-*.csv"
+        "Mact = elements of every layer output (graphgen stats; timm counts convolution outputs only); columns as timm's benchmark-infer-*.csv"
     )
     return "\n".join(lines)
 
