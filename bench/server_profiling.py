@@ -29,6 +29,7 @@ import onnxruntime as ort
 from graphgen.profiling.session import ModelProfiler
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import classifier_pb2_grpc
+from server import timed  # bench/server.py (this script's directory)
 
 RUNS = 10
 ROUNDS = 4
@@ -37,15 +38,6 @@ MODELS = {"lite0": 24, "resnet50": 8}  # unprofiled calls per round (scaled by -
 
 def _p50_us(values: list[float]) -> float:
     return statistics.median(values) * 1e6
-
-
-def _timed(call, count: int) -> list[float]:
-    out = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - started)
-    return out
 
 
 def _server_options() -> ort.SessionOptions:
@@ -92,7 +84,7 @@ def profile_bench(address: str, model: str, path: Path, calls: int, shape: tuple
         alone: list[float] = []
         during: list[float] = []
         for _ in range(ROUNDS):
-            alone += _timed(lambda: stub.Classify(plain, timeout=600), calls)
+            alone += timed(lambda: stub.Classify(plain, timeout=600), calls)
             stop = threading.Event()
 
             def keep_profiling(stop: threading.Event = stop) -> None:
@@ -102,7 +94,7 @@ def profile_bench(address: str, model: str, path: Path, calls: int, shape: tuple
             thread = threading.Thread(target=keep_profiling)
             thread.start()
             time.sleep(0.2)  # the first profiled call is under way
-            during += _timed(lambda: stub.Classify(plain, timeout=600), calls)
+            during += timed(lambda: stub.Classify(plain, timeout=600), calls)
             stop.set()
             thread.join(timeout=600)
     plain_s, profiling_s = instrumentation_cost(path, 2 * calls, shape)

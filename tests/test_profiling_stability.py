@@ -81,17 +81,17 @@ def test_two_successive_profiles_rank_the_layers_alike(stubs, name):
             assert profile.runs == RUNS and profile.spread == "p10-p90" and profile.batch_size == BATCH
             assert all(r.p10_us <= r.median_us <= r.p90_us and r.min_us <= r.p10_us for r in profile.layers)
             check_adds_up(profile)
+        a, b = ({row.kernel: row.share for row in p.layers} for p in (first, second))
+        assert a.keys() == b.keys()
+        large = [kernel for kernel in a if a[kernel] >= SHARE or b[kernel] >= SHARE]
+        rho = spearman([a[k] for k in large], [b[k] for k in large])
         if not (_disturbed(first) or _disturbed(second)):
             break
         busy.append(f"runs {first.inference_us} µs ({first.inference_p10_us:.0f}–{first.inference_p90_us:.0f}) "
-                    f"vs layers {first.layers_us} µs")  # fmt: skip
+                    f"vs layers {first.layers_us} µs, Spearman {rho:.2f}")  # fmt: skip
     else:
         pytest.skip(f"this machine is too busy for a stability check (every profile says so): {busy}")
-    a, b = ({row.kernel: row.share for row in p.layers} for p in (first, second))
-    assert a.keys() == b.keys()
-    large = [kernel for kernel in a if a[kernel] >= SHARE or b[kernel] >= SHARE]
     assert len(large) >= 8, large  # enough rows for a rank correlation to mean something
-    rho = spearman([a[k] for k in large], [b[k] for k in large])
     print(f"{name}: Spearman {rho:.3f} over {len(large)} rows; tops {_top(first)[:3]} / {_top(second)[:3]}")
     assert rho >= MIN_SPEARMAN, (rho, large)
     # The same slowest layer: each profile's slowest is the other's slowest or tied with it.
