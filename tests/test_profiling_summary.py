@@ -96,3 +96,12 @@ def test_gpu_work_goes_to_the_node_that_launched_it():
     }
     assert result.attributed == 5 and result.unattributed == 4 and result.ambiguous == 1
     assert result.unattributed_ns == {0: 1_000, 1: 11_000}  # launched inside a run's span but by no node
+
+
+def test_time_between_kernels_is_named_as_the_executors_not_as_disturbance():
+    runs = [_run(i * 1000, 100, 50, gap=20) for i in range(10)]  # a small model: 60 µs of 211 between kernels
+    profile = summarize(runs, LAYERS, batch=1, warmup_runs=2)
+    explain(profile)
+    assert profile.add_up_error > ADD_UP_MARGIN and profile.between_kernels.median == 60
+    assert any("executor between the 3 kernels" in note for note in profile.notes)
+    assert not any("disturbed" in note for note in profile.notes)

@@ -96,6 +96,7 @@ class Profile:
     setup_us: float = 0.0  # building the profiling session (where waited for) and the warm-up runs
     build_us: float = 0.0  # the session's own build time (possibly done ahead of the request)
     device_run: Spread | None = None  # whole runs on the GPU (CUDA events), where measured
+    between_kernels: Spread | None = None  # per run: the run's time outside its kernels (the executor's)
     notes: list[str] = field(default_factory=list)
     spread: str = SPREAD
 
@@ -165,6 +166,7 @@ class Profile:
             "layers_us": self.layers_us,
             "overhead_us": self.overhead_us,
             "add_up_error": self.add_up_error,
+            "between_kernels_us": asdict(self.between_kernels) if self.between_kernels else None,
             "setup_us": self.setup_us,
             "build_us": self.build_us,
             "unprofiled_nodes": list(self.unprofiled),
@@ -207,6 +209,7 @@ def summarize(
     return Profile(
         rows=rows,
         run=Spread.of([run.dur_us for run in runs]),
+        between_kernels=Spread.of([run.dur_us - sum(k.dur_us for k in run.kernels) for run in runs]),
         runs=len(runs),
         warmup_runs=warmup_runs,
         batch=batch,
@@ -218,13 +221,20 @@ def summarize(
 
 def explain(profile: Profile) -> None:
     """Add the notes a reader needs: rows that do not add up, a slowest row that is not alone."""
+    gap = profile.between_kernels.median if profile.between_kernels and profile.timing != TIMING_DEVICE else 0.0
     if profile.add_up_error > ADD_UP_MARGIN:
-        profile.notes.append(
-            f"the rows add up to {profile.layers_us / profile.total_us:.0%} of the median run, beyond the "
-            f"{ADD_UP_MARGIN:.0%} margin: the runs were disturbed (whole runs {profile.run.p10:,.0f}–"
-            f"{profile.run.p90:,.0f} µs, {profile.spread}); each row's median leaves out the disturbances that hit "
-            "it in a few runs, the median run does not. Profile on an idle machine, or with more runs."
-        )
+        added = f"the rows add up to {profile.layers_us / profile.total_us:.0%} of the median run, beyond the {ADD_UP_MARGIN:.0%} margin"
+        if abs(profile.total_us - profile.layers_us - gap) <= ADD_UP_MARGIN * profile.total_us:
+            profile.notes.append(
+                f"{added}: the rest, {gap:,.0f} µs per run (median), is onnxruntime's executor between the "
+                f"{len(profile.rows)} kernels; a small model's runs are mostly that"
+            )
+        else:
+            profile.notes.append(
+                f"{added}: the runs were disturbed (whole runs {profile.run.p10:,.0f}–{profile.run.p90:,.0f} µs, "
+                f"{profile.spread}); each row's median leaves out the disturbances that hit it in a few runs, the "
+                "median run does not. Profile on an idle machine, or with more runs."
+            )
     tied = profile.tied_with_top()
     if len(tied) > 1:
         names = ", ".join(row.layer for row in tied[:6]) + (" …" if len(tied) > 6 else "")

@@ -113,7 +113,7 @@ class LayerTime(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., op_types: _Optional[_Iterable[str]] = ..., kernel: _Optional[str] = ..., kernel_op: _Optional[str] = ..., provider: _Optional[str] = ..., time_us: _Optional[int] = ..., share: _Optional[float] = ..., mapped: _Optional[bool] = ..., median_us: _Optional[float] = ..., p10_us: _Optional[float] = ..., p90_us: _Optional[float] = ..., min_us: _Optional[float] = ..., max_us: _Optional[float] = ..., device_us: _Optional[float] = ..., device_p10_us: _Optional[float] = ..., device_p90_us: _Optional[float] = ..., bytes: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., activation_bytes: _Optional[int] = ...) -> None: ...
 
 class Profile(_message.Message):
-    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider", "runs", "warmup_runs", "batch_size", "spread", "inference_p10_us", "inference_p90_us", "timing", "timing_text", "device_run_us", "setup_us", "build_us", "notes")
+    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider", "runs", "warmup_runs", "batch_size", "spread", "inference_p10_us", "inference_p90_us", "timing", "timing_text", "device_run_us", "setup_us", "build_us", "notes", "between_kernels_us")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_US_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class Profile(_message.Message):
     SETUP_US_FIELD_NUMBER: _ClassVar[int]
     BUILD_US_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    BETWEEN_KERNELS_US_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedCompositeFieldContainer[LayerTime]
     layers_us: int
     inference_us: int
@@ -150,7 +151,8 @@ class Profile(_message.Message):
     setup_us: int
     build_us: int
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., runs: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., batch_size: _Optional[int] = ..., spread: _Optional[str] = ..., inference_p10_us: _Optional[float] = ..., inference_p90_us: _Optional[float] = ..., timing: _Optional[str] = ..., timing_text: _Optional[str] = ..., device_run_us: _Optional[float] = ..., setup_us: _Optional[int] = ..., build_us: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    between_kernels_us: float
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., runs: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., batch_size: _Optional[int] = ..., spread: _Optional[str] = ..., inference_p10_us: _Optional[float] = ..., inference_p90_us: _Optional[float] = ..., timing: _Optional[str] = ..., timing_text: _Optional[str] = ..., device_run_us: _Optional[float] = ..., setup_us: _Optional[int] = ..., build_us: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., between_kernels_us: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model", "version", "provider", "results", "timings", "profile")

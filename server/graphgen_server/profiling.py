@@ -136,5 +136,6 @@ def profile_message(profile: Profile) -> pb.Profile:
         runs=profile.runs, warmup_runs=profile.warmup_runs, batch_size=profile.batch, spread=profile.spread,
         inference_p10_us=profile.run.p10, inference_p90_us=profile.run.p90, timing=profile.timing,
         timing_text=profile.timing_text, device_run_us=profile.device_run.median if profile.device_run else 0.0,
-        setup_us=round(profile.setup_us), build_us=round(profile.build_us), notes=profile.notes,
+        setup_us=round(profile.setup_us),
+        between_kernels_us=profile.between_kernels.median if profile.between_kernels else 0.0, build_us=round(profile.build_us), notes=profile.notes,
     )  # fmt: skip
