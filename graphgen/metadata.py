@@ -73,8 +73,9 @@ GROUPED_FROM = "graphgen.grouped_branches"  # on a stacked node: how many parall
 FP16_BOUNDARY = "graphgen.fp16_boundary"  # on the Casts that --fp16 --keep-io-types adds
 FOLDED_SCALE = "graphgen.folded_scale"  # on a Conv: the Mul by a constant folded into it
 FLATTENED = "graphgen.flattened_concats"  # on a Concat: the nested Concats it took in, comma-separated
+REPLACED = "graphgen.replaced"  # on a node a pass made or changed: what it replaced, in words (its description says it)
 
-NODE_KEYS = frozenset({FOLDED_FROM, REFERENCE_PARAMS, GROUPED_FROM, FP16_BOUNDARY, FOLDED_SCALE, FLATTENED})
+NODE_KEYS = frozenset({FOLDED_FROM, REFERENCE_PARAMS, GROUPED_FROM, FP16_BOUNDARY, FOLDED_SCALE, FLATTENED, REPLACED})
 
 # ---- other names -----------------------------------------------------------------------------
 BLOCKS_DOMAIN = "graphgen.blocks"  # the ONNX domain of the local functions --functions writes

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from graphgen import nn
-from graphgen.metadata import FOLDED_FROM
+from graphgen.metadata import FOLDED_FROM, REPLACED
 from graphgen.onnxscript_api import CLASS_HIERARCHY, NAME_SCOPES, NAMESPACE
 
 PATH_VALUED = (FOLDED_FROM,)  # node metadata naming a module: relative to the block inside a function
@@ -82,6 +82,8 @@ def describe_node(node: ir.Node) -> str | None:
     text = f"{module} {path}".rstrip() if module in PRIMITIVES else f"{node.op_type} in {module} {path}".rstrip()
     if FOLDED_FROM in node.metadata_props:
         text += f" (BatchNorm2d {node.metadata_props[FOLDED_FROM]} folded in)"
+    if REPLACED in node.metadata_props:  # a node a pass made or changed says what it replaced
+        text += f" ({node.metadata_props[REPLACED]})"
     blocks = block_scopes(node)
     if blocks and blocks[0].path != path:
         text += f", in {blocks[0].class_name} {blocks[0].path}"

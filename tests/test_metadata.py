@@ -43,6 +43,7 @@ PINNED = {
     "FP16_BOUNDARY": "graphgen.fp16_boundary",
     "FOLDED_SCALE": "graphgen.folded_scale",
     "FLATTENED": "graphgen.flattened_concats",
+    "REPLACED": "graphgen.replaced",
 }
 
 

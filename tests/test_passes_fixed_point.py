@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 
 from graphgen.build import BuildOptions, build
+from graphgen.metadata import REPLACED
 from graphgen.passes import fold_batchnorm, fold_repvgg, group_branches
 from tests.passes_support import simplifier_changes
 
@@ -46,3 +47,8 @@ CASES = {
 def test_simplifiers_find_nothing(case: str) -> None:
     model = CASES[case]()
     assert simplifier_changes(model) == {"onnxsim": {}, "onnxslim": {}}
+    # and every node, those the passes made included, names its module and block
+    assert [node.name for node in model.graph if not node.doc_string] == []
+    made = [node for node in model.graph if REPLACED in node.metadata_props]
+    assert made and all(f"({node.metadata_props[REPLACED]})" in node.doc_string for node in made)
+    assert all(" in " in node.doc_string or "," in node.doc_string for node in made)  # "Conv in RepVggBlock …"

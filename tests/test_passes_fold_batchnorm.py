@@ -157,6 +157,8 @@ def test_constant_scales_fold_into_the_convolution(tmp_path) -> None:
     convs = {node.name: node for node in folded.graph if node.op_type == "Conv"}
     assert [len(conv.inputs) for conv in convs.values()] == [3, 2, 3, 3]  # a bias-free Conv scaled stays bias-free
     assert sum(FOLDED_SCALE in conv.metadata_props for conv in convs.values()) == 3
+    # a torch export has no module metadata: the description says the op, the name and what was folded in
+    assert convs["/conv1/Conv"].doc_string == "Conv /conv1/Conv (constant scale /Mul folded in)"
     assert_equivalent(model, folded)
 
 

@@ -97,3 +97,13 @@ def test_fresh_names_avoid_values_and_nodes() -> None:
     assert [names.fresh(base) for base in ("conv", "conv", "y", "gamma", "new")] == [
         "conv_1", "conv_2", "y_1", "gamma_1", "new",
     ]  # fmt: skip
+
+
+def test_made_nodes_say_what_they_replaced(resnet18_bn: ir.Model) -> None:
+    """A new head and the float16 boundary casts carry descriptions like every built node."""
+    model = ToFp16Pass(keep_io_types=True)(ReplaceHeadPass(10)(fold_batchnorm(resnet18_bn).model).model).model
+    described = {node.name: node.doc_string for node in model.graph}
+    assert all(described.values())
+    assert described["fc"] == "Linear fc (new head: 10 classes (random, seed 0) in place of 1000)"
+    assert described["input.to_fp16"].startswith("Cast of input 'input' to float16")
+    assert described["logits.to_fp32"].startswith("Cast of output 'logits' back to float32")

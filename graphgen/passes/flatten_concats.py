@@ -18,6 +18,7 @@ import onnx_ir as ir
 
 from graphgen.metadata import FLATTENED
 from graphgen.passes.base import GraphPass, PassResult, only_consumer
+from graphgen.passes.provenance import describe
 
 
 class FlattenConcatsPass(GraphPass):
@@ -27,6 +28,7 @@ class FlattenConcatsPass(GraphPass):
         graph = model.graph
         flattened = 0
         for outer in [node for node in graph if _is_concat(node)]:
+            taken_before = len(_flattened(outer))
             while (inner := _nested(outer)) is not None:
                 index = next(i for i, value in enumerate(outer.inputs) if value is inner.outputs[0])
                 inputs = [*outer.inputs[:index], *inner.inputs, *outer.inputs[index + 1 :]]
@@ -38,6 +40,8 @@ class FlattenConcatsPass(GraphPass):
                 outer.metadata_props[FLATTENED] = ", ".join(taken)
                 graph.remove(inner, safe=True)
                 flattened += 1
+            if len(_flattened(outer)) > taken_before:
+                describe(outer, f"nested Concat {', '.join(_flattened(outer)[taken_before:])} flattened in")
         return flattened
 
 

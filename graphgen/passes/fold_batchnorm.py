@@ -36,6 +36,7 @@ from graphgen.passes.base import (
     set_private_input,
 )
 from graphgen.passes.names import Names, sibling_name
+from graphgen.passes.provenance import describe, in_module_tree
 
 
 class FoldBatchNormPass(GraphPass):
@@ -121,8 +122,11 @@ def _fold(
         own = int(conv.metadata_props.get(REFERENCE_PARAMS, weight.size + (bias.size if bias is not None else 0)))
         conv.metadata_props[REFERENCE_PARAMS] = str(own + gamma.size + beta.size)
         conv.metadata_props[FOLDED_FROM] = node.name or ""
+        # A built graph's description names the folded BatchNorm from FOLDED_FROM; others say it in words.
+        describe(conv, None if in_module_tree(conv) else f"BatchNormalization {node.name} folded in")
     else:
         conv.metadata_props[FOLDED_SCALE] = node.name or ""
+        describe(conv, f"constant scale {node.name} folded in")
     replace_value(node.outputs[0], conv.outputs[0])  # also where the node gave a graph output
     graph.remove(node, safe=True)
     return True

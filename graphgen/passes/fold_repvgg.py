@@ -49,6 +49,7 @@ from graphgen.passes.base import (
     sum_tree,
 )
 from graphgen.passes.names import Names, common_name, join_name
+from graphgen.passes.provenance import describe, span, take_scope
 
 DEPLOY_NAME = "reparam_conv"
 
@@ -235,12 +236,18 @@ def _fold(graph: ir.Graph, block: Block, names: Names) -> None:
     out = conv.outputs[0]
     out.name = names.fresh(f"v_{conv.name}")
     out.type, out.shape = block.root.outputs[0].type, block.root.outputs[0].shape
+    branches = [n.name or n.op_type for n in block.nodes if not is_sum(n)]
+    take_scope(conv, block.root)  # the block's own sum: the folded Conv belongs to the block
+    kernel = "x".join(str(k) for k in block.kernel.shape[2:])
+    describe(conv, f"RepVGG branches folded into one {kernel} convolution: {span(branches)}")
     new_nodes, result = [conv], out
     for other in block.others:
         add = ir.node("Add", [result, other], name=names.fresh(f"{conv.name}.add"))
         result = add.outputs[0]
         result.name = names.fresh(f"v_{add.name}")
         result.type, result.shape = block.root.outputs[0].type, block.root.outputs[0].shape
+        take_scope(add, block.root)
+        describe(add, f"what the sum {block.root.name} adds besides the folded branches")
         new_nodes.append(add)
     graph.insert_before(block.root, new_nodes)
     replace_value(block.root.outputs[0], result)

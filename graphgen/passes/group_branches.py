@@ -46,6 +46,7 @@ from graphgen.passes.base import (
 )
 from graphgen.passes.fold_batchnorm import FoldBatchNormPass, foldable
 from graphgen.passes.names import Names, common_name
+from graphgen.passes.provenance import describe, span, take_scope
 
 # Ops with no per-channel parameter, so one node serves every branch's channels.
 _SHAREABLE = ACTIVATIONS | {"Identity"}
@@ -235,27 +236,37 @@ def _rewrite(graph: ir.Graph, block: Block, names: Names) -> None:
     if tail_start is None:
         raise ValueError("a summed branch ends in no Conv: _compatible() should have refused it")
     stacked_length = tail_start
+    merge = block.merge_nodes[0]  # the block's own op: what the new nodes take their module from
     new_nodes: list[ir.Node] = []
     current = block.source
     for position in range(stacked_length):
         column = [chain[position] for chain in block.branches]
         node = _stacked(graph, column, current, groups, names, first_conv=position == 0)
+        _record(node, merge, f"{groups} branches stacked: {span([n.name or '' for n in column])}")
         new_nodes.append(node)
         current = node.outputs[0]
     if block.by_sum:
         tails = [chain[stacked_length:] for chain in block.branches]
         node = _summed_conv(graph, tails, current, names)
+        replaced = [n.name or "" for tail in tails for n in tail] + [n.name or "" for n in block.merge_nodes]
+        _record(node, merge, f"{groups} branches' last convolutions and their sum: {span(replaced)}")
         new_nodes.append(node)
         current = node.outputs[0]
         for term in block.other_terms:
             add = ir.node("Add", [current, term], name=names.fresh(f"{node.name}.add"))
             _name_output(add, block.output, names)
+            _record(add, merge, f"what the sum {merge.name} adds besides the branches")
             new_nodes.append(add)
             current = add.outputs[0]
-    root = block.merge_nodes[0]
-    graph.insert_before(root, new_nodes)
+    graph.insert_before(merge, new_nodes)
     replace_value(block.output, current)
     graph.remove([node for chain in block.branches for node in chain] + block.merge_nodes, safe=True)
+
+
+def _record(node: ir.Node, merge: ir.Node, replaced: str) -> None:
+    """The new node belongs to the block whose merge it replaces, and says what it replaced."""
+    take_scope(node, merge)
+    describe(node, replaced)
 
 
 def _stacked(

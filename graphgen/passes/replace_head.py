@@ -26,6 +26,7 @@ import onnx_ir as ir
 from graphgen.metadata import CLASSIFIER_KEYS, FEATURES, HEAD, LABELS, NO_LABELS, NUM_CLASSES
 from graphgen.passes.base import GraphPass, PassResult, constant, known_constant, present, set_private_input
 from graphgen.passes.names import Names, sibling_name
+from graphgen.passes.provenance import describe
 
 # Ops between a classifier and its output that keep the class axis (axis 1) and its meaning.
 _CLASS_PRESERVING = frozenset({"Flatten", "Identity", "Dropout", "Relu", "GlobalAveragePool", "Softmax", "LogSoftmax"})
@@ -80,6 +81,7 @@ class ReplaceHeadPass(GraphPass):
         model.metadata_props[NUM_CLASSES] = str(classes)
         model.metadata_props[LABELS] = NO_LABELS  # whatever the new classes are, they are not ImageNet's
         model.metadata_props[HEAD] = f"{classes} classes ({source})"
+        describe(head.node, f"new head: {classes} classes ({source}) in place of {head.classes}")
         return 1
 
     def _new_head(self, head: _Head) -> tuple[np.ndarray, np.ndarray, str]:
