@@ -105,3 +105,59 @@ def test_time_between_kernels_is_named_as_the_executors_not_as_disturbance():
     assert profile.add_up_error > ADD_UP_MARGIN and profile.between_kernels.median == 60
     assert any("executor between the 3 kernels" in note for note in profile.notes)
     assert not any("disturbed" in note for note in profile.notes)
+
+
+def test_cupti_records_are_collected_into_calls_and_gpu_activities(monkeypatch):
+    """The collector against a stand-in for cupti-python's module (the real one needs a GPU)."""
+    import enum
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from graphgen.profiling import cuda
+
+    class Kind(enum.IntEnum):
+        MEMCPY, MEMSET, DRIVER, RUNTIME, CONCURRENT_KERNEL = 1, 2, 4, 5, 10
+
+    calls: list[str] = []
+    fake = SimpleNamespace(
+        ActivityKind=Kind,
+        ActivityThreadIdType=SimpleNamespace(SYSTEM=1),
+        set_thread_id_type=lambda kind: calls.append(f"thread id {kind}"),
+        activity_disable=lambda kind: calls.append(f"disable {kind.name}"),
+        get_timestamp=lambda: 10**12,
+    )
+
+    def register(requested, completed):
+        calls.append("register")
+        fake.completed = completed
+        assert requested() == (8 * 1024 * 1024, 0)
+
+    pending: list[SimpleNamespace] = []
+
+    def enable(kind):  # records of the work done while enabled: delivered by the next flush
+        calls.append(f"enable {kind.name}")
+        pending[:] = [
+            SimpleNamespace(kind=Kind.RUNTIME, correlation_id=7, thread_id=42, start=100, end=110),
+            SimpleNamespace(kind=Kind.CONCURRENT_KERNEL, correlation_id=7, start=200, end=260, name="sgemm"),
+            SimpleNamespace(kind=Kind.MEMSET, correlation_id=8, start=270, end=271),
+        ]
+
+    def flush(flag):
+        delivered = list(pending)
+        pending.clear()
+        fake.completed(delivered)
+
+    fake.activity_register_callbacks, fake.activity_flush_all, fake.activity_enable = register, flush, enable
+    module = types.ModuleType("cupti")
+    module.cupti = fake  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupti", module)
+    monkeypatch.setattr(cuda, "_registered", False)
+    for _ in range(2):
+        with cuda.CuptiCollector() as collector:
+            pass
+    records = collector.records
+    assert calls.count("register") == 1  # once per process
+    assert records.calls == [ApiCall(7, 42, 100, 110)]  # the second collector's own records only
+    assert records.activities == [GpuActivity(7, 200, 260, "sgemm"), GpuActivity(8, 270, 271, "")]
+    assert records.offset_bracket_ns >= 0 and "enable CONCURRENT_KERNEL" in calls and "disable RUNTIME" in calls

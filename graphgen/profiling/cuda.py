@@ -27,7 +27,9 @@ from typing import Any
 
 from graphgen.profiling.attribution import ApiCall, GpuActivity
 
-_CUPTI_LOCK = threading.Lock()  # CUPTI's activity buffers are per process
+_CUPTI_LOCK = threading.Lock()  # CUPTI's activity buffers are per process: one collector at a time
+_collecting: list[CuptiCollector] = []  # the collector the process-wide callbacks deliver to
+_registered = False
 
 
 @functools.cache
@@ -66,7 +68,8 @@ class EventTimer:
 
         self._rt = runtime
         _check(runtime.cudaSetDevice(device_id))
-        self.stream = _check(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking))
+        # A blocking stream: ordered with the legacy default stream, whatever onnxruntime copies on.
+        self.stream = _check(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamDefault))
         self._start = _check(runtime.cudaEventCreate())
         self._end = _check(runtime.cudaEventCreate())
 
@@ -134,10 +137,14 @@ class CuptiCollector:
                 self.records.calls.append(ApiCall(record.correlation_id, record.thread_id, record.start, record.end))
 
     def __enter__(self) -> CuptiCollector:
+        global _registered
         _CUPTI_LOCK.acquire()
         cupti = self._cupti
-        cupti.set_thread_id_type(cupti.ActivityThreadIdType.SYSTEM)  # gettid, as onnxruntime's trace
-        cupti.activity_register_callbacks(lambda: (8 * 1024 * 1024, 0), self._completed)
+        _collecting[:] = [self]
+        if not _registered:  # the buffer callbacks are registered once per process
+            cupti.set_thread_id_type(cupti.ActivityThreadIdType.SYSTEM)  # gettid, as onnxruntime's trace
+            cupti.activity_register_callbacks(lambda: (8 * 1024 * 1024, 0), _deliver)
+            _registered = True
         for kind in self._kinds:
             cupti.activity_enable(kind)
         self.records.offset_ns, self.records.offset_bracket_ns = clock_offset(cupti.get_timestamp)
@@ -149,5 +156,13 @@ class CuptiCollector:
             cupti.activity_flush_all(1)
             for kind in self._kinds:
                 cupti.activity_disable(kind)
+            cupti.activity_flush_all(1)  # records completed while disabling
         finally:
+            _collecting.clear()
             _CUPTI_LOCK.release()
+
+
+def _deliver(activities: list) -> None:
+    """CUPTI's buffer-completed callback: the records go to the collector of the moment, if any."""
+    for collector in _collecting:
+        collector._completed(activities)

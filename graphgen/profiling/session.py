@@ -172,8 +172,6 @@ class ProfilingSession:
             events = json.loads(trace.read_text())
         finally:
             trace.unlink(missing_ok=True)
-            if self._timer is not None:
-                self._timer.close()
         measured = read_runs(events)[-runs:]
         timing = TIMING_HOST if not on_cuda else TIMING_DEVICE if collector is not None else TIMING_LAUNCH
         assert self.owner.layer_map is not None
@@ -196,6 +194,9 @@ class ProfilingSession:
             )
         self.owner.static.join(profile)
         explain(profile)
+        if self._timer is not None:  # the session computes on the timer's stream: it goes first
+            del self.session
+            self._timer.close()
         return outputs, profile
 
     def _add_device_times(self, profile: Profile, measured, records: gpu.CuptiRecords) -> None:
