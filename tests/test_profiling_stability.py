@@ -24,7 +24,7 @@ from tests.profiling_support import check_adds_up, spearman
 from tests.server_helpers import ServerProcess, add_model
 
 RESOLUTION = {"resnet50": 160, "efficientnet_lite0": 224}
-RUNS, SHARE, MIN_SPEARMAN = 10, 0.02, 0.8
+RUNS, SHARE, MIN_SPEARMAN = 20, 0.02, 0.8  # runs >= 10 asked; 20 cost ~1 s more on resnet50@160
 BATCH = 1
 ATTEMPTS = 3  # pairs of profiles tried before the machine is declared too busy to judge
 
