@@ -161,3 +161,18 @@ def test_cupti_records_are_collected_into_calls_and_gpu_activities(monkeypatch):
     assert records.calls == [ApiCall(7, 42, 100, 110)]  # the second collector's own records only
     assert records.activities == [GpuActivity(7, 200, 260, "sgemm"), GpuActivity(8, 270, 271, "")]
     assert records.offset_bracket_ns >= 0 and "enable CONCURRENT_KERNEL" in calls and "disable RUNTIME" in calls
+
+
+def test_launch_times_are_said_in_the_response_and_in_both_tables_headers():
+    from graphgen.profiling.commands import format_profile
+    from graphgen_client.tables import profile_table
+    from graphgen_server.profiling import profile_message
+
+    profile = summarize(
+        [_run(i * 1000, 100, 50) for i in range(5)], LAYERS, batch=1, warmup_runs=2, timing=TIMING_LAUNCH
+    )
+    profile.notes.append("rows are CUDA launch times, not GPU times: cupti-python is not installed")
+    message = profile_message(profile)
+    assert message.timing == "launch" and "LAUNCH TIME" in message.timing_text
+    assert "LAUNCH TIME" in profile_table(message).splitlines()[0]
+    assert "LAUNCH TIME" in format_profile(profile, "tiny").splitlines()[0]

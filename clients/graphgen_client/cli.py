@@ -67,6 +67,12 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
     return parser
 
 
+def _runs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {text!r}")
+    return int(text)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphgen-client", description="Talk to a graphgen-server.", parents=[global_options(suppress=False)]
@@ -80,7 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
     classify.add_argument("--version", default="", help="model version (default: the newest ready one)")
     classify.add_argument("--top-k", type=top_k, default=5, help="classes shown per image (default 5)")
     classify.add_argument("--profile", action="store_true", help="also print the time of every layer")
-    classify.add_argument("--profile-runs", type=int, default=0, metavar="N",
+    classify.add_argument("--profile-runs", type=_runs, default=0, metavar="N",
                           help="with --profile: measured runs (default: the server's, 10)")  # fmt: skip
     classify.add_argument("--json", action="store_true", help="print the response as JSON")
     classify.add_argument(
@@ -123,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "plot", None) and not args.profile:
         parser.error("--plot draws the per-layer profile: add --profile")
+    if getattr(args, "profile_runs", 0) and not args.profile:
+        parser.error("--profile-runs says how many runs to profile: add --profile")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     try:  # the files are read now, so that a missing one is a usage error
