@@ -18,7 +18,9 @@ import onnx_ir as ir
 
 from graphgen import __version__, registry
 from graphgen import metadata as meta
+from graphgen.architecture import Architecture, Network
 from graphgen.checkpoint import CheckpointError, StateDict, load_checkpoint
+from graphgen.errors import UserError
 from graphgen.nn import Init, Parameter
 from graphgen.onnx_io import save_model
 from graphgen.onnxscript_api import op_builder
@@ -31,7 +33,6 @@ OPSET = 21
 # onnx 1.23 writes IR 14 by default, which onnxruntime 1.31 refuses; IR 10 goes with opset 21.
 IR_VERSION = 10
 INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 IGNORED_KEYS = ("num_batches_tracked",)  # torch BatchNorm bookkeeping, unused at inference
 
 
@@ -58,32 +59,28 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     arch = registry.get(name)
     num_classes = options.num_classes or arch.num_classes
     if num_classes < 1:
-        raise ValueError(f"--num-classes must be at least 1, got {num_classes}")
-    unsupported = sorted(set(options.variant) - set(arch.options))
-    if unsupported:
-        accepted = ", ".join(f"--{o}" for o in arch.options) or "none"
-        raise ValueError(f"{name} does not take --{unsupported[0]} (its options: {accepted})")
-    module = arch.make(num_classes, **options.variant)
-    resolution: int = options.resolution or getattr(module, "default_resolution", None) or arch.resolution
+        raise UserError(f"--num-classes must be at least 1, got {num_classes}")
+    network = arch.network(num_classes, options.variant)
+    resolution = options.resolution or network.resolution or arch.resolution
     if resolution < 32:
-        raise ValueError(f"--resolution must be at least 32, got {resolution}")
+        raise UserError(f"--resolution must be at least 32, got {resolution}")
     if options.batch is not None and options.batch < 1:
-        raise ValueError(f"--batch must be at least 1 or 'dynamic', got {options.batch}")
+        raise UserError(f"--batch must be at least 1 or 'dynamic', got {options.batch}")
 
-    graph = trace(module, name, resolution, options.batch)
+    graph = trace(network, name, resolution, options.batch)
     if state is None and options.weights is not None:
         state = load_checkpoint(options.weights)
-    if state is not None and hasattr(module, "adapt_state_dict"):
-        # A module whose form differs from its checkpoint's (ResNeXt branches, no aux heads) maps the keys.
-        state = module.adapt_state_dict(state)
+    if state is not None and network.adapt_state_dict is not None:
+        # A form whose keys differ from its checkpoint's (ResNeXt branches, no aux heads) maps them.
+        state = network.adapt_state_dict(state)
     new_head = options.num_classes is not None and num_classes != arch.num_classes
     fill_weights(graph, state, seed=options.seed, reinitialise=arch.heads if new_head else ())
 
     model = ir.Model(graph, ir_version=IR_VERSION, producer_name="graphgen", producer_version=__version__)
     model.doc_string = f"{arch.description or arch.name} — {arch.paper}. Reference: {arch.reference}."
     model.metadata_props.update(describe(arch, resolution, num_classes, weights=options.weights))
-    # A module may describe its variant further, e.g. compound scaling records its φ and multipliers.
-    model.metadata_props.update(getattr(module, "metadata", {}))
+    # A variant may describe itself further, e.g. compound scaling records its φ and multipliers.
+    model.metadata_props.update(network.metadata)
     model = model if options.keep_bn else inference_form(model).model
     describe_nodes(model.graph)  # Netron's node descriptions: the emitting module and its block
     if options.opset is not None and options.opset != OPSET:
@@ -91,19 +88,19 @@ def build(name: str, options: BuildOptions | None = None, *, state: StateDict | 
     return outline_blocks(model).model if options.functions else model
 
 
-def trace(module, name: str, resolution: int, batch: int | None) -> ir.Graph:
-    """Run the module tree's forward on a symbolic input, recording one ONNX node per op."""
+def trace(network: Network, name: str, resolution: int, batch: int | None) -> ir.Graph:
+    """Run the network's forward on a symbolic input, recording one ONNX node per op."""
     x = ir.Value(
         name=INPUT_NAME,
         shape=ir.Shape([batch if batch is not None else "batch", 3, resolution, resolution]),
         type=ir.TensorType(ir.DataType.FLOAT),
     )
     graph = ir.Graph([x], [], nodes=[], opset_imports={"": OPSET}, name=name)
-    result = module(op_builder(graph), x)
+    result = network.module(op_builder(graph), x)
     outputs = list(result) if isinstance(result, tuple | list) else [result]
-    names = getattr(module, "output_names", [OUTPUT_NAME])
+    names = network.output_names
     if len(names) != len(outputs):
-        raise ValueError(f"{name}: module returned {len(outputs)} outputs for names {names}")
+        raise ValueError(f"{name}: the module returned {len(outputs)} outputs for the names {names}")
     for value, output_name in zip(outputs, names):
         value.name = output_name
         graph.outputs.append(value)
@@ -193,9 +190,7 @@ def _check_fits(params: dict[str, Parameter], state: StateDict, reinitialise: tu
         raise WeightsMismatchError("checkpoint does not fit the architecture:\n  " + "\n  ".join(lines))
 
 
-def describe(
-    arch: registry.Architecture, resolution: int, num_classes: int, *, weights: str | Path | None
-) -> dict[str, str]:
+def describe(arch: Architecture, resolution: int, num_classes: int, *, weights: str | Path | None) -> dict[str, str]:
     """The model's self-description, so a server can preprocess and label without being told."""
     return {
         meta.ARCHITECTURE: arch.name,

@@ -26,10 +26,12 @@ from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
+from graphgen.errors import GraphgenError
+
 StateDict = dict[str, np.ndarray]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GraphgenError, ValueError):
     """A checkpoint could not be read, or does not fit the architecture."""
 
 

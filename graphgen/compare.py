@@ -1,9 +1,9 @@
-"""``graphgen compare NAME… [--plot out.png]``: architectures side by side.
+"""``graphgen compare NAME|FILE… [--plot out.png]``: architectures and .onnx files side by side.
 
-Parameters, MACs and default resolution of each architecture, as a table and optionally as a
-chart (parameters vs MACs, log-log). Names may be shell-style patterns (``'efficientnet_b?'``).
-Nothing is built: MACs need only the shapes of a traced graph, and parameters come from the
-module tree, so comparing the whole EfficientNet family takes about a second.
+Parameters, MACs and input resolution of each, as a table and optionally as a chart (parameters
+vs MACs, log-log). Names may be shell-style patterns (``'efficientnet_b?'``); a path ending in
+.onnx is read as a model file. Architectures are not built: MACs and parameters need only the
+shapes of a traced graph, so comparing the whole EfficientNet family takes seconds.
 """
 
 from __future__ import annotations
@@ -12,20 +12,30 @@ import argparse
 import fnmatch
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import onnx_ir as ir
 
 from graphgen import registry
+from graphgen.errors import UserError
+from graphgen.metadata import FAMILY
 from graphgen.plots import DEFAULT_SIZE, ArchPoint, plot_path_argument, size_argument
 
 
 def expand(patterns: list[str]) -> list[str]:
-    """Registered names matching each pattern, in registry order per pattern, without repeats."""
-    names, known = [], registry.names()
+    """Registered names matching each pattern, in registry order per pattern, without repeats.
+
+    A pattern ending in .onnx is a model file and stays as it is.
+    """
+    names: list[str] = []
+    known = registry.names()
     for pattern in patterns:
+        if pattern.lower().endswith(".onnx"):
+            names.append(pattern)
+            continue
         matches = fnmatch.filter(known, pattern) if any(c in pattern for c in "*?[") else [pattern]
         if not matches:
-            raise ValueError(f"no architecture matches {pattern!r}")
+            raise UserError(f"no architecture matches {pattern!r}")
         for name in matches:
             registry.get(name)  # an unknown plain name fails here, with "did you mean"
             if name not in names:
@@ -34,18 +44,25 @@ def expand(patterns: list[str]) -> list[str]:
 
 
 def measure(name: str) -> ArchPoint:
-    """Parameters (as torch counts them) and MACs at the default resolution, from a traced graph."""
+    """Parameters (as torch counts them) and MACs at batch 1: of an architecture at its default
+    resolution (traced, weights not drawn), or of an .onnx file at its own."""
     from graphgen.build import IR_VERSION, trace
-    from graphgen.cli import count_parameters
-    from graphgen.stats import layer_stats
+    from graphgen.onnx_io import load_model
+    from graphgen.stats import count_parameters, layer_stats
 
-    arch = registry.get(name)
-    module = arch.make(arch.num_classes)
-    resolution = getattr(module, "default_resolution", arch.resolution)
-    params = count_parameters(arch)
-    graph = trace(module, name, resolution, batch=1)
-    macs = layer_stats(ir.Model(graph, ir_version=IR_VERSION), batch=1).macs
-    return ArchPoint(name, arch.family, params, macs, resolution)
+    if name.lower().endswith(".onnx"):
+        model = load_model(Path(name))
+        family = model.metadata_props.get(FAMILY, "onnx file")
+        shape = model.graph.inputs[0].shape if model.graph.inputs else None
+        resolution = shape[-1] if shape is not None and isinstance(shape[-1], int) else 0
+    else:
+        arch = registry.get(name)
+        network = arch.network()
+        resolution = network.resolution or arch.resolution
+        model = ir.Model(trace(network, name, resolution, batch=1), ir_version=IR_VERSION)
+        family = arch.family
+    params = count_parameters(model).parameters
+    return ArchPoint(name, family, params, layer_stats(model, batch=1).macs, resolution)
 
 
 def format_points(points: list[ArchPoint]) -> str:
@@ -73,8 +90,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("compare", help="parameters vs MACs of several architectures (table, chart)")
-    parser.add_argument("names", nargs="+", metavar="NAME", help="architectures, or patterns such as 'resnet*'")
+    parser = subparsers.add_parser(
+        "compare", help="parameters vs MACs of several architectures or .onnx files (table, chart)"
+    )
+    parser.add_argument(
+        "names", nargs="+", metavar="NAME|FILE", help="architectures, patterns such as 'resnet*', or .onnx files"
+    )
     parser.add_argument(
         "--plot", type=plot_path_argument, metavar="PNG", help="also draw parameters vs MACs to this PNG"
     )

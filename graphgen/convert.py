@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.cli import opset_version, positive_int
+from graphgen.argtypes import opset_version, positive_int
+from graphgen.errors import UserError
 from graphgen.metadata import HEAD
 from graphgen.passes import PassResult, cut_head, fold_batchnorm, fold_repvgg, group_branches, replace_head, to_fp16
 from graphgen.passes.inline import inline_functions
 from graphgen.passes.opset import convert_opset
+from graphgen.stats import count_parameters
 
 EXIT_MISMATCH = 1
 FP32_TOLERANCE = 1e-5
@@ -71,13 +73,7 @@ def _head_surgery(args: argparse.Namespace) -> Step | None:
     return Step("head", new_head, "new classifier, {head}", "the head already has exactly these weights")
 
 
-def parameter_count(model: ir.Model) -> int:
-    """Elements of every initializer: what the file stores."""
-    return sum(v.const_value.size for v in model.graph.initializers.values() if v.const_value is not None)
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
-    from graphgen.cli import UserError
     from graphgen.onnx_io import load_model, save_model
 
     source, target = Path(args.input), Path(args.output)
@@ -91,7 +87,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     # Weights in external data files are read now: the result and --verify's copies live elsewhere.
     original = ir.external_data.load_to_model(load_model(source))
-    print(f"read {source}: {len(original.graph):,} nodes, {parameter_count(original):,} parameters")
+    print(f"read {source}: {len(original.graph):,} nodes, {count_parameters(original).describe()}")
 
     model = original
     for step in steps:
@@ -106,9 +102,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
         for note in getattr(result, "notes", ()):  # onnx_ir's own passes have none
             print(f"{step.flag}: {note}")
     print(f"nodes: {len(original.graph):,} -> {len(model.graph):,}")
-    print(f"parameters: {parameter_count(original):,} -> {parameter_count(model):,}")
+    before, after = count_parameters(original), count_parameters(model)
+    print(f"parameters: {before.parameters:,} -> {after.parameters:,}")
+    print(f"initializer elements: {before.initializer_elements:,} -> {after.initializer_elements:,}")
     save_model(model, target)
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {target} ({target.stat().st_size / 1024**2:,.1f} MiB)")
 
     if not args.verify:
         return 0
@@ -211,7 +209,6 @@ def add_parser(subparsers) -> None:
 
 
 def _checked_convert(args: argparse.Namespace) -> int:
-    from graphgen.cli import UserError
 
     if args.cut is not None and (args.num_classes is not None or args.head_weights is not None):
         raise UserError("--cut removes the head: it does not combine with --num-classes or --head-weights")

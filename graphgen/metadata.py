@@ -17,6 +17,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from graphgen.errors import GraphgenError
+
 # ---- model level: ModelProto.metadata_props ------------------------------------------------
 ARCHITECTURE = "graphgen.architecture"  # registry name, e.g. "resnet50"
 FAMILY = "graphgen.family"
@@ -81,7 +83,7 @@ NODE_KEYS = frozenset({FOLDED_FROM, REFERENCE_PARAMS, GROUPED_FROM, FP16_BOUNDAR
 BLOCKS_DOMAIN = "graphgen.blocks"  # the ONNX domain of the local functions --functions writes
 
 
-class MetadataError(ValueError):
+class MetadataError(GraphgenError, ValueError):
     """A model's graphgen metadata lacks a key a reader needs, or holds a value it cannot read."""
 
 

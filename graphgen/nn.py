@@ -14,6 +14,7 @@ from enum import Enum
 
 import onnx_ir as ir
 
+from graphgen.errors import UserError
 from graphgen.onnxscript_api import Module, OpBuilder, ParameterBase, scope_parts
 from graphgen.onnxscript_api import ModuleList as ModuleList  # re-exported: models write nn.ModuleList
 from graphgen.onnxscript_api import Sequential as Sequential
@@ -245,7 +246,7 @@ class AdaptiveAvgPool2d(Module):
         if size == self.output_size:
             return x  # torchvision's AdaptiveAvgPool at the default resolution is the identity
         if any(n % o for n, o in zip(size, self.output_size)):
-            raise ValueError(
+            raise UserError(
                 f"{scope_name(op)}: adaptive pooling {size[0]}x{size[1]} -> "
                 f"{self.output_size[0]}x{self.output_size[1]} has uneven windows; "
                 "choose a resolution whose feature map divides evenly"

@@ -25,6 +25,8 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from graphgen.errors import GraphgenError
+
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
 _TENSOR_RAW_DATA = 9  # TensorProto.raw_data
@@ -94,7 +96,7 @@ def save_model(model: ir.Model, path: str | Path) -> Path:
     return path
 
 
-class ModelFileError(ValueError):
+class ModelFileError(GraphgenError, ValueError):
     """An .onnx file that cannot be read safely."""
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from graphgen.errors import GraphgenError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -33,7 +35,7 @@ OP_COLOURS = {"conv": "#4e79a7", "dense": "#e15759", "pool": "#59a14f", "other":
 STAGE_COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
 
 
-class PlotError(ValueError):
+class PlotError(GraphgenError, ValueError):
     """A picture that cannot be drawn: matplotlib missing, a bad size or path, nothing to draw."""
 
 
@@ -85,6 +87,14 @@ def _save(figure: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, format="png")
     return path
+
+
+def _binary(value: float) -> str:
+    """Bytes in binary units, as graphgen's tables give them: ``12.3 MiB``."""
+    for prefix, scale in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}B"
+    return f"{value:.3g} B"
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -178,7 +188,7 @@ def plot_layer_stats(
         (
             "activation_bytes",
             "bytes",
-            f"Activation memory, float32 — total {_si(stats.total('activation_bytes'), 'B')}",
+            f"Activation memory, float32 — total {_binary(stats.total('activation_bytes'))}",
         ),
     )
     positions = range(len(bars))
@@ -194,7 +204,7 @@ def plot_layer_stats(
         if any(v > 0 for v in values):
             top = max(positions, key=lambda i: values[i])
             ax.annotate(
-                f"{bars[top].label}: {_si(values[top], 'B' if unit == 'bytes' else '')}",
+                f"{bars[top].label}: {_binary(values[top]) if unit == 'bytes' else _si(values[top])}",
                 (top, values[top]), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=8,
             )  # fmt: skip
             ax.set_ylim(top=values[top] * 6)  # room for the label above the tallest bar

@@ -9,12 +9,13 @@ from importlib import resources
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from graphgen.errors import GraphgenError
 from graphgen.metadata import IMAGENET_CLASSES, IMAGENET_LABELS, LABELS, Preprocess
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-class ImageError(ValueError):
+class ImageError(GraphgenError, ValueError):
     """Bytes that are not a decodable image, or one too large to accept."""
 
 

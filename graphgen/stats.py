@@ -117,23 +117,38 @@ def _shape(value: ir.Value | None, batch: int) -> list[int]:
 
 
 def _node_params(node: ir.Node, counted: set[str]) -> tuple[int, int]:
-    """(reference parameters, initializer elements) of the node's constant inputs, each counted once."""
+    """(reference parameters, initializer elements) of the node's constant inputs, each counted once.
+
+    An initializer without data yet (a traced graph before its weights are filled) counts by its
+    declared shape, so a network is counted without drawing its weights.
+    """
     params = initializers = 0
     for index, value in enumerate(node.inputs):
-        if value is None or not value.is_initializer() or value.const_value is None or value.name is None:
+        if value is None or not value.is_initializer() or value.name is None or value.name in counted:
             continue
-        if value.name in counted:
+        size, rank, floating = _initializer_size(value)
+        if size is None:
             continue
         counted.add(value.name)
-        size = value.const_value.size
         initializers += size
         is_statistic = node.op_type == "BatchNormalization" and index in _BN_STATISTICS
         # Parameters are float tensors; scalars and integer shapes are constants, not weights.
-        if value.const_value.dtype.is_floating_point() and value.const_value.shape.rank() > 0 and not is_statistic:
+        if floating and rank > 0 and not is_statistic:
             params += size
     if REFERENCE_PARAMS in node.metadata_props:
         params = int(node.metadata_props[REFERENCE_PARAMS])
     return params, initializers
+
+
+def _initializer_size(value: ir.Value) -> tuple[int | None, int, bool]:
+    """(elements, rank, floating point) of an initializer's data, or of its declared shape and type."""
+    if value.const_value is not None:
+        tensor = value.const_value
+        return tensor.size, tensor.shape.rank(), tensor.dtype.is_floating_point()
+    dims = [dim for dim in value.shape or () if isinstance(dim, int)]
+    if value.shape is None or value.dtype is None or len(dims) != len(value.shape):
+        return None, 0, False
+    return math.prod(dims), len(dims), value.dtype.is_floating_point()
 
 
 def _node_macs(node: ir.Node, batch: int) -> int:
@@ -171,10 +186,37 @@ def _silu_part(node: ir.Node) -> bool:
     return False
 
 
+def _flat_graph(model: ir.Model) -> ir.Graph:
+    """The graph with any local functions (--functions) inlined: counted under its node names."""
+    return inline_functions(model).model.graph if model.functions else model.graph
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """A model's size two ways: as torch counts its parameters, and as the ONNX file stores it."""
+
+    parameters: int  # weights and biases, BatchNorm's scale and shift; not its running statistics
+    initializer_elements: int  # every initializer's elements: folded statistics and constants included
+
+    def describe(self) -> str:
+        return f"{self.parameters:,} parameters ({self.initializer_elements:,} initializer elements)"
+
+
+def count_parameters(model: ir.Model) -> ParameterCount:
+    """The one parameter count of graphgen (build, convert, stats): torch's, beside the initializers' size."""
+    graph = _flat_graph(model)
+    counted: set[str] = set()
+    params = initializers = 0
+    for node in graph:
+        node_params, node_initializers = _node_params(node, counted)
+        params, initializers = params + node_params, initializers + node_initializers
+    return ParameterCount(params, initializers)
+
+
 def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
     """Statistics of every layer of ``model`` for a batch of ``batch`` inputs."""
     # a --functions model is counted flat, under its node names
-    graph = inline_functions(model).model.graph if model.functions else model.graph
+    graph = _flat_graph(model)
     stats = ModelStats(model.metadata_props.get(ARCHITECTURE, graph.name or "model"), batch)
     for value in graph.inputs:
         if value.is_initializer():

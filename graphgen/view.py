@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from graphgen import registry
+from graphgen.errors import UserError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8080  # Netron's own default
@@ -30,21 +31,19 @@ def _netron():
     try:
         import netron
     except ImportError:
-        from graphgen.cli import UserError
-
         raise UserError(MISSING_NETRON) from None
     return netron
 
 
 def model_file(source: str, args: argparse.Namespace, directory: Path) -> Path:
     """The .onnx file to show: ``source`` itself, or the architecture built into ``directory``."""
-    from graphgen.cli import _build_options
+    from graphgen.cli.common import build_options
     from graphgen.onnx_io import load_model
 
     if source in registry.names():
         from graphgen.build import build, save
 
-        return save(build(source, _build_options(args)), directory / f"{source}.onnx")
+        return save(build(source, build_options(args)), directory / f"{source}.onnx")
     path = Path(source)
     if path.suffix != ".onnx" and not path.exists():
         registry.get(source)  # raises "unknown architecture ... did you mean"
@@ -55,8 +54,6 @@ def model_file(source: str, args: argparse.Namespace, directory: Path) -> Path:
 @contextmanager
 def serving(path: Path, port: int = 0) -> Iterator[str]:
     """Serve ``path`` with Netron on 127.0.0.1:``port`` (0: any free port); yields the URL."""
-    from graphgen.cli import UserError
-
     netron = _netron()
     logging.getLogger("netron").setLevel(logging.WARNING)  # we print the URL ourselves
     try:
@@ -102,11 +99,11 @@ def _port(text: str) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from graphgen.cli import _add_build_options
+    from graphgen.cli.common import add_build_arguments
 
     parser = subparsers.add_parser("view", help="show a model in Netron (served on 127.0.0.1)")
     parser.add_argument("name", metavar="NAME|FILE", help="architecture name (built first) or .onnx file")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
     parser.add_argument("--browse", action="store_true", help="also open the page in the default browser")
-    _add_build_options(parser, batch=False)
+    add_build_arguments(parser, batch=False)
     parser.set_defaults(func=cmd_view)

@@ -11,6 +11,7 @@ import onnx_ir as ir
 import pytest
 
 from graphgen import nn, registry
+from graphgen.architecture import Network
 from graphgen.build import IR_VERSION, BuildOptions, build, fill_weights, trace
 from graphgen.metadata import GROUPED_FROM
 from graphgen.passes import fold_batchnorm, group_branches
@@ -149,7 +150,7 @@ class GraphgenNet(nn.Module):
 
 
 def _graphgen_net() -> ir.Model:
-    graph = trace(GraphgenNet(), "paths", resolution=32, batch=None)
+    graph = trace(Network(GraphgenNet()), "paths", resolution=32, batch=None)
     fill_weights(graph, None, seed=0, reinitialise=None)
     rng = np.random.default_rng(1)
     for name, value in graph.initializers.items():  # BatchNorm away from the identity

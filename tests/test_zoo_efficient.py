@@ -7,16 +7,15 @@ against timm's re-parameterised model, and the real EfficientNet-Lite1/2 weights
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import onnx_ir as ir
 import pytest
 
 from graphgen import cli, registry
+from graphgen.architecture import Network
 from graphgen.build import BuildOptions, build, save, trace
 from graphgen.models.efficientnet import RELEASED, EfficientNet, compound, implied_phi
-from graphgen.stats import layer_stats
+from graphgen.stats import count_parameters, layer_stats
 from tests.conftest import unit_std_error
 from tests.test_reference_parity import randomise_batchnorm, save_state_dict
 
@@ -25,7 +24,11 @@ torch = pytest.importorskip("torch")
 
 def traced_macs(module, resolution: int) -> int:
     """MACs from shapes alone: tracing without filling weights keeps the φ sweep cheap."""
-    return layer_stats(ir.Model(trace(module, "m", resolution, 1), ir_version=10)).macs
+    return layer_stats(traced(module, resolution)).macs
+
+
+def traced(module, resolution: int = 224) -> ir.Model:
+    return ir.Model(trace(Network(module), "m", resolution, 1), ir_version=10)
 
 
 def test_phi_zero_is_b0_exactly():
@@ -72,7 +75,7 @@ def test_released_table_differs_from_pure_powers():
     assert implied["b1"][0] == 0 and implied["b1"][1] == pytest.approx(0.52, abs=0.01)
     assert implied["b2"][:2] == pytest.approx((1.0, 1.0))
     assert implied["b7"] == pytest.approx((7.27, 6.21, 7.05), abs=0.01)
-    count = lambda module: sum(math.prod(p.shape) for _, p in module.named_parameters() if p.trainable)  # noqa: E731
+    count = lambda module: count_parameters(traced(module)).parameters  # noqa: E731
     assert count(EfficientNet(compound(1)[0], 1000)) == RELEASED["b2"].params
     assert count(EfficientNet(compound(2)[0], 1000)) == RELEASED["b3"].params
     assert count(EfficientNet(compound(3)[0], 1000)) == 16_338_888 < RELEASED["b4"].params
@@ -193,7 +196,7 @@ def test_repvgg_both_forms_count_exactly(name):
     from graphgen.models.repvgg import VARIANTS, RepVGG
 
     variant = VARIANTS[name.removeprefix("repvgg_")]
-    count = lambda module: sum(math.prod(p.shape) for _, p in module.named_parameters() if p.trainable)  # noqa: E731
+    count = lambda module: count_parameters(traced(module)).parameters  # noqa: E731
     assert count(RepVGG(variant, 1000)) == variant.train_params
     assert count(RepVGG(variant, 1000, deploy=True)) == variant.deploy_params
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from graphgen import nn
-from graphgen.registry import Architecture, imagenet_eval, register
+from graphgen.architecture import Architecture, Network, imagenet_eval
 
 
 class ConvRow(NamedTuple):
@@ -86,26 +86,26 @@ class AlexNet(nn.Module):
         return self.classifier(op, self.flatten(op, self.avgpool(op, self.features(op, x))))
 
 
-register(
+ARCHITECTURES = [
     Architecture(
-        "alexnet", "alexnet", lambda n: AlexNet(TORCHVISION, n), 224, imagenet_eval(224),
+        "alexnet", "alexnet", lambda n: Network(AlexNet(TORCHVISION, n)), 224, imagenet_eval(224),
         head="classifier.6", reference="torchvision.models.alexnet",
         paper="Krizhevsky, Sutskever, Hinton 2012; Krizhevsky 2014 (one weird trick)",
         reference_params=61_100_840, reference_gmacs=0.714,
         description="AlexNet, torchvision's single-GPU form",
     ),
     Architecture(
-        "alexnet_2012", "alexnet", lambda n: AlexNet(PAPER_2012, n), 224, imagenet_eval(224),
+        "alexnet_2012", "alexnet", lambda n: Network(AlexNet(PAPER_2012, n)), 224, imagenet_eval(224),
         head="classifier.6", reference="the 2012 paper (two-GPU groups, LRN)",
         paper="Krizhevsky, Sutskever, Hinton 2012, ImageNet Classification with Deep CNNs",
         reference_params=60_965_224,
         description="AlexNet as published: grouped convolutions and LRN",
     ),
     Architecture(
-        "zfnet", "alexnet", lambda n: AlexNet(ZFNET, n, ceil_mode=True), 224, imagenet_eval(224),
+        "zfnet", "alexnet", lambda n: Network(AlexNet(ZFNET, n, ceil_mode=True)), 224, imagenet_eval(224),
         head="classifier.6", reference="Zeiler & Fergus 2013, Fig. 3",
         paper="Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks",
         reference_params=62_357_608,
         description="ZFNet: AlexNet with a 7x7/2 stem and dense 384-384-256 convolutions",
     ),
-)  # fmt: skip
+]  # fmt: skip

@@ -29,8 +29,9 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from graphgen import nn
+from graphgen.architecture import Architecture, Network, Option
+from graphgen.errors import OptionError
 from graphgen.metadata import IMAGENET_MEAN, IMAGENET_STD, SCALING, Preprocess
-from graphgen.registry import Architecture, register
 
 
 class Stage(NamedTuple):
@@ -135,7 +136,7 @@ V2 = {
 def compound(phi: float) -> tuple[EfficientNetConfig, int]:
     """B0 scaled by pure powers: (config, resolution) for compound coefficient ``phi``."""
     if not (math.isfinite(phi) and phi >= 0):
-        raise ValueError(f"--phi must be a finite number >= 0, got {phi}")
+        raise OptionError(f"--phi must be a finite number >= 0, got {phi}")
     resolution = round(BASE_RESOLUTION * GAMMA**phi / 8) * 8
     return replace(B0, width=BETA**phi, depth=ALPHA**phi), resolution
 
@@ -218,7 +219,7 @@ BLOCKS = {"mb": MBConv, "fused": FusedMBConv}
 
 
 class EfficientNet(nn.Module):
-    def __init__(self, config: EfficientNetConfig, num_classes: int, resolution: int | None = None) -> None:
+    def __init__(self, config: EfficientNetConfig, num_classes: int) -> None:
         super().__init__()
         eps = config.bn_eps
         cin = config.channels(config.stem)
@@ -237,8 +238,6 @@ class EfficientNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(nn.Dropout(), nn.Linear(head, num_classes))
-        if resolution is not None:
-            self.default_resolution = resolution
 
     def forward(self, op, x):
         x = self.avgpool(op, self.features(op, x))
@@ -257,10 +256,9 @@ def _released(variant: str) -> Architecture:
     row = RELEASED[variant]
     config = replace(B0, width=row.width, depth=row.depth, bn_eps=row.bn_eps)
 
-    def make(num_classes: int) -> EfficientNet:
-        module = EfficientNet(config, num_classes)
-        module.metadata = {SCALING: _scaling_note(row.width, row.depth, row.paper_resolution)}
-        return module
+    def make(num_classes: int) -> Network:
+        scaling = _scaling_note(row.width, row.depth, row.paper_resolution)
+        return Network(EfficientNet(config, num_classes), metadata={SCALING: scaling})
 
     return Architecture(
         f"efficientnet_{variant}", "efficientnet", make, row.resolution,
@@ -272,16 +270,16 @@ def _released(variant: str) -> Architecture:
     )  # fmt: skip
 
 
-def _make_compound(num_classes: int, phi: float = 0.0) -> EfficientNet:
+PHI = Option("phi", float, "EfficientNet: compound-scaling coefficient (any real >= 0; 0 is B0)", default=0.0)
+
+
+def _make_compound(num_classes: int, phi: float) -> Network:
     config, resolution = compound(phi)
-    module = EfficientNet(config, num_classes, resolution)
-    module.metadata = {
-        SCALING: (
-            f"φ={phi:g}: depth α^φ={config.depth:.4f}, width β^φ={config.width:.4f}, "
-            f"resolution 224·γ^φ={BASE_RESOLUTION * GAMMA**phi:.1f} -> {resolution} (α=1.2, β=1.1, γ=1.15)"
-        )
-    }
-    return module
+    scaling = (
+        f"φ={phi:g}: depth α^φ={config.depth:.4f}, width β^φ={config.width:.4f}, "
+        f"resolution 224·γ^φ={BASE_RESOLUTION * GAMMA**phi:.1f} -> {resolution} (α=1.2, β=1.1, γ=1.15)"
+    )
+    return Network(EfficientNet(config, num_classes), resolution, metadata={SCALING: scaling})
 
 
 # fmt: off
@@ -297,7 +295,7 @@ V2_EVAL = {
 def _v2(size: str) -> Architecture:
     resolution, resize, interpolation, mean, std, params, gmacs = V2_EVAL[size]
     return Architecture(
-        f"efficientnet_v2_{size}", "efficientnet_v2", lambda n: EfficientNet(V2[size], n), resolution,
+        f"efficientnet_v2_{size}", "efficientnet_v2", lambda n: Network(EfficientNet(V2[size], n)), resolution,
         Preprocess(resize, resolution, mean, std, interpolation),
         head="classifier.1", reference=f"torchvision.models.efficientnet_v2_{size}",
         paper="Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training",
@@ -306,7 +304,7 @@ def _v2(size: str) -> Architecture:
     )  # fmt: skip
 
 
-register(
+ARCHITECTURES = [
     *(_released(variant) for variant in RELEASED),
     Architecture(
         "efficientnet", "efficientnet", _make_compound, BASE_RESOLUTION,
@@ -315,7 +313,7 @@ register(
         reference="compound scaling of torchvision's efficientnet_b0 by pure powers (Tan & Le 2019, eq. 3)",
         paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
         description="EfficientNet at any --phi >= 0: depth 1.2^φ, width 1.1^φ, resolution 224·1.15^φ (φ=0 is B0)",
-        options=("phi",),
+        options=(PHI,),
     ),
     *(_v2(size) for size in V2),
-)  # fmt: skip
+]  # fmt: skip

@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 
 from graphgen import nn
+from graphgen.architecture import Architecture, Network
 from graphgen.metadata import Preprocess
 from graphgen.models.efficientnet import B0_STAGES, RELEASED
-from graphgen.registry import Architecture, register
 
 # fmt: off
 RESOLUTIONS = [224, 240, 260, 280, 300]  # Lite0..Lite4; width and depth are B0..B4's
@@ -95,7 +95,7 @@ def _lite(index: int) -> Architecture:
     width, depth, resolution = RELEASED[f"b{index}"].width, RELEASED[f"b{index}"].depth, RESOLUTIONS[index]
     return Architecture(
         f"efficientnet_lite{index}", "efficientnet_lite",
-        lambda n: EfficientNetLite(width, depth, n), resolution,
+        lambda n: Network(EfficientNetLite(width, depth, n)), resolution,
         Preprocess(resolution + 32, resolution, TF_MEAN, TF_STD, "bicubic"),
         head="_fc", reference=f"efficientnet_pytorch 'efficientnet-lite{index}' (TensorFlow efficientnet/lite port)",
         paper="Tan & Le 2019, EfficientNet; Liu 2020, EfficientNet-Lite (TensorFlow blog)",
@@ -104,4 +104,4 @@ def _lite(index: int) -> Architecture:
     )  # fmt: skip
 
 
-register(*(_lite(index) for index in range(len(RESOLUTIONS))))
+ARCHITECTURES = [_lite(index) for index in range(len(RESOLUTIONS))]

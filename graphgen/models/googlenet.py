@@ -22,9 +22,10 @@ import numpy as np
 import onnx_ir as ir
 
 from graphgen import nn
+from graphgen.architecture import OUTPUT_NAME, Architecture, Network, Option
 from graphgen.checkpoint import StateDict
+from graphgen.errors import UserError
 from graphgen.metadata import Preprocess
-from graphgen.registry import Architecture, register
 
 INCEPTION_EPS = 1e-3
 HALF = (0.5, 0.5, 0.5)
@@ -91,12 +92,12 @@ class AdaptiveAvgPool2dEqualWindows(nn.Module):
     def forward(self, op, x):
         size = nn.static_spatial(x)
         if size[0] != size[1]:
-            raise ValueError(f"{nn.scope_name(op)}: square feature map expected, got {size}")
+            raise UserError(f"{nn.scope_name(op)}: square feature map expected, got {size}")
         n, out = size[0], self.output_size
         starts = [i * n // out for i in range(out)]
         widths = {math.ceil((i + 1) * n / out) - start for i, start in enumerate(starts)}
         if len(widths) != 1:
-            raise ValueError(
+            raise UserError(
                 f"{nn.scope_name(op)}: adaptive pooling {n}x{n} -> {out}x{out} has windows of sizes "
                 f"{sorted(widths)}; choose a resolution whose aux feature map pools evenly (e.g. 224)"
             )
@@ -143,7 +144,6 @@ class GoogLeNet(nn.Module):
         if aux:
             self.aux1 = InceptionAux(512, num_classes)
             self.aux2 = InceptionAux(528, num_classes)
-            self.output_names = ["logits", "aux_logits2", "aux_logits1"]
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(1024, num_classes)
@@ -159,19 +159,25 @@ class GoogLeNet(nn.Module):
         logits = self.fc(op, self.flatten(op, self.avgpool(op, x)))
         return (logits, aux["aux2"], aux["aux1"]) if self.aux else logits
 
-    def adapt_state_dict(self, state: StateDict) -> StateDict:
-        return state if self.aux else drop_aux_keys(state, ("aux1.", "aux2."))
+
+AUX = Option("aux", bool, "Inception/GoogLeNet: add the auxiliary heads as extra outputs")
 
 
-register(
+def _googlenet(num_classes: int, aux: bool) -> Network:
+    if aux:  # torchvision's order: the main logits, then aux2's, then aux1's
+        return Network(GoogLeNet(num_classes, aux), output_names=(OUTPUT_NAME, "aux_logits2", "aux_logits1"))
+    return Network(GoogLeNet(num_classes), adapt_state_dict=lambda state: drop_aux_keys(state, ("aux1.", "aux2.")))
+
+
+ARCHITECTURES = [
     Architecture(
-        "googlenet", "inception", lambda n, aux=False: GoogLeNet(n, aux), 224,
+        "googlenet", "inception", _googlenet, 224,
         Preprocess(256, 224, HALF, HALF), head="fc", aux_heads=("aux1.fc2", "aux2.fc2"),
         reference="torchvision.models.googlenet",
         paper="Szegedy et al. 2014, Going Deeper with Convolutions",
         reference_params=6_624_904, reference_gmacs=1.498,
         description="GoogLeNet / Inception v1 (torchvision: BN eps 1e-3, 3x3 '5x5' branch, ceil-mode pools)",
-        options=("aux",),
+        options=(AUX,),
         reference_kwargs={"aux_logits": False, "init_weights": False, "transform_input": False},
     )
-)  # fmt: skip
+]  # fmt: skip

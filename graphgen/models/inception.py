@@ -11,10 +11,9 @@ and the train-only auxiliary classifier is the optional extra output ``aux_logit
 from __future__ import annotations
 
 from graphgen import nn
-from graphgen.checkpoint import StateDict
+from graphgen.architecture import OUTPUT_NAME, Architecture, Network
 from graphgen.metadata import Preprocess
-from graphgen.models.googlenet import HALF, BasicConv2d, drop_aux_keys
-from graphgen.registry import Architecture, register
+from graphgen.models.googlenet import AUX, HALF, BasicConv2d, drop_aux_keys
 
 
 def _branch_pool(op, x):
@@ -195,7 +194,6 @@ class Inception3(nn.Module):
         self.aux = aux
         if aux:
             self.AuxLogits = InceptionAux(768, num_classes)
-            self.output_names = ["logits", "aux_logits"]
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(2048, num_classes)
@@ -211,19 +209,22 @@ class Inception3(nn.Module):
         logits = self.fc(op, self.flatten(op, self.avgpool(op, x)))
         return (logits, aux_logits) if self.aux else logits
 
-    def adapt_state_dict(self, state: StateDict) -> StateDict:
-        return state if self.aux else drop_aux_keys(state, ("AuxLogits.",))
+
+def _inception_v3(num_classes: int, aux: bool) -> Network:
+    if aux:
+        return Network(Inception3(num_classes, aux), output_names=(OUTPUT_NAME, "aux_logits"))
+    return Network(Inception3(num_classes), adapt_state_dict=lambda state: drop_aux_keys(state, ("AuxLogits.",)))
 
 
-register(
+ARCHITECTURES = [
     Architecture(
-        "inception_v3", "inception", lambda n, aux=False: Inception3(n, aux), 299,
+        "inception_v3", "inception", _inception_v3, 299,
         Preprocess(342, 299, HALF, HALF), head="fc", aux_heads=("AuxLogits.fc",),
         reference="torchvision.models.inception_v3",
         paper="Szegedy, Vanhoucke, Ioffe, Shlens, Wojna 2015, Rethinking the Inception Architecture",
         reference_params=23_834_568, reference_gmacs=5.713,
         description="Inception v3 (torchvision; 299x299, BN eps 1e-3, branch avg-pools count padding)",
-        options=("aux",),
+        options=(AUX,),
         reference_kwargs={"aux_logits": False, "init_weights": False, "transform_input": False},
     )
-)  # fmt: skip
+]  # fmt: skip

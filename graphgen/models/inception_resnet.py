@@ -10,9 +10,9 @@ BatchNorm eps 1e-3; avg-pools exclude padding; inputs normalised with mean = std
 from __future__ import annotations
 
 from graphgen import nn
+from graphgen.architecture import Architecture, Network, timm_eval
 from graphgen.models.googlenet import HALF
 from graphgen.models.inception_v4 import Concat, avg_pool, conv, max_pool
-from graphgen.registry import Architecture, register, timm_eval
 
 # fmt: off
 #                 blocks  scale  (paper Figure 18; tapering the residuals)
@@ -133,13 +133,13 @@ class InceptionResnetV2(nn.Module):
         return self.classif(op, self.flatten(op, self.global_pool(op, x)))
 
 
-register(
+ARCHITECTURES = [
     Architecture(
-        "inception_resnet_v2", "inception", InceptionResnetV2, 299, timm_eval(299, 0.8975, HALF, HALF),
+        "inception_resnet_v2", "inception", lambda n: Network(InceptionResnetV2(n)), 299, timm_eval(299, 0.8975, HALF, HALF),
         head="classif", reference="timm.inception_resnet_v2",
         paper="Szegedy, Ioffe, Vanhoucke, Alemi 2016, Inception-v4, Inception-ResNet and the Impact of Residual "
         "Connections on Learning",
         reference_params=55_843_464, reference_gmacs=13.18,
         description="Inception-ResNet-v2 (timm TF port; residual scales 0.17/0.10/0.20, last Block8 without ReLU)",
     )
-)  # fmt: skip
+]  # fmt: skip

@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import partial
 
 from graphgen import nn
+from graphgen.architecture import Architecture, Network, timm_eval
 from graphgen.models.googlenet import HALF, BasicConv2d
-from graphgen.registry import Architecture, register, timm_eval
 
 conv = BasicConv2d
 
@@ -153,13 +153,13 @@ class InceptionV4(nn.Module):
         return self.last_linear(op, self.flatten(op, self.global_pool(op, self.features(op, x))))
 
 
-register(
+ARCHITECTURES = [
     Architecture(
-        "inception_v4", "inception", InceptionV4, 299, timm_eval(299, 0.875, HALF, HALF),
+        "inception_v4", "inception", lambda n: Network(InceptionV4(n)), 299, timm_eval(299, 0.875, HALF, HALF),
         head="last_linear", reference="timm.inception_v4",
         paper="Szegedy, Ioffe, Vanhoucke, Alemi 2016, Inception-v4, Inception-ResNet and the Impact of Residual "
         "Connections on Learning",
         reference_params=42_679_816, reference_gmacs=12.28,
         description="Inception-v4 (timm TF port; BN eps 1e-3, avg-pools exclude padding, mean/std 0.5)",
     )
-)  # fmt: skip
+]  # fmt: skip

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from graphgen import nn
-from graphgen.registry import Architecture, imagenet_eval, register, timm_eval
+from graphgen.architecture import Architecture, Network, Option, imagenet_eval, timm_eval
+from graphgen.errors import OptionError
 
 
 class Row(NamedTuple):
@@ -50,11 +51,12 @@ V2_ROWS = [
 ]
 # fmt: on
 TIMM_HALF = (0.5, 0.5, 0.5)  # timm's MobileNetV1 weights normalise with mean = std = 0.5
+WIDTH = Option("width", float, "MobileNets: width multiplier of every layer's channels", default=1.0)
 
 
 def _check_width(width: float) -> float:
     if not width > 0:
-        raise ValueError(f"--width must be positive, got {width}")
+        raise OptionError(f"--width must be positive, got {width}")
     return width
 
 
@@ -148,22 +150,22 @@ class MobileNetV2(nn.Module):
         return self.classifier(op, self.flatten(op, x))
 
 
-register(
+ARCHITECTURES = [
     Architecture(
-        "mobilenetv1_100", "mobilenet", lambda n, width=1.0: MobileNetV1(n, width), 224,
+        "mobilenetv1_100", "mobilenet", lambda n, width: Network(MobileNetV1(n, width)), 224,
         timm_eval(224, 0.875, TIMM_HALF, TIMM_HALF),
         head="classifier", reference="timm.mobilenetv1_100",
         paper="Howard et al. 2017, MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications",
         reference_params=4_231_976, reference_gmacs=0.569,
         description="MobileNetV1 (timm): 13 depthwise-separable blocks, BN+ReLU6; --width scales channels",
-        options=("width",),
+        options=(WIDTH,),
     ),
     Architecture(
-        "mobilenet_v2", "mobilenet", lambda n, width=1.0: MobileNetV2(n, width), 224, imagenet_eval(224),
+        "mobilenet_v2", "mobilenet", lambda n, width: Network(MobileNetV2(n, width)), 224, imagenet_eval(224),
         head="classifier.1", reference="torchvision.models.mobilenet_v2",
         paper="Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks",
         reference_params=3_504_872, reference_gmacs=0.301,
         description="MobileNetV2 (torchvision): inverted residuals, linear bottlenecks; --width scales channels",
-        options=("width",),
+        options=(WIDTH,),
     ),
-)  # fmt: skip
+]  # fmt: skip

@@ -25,10 +25,12 @@ block needs an even input, so the resolution must be a multiple of 32.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from graphgen import nn
-from graphgen.registry import Architecture, imagenet_eval, register
+from graphgen.architecture import Architecture, Network, Option, imagenet_eval
+from graphgen.errors import UserError
 
 
 class Size(NamedTuple):
@@ -50,6 +52,8 @@ SIZES = {
 }
 # fmt: on
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+ACTIVATION = Option("activation", str, "ParNet: the activation (silu: the paper's)", tuple(ACTIVATIONS), "relu")
+DEPLOY = Option("deploy", bool, "RepVGG, ParNet: the fused single-branch form, built natively")
 
 
 def channel_shuffle(op, x, groups: int, suffix: str = "shuffle"):
@@ -118,12 +122,20 @@ class RepVGGBlock(nn.Module):
         return channel_shuffle(op, out, self.groups) if self.groups > 1 else out
 
 
+@dataclass(frozen=True)
+class BlockForm:
+    """What every block of one ParNet shares: its activation, and whether it is built fused."""
+
+    activation: str
+    deploy: bool
+
+
 class ParNetBlock(nn.Module):
     """The official RepVGGOur wrapper: its only key is ``block``."""
 
-    def __init__(self, cin: int, cout: int, stride: int, options: dict, groups: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, form: BlockForm, groups: int = 1) -> None:
         super().__init__()
-        self.block = RepVGGBlock(cin, cout, stride, groups, **options)
+        self.block = RepVGGBlock(cin, cout, stride, groups, form.activation, form.deploy)
 
     def forward(self, op, x):
         return self.block(op, x)
@@ -145,36 +157,32 @@ class Concat2d(nn.Module):
         return channel_shuffle(op, nn.concat(op, list(pair)), 2)
 
 
-def fusion(channels: int, cout: int, stride: int, options: dict) -> list[nn.Module]:
+def fusion(channels: int, cout: int, stride: int, form: BlockForm) -> list[nn.Module]:
     """BN each input, interleave, then a groups=2 block (official keys ``.0.b1``, ``.0.b2``, ``.2.block``)."""
-    return [MultiBatchNorm2d(channels), Concat2d(), ParNetBlock(2 * channels, cout, stride, options, groups=2)]
+    return [MultiBatchNorm2d(channels), Concat2d(), ParNetBlock(2 * channels, cout, stride, form, groups=2)]
 
 
 class ParNet(nn.Module):
     def __init__(self, size: Size, num_classes: int, activation: str = "relu", deploy: bool = False) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-        options = {"activation": activation, "deploy": deploy}
+        form = BlockForm(activation, deploy)
         p0, p1, p2 = size.planes
         self.inits = nn.ModuleList([
-            nn.Sequential(ParNetBlock(3, min(64, p0), 2, options), ParNetBlock(min(64, p0), p0, 2, options)),
-            ParNetBlock(p0, p1, 2, options),
-            ParNetBlock(p1, p2, 2, options),
+            nn.Sequential(ParNetBlock(3, min(64, p0), 2, form), ParNetBlock(min(64, p0), p0, 2, form)),
+            ParNetBlock(p0, p1, 2, form),
+            ParNetBlock(p1, p2, 2, form),
         ])  # fmt: skip
         self.streams = nn.ModuleList([
-            nn.Sequential(*(ParNetBlock(p, p, 1, options) for _ in range(n))) for p, n in zip(size.planes, STREAM_BLOCKS)
+            nn.Sequential(*(ParNetBlock(p, p, 1, form) for _ in range(n))) for p, n in zip(size.planes, STREAM_BLOCKS)
         ])  # fmt: skip
-        self.downsamples_2 = nn.ModuleList(
-            [ParNetBlock(p0, p1, 2, options), nn.Sequential(*fusion(p1, p2, 2, options))]
-        )
-        self.combine = nn.Sequential(*fusion(p2, p2, 1, options), ParNetBlock(p2, size.last, 2, options))
+        self.downsamples_2 = nn.ModuleList([ParNetBlock(p0, p1, 2, form), nn.Sequential(*fusion(p1, p2, 2, form))])
+        self.combine = nn.Sequential(*fusion(p2, p2, 1, form), ParNetBlock(p2, size.last, 2, form))
         self.head = nn.ClassifierHead(size.last, num_classes)
 
     def forward(self, op, x):
         height, width = nn.static_spatial(x)
         if height % 32 or width % 32:
-            raise ValueError(f"ParNet needs a resolution divisible by 32 (five stride-2 stages), got {height}x{width}")
+            raise UserError(f"ParNet needs a resolution divisible by 32 (five stride-2 stages), got {height}x{width}")
         x0 = self.inits[0](op, x)
         x1 = self.inits[1](op, x0)
         x2 = self.inits[2](op, x1)
@@ -188,7 +196,7 @@ def _parnet(name: str) -> Architecture:
     size = SIZES[name]
     return Architecture(
         f"parnet_{name}", "parnet",
-        lambda n, activation="relu", deploy=False: ParNet(size, n, activation, deploy), 224, imagenet_eval(224),
+        lambda n, activation, deploy: Network(ParNet(size, n, activation, deploy)), 224, imagenet_eval(224),
         head="head.fc",
         reference="official NonDeepNetworks simplenet_repvgg (imagenet/timm/models/simplenet_impl); no torch package",
         paper="Goyal, Bochkovskiy, Deng, Koltun 2021, Non-deep Networks (arXiv 2110.07641)",
@@ -197,8 +205,8 @@ def _parnet(name: str) -> Architecture:
             f"ParNet-{name.upper()}: 3 streams of RepVGG-SSE blocks, depth 12, ReLU as released (--activation silu: "
             f"paper); --deploy fused ({size.fused_params / 1e6:.2f}M, {size.fused_gmacs} GMACs)"
         ),
-        options=("activation", "deploy"),
+        options=(ACTIVATION, DEPLOY),
     )  # fmt: skip
 
 
-register(*(_parnet(name) for name in SIZES))
+ARCHITECTURES = [_parnet(name) for name in SIZES]

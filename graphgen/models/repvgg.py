@@ -23,10 +23,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from graphgen import nn
-from graphgen.registry import Architecture, imagenet_eval, register
+from graphgen.architecture import Architecture, Network, Option, imagenet_eval
 
 A_DEPTHS, B_DEPTHS = (2, 4, 14, 1), (4, 6, 16, 1)
 BASE_WIDTHS = (64, 128, 256, 512)
+DEPLOY = Option("deploy", bool, "RepVGG, ParNet: the fused single-branch form, built natively")
 
 
 class Variant(NamedTuple):
@@ -108,13 +109,13 @@ def _repvgg(name: str) -> Architecture:
         f", {variant.deploy_gmacs} GMACs" if variant.deploy_gmacs else ""
     )
     return Architecture(
-        f"repvgg_{name}", "repvgg", lambda n, deploy=False: RepVGG(variant, n, deploy), 224, imagenet_eval(224),
+        f"repvgg_{name}", "repvgg", lambda n, deploy: Network(RepVGG(variant, n, deploy)), 224, imagenet_eval(224),
         head="head.fc", reference=reference,
         paper="Ding et al. 2021, RepVGG: Making VGG-style ConvNets Great Again",
         reference_params=variant.train_params, reference_gmacs=variant.train_gmacs,
         description=f"RepVGG-{title} training form (3x3, 1x1, identity branches); --deploy: one 3x3 conv ({deploy})",
-        options=("deploy",),
+        options=(DEPLOY,),
     )  # fmt: skip
 
 
-register(*(_repvgg(name) for name in VARIANTS))
+ARCHITECTURES = [_repvgg(name) for name in VARIANTS]

@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from graphgen import nn
+from graphgen.architecture import Architecture, Network, Option, imagenet_eval, timm_eval
 from graphgen.checkpoint import StateDict
+from graphgen.errors import OptionError
 from graphgen.metadata import Preprocess
-from graphgen.registry import Architecture, imagenet_eval, register, timm_eval
 
 # fmt: off
 #        block         blocks per stage   torchvision params  GMACs
@@ -191,7 +192,7 @@ class ResNet(nn.Module):
     def __init__(self, config: ResNetConfig, num_classes: int) -> None:
         super().__init__()
         if config.form == "branches" and config.groups == 1:
-            raise ValueError("--form branches needs a grouped (ResNeXt) network; this one has groups=1")
+            raise OptionError("--form branches needs a grouped (ResNeXt) network; this one has groups=1")
         self.config = config
         block = BLOCKS[config.block]
         self.conv1, inplanes = _stem(config)
@@ -246,15 +247,21 @@ def split_grouped_state(state: StateDict, blocks: list[str], groups: int) -> Sta
     return out
 
 
+FORM = Option(
+    "form", str, "ResNeXt: grouped convolution or G parallel branches", ("grouped", "branches"), default="grouped"
+)
+
+
 def resnet_architecture(
     name: str, config: ResNetConfig, *, reference: str, params: int, gmacs: float | None,
     description: str, family: str = "resnet", paper: str = HE_2015, resolution: int = 224,
-    preprocess: Preprocess | None = None, options: tuple[str, ...] = (),
+    preprocess: Preprocess | None = None, options: tuple[Option, ...] = (),
 ) -> Architecture:  # fmt: skip
     """An :class:`Architecture` whose module is ``ResNet(config)`` (plus its ``--form``, if offered)."""
 
-    def make(num_classes: int, form: str = "grouped") -> ResNet:
-        return ResNet(replace(config, form=form), num_classes)
+    def make(num_classes: int, form: str = "grouped") -> Network:
+        module = ResNet(replace(config, form=form), num_classes)
+        return Network(module, adapt_state_dict=module.adapt_state_dict)
 
     return Architecture(
         name, family, make, resolution, preprocess or imagenet_eval(resolution), head="fc",
@@ -311,4 +318,4 @@ def _registrations() -> list[Architecture]:
     return archs
 
 
-register(*_registrations())
+ARCHITECTURES = _registrations()

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from graphgen.models.resnet import DEPTHS, B, resnet_architecture
-from graphgen.registry import Architecture, imagenet_eval, register
+from graphgen.architecture import Architecture, imagenet_eval
+from graphgen.models.resnet import DEPTHS, FORM, B, resnet_architecture
 
 # fmt: off
 #                      depth  G   d  torchvision params  GMACs  resize
@@ -32,8 +32,8 @@ def _resnext(name: str) -> Architecture:
         name, config, reference=f"torchvision.models.{name}", params=params, gmacs=gmacs,
         family="resnext", paper="Xie, Girshick, Dollár, Tu, He 2017, Aggregated Residual Transformations",
         description=f"ResNeXt-{depth} {groups}x{width}d (--form branches: {groups} parallel paths)",
-        preprocess=imagenet_eval(224, resize), options=("form",),
+        preprocess=imagenet_eval(224, resize), options=(FORM,),
     )  # fmt: skip
 
 
-register(*(_resnext(name) for name in VARIANTS))
+ARCHITECTURES = [_resnext(name) for name in VARIANTS]

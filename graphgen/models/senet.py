@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from graphgen.architecture import Architecture, timm_eval
 from graphgen.models.resnet import DEPTHS, B, resnet_architecture
-from graphgen.registry import Architecture, register, timm_eval
 
 SE = replace(B, se=True)
 SENET154 = replace(
@@ -43,4 +43,4 @@ def _senet(name: str) -> Architecture:
     )  # fmt: skip
 
 
-register(*(_senet(name) for name in VARIANTS))
+ARCHITECTURES = [_senet(name) for name in VARIANTS]

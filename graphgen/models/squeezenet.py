@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from graphgen import nn
-from graphgen.registry import Architecture, imagenet_eval, register
+from graphgen.architecture import Architecture, Network, imagenet_eval
 
 POOL = "pool"
 
@@ -79,7 +79,7 @@ class SqueezeNet(nn.Module):
 def _squeezenet(version: str) -> Architecture:
     spec = VERSIONS[version]
     return Architecture(
-        f"squeezenet{version}", "squeezenet", lambda n: SqueezeNet(version, n), 224, imagenet_eval(224),
+        f"squeezenet{version}", "squeezenet", lambda n: Network(SqueezeNet(version, n)), 224, imagenet_eval(224),
         head="classifier.1", reference=f"torchvision.models.squeezenet{version}",
         paper="Iandola et al. 2016, SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size",
         reference_params=spec["params"], reference_gmacs=spec["gmacs"],
@@ -87,4 +87,4 @@ def _squeezenet(version: str) -> Architecture:
     )  # fmt: skip
 
 
-register(*(_squeezenet(version) for version in VERSIONS))
+ARCHITECTURES = [_squeezenet(version) for version in VERSIONS]

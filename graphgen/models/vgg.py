@@ -8,7 +8,7 @@ bias), ``M`` a 2×2/2 max pool. The classifier reads an adaptive 7×7 pool (the 
 from __future__ import annotations
 
 from graphgen import nn
-from graphgen.registry import Architecture, imagenet_eval, register
+from graphgen.architecture import Architecture, Network, imagenet_eval
 
 M = "M"
 # fmt: off
@@ -59,7 +59,7 @@ def _vgg(depth: int, batch_norm: bool) -> Architecture:
     plain, with_bn, gmacs = REFERENCE[depth]
     name = f"vgg{depth}_bn" if batch_norm else f"vgg{depth}"
     return Architecture(
-        name, "vgg", lambda n: VGG(CONFIGS[depth], batch_norm, n), 224, imagenet_eval(224),
+        name, "vgg", lambda n: Network(VGG(CONFIGS[depth], batch_norm, n)), 224, imagenet_eval(224),
         head="classifier.6", reference=f"torchvision.models.{name}",
         paper="Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",
         reference_params=with_bn if batch_norm else plain, reference_gmacs=gmacs,
@@ -67,4 +67,4 @@ def _vgg(depth: int, batch_norm: bool) -> Architecture:
     )  # fmt: skip
 
 
-register(*(_vgg(depth, bn) for depth in CONFIGS for bn in (False, True)))
+ARCHITECTURES = [_vgg(depth, bn) for depth in CONFIGS for bn in (False, True)]

@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from graphgen import nn
+from graphgen.architecture import Architecture, Network
 from graphgen.metadata import Preprocess
 from graphgen.models.resnet import DEPTHS, B, resnet_architecture
-from graphgen.registry import Architecture, register
 
 # fmt: off
 #                      depth  torchvision params  GMACs
@@ -130,14 +130,14 @@ def _torchvision(name: str) -> Architecture:
     )  # fmt: skip
 
 
-register(
+ARCHITECTURES = [
     *(_torchvision(name) for name in TORCHVISION),
     Architecture(
-        "wrn28_10", "wide_resnet", lambda n: WideResNetCifar(WRN_DEPTH, WRN_WIDEN, n), 32,
+        "wrn28_10", "wide_resnet", lambda n: Network(WideResNetCifar(WRN_DEPTH, WRN_WIDEN, n)), 32,
         Preprocess(32, 32, CIFAR10_MEAN, CIFAR10_STD), head="fc",
         reference="szagoruyko/wide-residual-networks pytorch/resnet.py (the authors' code; not in torchvision/timm)",
         paper=PAPER, reference_params=WRN_PARAMS,
         description="WRN-28-10 for CIFAR-10: pre-activation blocks, widths 160/320/640, 32x32 input",
         num_classes=10,
     ),
-)  # fmt: skip
+]  # fmt: skip

@@ -25,6 +25,7 @@ import onnx
 import onnx_ir as ir
 from onnx import defs
 
+from graphgen.errors import GraphgenError
 from graphgen.passes.base import GraphPass, PassResult, constant
 from graphgen.passes.names import Names
 
@@ -41,7 +42,7 @@ AXES_INPUT_SINCE = {
 SPLIT_NUM_OUTPUTS_SINCE = 18
 
 
-class OpsetError(ValueError):
+class OpsetError(GraphgenError, ValueError):
     """A node cannot be written at the requested opset."""
 
 

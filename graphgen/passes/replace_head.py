@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from graphgen.errors import GraphgenError
 from graphgen.metadata import CLASSIFIER_KEYS, FEATURES, HEAD, LABELS, NO_LABELS, NUM_CLASSES
 from graphgen.passes.base import GraphPass, PassResult, constant, known_constant, present, set_private_input
 from graphgen.passes.names import Names, sibling_name
@@ -34,7 +35,7 @@ FEATURES_OUTPUT = "features"
 _SAY_HOW_MANY = "say how many classes the new head has, or give it weights"
 
 
-class HeadError(ValueError):
+class HeadError(GraphgenError, ValueError):
     """The model has no classifier this surgery understands, or the new weights do not fit it."""
 
 

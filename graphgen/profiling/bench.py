@@ -50,7 +50,8 @@ class BenchRow:
 
 def variants_for(name: str, variant: dict[str, object]) -> dict[str, object]:
     """The architecture options that ``name`` takes (``--deploy`` applies to RepVGG, not to ResNet)."""
-    return {key: value for key, value in variant.items() if key in registry.get(name).options}
+    takes = {option.name for option in registry.get(name).options}
+    return {key: value for key, value in variant.items() if key in takes}
 
 
 def bench_architecture(

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from graphgen.argtypes import positive_int
+from graphgen.errors import UserError
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
 from graphgen.profiling.session import CUDA, DEFAULT_RUNS, DEFAULT_WARMUP_RUNS, ModelProfiler
 from graphgen.profiling.summary import Profile
@@ -38,7 +40,7 @@ def _providers(device: str) -> list:
     if device == "cpu":
         return [CPU]
     if CUDA not in ort.get_available_providers():
-        raise ValueError(f"--device cuda: this onnxruntime ({ort.__version__}) has no CUDA execution provider")
+        raise UserError(f"--device cuda: this onnxruntime ({ort.__version__}) has no CUDA execution provider")
     return [(CUDA, {}), CPU]
 
 
@@ -61,10 +63,10 @@ def profile_model(path: Path, batch: int, runs: int, warmup_runs: int, device: s
     try:
         session = profiler.build()
         if device == "cuda" and session.provider != CUDA:
-            raise ValueError(f"--device cuda: onnxruntime could not start CUDA and ran on {session.provider}")
+            raise UserError(f"--device cuda: onnxruntime could not start CUDA and ran on {session.provider}")
         first = session.session.get_inputs()[0]
         if first.type != "tensor(float)" and first.type != "tensor(float16)":
-            raise ValueError(f"{path}: the first input is {first.type}; graphgen profiles float image models")
+            raise UserError(f"{path}: the first input is {first.type}; graphgen profiles float image models")
         shape = [d if isinstance(d, int) and d > 0 else batch for d in first.shape]
         shape[0] = batch
         dtype = np.float16 if first.type == "tensor(float16)" else np.float32
@@ -115,19 +117,19 @@ def format_profile(profile: Profile, title: str) -> str:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from graphgen import registry
-    from graphgen.cli import _build_options
+    from graphgen.cli.common import build_options
 
     with tempfile.TemporaryDirectory(prefix="graphgen-profile-model-") as tmp:
         if args.name in registry.names():
             from graphgen.build import build, save
 
-            path = save(build(args.name, _build_options(args)), Path(tmp) / "model.onnx")
+            path = save(build(args.name, build_options(args)), Path(tmp) / "model.onnx")
         else:
             path = Path(args.name)
             if path.suffix != ".onnx" and not path.exists():
                 registry.get(args.name)  # "unknown architecture … did you mean"
             if not path.is_file():
-                raise ValueError(f"{path}: no such model file")
+                raise UserError(f"{path}: no such model file")
         profile = profile_model(path, args.batch, args.runs, args.warmup, args.device, args.threads)
         roof = None
         if args.roofline:
@@ -165,12 +167,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from graphgen.cli import VARIANT_OPTIONS
+    from graphgen.cli.common import architecture_options
     from graphgen.compare import expand
     from graphgen.profiling.bench import bench_architecture, format_table, to_csv
 
     names = expand(args.names)
-    variant = {key: getattr(args, key) for key in VARIANT_OPTIONS if getattr(args, key, None) not in (None, False)}
+    variant = architecture_options(args)
     rows = []
     for name in names:
         rows += bench_architecture(
@@ -190,7 +192,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=_positive, default=DEFAULT_RUNS, help=f"measured runs (default {DEFAULT_RUNS})")
+    parser.add_argument(
+        "--runs", type=positive_int, default=DEFAULT_RUNS, help=f"measured runs (default {DEFAULT_RUNS})"
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="execution provider (default cpu)")
     parser.add_argument("--threads", type=_count, default=0, help="onnxruntime intra-op threads (0: its default)")
     parser.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
@@ -209,7 +213,7 @@ def _count(text: str) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from graphgen.cli import _add_build_options
+    from graphgen.cli.common import add_build_arguments
 
     profile = subparsers.add_parser("profile", help="per-layer time over repeated runs, beside MACs and bytes")
     profile.add_argument("name", help="architecture name or .onnx file")
@@ -220,7 +224,7 @@ def add_parser(subparsers) -> None:
     profile.add_argument("--roofline", type=plot_path_argument, metavar="PNG",
                          help="achieved GMAC/s vs arithmetic intensity under this machine's measured roof")  # fmt: skip
     _common(profile)
-    _add_build_options(profile, batch=False)
+    add_build_arguments(profile, batch=False)
     profile.set_defaults(func=cmd_profile)
 
     bench = subparsers.add_parser("bench", help="latency and throughput of architectures on this machine")
@@ -228,6 +232,8 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--batch", type=_batches, default=[1], metavar="N[,N…]", help="batch sizes (default 1)")
     bench.add_argument("--csv", metavar="FILE", help="also write timm's benchmark-infer CSV columns")
     bench.add_argument("--plot", type=plot_path_argument, metavar="PNG", help="latency vs GMACs")
-    bench.add_argument("--deploy", action="store_true", help="RepVGG/ParNet: the deploy form (others unaffected)")
+    bench.add_argument(
+        "--deploy", action="store_true", default=None, help="RepVGG/ParNet: the deploy form (others unaffected)"
+    )
     _common(bench)
     bench.set_defaults(func=cmd_bench)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from graphgen.cli import positive_int
+from graphgen.argtypes import positive_int
 from graphgen_server.config import MIB, CudaOptions, ServerConfig
 from graphgen_server.providers import DEVICES
 from graphgen_server.security import read_token

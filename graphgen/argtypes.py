@@ -1,0 +1,45 @@
+"""argparse ``type=`` functions shared by graphgen's, graphgen-server's and graphgen-client's command lines.
+
+A bad value is a usage error (argparse prints the message and exits 2). Only the standard
+library is imported here: every command line loads this module at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_or_dynamic(text: str) -> int | None:
+    """A positive integer, or ``dynamic`` (None): a batch dimension."""
+    if text == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def opset_version(text: str) -> int:
+    """``--opset N``: an ONNX opset graphgen can write (checked here, so the error names the flag)."""
+    from graphgen.passes.opset import MAX_OPSET, MIN_OPSET  # onnx_ir: loaded only when --opset is given
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an opset number, got {text!r}") from None
+    if not MIN_OPSET <= value <= MAX_OPSET:
+        raise argparse.ArgumentTypeError(f"graphgen writes opsets {MIN_OPSET} to {MAX_OPSET}, not {value}")
+    return value
