@@ -103,3 +103,12 @@ def test_bench_prints_latency_throughput_gmacs_and_params_and_plots(capsys, tmp_
     repvgg = next(r.split(",") for r in rows if r.startswith("repvgg_a0"))
     assert float(repvgg[7]) == pytest.approx(8.31, abs=0.01)  # deploy-form parameters, millions (timm: 9.11 train)
     assert Image.open(plot).size == (800, 600)
+
+
+def test_a_model_of_functions_is_profiled_under_graphgens_layer_names(capsys):
+    code, out, _ = _run(capsys, "profile", "resnet18", *TINY, "--functions", "--runs", "2", "--json")
+    assert code == 0
+    profile = json.loads(out)
+    convs = [r for r in profile["rows"] if r["kernel_op"] in ("Conv", "FusedConv")]
+    assert len(convs) == 20 and all(r["mapped"] and r["macs"] for r in convs)
+    assert any("inlined for profiling" in note for note in profile["notes"])

@@ -75,6 +75,15 @@ class ModelProfiler:
             )
         in_memory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # traces are written and read back
         self._workdir = tempfile.TemporaryDirectory(prefix="graphgen-profile-", dir=in_memory)
+        self.inlined = bool(onnx.load(str(self.model_path), load_external_data=False).functions)
+        if self.inlined:
+            # onnxruntime inlines local functions under names of its own (_inlfunc_…): profile the graph
+            # with graphgen's blocks inlined under their layer names instead (the same computation).
+            from graphgen.onnx_io import load_model, save_model
+            from graphgen.passes.inline import inline_functions
+
+            flat = inline_functions(load_model(self.model_path)).model
+            self.model_path = save_model(flat, Path(self._workdir.name) / "inlined.onnx")
         self.layer_map: LayerMap | None = None
         self.static = StaticTable(self.model_path)
         self._created = 0
@@ -186,6 +195,8 @@ class ProfilingSession:
             profile.notes.append(f"no CUDA-event run time: {self.owner.no_events}")
         if collector is not None:
             self._add_device_times(profile, measured, collector.records)
+        if self.owner.inlined:
+            profile.notes.append("the model's local functions (--functions blocks) were inlined for profiling")
         cast = sum(row.kernel.startswith(PRECISION_CAST) for row in profile.rows)
         if cast:
             profile.notes.append(
