@@ -170,12 +170,14 @@ class ProfilingSession:
         def run_once() -> None:
             outputs[:] = self.session.run(None, feeds, run_options)
 
+        started = time.perf_counter()
         with collector if collector is not None else contextlib.nullcontext():
             for _ in range(runs):
                 if self._timer is not None:
                     device_us.append(self._timer.time(run_once))
                 else:
                     run_once()
+        wall_s = time.perf_counter() - started
         trace = Path(self.session.end_profiling())
         try:
             events = json.loads(trace.read_text())
@@ -186,7 +188,7 @@ class ProfilingSession:
         assert self.owner.layer_map is not None
         batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
         profile = summarize(measured, self.owner.layer_map, batch=batch, warmup_runs=warmup_runs, timing=timing)
-        profile.setup_us, profile.build_us = warm_s * 1e6, self.build_s * 1e6
+        profile.setup_us, profile.build_us, profile.wall_us = warm_s * 1e6, self.build_s * 1e6, wall_s * 1e6
         if device_us:
             profile.device_run = Spread.of(device_us)
         if on_cuda and no_cupti is not None:

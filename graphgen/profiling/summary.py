@@ -95,6 +95,7 @@ class Profile:
     unprofiled: tuple[str, ...] = ()
     setup_us: float = 0.0  # building the profiling session (where waited for) and the warm-up runs
     build_us: float = 0.0  # the session's own build time (possibly done ahead of the request)
+    wall_us: float = 0.0  # wall time of the measured runs together
     device_run: Spread | None = None  # whole runs on the GPU (CUDA events), where measured
     between_kernels: Spread | None = None  # per run: the run's time outside its kernels (the executor's)
     notes: list[str] = field(default_factory=list)
