@@ -176,3 +176,17 @@ def test_launch_times_are_said_in_the_response_and_in_both_tables_headers():
     assert message.timing == "launch" and "LAUNCH TIME" in message.timing_text
     assert "LAUNCH TIME" in profile_table(message).splitlines()[0]
     assert "LAUNCH TIME" in format_profile(profile, "tiny").splitlines()[0]
+
+
+def test_gpu_rows_short_of_the_cuda_event_time_are_explained_as_gpu_idle():
+    from graphgen.profiling.summary import TIMING_DEVICE
+
+    runs = [_run(i * 1000, 100, 50) for i in range(5)]
+    profile = summarize(runs, LAYERS, batch=8, warmup_runs=2, timing=TIMING_DEVICE)
+    for row in profile.rows:
+        row.device = Spread.of([row.time.median / 2] * 5)  # GPU time: half the launch-side time
+    profile.device_run = Spread.of([200.0] * 5)
+    explain(profile)
+    assert profile.total_us == 200 and profile.layers_us == 75.5
+    assert any("CUDA-event run time" in note and "the rest is the GPU idle" in note for note in profile.notes)
+    assert not any("disturbed" in note for note in profile.notes)

@@ -225,7 +225,12 @@ def explain(profile: Profile) -> None:
     gap = profile.between_kernels.median if profile.between_kernels and profile.timing != TIMING_DEVICE else 0.0
     if profile.add_up_error > ADD_UP_MARGIN:
         added = f"the rows add up to {profile.layers_us / profile.total_us:.0%} of the median run, beyond the {ADD_UP_MARGIN:.0%} margin"
-        if abs(profile.total_us - profile.layers_us - gap) <= ADD_UP_MARGIN * profile.total_us:
+        if profile.timing == TIMING_DEVICE:
+            profile.notes.append(
+                f"{added.replace('median run', 'CUDA-event run time')}: the rest is the GPU idle between kernels "
+                "(waiting for the host to launch them) and GPU work launched by no node (see the CUPTI note)"
+            )
+        elif abs(profile.total_us - profile.layers_us - gap) <= ADD_UP_MARGIN * profile.total_us:
             profile.notes.append(
                 f"{added}: the rest, {gap:,.0f} µs per run (median), is onnxruntime's executor between the "
                 f"{len(profile.rows)} kernels; a small model's runs are mostly that"
