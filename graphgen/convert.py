@@ -50,7 +50,7 @@ def _steps(args: argparse.Namespace) -> list[Step]:
     if args.fold_repvgg:
         steps.append(Step("fold-repvgg", fold_repvgg, "{n} RepVGG block(s) -> one convolution each", "found no RepVGG blocks"))  # fmt: skip
     if args.fold_bn:
-        steps.append(Step("fold-bn", fold_batchnorm, "{n} BatchNormalization(s) folded into convolutions", "found no Conv -> BatchNormalization pairs"))  # fmt: skip
+        steps.append(Step("fold-bn", fold_batchnorm, "{n} BatchNormalization(s) and constant scale(s) folded into convolutions", "found no Conv -> BatchNormalization or constant-scale pairs"))  # fmt: skip
     head = _head_surgery(args)
     if head is not None:
         steps.append(head)
@@ -193,7 +193,9 @@ def add_parser(subparsers) -> None:
     passes.add_argument("--inline", action="store_true", help="local functions (--functions) -> one flat graph, for runtimes without them (OpenVINO)")  # fmt: skip
     passes.add_argument("--group-branches", action="store_true", help="ResNeXt-style parallel branches -> one grouped convolution")  # fmt: skip
     passes.add_argument("--fold-repvgg", action="store_true", help="3x3 + 1x1 + identity branches -> one 3x3 convolution")  # fmt: skip
-    passes.add_argument("--fold-bn", action="store_true", help="Conv -> BatchNormalization -> one Conv")
+    passes.add_argument(
+        "--fold-bn", action="store_true", help="Conv -> BatchNormalization (or constant Mul) -> one Conv"
+    )
     passes.add_argument("--num-classes", type=positive_int, metavar="N", help="new classifier with N classes (random)")
     passes.add_argument("--head-weights", metavar="PATH", help="new classifier from a checkpoint (its weight/bias)")
     passes.add_argument("--seed", type=int, default=0, help="seed of the random head and of --verify's inputs")

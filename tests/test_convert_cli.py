@@ -67,7 +67,7 @@ def test_group_and_fold_then_verify(capsys, tmp_path) -> None:
     assert code == 0, out
     assert "group-branches: 1 multibranch block(s) -> grouped convolution" in out
     assert (
-        "fold-bn: 3 BatchNormalization(s) folded into convolutions" in out
+        "fold-bn: 3 BatchNormalization(s) and constant scale(s) folded into convolutions" in out
     )  # the two stacked, and the one after the sum
     assert "nodes: " in out and "parameters: " in out
     assert "verify: output: max abs diff" in out and "): ok" in out
