@@ -64,6 +64,16 @@ class GRPCInferenceServiceStub:
                 request_serializer=graphgen__protos_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=graphgen__protos_dot_kserve__v2__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=graphgen__protos_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=graphgen__protos_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelConfig',
+                request_serializer=graphgen__protos_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=graphgen__protos_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
         self.ModelStatistics = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelStatistics',
                 request_serializer=graphgen__protos_dot_kserve__v2__pb2.ModelStatisticsRequest.SerializeToString,
@@ -121,6 +131,21 @@ class GRPCInferenceServiceServicer:
 
     def ModelInfer(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelStreamInfer(self, request_iterator, context):
+        """Requests and responses in order over one stream; a failed request answers error_message and
+        the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelConfig(self, request, context):
+        """The model's configuration as the server enforces it (config.pbtxt, completed from the model).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -183,6 +208,16 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=graphgen__protos_dot_kserve__v2__pb2.ModelInferRequest.FromString,
                     response_serializer=graphgen__protos_dot_kserve__v2__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=graphgen__protos_dot_kserve__v2__pb2.ModelInferRequest.FromString,
+                    response_serializer=graphgen__protos_dot_kserve__v2__pb2.ModelStreamInferResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=graphgen__protos_dot_kserve__v2__pb2.ModelConfigRequest.FromString,
+                    response_serializer=graphgen__protos_dot_kserve__v2__pb2.ModelConfigResponse.SerializeToString,
             ),
             'ModelStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelStatistics,
@@ -367,6 +402,60 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelInfer',
             graphgen__protos_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
             graphgen__protos_dot_kserve__v2__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            graphgen__protos_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
+            graphgen__protos_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelConfig',
+            graphgen__protos_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
+            graphgen__protos_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,8 @@
 Requests queue; a batch is formed when one of the model's run slots is free, from what is queued
 then (plus what arrives within ``delay`` of the first request, if a delay is set), up to
 ``max_batch`` rows; a request never splits across batches. While every slot is busy requests
-accumulate, so batches grow with load and a lone request runs at once. Rows are independent in a
+accumulate, so batches grow with load and a lone request runs at once; a batch that reaches a
+preferred size goes at once. Rows are independent in a
 CNN, so each request's rows of the batch's output are exactly what it would have got alone (the
 tests compare bit for bit).
 """
@@ -16,6 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from graphgen_server.config import ServerConfig
+from graphgen_server.model_config import ConfigError, ReadConfig
 
 # A request's inputs by name, batch rows first in each.
 Feeds = dict[str, np.ndarray]
@@ -42,18 +46,73 @@ class _Pending:
         return int(next(iter(self.feeds.values())).shape[0])
 
 
+@dataclass(frozen=True)
+class BatchingChoice:
+    """Whether a model batches, how, and why (said in its load line)."""
+
+    max_batch: int  # rows per batch at most (below 2: no dynamic batching)
+    delay_s: float
+    preferred: tuple[int, ...]
+    max_queue_size: int  # requests waiting for a batch (0: no limit of its own)
+    reason: str
+
+    def describe(self) -> str:
+        if self.max_batch < 2:
+            return f"no dynamic batching ({self.reason})"
+        preferred = f", preferred sizes {list(self.preferred)}" if self.preferred else ""
+        delay = f", waiting up to {self.delay_s * 1e6:.0f} µs" if self.delay_s else ""
+        return f"dynamic batching up to {self.max_batch}{preferred}{delay} ({self.reason})"
+
+
+NO_BATCHING = BatchingChoice(0, 0.0, (), 0, "not loaded")
+
+
+def batching_choice(settings: ReadConfig, batched: bool, max_batch_size: int, server: ServerConfig) -> BatchingChoice:
+    """config.pbtxt's dynamic_batching where the model has a config; the server's default otherwise."""
+    config = settings.config
+    if settings.present:
+        if not config.HasField("dynamic_batching"):
+            return BatchingChoice(0, 0.0, (), 0, "config.pbtxt sets no dynamic_batching")
+        if not batched:
+            raise ConfigError("dynamic_batching needs max_batch_size > 0 (a batch dimension)")
+        batching = config.dynamic_batching
+        preferred = tuple(sorted({int(p) for p in batching.preferred_batch_size}))
+        if any(not 0 < p <= max_batch_size for p in preferred):
+            raise ConfigError(
+                f"preferred_batch_size {list(preferred)} must lie within 1..max_batch_size {max_batch_size}"
+            )
+        return BatchingChoice(
+            max(preferred) if preferred else max_batch_size, batching.max_queue_delay_microseconds / 1e6, preferred,
+            batching.default_queue_policy.max_queue_size, "config.pbtxt",
+        )  # fmt: skip
+    if not batched:
+        return BatchingChoice(0, 0.0, (), 0, "the model has no batch dimension")
+    if not server.batching:
+        return BatchingChoice(0, 0.0, (), 0, "--max-batch 1")
+    return BatchingChoice(min(server.max_batch, max_batch_size), server.batch_delay_us / 1e6, (), 0, "--max-batch")
+
+
 class DynamicBatcher:
-    def __init__(self, run_batch: RunBatch, max_batch: int, delay_s: float, slots: int) -> None:
+    def __init__(
+        self, run_batch: RunBatch, max_batch: int, delay_s: float, slots: int, preferred: tuple[int, ...] = ()
+    ) -> None:
         if max_batch < 2:
             raise ValueError("dynamic batching needs max_batch >= 2")
         self._run_batch = run_batch
         self.max_batch = max_batch
         self._delay_s = delay_s
+        # A batch is sent as soon as it reaches one of these sizes (Triton's preferred_batch_size).
+        self._preferred = set(preferred)
         self._slots = asyncio.Semaphore(slots)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._held: _Pending | None = None  # taken from the queue but did not fit the last batch
         self._dispatcher: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a batch, not yet running."""
+        return self._queue.qsize() + (self._held is not None)
 
     async def submit(self, feeds: Feeds) -> BatchResult:
         """Queue ``feeds`` (rows first, at most max_batch rows) and wait for its rows of the result."""
@@ -89,7 +148,7 @@ class DynamicBatcher:
             first = await self._first()
             batch, rows = [first], first.rows
             deadline = time.perf_counter() + self._delay_s
-            while rows < self.max_batch:
+            while rows < self.max_batch and rows not in self._preferred:
                 pending = await self._next(deadline - time.perf_counter())
                 if pending is None:
                     break

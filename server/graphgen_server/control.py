@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from graphgen_server.errors import InvalidArgument, NotFound, Refused
 from graphgen_server.model import ModelVersion
-from graphgen_server.repository import MODEL_FILE, BadModelName, ModelFile, scan_model
+from graphgen_server.model_config import ReadConfig, plan_model
+from graphgen_server.repository import MODEL_FILE, BadModelName, ModelFile, check_model_name
 from graphgen_server.runtime import Runtime
 
 log = logging.getLogger("graphgen_server")
@@ -36,9 +37,11 @@ class ModelControl:
         self._lock = asyncio.Lock()  # one load or unload at a time
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="load")  # the inference threads stay free
 
-    def _files(self, name: str) -> list[ModelFile]:
+    def _files(self, name: str) -> list[tuple[ModelFile, ReadConfig]]:
+        """The versions to serve (config.pbtxt's version policy), each with the model's configuration."""
         try:
-            return scan_model(self.runtime.config.repository, name)
+            check_model_name(name)
+            return plan_model(self.runtime.config.repository, name)
         except BadModelName as error:
             raise InvalidArgument("model_name", str(error)) from None
 
@@ -54,12 +57,12 @@ class ModelControl:
             current = self.runtime.models.get(name, {})
             table: dict[str, ModelVersion] = {}
             failures = []
-            for file in files:
+            for file, settings in files:
                 old = current.get(str(file.version))
-                if old is not None and old.ready and old.file == file:  # same path, same stamp
+                if old is not None and old.ready and old.file == file and old.settings == settings:  # unchanged
                     table[old.version] = old
                     continue
-                new = ModelVersion(file, self.runtime.config, self.runtime.executor)
+                new = ModelVersion(file, self.runtime.config, self.runtime.executor, settings)
                 await loop.run_in_executor(self._loader, new.load, choice)
                 if not new.ready:
                     failures.append(f"version {new.version}: {new.reason}")
@@ -81,7 +84,9 @@ class ModelControl:
                 raise NotFound(f"model {name!r} is not loaded")
             placeholders = {}
             for version, model in current.items():
-                placeholders[version] = ModelVersion(model.file, self.runtime.config, self.runtime.executor)
+                placeholders[version] = ModelVersion(
+                    model.file, self.runtime.config, self.runtime.executor, model.settings
+                )
                 placeholders[version].reason = UNLOADED
             self.runtime.models[name] = placeholders
             await self.on_change()

@@ -13,23 +13,38 @@ Triton reports it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 
 import graphgen
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.control import ModelControl
-from graphgen_server.errors import CallGate, InvalidArgument, NotFound, Refused, abort_with_status
+from graphgen_server.errors import (
+    CallGate,
+    InvalidArgument,
+    NotFound,
+    Refused,
+    Undecodable,
+    abort_with_status,
+    clamp,
+    status_of,
+)
 from graphgen_server.profiling import profile_message
 from graphgen_server.runtime import Profiling, RequestedOutput, Runtime
 from graphgen_server.stats import Duration, ModelStats
 from graphgen_server.tensors import InputTensor, TensorInfo, to_bytes
 
+log = logging.getLogger("graphgen_server")
+
 PLATFORM = "onnxruntime_onnx"
+STREAM_IN_FLIGHT = 64  # requests of one ModelStreamInfer stream running at once
 EXTENSIONS = ["classification", "statistics"]
 CLASSIFICATION = "classification"
 PROFILE, PROFILE_RUNS, PROFILE_RESPONSE = "profile", "profile_runs", "graphgen_profile"
@@ -128,6 +143,61 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        return await self._infer(request)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest | Undecodable], context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Each request of the stream answered in order; a failed one answers its error, and the stream goes on.
+
+        Requests run concurrently (up to STREAM_IN_FLIGHT at a time), so one stream can keep
+        the model as busy as as many unary calls.
+        """
+        pending: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await room.acquire()
+                    pending.put_nowait(asyncio.ensure_future(self._stream_answer(request)))
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await pending.get()) is not None:
+                answer = await task
+                room.release()
+                yield answer
+            await reader  # (a broken stream raises here)
+        finally:
+            reader.cancel()
+
+    async def _stream_answer(self, request: pb.ModelInferRequest | Undecodable) -> pb.ModelStreamInferResponse:
+        try:
+            async with self.gate.call():
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument("request", f"not a valid {request.message_type} message ({request.error})")
+                return pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+        except Exception as error:
+            code, message = status_of(error)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("ModelStreamInfer failed")
+            answer = pb.ModelStreamInferResponse(error_message=clamp(f"{code.name}: {message}"))
+            if not isinstance(request, Undecodable):
+                answer.infer_response.id = request.id
+                answer.infer_response.model_name = request.model_name
+                answer.infer_response.model_version = request.model_version
+            return answer
+
+    @abort_with_status
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context) -> pb.ModelConfigResponse:
+        """The configuration the server enforces: config.pbtxt as honoured, completed from the model."""
+        model = self.runtime.ready(request.name, request.version)
+        return pb.ModelConfigResponse(config=model.model_config)
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         inferred = await self.runtime.infer(
             request.model_name, request.model_version, inputs=input_tensors(request),
             outputs=requested_outputs(request), profile=profiling(request),

@@ -22,10 +22,21 @@ from graphgen.metadata import ARCHITECTURE, MetadataError, Preprocess
 from graphgen.onnx_io import ModelFileError, check_model_file
 from graphgen.preprocess import ImageError, decode_image, image_to_tensor, labels_for
 from graphgen.profiling.summary import Profile
+from graphgen_protos import model_config_pb2 as mc
 from graphgen_server import providers
-from graphgen_server.batching import DynamicBatcher, Feeds
+from graphgen_server.batching import NO_BATCHING, DynamicBatcher, Feeds, batching_choice
 from graphgen_server.config import ServerConfig
 from graphgen_server.errors import InvalidArgument, QueueFull
+from graphgen_server.instances import Instance, InstancePool, plan_instances, session_options
+from graphgen_server.model_config import (
+    ConfigError,
+    ReadConfig,
+    ServedTensor,
+    batch_limit,
+    effective_config,
+    serve_tensors,
+    warmup_feeds,
+)
 from graphgen_server.profiling import Profiler
 from graphgen_server.repository import ModelFile
 from graphgen_server.stats import ModelStats
@@ -44,6 +55,13 @@ class RunOutcome:
     profile_setup_s: float = 0.0  # a profiled call: waiting for its profiling session, and warm-up runs
 
 
+def _reshaped(array: np.ndarray, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``array`` in ``shape`` (None: the batch, or a dimension of any size, taken from the data)."""
+    if shape and shape[0] is None:
+        return array.reshape((array.shape[0], *(-1 if d is None else d for d in shape[1:])))
+    return array.reshape(tuple(-1 if d is None else d for d in shape))
+
+
 def _all_finite(array: np.ndarray) -> bool:
     if array.dtype.itemsize < 8:
         # A float64 sum of float16/32 values cannot overflow: it is finite exactly when every value is.
@@ -54,10 +72,13 @@ def _all_finite(array: np.ndarray) -> bool:
 class ModelVersion:
     """One version of one model; ``load`` makes it ready (or leaves it not ready with the reason)."""
 
-    def __init__(self, file: ModelFile, config: ServerConfig, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, file: ModelFile, config: ServerConfig, executor: ThreadPoolExecutor, settings: ReadConfig | None = None
+    ) -> None:
         self.name, self.version, self.path = file.name, str(file.version), file.path
         self.file = file
         self.config = config
+        self.settings = settings or ReadConfig(mc.ModelConfig(), present=False)  # the model's config.pbtxt
         self._executor = executor
         self.ready = False
         self.reason = "not loaded"
@@ -76,9 +97,15 @@ class ModelVersion:
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
         self.batched = False  # the first dimension of every input and output is the batch
+        self.max_batch_size = 0
+        self.served_inputs: list[ServedTensor] = []
+        self.served_outputs: list[ServedTensor] = []
+        self.instances: list[Instance] = []
+        self.pool = InstancePool([])
+        self.batching = NO_BATCHING
+        self.model_config = mc.ModelConfig()  # as enforced (ModelConfig answers it)
         self.num_classes = 0
         self._choice: providers.ProviderChoice | None = None
-        self._io_binding = False
 
     @property
     def input(self) -> TensorInfo:
@@ -95,28 +122,38 @@ class ModelVersion:
             log.error("model %s v%s NOT READY: %s", self.name, self.version, self.reason)
 
     def _session_options(self) -> ort.SessionOptions:
-        """The server's session settings (the profiler extends them with its own)."""
+        """The server's session settings and config.pbtxt's parameters (the profiler extends them)."""
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the server logs what matters itself
         if self.config.intra_op_threads:
             options.intra_op_num_threads = self.config.intra_op_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.config.spin_threads else "0")
-        return options
-
-    def _make_session(self) -> ort.InferenceSession:
-        assert self._choice is not None, "load() chooses the providers first"
-        return ort.InferenceSession(str(self.path), self._session_options(), providers=self._choice.providers)
+        return session_options(options, self.settings.config.parameters, [])
 
     def _load(self, choice: providers.ProviderChoice) -> None:
         if self.file.problem:
             raise ModelFileError(self.file.problem)
         check_model_file(self.path)  # onnxruntime must not follow external data out of the model's directory
         self._choice = choice
-        self.session = self._make_session()
-        self.inputs = [TensorInfo.from_ort(a) for a in self.session.get_inputs()]
-        self.outputs = [TensorInfo.from_ort(a) for a in self.session.get_outputs()]
-        every = [*self.inputs, *self.outputs]
-        self.batched = all(t.shape and t.shape[0] is None for t in every)
+        config, notes = self.settings.config, [f"ignored config.pbtxt fields: {', '.join(self.settings.ignored)}"]
+        notes = notes if self.settings.ignored else []
+        session_options(ort.SessionOptions(), config.parameters, notes)  # refuses bad values, notes the rest
+        plan = plan_instances(self.name, config, self.config, choice)
+        notes += plan.notes
+        self.instances = [
+            Instance(name, ort.InferenceSession(str(self.path), self._session_options(), providers=chosen), kind, gpu)
+            for name, kind, gpu, chosen in plan.groups
+        ]
+        self.pool = InstancePool(self.instances)
+        self.session = self.instances[0].session
+        model_inputs = [TensorInfo.from_ort(a) for a in self.session.get_inputs()]
+        model_outputs = [TensorInfo.from_ort(a) for a in self.session.get_outputs()]
+        self.max_batch_size = batch_limit(self.settings, [*model_inputs, *model_outputs], self.config.max_images)
+        self.batched = self.max_batch_size > 0
+        self.served_inputs = serve_tensors(config.input, model_inputs, self.batched, "input")
+        self.served_outputs = serve_tensors(config.output, model_outputs, self.batched, "output")
+        self.inputs = [t.info for t in self.served_inputs]
+        self.outputs = [t.info for t in self.served_outputs]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if len(self.inputs) == 1 and self.input.datatype == "FP32":
             try:
@@ -128,20 +165,33 @@ class ModelVersion:
         self.num_classes = classes or 0
         self.labels = labels_for(self.metadata, self.num_classes) if classes else []
         self.provider, self.provider_reason = providers.describe_session(choice, self.session)
-        self._io_binding = self.provider == providers.CUDA and self.config.cuda.io_binding
         warmup = {t.name: np.zeros([d or 1 for d in t.shape], t.dtype) for t in self.inputs}
-        self._run_sync(warmup)  # first-run allocations happen now, not in a request
-        if self.batched and self.config.batching:
+        for instance in self.instances:
+            self._run_sync(instance, warmup)  # first-run allocations happen now, not in a request
+        for entry in config.model_warmup:  # config.pbtxt's warm-up runs, before the model is ready
+            feeds = warmup_feeds(entry, self.inputs, self.batched, self.path.parent.parent / "warmup")
+            runs = max(entry.count, 1)
+            try:
+                for instance in self.instances:
+                    for _ in range(runs):
+                        self._run_sync(instance, feeds)
+            except Exception as error:
+                raise ConfigError(f"model_warmup {entry.name!r} failed: {error}") from None
+            notes.append(f"warm-up {entry.name!r}: {runs} run(s) on each instance")
+        self.batching = batching_choice(self.settings, self.batched, self.max_batch_size, self.config)
+        if self.batching.max_batch > 1:
             self.batcher = DynamicBatcher(
-                self._run_batch, self.config.max_batch, self.config.batch_delay_us / 1e6, slots=2
-            )
+                self._run_batch, self.batching.max_batch, self.batching.delay_s, slots=len(self.instances),
+                preferred=self.batching.preferred,
+            )  # fmt: skip
         self.profiler = Profiler(self.path, choice.providers, self._session_options, warmup)
+        self.model_config = effective_config(self)
         self.ready, self.reason = True, ""
-        batching = f"dynamic batching up to {self.config.max_batch}" if self.batcher else "no dynamic batching"
         shown = "; ".join(f"{t.name} {t.datatype} {describe(t.shape)}" for t in self.inputs)
         log.info(
-            "model %s v%s: %s (%s); input %s; %s",
-            self.name, self.version, self.provider, self.provider_reason, shown, batching,
+            "model %s v%s: %s (%s); %d instance(s); input %s; %s%s",
+            self.name, self.version, self.provider, self.provider_reason, len(self.instances), shown,
+            self.batching.describe(), "".join(f"; {note}" for note in notes),
         )  # fmt: skip
 
     # -- checking -------------------------------------------------------------------------
@@ -160,8 +210,13 @@ class ModelVersion:
                 raise InvalidArgument(
                     fit_field, f"shape {list(array.shape)} does not fit {describe(info.shape)} (axis {axis})"
                 )
-        if self.batched and array.shape[0] > self.config.max_images:
-            raise InvalidArgument(fit_field, f"batch of {array.shape[0]} exceeds the limit of {self.config.max_images}")
+        if self.batched and array.shape[0] > min(self.max_batch_size, self.config.max_images):
+            limit = (
+                f"the limit of {self.config.max_images}"
+                if self.config.max_images <= self.max_batch_size
+                else f"the model's max_batch_size {self.max_batch_size}"
+            )
+            raise InvalidArgument(fit_field, f"batch of {array.shape[0]} exceeds {limit}")
         if array.dtype.kind == "f" and not _all_finite(array):
             first = int(np.flatnonzero(~np.isfinite(array))[0])
             raise InvalidArgument(
@@ -219,27 +274,39 @@ class ModelVersion:
         finally:
             self.pending_rows -= rows
 
-    def _run_sync(self, feeds: Feeds) -> tuple[list[np.ndarray], float]:
-        session = self.session
-        assert session is not None, "only a loaded model runs"
+    def _run_sync(self, instance: Instance, feeds: Feeds) -> tuple[list[np.ndarray], float]:
+        session = instance.session
+        for tensor in self.served_inputs:  # config.pbtxt's reshape: the request's shape to the model's
+            if tensor.model_shape is not None:
+                feeds = {**feeds, tensor.info.name: _reshaped(feeds[tensor.info.name], tensor.model_shape)}
+        names = [t.name for t in self.outputs]
         started = time.perf_counter()
-        if self._io_binding:
+        if session.get_providers()[0] == providers.CUDA and self.config.cuda.io_binding:
             # Explicit binding on CUDA: each input goes to the device in one copy and the outputs
             # come back to host memory in one copy each.
             binding = session.io_binding()
             for name, array in feeds.items():
                 binding.bind_cpu_input(name, array)
-            for output in self.outputs:
-                binding.bind_output(output.name, "cpu")
+            for name in names:
+                binding.bind_output(name, "cpu")
             session.run_with_iobinding(binding)
             outputs = binding.copy_outputs_to_cpu()
         else:
-            outputs = session.run(None, feeds)
-        return outputs, time.perf_counter() - started
+            outputs = session.run(names, feeds)
+        elapsed = time.perf_counter() - started
+        for index, tensor in enumerate(self.served_outputs):  # the model's shape back to the config's dims
+            if tensor.model_shape is not None:
+                outputs[index] = _reshaped(outputs[index], tensor.info.shape)
+        return outputs, elapsed
 
     async def _run_batch(self, feeds: Feeds) -> tuple[list[np.ndarray], float]:
-        loop = asyncio.get_running_loop()
-        outputs, infer_s = await loop.run_in_executor(self._executor, self._run_sync, feeds)
+        """Run on the first free instance (waiting for one is queue time)."""
+        instance = await self.pool.take()
+        try:
+            loop = asyncio.get_running_loop()
+            outputs, infer_s = await loop.run_in_executor(self._executor, self._run_sync, instance, feeds)
+        finally:
+            self.pool.give_back(instance)
         self.stats.record_execution(self.rows_of(feeds), infer_s)
         return outputs, infer_s
 
@@ -257,6 +324,12 @@ class ModelVersion:
             self.stats.record_execution(rows, done.run_s / runs)
             return RunOutcome(done.outputs, queued_s, done.run_s, rows, done.profile, done.setup_s)
         if self.batcher is not None and rows <= self.batcher.max_batch:
+            queue_limit = self.batching.max_queue_size
+            if queue_limit and self.batcher.waiting >= queue_limit:
+                raise QueueFull(
+                    f"model {self.name} v{self.version}: queue full ({self.batcher.waiting} requests waiting, "
+                    f"dynamic_batching.default_queue_policy.max_queue_size {queue_limit}); retry later"
+                )
             batched = await self.batcher.submit(feeds)
             return RunOutcome(batched.outputs, batched.queue_s, batched.infer_s, batched.batch_size)
         outputs, infer_s = await self._run_batch(feeds)

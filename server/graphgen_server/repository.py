@@ -1,8 +1,8 @@
 """A model repository in Triton's layout: ``<repo>/<model>/<version>/model.onnx``.
 
-Versions are positive integers; a model directory may hold a ``config.pbtxt`` (ignored: what the
-server needs, graphgen writes into the model's own metadata). ``graphgen build NAME --repository
-DIR`` writes ``DIR/NAME/1/model.onnx``.
+Versions are positive integers; a model directory may hold a ``config.pbtxt`` (read by
+:mod:`graphgen_server.model_config`: it may name another model file, and choose the versions
+served). ``graphgen build NAME --repository DIR`` writes ``DIR/NAME/1/model.onnx``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def scan_model(repository: Path, name: str) -> list[ModelFile]:
-    """Every ``<name>/<version>/model.onnx`` of one model, by version; [] if there is none.
+def scan_model(repository: Path, name: str, filename: str = MODEL_FILE) -> list[ModelFile]:
+    """Every ``<name>/<version>/<filename>`` of one model, by version; [] if there is none.
 
     A version whose file (or directory) resolves outside the repository through a symlink is
     listed with its ``problem``: the server shows it not ready rather than read it.
@@ -55,14 +55,27 @@ def scan_model(repository: Path, name: str) -> list[ModelFile]:
         return []
     found = []
     for version_dir in model_dir.iterdir():
-        path = version_dir / MODEL_FILE
+        path = version_dir / filename
         if VERSION.fullmatch(version_dir.name) and int(version_dir.name) > 0 and path.is_file():
             inside = path.resolve().is_relative_to(root)
-            problem = "" if inside else f"{name}/{version_dir.name}/{MODEL_FILE} leads outside the repository"
+            problem = "" if inside else f"{name}/{version_dir.name}/{filename} leads outside the repository"
             status = path.stat()
             stamp = (status.st_mtime_ns, status.st_size, status.st_ino)
             found.append(ModelFile(name, int(version_dir.name), path, problem, stamp))
     return sorted(found, key=lambda f: f.version)
+
+
+def model_names(repository: Path) -> list[str]:
+    """The model directories of ``repository`` (RepositoryError if it is not a directory)."""
+    if not repository.is_dir():
+        raise RepositoryError(f"--repository {repository}: no such directory")
+    names = []
+    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            names.append(check_model_name(model_dir.name))
+        except BadModelName:  # a directory name no request could name (a backslash in it)
+            continue
+    return names
 
 
 def scan(repository: Path) -> list[ModelFile]:

@@ -27,7 +27,8 @@ from graphgen_server.batching import Feeds
 from graphgen_server.config import ServerConfig
 from graphgen_server.errors import InvalidArgument, ModelUnavailable, NotFound, failure_reason
 from graphgen_server.model import ModelVersion, RunOutcome
-from graphgen_server.repository import scan
+from graphgen_server.model_config import plan_model
+from graphgen_server.repository import model_names, scan
 from graphgen_server.stats import RequestRecord
 from graphgen_server.tensors import InputTensor, to_array
 
@@ -127,8 +128,13 @@ class Runtime:
     def load(self) -> None:
         """Load every model; raises DeviceError/RepositoryError for what stops the whole server."""
         self.choice = providers.choose(self.config.device, self.config.cuda)
-        for file in scan(self.config.repository):
-            model = ModelVersion(file, self.config, self.executor)
+        planned = [
+            entry for name in model_names(self.config.repository) for entry in plan_model(self.config.repository, name)
+        ]
+        if not planned:
+            scan(self.config.repository)  # raises RepositoryError saying what a repository holds
+        for file, settings in planned:
+            model = ModelVersion(file, self.config, self.executor, settings)
             model.load(self.choice)
             self.models.setdefault(file.name, {})[model.version] = model
 

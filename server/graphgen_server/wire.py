@@ -30,14 +30,15 @@ def tolerant_parser(message_class: type[Message]) -> Callable[[bytes], Message |
 
 
 def add_servicer(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
-    """Register every (unary) method of ``service`` on ``server``, served by ``servicer``'s methods."""
+    """Register every method of ``service`` (unary, or streaming both ways) on ``server``, served by ``servicer``."""
     handlers = {}
     for method in service.methods:
-        if method.client_streaming or method.server_streaming:
-            raise ValueError(f"{service.full_name}/{method.name} streams: only unary methods are registered here")
+        if method.client_streaming != method.server_streaming:
+            raise ValueError(f"{service.full_name}/{method.name}: one-way streams are not registered here")
         request = message_factory.GetMessageClass(method.input_type)
         response = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+        make = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=tolerant_parser(request),
             response_serializer=response.SerializeToString,

@@ -1,0 +1,154 @@
+"""A model version's instances (config.pbtxt's ``instance_group``): one onnxruntime session each.
+
+Each instance runs one request (or dynamic batch) at a time, as in Triton; with ``count: 2`` two
+run at once on two sessions, and a request takes whichever instance is free first. Where a group
+runs (``kind``, ``gpus``), which execution accelerators it asks onnxruntime for
+(``optimization.execution_accelerators``) and the onnxruntime session ``parameters`` come from the
+configuration; what cannot be used here is said in the load line, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import onnxruntime as ort
+
+from graphgen_protos import model_config_pb2 as mc
+from graphgen_server import providers
+from graphgen_server.config import ServerConfig
+from graphgen_server.model_config import ConfigError
+
+Provider = str | tuple[str, dict[str, str]]
+# Triton's accelerator names (onnxruntime backend) → onnxruntime providers.
+ACCELERATORS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": providers.CUDA,
+    "openvino": "OpenVINOExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+}
+# Triton's onnxruntime backend parameters honoured here → how each sets the session options.
+SESSION_PARAMETERS: dict[str, Callable[[ort.SessionOptions, str], None]] = {
+    "intra_op_thread_count": lambda o, v: setattr(o, "intra_op_num_threads", int(v)),
+    "inter_op_thread_count": lambda o, v: setattr(o, "inter_op_num_threads", int(v)),
+    "execution_mode": lambda o, v: setattr(
+        o, "execution_mode", ort.ExecutionMode.ORT_PARALLEL if int(v) else ort.ExecutionMode.ORT_SEQUENTIAL
+    ),
+    "enable_mem_pattern": lambda o, v: setattr(o, "enable_mem_pattern", _flag(v)),
+    "enable_mem_arena": lambda o, v: setattr(o, "enable_cpu_mem_arena", _flag(v)),
+}
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in {"1", "true", "on", "yes"}:
+        return True
+    if value.lower() in {"0", "false", "off", "no"}:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+@dataclass
+class Instance:
+    """One session and where it runs."""
+
+    name: str
+    session: ort.InferenceSession
+    kind: int  # ModelInstanceGroup.Kind
+    gpu: int | None
+    runs: int = 0  # runs started (requests spread over the instances: the tests look)
+
+
+@dataclass
+class InstancePlan:
+    """What the configuration asks for: sessions to make, and the notes for the load line."""
+
+    groups: list[tuple[str, int, int | None, list[Provider]]] = field(
+        default_factory=list
+    )  # name, kind, gpu, providers
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_instances(
+    model_name: str, config: mc.ModelConfig, server: ServerConfig, choice: providers.ProviderChoice
+) -> InstancePlan:
+    """The sessions ``instance_group`` asks for (one instance on the server's device if it says nothing)."""
+    plan = InstancePlan()
+    groups = list(config.instance_group) or [mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_AUTO)]
+    accelerators = config.optimization.execution_accelerators
+    for index, group in enumerate(groups):
+        name = group.name or f"{model_name}_{index}"
+        count = max(group.count, 1)
+        kind = group.kind
+        on_gpu = kind == mc.ModelInstanceGroup.KIND_GPU or (
+            kind in (mc.ModelInstanceGroup.KIND_AUTO, mc.ModelInstanceGroup.KIND_MODEL) and choice.wants_cuda
+        )
+        if kind == mc.ModelInstanceGroup.KIND_GPU and not choice.wants_cuda:
+            reason = providers.cuda_unavailable_reason() or "the server runs on CPU (--device cpu)"
+            raise ConfigError(f"instance_group {name!r} is KIND_GPU, but CUDA cannot be used: {reason}")
+        if kind == mc.ModelInstanceGroup.KIND_CPU and group.gpus:
+            raise ConfigError(f"instance_group {name!r} is KIND_CPU but lists gpus {list(group.gpus)}")
+        wanted = accelerators.gpu_execution_accelerator if on_gpu else accelerators.cpu_execution_accelerator
+        extra = _accelerators(wanted, plan.notes)
+        gpus: list[int | None] = [int(g) for g in group.gpus] if on_gpu and group.gpus else [None]
+        for gpu in gpus:
+            base: list[Provider] = [providers.CPU]
+            if on_gpu:
+                options = {**server.cuda.provider_options(), **({"device_id": str(gpu)} if gpu is not None else {})}
+                base = [(providers.CUDA, options), providers.CPU]
+            actual_kind = mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU
+            plan.groups += [(f"{name}_{i}", actual_kind, gpu, [*extra, *base]) for i in range(count)]
+    return plan
+
+
+def _accelerators(wanted, notes: list[str]) -> list[Provider]:
+    available = ort.get_available_providers()
+    chosen: list[Provider] = []
+    for accelerator in wanted:
+        provider = ACCELERATORS.get(accelerator.name)
+        if provider is None:
+            notes.append(
+                f"execution accelerator {accelerator.name!r} unknown (known: {', '.join(ACCELERATORS)}); not used"
+            )
+        elif provider not in available:
+            notes.append(f"execution accelerator {accelerator.name!r} not used: this onnxruntime has no {provider}")
+        elif provider != providers.CUDA:
+            chosen.append((provider, dict(accelerator.parameters)))
+    return chosen
+
+
+def session_options(base: ort.SessionOptions, parameters, notes: list[str]) -> ort.SessionOptions:
+    """``base`` with config.pbtxt's onnxruntime ``parameters`` applied; ConfigError for a bad value."""
+    for key, value in sorted(parameters.items()):
+        setter = SESSION_PARAMETERS.get(key)
+        if setter is None:
+            notes.append(f"parameter {key!r} ignored (honoured: {', '.join(SESSION_PARAMETERS)})")
+            continue
+        try:
+            setter(base, value.string_value)
+        except ValueError as error:
+            raise ConfigError(f"parameters {key!r}: {value.string_value!r} is not valid ({error})") from None
+    return base
+
+
+class InstancePool:
+    """The free instances; ``take`` waits for one (that wait is the request's queue time)."""
+
+    def __init__(self, instances: list[Instance]) -> None:
+        self.instances = instances
+        self._free: asyncio.Queue[Instance] | None = None
+
+    def _queue(self) -> asyncio.Queue[Instance]:
+        if self._free is None:  # made on first use: it belongs to the serving event loop
+            self._free = asyncio.Queue()
+            for instance in self.instances:
+                self._free.put_nowait(instance)
+        return self._free
+
+    async def take(self) -> Instance:
+        instance = await self._queue().get()
+        instance.runs += 1
+        return instance
+
+    def give_back(self, instance: Instance) -> None:
+        self._queue().put_nowait(instance)
