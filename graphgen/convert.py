@@ -23,7 +23,7 @@ import onnx_ir as ir
 from graphgen.argtypes import opset_version, positive_int
 from graphgen.errors import UserError
 from graphgen.metadata import HEAD
-from graphgen.passes import PassResult, cut_head, fold_batchnorm, fold_repvgg, group_branches, replace_head, to_fp16
+from graphgen.passes import PassResult, cut_head, fold_repvgg, group_branches, inference_form, replace_head, to_fp16
 from graphgen.passes.inline import inline_functions
 from graphgen.passes.opset import convert_opset
 from graphgen.stats import count_parameters
@@ -50,7 +50,7 @@ def _steps(args: argparse.Namespace) -> list[Step]:
     if args.fold_repvgg:
         steps.append(Step("fold-repvgg", fold_repvgg, "{n} RepVGG block(s) -> one convolution each", "found no RepVGG blocks"))  # fmt: skip
     if args.fold_bn:
-        steps.append(Step("fold-bn", fold_batchnorm, "{n} BatchNormalization(s) and constant scale(s) folded into convolutions", "found no Conv -> BatchNormalization or constant-scale pairs"))  # fmt: skip
+        steps.append(Step("fold-bn", inference_form, "{n} node(s) folded away (inference form)", "found no Conv -> BatchNormalization or constant-scale pairs, no nested Concats"))  # fmt: skip
     head = _head_surgery(args)
     if head is not None:
         steps.append(head)
@@ -194,7 +194,9 @@ def add_parser(subparsers) -> None:
     passes.add_argument("--group-branches", action="store_true", help="ResNeXt-style parallel branches -> one grouped convolution")  # fmt: skip
     passes.add_argument("--fold-repvgg", action="store_true", help="3x3 + 1x1 + identity branches -> one 3x3 convolution")  # fmt: skip
     passes.add_argument(
-        "--fold-bn", action="store_true", help="Conv -> BatchNormalization (or constant Mul) -> one Conv"
+        "--fold-bn",
+        action="store_true",
+        help="the inference form: Conv -> BatchNormalization (or constant Mul) -> one Conv; nested Concats -> one",
     )
     passes.add_argument("--num-classes", type=positive_int, metavar="N", help="new classifier with N classes (random)")
     passes.add_argument("--head-weights", metavar="PATH", help="new classifier from a checkpoint (its weight/bias)")

@@ -66,6 +66,7 @@ def test_group_and_fold_then_verify(capsys, tmp_path) -> None:
     code, out, _ = convert(capsys, str(source), "-o", str(target), "--group-branches", "--fold-bn", "--verify")
     assert code == 0, out
     assert "group-branches: 1 multibranch block(s) -> grouped convolution" in out
+    assert "fold-bn: 3 node(s) folded away (inference form)" in out
     assert (
         "fold-bn: 3 BatchNormalization(s) and constant scale(s) folded into convolutions" in out
     )  # the two stacked, and the one after the sum

@@ -7,7 +7,7 @@ import onnx_ir as ir
 
 from graphgen.build import BuildOptions, build
 from graphgen.metadata import FLATTENED
-from graphgen.passes import flatten_concats
+from graphgen.passes import flatten_concats, inference_form
 from tests.passes_support import assert_equivalent, check_contract, op_counts
 
 
@@ -48,6 +48,13 @@ def test_nested_concats_flatten() -> None:
     assert [value.name for value in outer.inputs] == ["v0", "v1", "v2", "v3", "v4"]
     assert outer.metadata_props[FLATTENED] == "Concat_6, Concat_5"
     assert_equivalent(model, flat, batch=1)
+
+
+def test_inference_form_says_what_it_flattened() -> None:
+    """``graphgen convert --fold-bn`` runs the inference form: it flattens, and says so."""
+    result = inference_form(_nested_concats())
+    assert result.rewrites == 2
+    assert result.notes == ("2 nested Concat(s) flattened into the Concat reading them",)
 
 
 def test_graphgen_inception_v3() -> None:

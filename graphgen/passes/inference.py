@@ -16,12 +16,21 @@ from graphgen.passes.fold_batchnorm import FoldBatchNormPass
 
 
 class InferenceFormPass(GraphPass):
-    """BatchNorm and constant scales folded into convolutions, nested Concats flattened."""
+    """BatchNorm and constant scales folded into convolutions, nested Concats flattened.
+
+    ``rewrites`` counts the nodes folded away; the notes say how many of each kind.
+    """
 
     def rewrite(self, model: ir.Model) -> int:
-        return FoldBatchNormPass().rewrite(model) + FlattenConcatsPass().rewrite(model)
+        folded = FoldBatchNormPass().rewrite(model)
+        flattened = FlattenConcatsPass().rewrite(model)
+        if folded:
+            self.note(f"{folded} BatchNormalization(s) and constant scale(s) folded into convolutions")
+        if flattened:
+            self.note(f"{flattened} nested Concat(s) flattened into the Concat reading them")
+        return folded + flattened
 
 
 def inference_form(model: ir.Model) -> PassResult:
-    """Return the inference form of ``model`` (a copy); ``rewrites`` counts folds and flattened Concats."""
+    """Return the inference form of ``model`` (a copy); ``rewrites`` counts the nodes folded away."""
     return InferenceFormPass()(model)
