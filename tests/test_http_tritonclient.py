@@ -90,6 +90,9 @@ try:
     seen["bad_shape"] = "no error"
 except InferenceServerException as error:
     seen["bad_shape"] = [error.status(), error.message()]
+seen["config_http"] = http.get_model_config("tiny")
+seen["config_http_v1"] = http.get_model_config("tiny", "1")
+seen["config_grpc"] = grpc.get_model_config("tiny", as_json=True)["config"]
 seen["http_stats"] = http.get_inference_statistics("tiny")
 seen["all_stats"] = http.get_inference_statistics()
 seen["grpc_stats"] = grpc.get_inference_statistics("tiny", as_json=True)
@@ -134,6 +137,27 @@ def test_health_and_metadata(seen):
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
     assert metadata["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
     assert [(m["name"], m["version"], m["state"]) for m in seen["index"]] == [("tiny", "1", "READY")]
+
+
+def _plain(value):
+    """JSON of a message without default values, 64-bit integers as numbers (tritonclient.grpc's JSON
+    leaves defaults out and writes them as strings; Triton's REST API writes every field, as numbers)."""
+    if isinstance(value, dict):
+        plain = {k: _plain(v) for k, v in value.items()}
+        return {k: v for k, v in plain.items() if v not in (0, "", [], {}, False)}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else value
+
+
+def test_model_config_agrees_with_grpc_and_with_the_model(seen):
+    config = seen["config_http"]
+    assert config == seen["config_http_v1"]
+    assert _plain(config) == _plain(seen["config_grpc"])
+    assert config["name"] == "tiny" and config["platform"] == "onnxruntime_onnx"
+    (tensor,) = config["input"]
+    assert tensor["name"] == "input" and tensor["data_type"] == "TYPE_FP32"
+    assert [*([-1] if config["max_batch_size"] else []), *tensor["dims"]] == [-1, 3, 32, 32]
 
 
 def test_unknown_model_and_version_are_404_with_a_message(seen):

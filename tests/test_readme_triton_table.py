@@ -40,8 +40,16 @@ TRITON_NAMES = r"""
 import json
 from tritonclient.grpc import model_config_pb2, service_pb2
 service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+def paths(descriptor, prefix="", depth=2):
+    out = []
+    for field in descriptor.fields:
+        out.append(prefix + field.name)
+        if depth > 1 and field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            out += paths(field.message_type, prefix + field.name + ".", depth - 1)
+    return out
 print(json.dumps({"rpcs": [m.name for m in service.methods],
-                  "config": [f.name for f in model_config_pb2.ModelConfig.DESCRIPTOR.fields]}))
+                  "config": [f.name for f in model_config_pb2.ModelConfig.DESCRIPTOR.fields],
+                  "config_paths": paths(model_config_pb2.ModelConfig.DESCRIPTOR)}))
 """
 
 
@@ -100,3 +108,27 @@ def test_every_triton_endpoint_has_a_row_true_to_the_http_server(tmp_path):
         assert served == (rows[pattern] == "supported"), (
             f"README says {pattern} is {rows[pattern]}: got {status} {answer}"
         )
+
+
+def _paths(descriptor, prefix: str = "", depth: int = 2) -> set[str]:
+    """Dotted field paths of a message descriptor, ``depth`` levels deep."""
+    out = set()
+    for field in descriptor.fields:
+        out.add(prefix + field.name)
+        if depth > 1 and field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            out |= _paths(field.message_type, f"{prefix}{field.name}.", depth - 1)
+    return out
+
+
+def test_every_config_field_has_a_row_true_to_graphgens_model_config(triton):
+    from graphgen_protos import model_config_pb2
+    from graphgen_server.model_config import REFUSED_FIELDS
+
+    rows = table("Triton `config.pbtxt` field")
+    assert set(triton["config"]) <= set(rows), set(triton["config"]) - set(rows)
+    assert set(rows) <= set(triton["config_paths"]), set(rows) - set(triton["config_paths"])  # no invented field
+    honoured = _paths(model_config_pb2.ModelConfig.DESCRIPTOR)
+    for path, status in rows.items():
+        refused = path.split(".")[0] in REFUSED_FIELDS
+        expected = "refused" if refused else "supported" if path in honoured else "ignored with a warning"
+        assert status == expected, f"README says config field {path} is {status}, the code makes it {expected}"
