@@ -3,7 +3,7 @@
 An architecture name is built first (with the usual build options, ``--functions`` included)
 into a temporary directory that is removed when the server stops; an .onnx file is served as it
 is, after the same safety checks ``graphgen stats`` applies. Netron is an optional extra
-(``pip install 'graphgen[view]'``). The server listens on the loopback address only; Ctrl-C stops it.
+(``pip install 'graphgen-onnx[view]'``). The server listens on the loopback address only; Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from graphgen.errors import UserError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8080  # Netron's own default
-MISSING_NETRON = "graphgen view needs Netron: pip install 'graphgen[view]'"
+MISSING_NETRON = "graphgen view needs Netron: pip install 'graphgen-onnx[view]'"
 
 
 def _netron():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from graphgen.argtypes import positive_int
+from graphgen.argtypes import output_file, positive_int
 from graphgen.errors import UserError
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
 from graphgen.profiling.session import CUDA, DEFAULT_RUNS, DEFAULT_WARMUP_RUNS, ModelProfiler
@@ -230,7 +230,7 @@ def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency and throughput of architectures on this machine")
     bench.add_argument("names", nargs="+", metavar="PATTERN", help="architectures, or patterns such as 'resnet*'")
     bench.add_argument("--batch", type=_batches, default=[1], metavar="N[,N…]", help="batch sizes (default 1)")
-    bench.add_argument("--csv", metavar="FILE", help="also write timm's benchmark-infer CSV columns")
+    bench.add_argument("--csv", type=output_file, metavar="FILE", help="also write timm's benchmark-infer CSV columns")
     bench.add_argument("--plot", type=plot_path_argument, metavar="PNG", help="latency vs GMACs")
     bench.add_argument(
         "--deploy", action="store_true", default=None, help="RepVGG/ParNet: the deploy form (others unaffected)"

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphgen import __version__
 from graphgen.argtypes import positive_int
 from graphgen_server.config import MIB, CudaOptions, ServerConfig
 from graphgen_server.providers import DEVICES
@@ -45,6 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Serve ONNX classifiers: graphgen.v1.Classifier and KServe v2 (Triton's protocols) over gRPC, "
         "KServe v2 over HTTP/REST, Prometheus metrics.",
     )
+    parser.add_argument("--version", action="version", version=f"graphgen-server {__version__}")
     parser.add_argument(
         "--repository", required=True, type=Path, metavar="DIR", help="<DIR>/<model>/<version>/model.onnx"
     )
