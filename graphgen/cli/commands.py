@@ -1,4 +1,4 @@
-"""``graphgen list``, ``graphgen build`` and ``graphgen stats``."""
+"""``graphgen build`` and ``graphgen stats``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from graphgen import registry
 from graphgen.argtypes import output_file, positive_int
@@ -16,35 +15,6 @@ from graphgen.metadata import SCALING
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
 
 MIB = 1024**2
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = [
-        {
-            "name": arch.name,
-            "family": arch.family,
-            "parameters": arch.reference_params,
-            "resolution": arch.resolution,
-            "reference": arch.reference,
-            "options": [option.usage for option in arch.options],
-            "description": arch.description,
-        }
-        for arch in registry.architectures()
-    ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    width = max(len(row["name"]) for row in rows)
-    print(f"{'name':<{width}}  {'family':<18}  {'parameters':>13}  {'res':>4}  {'options':<34}  description")
-    for row in rows:
-        params = f"{row['parameters']:,}" if row["parameters"] is not None else "-"
-        options = " ".join(row["options"])
-        print(
-            f"{row['name']:<{width}}  {row['family']:<18}  {params:>13}  {row['resolution']:>4}  {options:<34}  "
-            f"{row['description']}"
-        )
-    print("parameters: the reference implementation's, as torch counts them (BatchNorm statistics excluded)")
-    return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -95,10 +65,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    listing = subparsers.add_parser("list", help="list the architectures and the options each takes")
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
-
     building = subparsers.add_parser("build", help="build an architecture into an ONNX file")
     building.add_argument("name")
     building.add_argument("-o", "--output", type=output_file, metavar="FILE")
