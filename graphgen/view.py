@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from graphgen import registry
+from graphgen.cli.common import add_build_arguments, build_options
 from graphgen.errors import UserError
 
 HOST = "127.0.0.1"
@@ -37,7 +38,6 @@ def _netron():
 
 def model_file(source: str, args: argparse.Namespace, directory: Path) -> Path:
     """The .onnx file to show: ``source`` itself, or the architecture built into ``directory``."""
-    from graphgen.cli.common import build_options
     from graphgen.onnx_io import load_model
 
     if source in registry.names():
@@ -99,8 +99,6 @@ def _port(text: str) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from graphgen.cli.common import add_build_arguments
-
     parser = subparsers.add_parser("view", help="show a model in Netron (served on 127.0.0.1)")
     parser.add_argument("name", metavar="NAME|FILE", help="architecture name (built first) or .onnx file")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
