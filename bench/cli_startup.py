@@ -77,7 +77,9 @@ def measure(table: dict[str, list[str]], trees: dict[str, Path], runs: int) -> d
 
 
 def report(times: dict[tuple[str, str], list[float]], trees: dict[str, Path], runs: int) -> None:
-    print(f"whole-process seconds, median of {runs} runs (min-max); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"whole-process seconds, median of {runs} runs (min-max); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
     names = list(dict.fromkeys(name for name, _ in times))
     header = f"{'command':<26}" + "".join(f"{tree:>20}" for tree in trees)
     print(header + ("   now/before" if "before" in trees else "") + "   target")
