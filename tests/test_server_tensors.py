@@ -71,7 +71,7 @@ def served(tmp_path_factory):
     text = helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])
     save_onnx_model(repo / "strings" / "1" / "model.onnx", [helper.make_node("Identity", ["text"], ["echo"])],
                     [text], [helper.make_tensor_value_info("echo", TensorProto.STRING, ["N"])])  # fmt: skip
-    server = InProcessServer(repo, max_batch=8)
+    server = InProcessServer(repo, max_batch=8, batching_mode="on")
     yield server
     server.close()
 
