@@ -56,6 +56,7 @@ class Instance:
     session: ort.InferenceSession
     kind: int  # ModelInstanceGroup.Kind
     gpu: int | None
+    io_binding: bool = False  # on CUDA: inputs and outputs bound explicitly (one copy each way)
     runs: int = 0  # runs started (requests spread over the instances: the tests look)
 
 

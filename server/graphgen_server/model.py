@@ -140,10 +140,11 @@ class ModelVersion:
         session_options(ort.SessionOptions(), config.parameters, notes)  # refuses bad values, notes the rest
         plan = plan_instances(self.name, config, self.config, choice)
         notes += plan.notes
-        self.instances = [
-            Instance(name, ort.InferenceSession(str(self.path), self._session_options(), providers=chosen), kind, gpu)
-            for name, kind, gpu, chosen in plan.groups
-        ]
+        self.instances = []
+        for name, kind, gpu, chosen in plan.groups:
+            session = ort.InferenceSession(str(self.path), self._session_options(), providers=chosen)
+            bind = session.get_providers()[0] == providers.CUDA and self.config.cuda.io_binding
+            self.instances.append(Instance(name, session, kind, gpu, bind))
         self.pool = InstancePool(self.instances)
         self.session = self.instances[0].session
         model_inputs = [TensorInfo.from_ort(a) for a in self.session.get_inputs()]
@@ -281,7 +282,7 @@ class ModelVersion:
                 feeds = {**feeds, tensor.info.name: _reshaped(feeds[tensor.info.name], tensor.model_shape)}
         names = [t.name for t in self.outputs]
         started = time.perf_counter()
-        if session.get_providers()[0] == providers.CUDA and self.config.cuda.io_binding:
+        if instance.io_binding:
             # Explicit binding on CUDA: each input goes to the device in one copy and the outputs
             # come back to host memory in one copy each.
             binding = session.io_binding()
