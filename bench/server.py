@@ -6,7 +6,8 @@
    ModelInfer and Classify (a tensor), at batch 1 and 8, for a tiny model, a small one
    (EfficientNet-Lite0) and ResNet-50: throughput and p50/p99 latency. The paths alternate in short rounds so drift on a shared machine hits
    both alike. One client, one call at a time; the server in its own process.
-2. dynamic batching on vs off: 32 concurrent clients sending single images.
+2. dynamic batching on vs off at 1, 8 and 32 concurrent clients, and instance_group count 2 vs 1
+   at 8 clients (bench/server_batching.py).
 3. profiled vs unprofiled Classify (the repeated profile: 10 runs), and unprofiled latency while
    profiled calls run: see bench/server_profiling.py.
 4. KServe v2 over HTTP/REST (binary and JSON tensors) vs gRPC: see bench/server_http.py.
@@ -174,7 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="graphgen-bench-") as tmp:
         paths = build_repository(Path(tmp))
         print(f"onnxruntime {ort.__version__} ({ort.get_device()}); models built in {tmp}")
-        with LocalServer(Path(tmp), ["--max-batch", "1"]) as server:
+        with LocalServer(Path(tmp), ["--dynamic-batching", "off"]) as server:
             if "overhead" in sections:
                 report["overhead"] = serving_overhead(server.address, paths, scale)
                 print_overhead(report["overhead"])
@@ -189,15 +190,9 @@ def main() -> None:
                 report["http"] = http_vs_grpc(server, scale)
                 print_http(report["http"])
         if "batching" in sections:
-            report["batching"] = {}
-            for mode, flags in (
-                ("off", ["--max-batch", "1"]),
-                ("on", ["--max-batch", "8", "--batch-delay-us", "2000"]),
-            ):
-                with LocalServer(Path(tmp), flags) as server:
-                    report["batching"][mode] = concurrent_clients(
-                        server.address, "lite0", 32, max(2, int(6 * scale)), (3, 224, 224)
-                    )
+            from server_batching import batching_section, print_batching  # (this directory)
+
+            report["batching"] = batching_section(Path(tmp), paths, scale)
             print_batching(report["batching"])
     print_goals(report)
     if args.json:
@@ -213,16 +208,6 @@ def print_overhead(rows: list[dict]) -> None:
             f"{r['model']:<9} {r['batch']:>5}  {r['name']:<11} {r['images_per_s']:>9.1f} {r['throughput_ratio']:>6.3f}"
             f" {r['p50_us']:>10.0f} {r['p99_us']:>10.0f} {r['added_p50_us']:>9.0f}"
         )
-
-
-def print_batching(b: dict) -> None:
-    print("\n32 concurrent clients, lite0, 1 image per call:")
-    for mode, r in b.items():
-        print(
-            f"  batching {mode:<3}: {r['images_per_s']:7.1f} images/s, p50 {r['p50_us'] / 1e3:7.1f} ms, "
-            f"p99 {r['p99_us'] / 1e3:7.1f} ms, mean batch {r['mean_batch']:.2f}"
-        )
-    print(f"  throughput on/off: {b['on']['images_per_s'] / b['off']['images_per_s']:.2f}x")
 
 
 def print_goals(report: dict) -> None:

@@ -75,7 +75,6 @@ def test_ready_is_a_status_code():
         ("POST", "/v2/models/m/trace/setting", 501, "tracing"),
         ("GET", "/v2/logging", 501, "--log-level"),
         ("POST", "/v2/models/m/versions/1/generate_stream", 501, "generate"),
-        ("GET", "/v2/models/m/config", 501, "ModelConfig"),  # until the servicer has it
         ("GET", "/v3/anything", 404, "no endpoint /v3/anything"),
         ("DELETE", "/v2/models/m", 405, "Method Not Allowed"),
         ("POST", "/v2/models/m/infer", 413, "Request Entity Too Large"),  # over max_message_bytes

@@ -65,9 +65,27 @@ class BatchingChoice:
 
 
 NO_BATCHING = BatchingChoice(0, 0.0, (), 0, "not loaded")
+CPU_MEASURED = (
+    "measured on 2 CPU cores (bench/server_batching.py), batching lowered EfficientNet-Lite0's throughput at 1, 8 and "
+    "32 clients (0.46-0.89x) and paid only on a 32x32 toy model at 8+ clients (1.2-1.3x)"
+)
+CUDA_REASON = (
+    "a GPU's throughput grows with the batch where a CPU's does not (not measured in this work: no GPU; "
+    "bench/server_batching.py measures it)"
+)
 
 
-def batching_choice(settings: ReadConfig, batched: bool, max_batch_size: int, server: ServerConfig) -> BatchingChoice:
+# Dynamic batching for a model without a config.pbtxt under --dynamic-batching auto, per execution
+# provider: (on?, why), from bench/server_batching.py (figures in its output; see the README).
+DEFAULT_BATCHING = {
+    "CPUExecutionProvider": (False, CPU_MEASURED),
+    "CUDAExecutionProvider": (True, CUDA_REASON),
+}
+
+
+def batching_choice(
+    settings: ReadConfig, batched: bool, max_batch_size: int, server: ServerConfig, provider: str
+) -> BatchingChoice:
     """config.pbtxt's dynamic_batching where the model has a config; the server's default otherwise."""
     config = settings.config
     if settings.present:
@@ -87,9 +105,18 @@ def batching_choice(settings: ReadConfig, batched: bool, max_batch_size: int, se
         )  # fmt: skip
     if not batched:
         return BatchingChoice(0, 0.0, (), 0, "the model has no batch dimension")
-    if not server.batching:
-        return BatchingChoice(0, 0.0, (), 0, "--max-batch 1")
-    return BatchingChoice(min(server.max_batch, max_batch_size), server.batch_delay_us / 1e6, (), 0, "--max-batch")
+    if server.batching_mode == "auto" and server.max_batch > 1:
+        on, why = DEFAULT_BATCHING.get(provider, (False, f"no measurement for {provider}"))
+        reason = f"default on {provider}: {why}; a config.pbtxt or --dynamic-batching on|off decides otherwise"
+    else:
+        on, reason = (
+            server.batching,
+            f"--dynamic-batching {server.batching_mode}"
+            + (f", --max-batch {server.max_batch}" if server.max_batch < 2 else ""),
+        )
+    if not on:
+        return BatchingChoice(0, 0.0, (), 0, reason)
+    return BatchingChoice(min(server.max_batch, max_batch_size), server.batch_delay_us / 1e6, (), 0, reason)
 
 
 class DynamicBatcher:

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphgen import __version__
 from graphgen.argtypes import positive_int
-from graphgen_server.config import MIB, CudaOptions, ServerConfig
+from graphgen_server.config import BATCHING_MODES, MIB, CudaOptions, ServerConfig
 from graphgen_server.providers import DEVICES
 from graphgen_server.security import read_token
 
@@ -45,6 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Serve ONNX classifiers: graphgen.v1.Classifier and KServe v2 (Triton's protocols) over gRPC, "
         "KServe v2 over HTTP/REST, Prometheus metrics.",
     )
+    parser.add_argument("--version", action="version", version=f"graphgen-server {__version__}")
     parser.add_argument(
         "--repository", required=True, type=Path, metavar="DIR", help="<DIR>/<model>/<version>/model.onnx"
     )
@@ -58,8 +60,12 @@ def make_parser() -> argparse.ArgumentParser:
                         help="Prometheus /metrics port (default 8002; 0: off; auto: a free one)")  # fmt: skip
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA where it works, else CPU")
     parser.add_argument(
-        "--max-batch", type=positive_int, default=8, metavar="N", help="dynamic batches of up to N images (1: off)"
-    )
+        "--dynamic-batching", choices=BATCHING_MODES, default=None,
+        help="for models without a config.pbtxt (a config.pbtxt's dynamic_batching decides for its model); "
+        "auto (default): per device, as measured by bench/server_batching.py",
+    )  # fmt: skip
+    parser.add_argument("--max-batch", type=positive_int, default=None, metavar="N",
+                        help="dynamic batches of up to N images (default 8; 1: off; given alone: on)")  # fmt: skip
     parser.add_argument("--batch-delay-us", type=_non_negative, default=0, metavar="T",
                         help="a batch waits up to T µs for more requests (default 0: takes what is queued)")  # fmt: skip
     limits = parser.add_argument_group("limits")
@@ -108,6 +114,15 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def batching_mode(args: argparse.Namespace) -> str:
+    """--dynamic-batching, or what --max-batch alone says (1: off, more: on), else auto."""
+    if args.dynamic_batching:
+        return args.dynamic_batching
+    if args.max_batch is not None:
+        return "on" if args.max_batch > 1 else "off"
+    return "auto"
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cuda = CudaOptions(
         device_id=args.device_id,
@@ -120,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         repository=args.repository, host=args.host, port=args.port, http_port=args.http_port,
         metrics_port=args.metrics_port, device=args.device, cuda=cuda,
-        max_batch=args.max_batch, batch_delay_us=args.batch_delay_us, max_images=args.max_images,
+        max_batch=args.max_batch or 8, batch_delay_us=args.batch_delay_us, batching_mode=batching_mode(args), max_images=args.max_images,
         max_image_pixels=args.max_image_pixels, max_queue=args.max_queue,
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
         spin_threads=args.spin, model_control=args.model_control, tls_cert=args.tls_cert, tls_key=args.tls_key,

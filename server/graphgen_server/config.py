@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MIB = 1 << 20
+BATCHING_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class ServerConfig:
     # waits at most batch_delay_us for more once its first request arrived (0: take what is queued).
     max_batch: int = 8
     batch_delay_us: int = 0
+    # For models without a config.pbtxt: on, off, or auto (per device, batching.DEFAULT_BATCHING).
+    batching_mode: str = "auto"
     # Per-call limits.
     max_images: int = 64  # images (batch rows) in one request
     max_image_pixels: int = 40_000_000  # width x height of one decoded image
@@ -81,7 +84,7 @@ class ServerConfig:
 
     @property
     def batching(self) -> bool:
-        return self.max_batch > 1
+        return self.max_batch > 1 and self.batching_mode != "off"
 
     @property
     def address(self) -> str:

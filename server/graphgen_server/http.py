@@ -74,7 +74,10 @@ def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 
 class ServicerAbort(grpc.aio.AbortError):
-    """What :meth:`CallContext.abort` raises: the status the servicer ended the call with."""
+    """What :meth:`CallContext.abort` raises: the status the servicer ended the call with.
+
+    An AbortError, so the servicers' ``abort_with_status`` lets it through as it does gRPC's own.
+    """
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -210,11 +213,8 @@ class KServeHttp:
 
     async def model_config(self, request: web.Request) -> web.Response:
         name, version = _model(request)
-        message = getattr(pb, "ModelConfigRequest", None)
-        if message is None:
-            raise ServicerAbort(grpc.StatusCode.UNIMPLEMENTED, "ModelConfig is not implemented by this server")
-        answer = await self._call("ModelConfig", message(name=name, version=version), request)
-        return web.json_response(http_codec.message_json(answer.config))
+        answer = await self._call("ModelConfig", pb.ModelConfigRequest(name=name, version=version), request)
+        return web.json_response(http_codec.message_json(answer.config))  # the config itself, as Triton's
 
     async def statistics(self, request: web.Request) -> web.Response:
         name, version = _model(request)

@@ -179,7 +179,7 @@ class ModelVersion:
             except Exception as error:
                 raise ConfigError(f"model_warmup {entry.name!r} failed: {error}") from None
             notes.append(f"warm-up {entry.name!r}: {runs} run(s) on each instance")
-        self.batching = batching_choice(self.settings, self.batched, self.max_batch_size, self.config)
+        self.batching = batching_choice(self.settings, self.batched, self.max_batch_size, self.config, self.provider)
         if self.batching.max_batch > 1:
             self.batcher = DynamicBatcher(
                 self._run_batch, self.batching.max_batch, self.batching.delay_s, slots=len(self.instances),
