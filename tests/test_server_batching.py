@@ -91,3 +91,35 @@ def test_refuses_a_request_larger_than_a_batch():
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_the_default_follows_the_device_and_a_config_overrides_it(tmp_path):
+    from graphgen_protos import model_config_pb2 as mc
+    from graphgen_server.batching import batching_choice
+    from graphgen_server.config import ServerConfig
+    from graphgen_server.model_config import ReadConfig
+
+    none = ReadConfig(mc.ModelConfig(), present=False)
+
+    def choice(mode: str, provider: str = "CPUExecutionProvider", settings: ReadConfig = none):
+        return batching_choice(settings, True, 8, ServerConfig(tmp_path, batching_mode=mode), provider)
+
+    cpu, cuda = choice("auto"), choice("auto", "CUDAExecutionProvider")
+    assert cpu.max_batch == 0 and "default on CPUExecutionProvider: measured on 2 CPU cores" in cpu.describe()
+    assert cuda.max_batch == 8 and "default on CUDAExecutionProvider" in cuda.describe()
+    assert choice("on").max_batch == 8 and choice("off", "CUDAExecutionProvider").max_batch == 0
+    configured = ReadConfig(mc.ModelConfig(max_batch_size=8, dynamic_batching={"preferred_batch_size": [4]}), True)
+    assert choice("off", settings=configured).max_batch == 4  # the model's config.pbtxt decides for it
+    assert choice("on", settings=ReadConfig(mc.ModelConfig(max_batch_size=8), True)).max_batch == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "mode", "max_batch"),
+    [([], "auto", 8), (["--max-batch", "4"], "on", 4), (["--max-batch", "1"], "off", 1),
+     (["--dynamic-batching", "off", "--max-batch", "4"], "off", 4), (["--dynamic-batching", "on"], "on", 8)],
+)  # fmt: skip
+def test_the_flags_choose_the_mode(tmp_path, flags, mode, max_batch):
+    from graphgen_server.cli import config_from_args, make_parser
+
+    config = config_from_args(make_parser().parse_args(["--repository", str(tmp_path), *flags]))
+    assert (config.batching_mode, config.max_batch) == (mode, max_batch)
