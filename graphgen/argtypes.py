@@ -7,6 +7,7 @@ library is imported here: every command line loads this module at start-up.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def positive_or_dynamic(text: str) -> int | None:
@@ -43,3 +44,15 @@ def opset_version(text: str) -> int:
     if not MIN_OPSET <= value <= MAX_OPSET:
         raise argparse.ArgumentTypeError(f"graphgen writes opsets {MIN_OPSET} to {MAX_OPSET}, not {value}")
     return value
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not a folder, and in a folder that exists (graphgen creates no folders unasked)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give the path of a file to write")
+    folder = path.parent
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist; create it first"
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} {state}")
+    return path

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, ClassVar
 import numpy as np
 
 from graphgen.errors import GraphgenError
+from graphgen.files import not_a_file, text_hint
 
 StateDict = dict[str, np.ndarray]
 
@@ -52,6 +53,9 @@ _BFLOAT16 = "BFloat16Storage"
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = b"\x80"  # pickle's PROTO opcode, the first byte of a legacy torch.save file
+READABLE = "graphgen reads torch .pth/.pt state dicts, .safetensors and .npz archives"
 
 
 class _StorageType:
@@ -156,8 +160,8 @@ def _unpickle(data: bytes | BinaryIO) -> tuple[Any, dict[str, _Storage]]:
         obj = unpickler.load()
     except CheckpointError:
         raise
-    except Exception as error:  # any malformed pickle: report, never crash
-        raise CheckpointError(f"malformed pickle: {error}") from None
+    except Exception:  # any malformed pickle: report, never crash
+        raise CheckpointError("a damaged or truncated torch checkpoint (its pickled index does not read)") from None
     return obj, unpickler.storages
 
 
@@ -285,18 +289,27 @@ def _read_safetensors(path: Path) -> StateDict:
 
 
 def _read_npz(path: Path) -> StateDict:
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"not an .npz archive{text_hint(path)}; numpy.savez writes them")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise CheckpointError(f"not a readable .npz archive: {error}") from None
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # an object array: loading it would run pickled code
+            raise CheckpointError(
+                "the .npz archive holds Python objects, not numeric arrays; save arrays only"
+            ) from None
+        raise CheckpointError(f"a damaged .npz archive ({error})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise CheckpointError(f"a damaged .npz archive ({error})") from None
 
 
 def load_checkpoint(path: str | Path) -> StateDict:
     """Read a checkpoint file into ``{state_dict key: numpy array}``."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    problem = not_a_file(path, "a checkpoint file")
+    if problem:
+        raise CheckpointError(problem)
     try:
         suffix = path.suffix.lower()
         if suffix == ".safetensors":
@@ -306,6 +319,14 @@ def load_checkpoint(path: str | Path) -> StateDict:
         if zipfile.is_zipfile(path):
             return _collect(_read_zip_pth(path))
         with path.open("rb") as stream:
+            head = stream.read(4)
+            if not head:
+                raise CheckpointError("an empty file, not a checkpoint")
+            if head == _ZIP_MAGIC:  # torch.save's zip, cut short or damaged: its directory is unreadable
+                raise CheckpointError("a damaged or truncated torch checkpoint (its zip directory is unreadable)")
+            if head[:1] != _PICKLE_PROTOCOL:  # every torch.save file is a zip or starts a pickle
+                raise CheckpointError(f"not a checkpoint{text_hint(path)}; {READABLE}")
+            stream.seek(0)
             return _collect(_read_legacy_pth(stream))
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.argtypes import opset_version, positive_int
+from graphgen.argtypes import opset_version, output_file, positive_int
 from graphgen.errors import UserError
 from graphgen.metadata import HEAD
 from graphgen.passes import PassResult, cut_head, fold_repvgg, group_branches, inference_form, replace_head, to_fp16
@@ -188,7 +188,7 @@ def add_parser(subparsers) -> None:
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("input", metavar="IN.onnx")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    parser.add_argument("-o", "--output", type=output_file, required=True, metavar="OUT.onnx")
     passes = parser.add_argument_group("conversions (run in this order)")
     passes.add_argument("--inline", action="store_true", help="local functions (--functions) -> one flat graph, for runtimes without them (OpenVINO)")  # fmt: skip
     passes.add_argument("--group-branches", action="store_true", help="ResNeXt-style parallel branches -> one grouped convolution")  # fmt: skip

@@ -26,6 +26,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from graphgen.errors import GraphgenError
+from graphgen.files import not_a_file, text_hint
 
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
@@ -131,12 +132,13 @@ def check_model_file(path: str | Path) -> onnx.ModelProto:
     """Parse an .onnx file (its external data unread), refusing corrupt files and external data
     outside its directory; what another runtime (onnxruntime) may then load."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
+    problem = not_a_file(path, "an .onnx model file")
+    if problem:
+        raise ModelFileError(problem)
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as error:
-        raise ModelFileError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
+    except (DecodeError, ValueError, OSError):
+        raise ModelFileError(f"{path}: not a readable ONNX model{text_hint(path)}") from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelFileError(f"{path}: not an ONNX model (no graph)")
     _check_external_data(proto, path.parent)

@@ -1,6 +1,6 @@
 """Pictures of graphgen's numbers: per-layer statistics, architectures compared, request profiles.
 
-matplotlib is an optional extra (``pip install 'graphgen[plot]'``), imported only when a picture
+matplotlib is an optional extra (``pip install 'graphgen-onnx[plot]'``), imported only when a picture
 is drawn; without it every function raises :class:`PlotError` saying how to install it. Figures
 are drawn on matplotlib's Agg canvas directly (no pyplot, no global state, no display needed)
 and written as PNG of exactly the requested size in pixels.
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from graphgen.argtypes import output_file
 from graphgen.errors import GraphgenError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ MIN_SIDE, MAX_SIDE = 300, 8000  # pixels; below that nothing is legible, above t
 MAX_BARS = 64  # more layers than this are drawn per block (or per stage)
 PROFILE_LIMIT = 40  # slowest layers drawn; the rest share one bar
 # Colours per kind of operation (colour-blind-safe Tableau 10 subset)
-MISSING_MATPLOTLIB = "drawing pictures needs matplotlib: pip install 'graphgen[plot]'"
+MISSING_MATPLOTLIB = "drawing pictures needs matplotlib: pip install 'graphgen-onnx[plot]'"
 OP_COLOURS = {"conv": "#4e79a7", "dense": "#e15759", "pool": "#59a14f", "other": "#9c9c9c", "input": "#b07aa1"}
 STAGE_COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
 
@@ -61,7 +62,7 @@ def size_argument(text: str) -> tuple[int, int]:
 
 def plot_path_argument(text: str) -> Path:
     """An argparse ``type=`` for ``--plot``: a .png path, and matplotlib installed (checked before any work)."""
-    path = Path(text)
+    path = output_file(text)
     if path.suffix.lower() != ".png":
         raise argparse.ArgumentTypeError(f"{text}: pictures are written as PNG; give a path ending in .png")
     if importlib.util.find_spec("matplotlib") is None:

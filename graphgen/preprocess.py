@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from graphgen.errors import GraphgenError
+from graphgen.files import looks_like_text
 from graphgen.metadata import IMAGENET_CLASSES, IMAGENET_LABELS, LABELS, Preprocess
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -43,8 +44,13 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> Image.Image:
         image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError(f"image bytes could not be decoded: {error}") from None
+    except UnidentifiedImageError:
+        text = " (they look like text)" if looks_like_text(data[:512]) else ""
+        raise ImageError(f"not an image{text}: graphgen reads JPEG, PNG, BMP, GIF, TIFF and WebP") from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"the image is too large to decode safely: {error}") from None
+    except (OSError, ValueError) as error:  # PIL's words for damaged data, e.g. "image file is truncated"
+        raise ImageError(f"a damaged image: {error}") from None
     return image
 
 

@@ -3,7 +3,7 @@
 An architecture name is built first (with the usual build options, ``--functions`` included)
 into a temporary directory that is removed when the server stops; an .onnx file is served as it
 is, after the same safety checks ``graphgen stats`` applies. Netron is an optional extra
-(``pip install 'graphgen[view]'``). The server listens on the loopback address only; Ctrl-C stops it.
+(``pip install 'graphgen-onnx[view]'``). The server listens on the loopback address only; Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from graphgen import registry
+from graphgen.cli.common import add_build_arguments, build_options
 from graphgen.errors import UserError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8080  # Netron's own default
-MISSING_NETRON = "graphgen view needs Netron: pip install 'graphgen[view]'"
+MISSING_NETRON = "graphgen view needs Netron: pip install 'graphgen-onnx[view]'"
 
 
 def _netron():
@@ -37,7 +38,6 @@ def _netron():
 
 def model_file(source: str, args: argparse.Namespace, directory: Path) -> Path:
     """The .onnx file to show: ``source`` itself, or the architecture built into ``directory``."""
-    from graphgen.cli.common import build_options
     from graphgen.onnx_io import load_model
 
     if source in registry.names():
@@ -99,8 +99,6 @@ def _port(text: str) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from graphgen.cli.common import add_build_arguments
-
     parser = subparsers.add_parser("view", help="show a model in Netron (served on 127.0.0.1)")
     parser.add_argument("name", metavar="NAME|FILE", help="architecture name (built first) or .onnx file")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")

@@ -166,9 +166,9 @@ def test_a_storage_that_unpacks_to_more_than_its_tensor_is_refused_before_unpack
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("truncated.pth", "truncate", "unreadable|malformed|missing|bytes"),
-        ("random.pth", os.urandom(256), "malformed|magic|unreadable"),
-        ("empty.pth", b"", "malformed|unreadable"),
+        ("truncated.pth", "truncate", "damaged or truncated torch checkpoint"),
+        ("random.pth", b"\x13" + os.urandom(255), "not a checkpoint; graphgen reads torch .pth/.pt"),
+        ("empty.pth", b"", "an empty file, not a checkpoint"),
         ("bad.safetensors", b"\xff" * 16, "safetensors header"),
         ("bad_offsets.safetensors", "bad_offsets", "do not fit"),
         ("bad.npz", b"PK\x03\x04garbage", "npz"),

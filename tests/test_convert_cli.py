@@ -154,6 +154,7 @@ def test_weights_in_external_data(capsys, tmp_path) -> None:
     model = build("resnet18", BuildOptions(keep_bn=True, resolution=32))
     ir.save(model, source, external_data="model.onnx.data", size_threshold_bytes=0)
     target = tmp_path / "out" / "folded.onnx"
+    target.parent.mkdir()  # graphgen creates no folder unasked
     code, out, _ = convert(capsys, str(source), "-o", str(target), "--fold-bn", "--verify")
     assert code == 0 and "): ok" in out
     proto = onnx.load(str(target), load_external_data=False)

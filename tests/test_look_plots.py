@@ -105,8 +105,8 @@ def test_without_matplotlib_the_error_says_how_to_install_it(tmp_path, monkeypat
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "matplotlib" else object())
     with pytest.raises(SystemExit):
         main(["stats", "alexnet", "--plot", str(tmp_path / "a.png")])
-    assert "pip install 'graphgen[plot]'" in capsys.readouterr().err
-    with pytest.raises(PlotError, match=r"graphgen\[plot\]"):
+    assert "pip install 'graphgen-onnx[plot]'" in capsys.readouterr().err
+    with pytest.raises(PlotError, match=r"graphgen-onnx\[plot\]"):
         plot_profile([ProfileRow("a", ("Conv",), 1.0, 1.0)], tmp_path / "p.png")
 
 

@@ -64,4 +64,4 @@ def test_view_errors_name_what_is_wrong(source, message, capsys):
 def test_view_without_netron_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "netron", None)
     assert main(["view", "resnet18"]) == 2
-    assert "pip install 'graphgen[view]'" in capsys.readouterr().err
+    assert "pip install 'graphgen-onnx[view]'" in capsys.readouterr().err

@@ -81,7 +81,7 @@ CASES = [
     ("no model name", "c", "Classify", cpb.ClassifyRequest(images=[_image()]), INVALID, "model:"),
     ("nothing to classify", "c", "Classify", cpb.ClassifyRequest(model="tiny"), INVALID, "images:"),
     ("empty image", "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[b""]), INVALID, "images[0]: image is empty"),
-    ("corrupt image", "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[b"GIF89a-nonsense"]), INVALID, "images[0]: image bytes could not be decoded"),
+    ("corrupt image", "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[b"GIF89a-nonsense"]), INVALID, "images[0]: not an image"),
     ("second image corrupt", "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[_image(), b"\xff\xd8\xff"]), INVALID, "images[1]"),
     ("image too large", "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[_image(1100, 1000)]), INVALID, "images[0]: image is 1100x1000"),
     ("too many images", "c", "Classify", cpb.ClassifyRequest(model="tiny", images=[_image()] * 9), INVALID, "images: 9 images exceed"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from graphgen import __version__
 from graphgen.plots import DEFAULT_SIZE, PlotError, ProfileRow, plot_path_argument, plot_profile, size_argument
 from graphgen_client.client import DEFAULT_ADDRESS, TOKEN_VARIABLE, Client, ClientError
 from graphgen_client.tables import classes_table, models_table, profile_table
@@ -77,6 +78,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphgen-client", description="Talk to a graphgen-server.", parents=[global_options(suppress=False)]
     )
+    parser.add_argument("--version", action="version", version=f"graphgen-client {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = [global_options(suppress=True)]
 

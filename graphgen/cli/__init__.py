@@ -33,6 +33,12 @@ class Command:
 
 
 # Each loader imports its module only when its command is the one run.
+def _listing() -> ModuleType:
+    from graphgen.cli import listing
+
+    return listing
+
+
 def _core() -> ModuleType:
     from graphgen.cli import commands
 
@@ -64,7 +70,7 @@ def _profiling() -> ModuleType:
 
 
 COMMANDS = (
-    Command("list", "list the architectures and the options each takes", _core),
+    Command("list", "list the architectures and the options each takes", _listing),
     Command("build", "build an architecture into an ONNX file", _core),
     Command("stats", "per-layer parameters, MACs/FLOPs, activations and memory", _core),
     Command("compare", "parameters vs MACs of several architectures or .onnx files (table, chart)", _compare),

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from graphgen.argtypes import opset_version, positive_int, positive_or_dynamic
-from graphgen.errors import UserError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -119,18 +118,3 @@ def model_from(source: str, args: argparse.Namespace) -> ir.Model:
     if path.suffix != ".onnx" and not path.exists():
         registry.get(source)  # raises "unknown architecture ... did you mean"
     return load_model(path)
-
-
-def output_path(text: str, *, create_folder: bool = False) -> Path:
-    """A file to write: its folder must exist (or is created, when the user asked for that)."""
-    path = Path(text)
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; give the path of a file to write")
-    folder = path.parent
-    if not folder.is_dir():
-        if folder.exists():
-            raise UserError(f"cannot write {path}: {folder} is not a folder")
-        if not create_folder:
-            raise UserError(f"cannot write {path}: the folder {folder} does not exist (--mkdir creates it)")
-        folder.mkdir(parents=True)
-    return path

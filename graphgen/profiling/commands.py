@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from graphgen.argtypes import positive_int
+from graphgen.argtypes import output_file, positive_int
+from graphgen.cli.common import add_build_arguments, architecture_options, build_options
 from graphgen.errors import UserError
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
 from graphgen.profiling.session import CUDA, DEFAULT_RUNS, DEFAULT_WARMUP_RUNS, ModelProfiler
@@ -117,7 +118,6 @@ def format_profile(profile: Profile, title: str) -> str:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from graphgen import registry
-    from graphgen.cli.common import build_options
 
     with tempfile.TemporaryDirectory(prefix="graphgen-profile-model-") as tmp:
         if args.name in registry.names():
@@ -167,7 +167,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from graphgen.cli.common import architecture_options
     from graphgen.compare import expand
     from graphgen.profiling.bench import bench_architecture, format_table, to_csv
 
@@ -213,8 +212,6 @@ def _count(text: str) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from graphgen.cli.common import add_build_arguments
-
     profile = subparsers.add_parser("profile", help="per-layer time over repeated runs, beside MACs and bytes")
     profile.add_argument("name", help="architecture name or .onnx file")
     profile.add_argument("--batch", type=_positive, default=1, metavar="N", help="images per run (default 1)")
@@ -230,7 +227,7 @@ def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency and throughput of architectures on this machine")
     bench.add_argument("names", nargs="+", metavar="PATTERN", help="architectures, or patterns such as 'resnet*'")
     bench.add_argument("--batch", type=_batches, default=[1], metavar="N[,N…]", help="batch sizes (default 1)")
-    bench.add_argument("--csv", metavar="FILE", help="also write timm's benchmark-infer CSV columns")
+    bench.add_argument("--csv", type=output_file, metavar="FILE", help="also write timm's benchmark-infer CSV columns")
     bench.add_argument("--plot", type=plot_path_argument, metavar="PNG", help="latency vs GMACs")
     bench.add_argument(
         "--deploy", action="store_true", default=None, help="RepVGG/ParNet: the deploy form (others unaffected)"

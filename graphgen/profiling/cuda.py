@@ -1,6 +1,6 @@
 """Times on the GPU itself: CUDA events around whole runs, CUPTI activity records per node.
 
-Both are optional (``pip install 'graphgen[gpu]'``: ``cupti-python`` and ``cuda-bindings``); a
+Both are optional (``pip install 'graphgen-onnx[gpu]'``: ``cupti-python`` and ``cuda-bindings``); a
 profile that cannot use them says so (its ``timing`` is ``launch``, and a note says why).
 
 * **Whole runs: CUDA events.** The profiling session is created on a stream of our own (CUDA
@@ -38,7 +38,7 @@ def cupti_unavailable_reason() -> str | None:
     try:
         from cupti import cupti  # noqa: F401
     except ImportError as error:
-        return f"cupti-python is not installed (pip install 'graphgen[gpu]'): {error}"
+        return f"cupti-python is not installed (pip install 'graphgen-onnx[gpu]'): {error}"
     except OSError as error:  # libcupti missing
         return f"CUPTI library not loadable: {error}"
     return None
@@ -49,7 +49,7 @@ def cuda_events_unavailable_reason() -> str | None:
     try:
         from cuda.bindings import runtime  # noqa: F401
     except ImportError as error:
-        return f"cuda-bindings is not installed (pip install 'graphgen[gpu]'): {error}"
+        return f"cuda-bindings is not installed (pip install 'graphgen-onnx[gpu]'): {error}"
     return None
 
 
