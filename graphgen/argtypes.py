@@ -10,37 +10,35 @@ import argparse
 from pathlib import Path
 
 
-def positive_or_dynamic(text: str) -> int | None:
-    """A positive integer, or ``dynamic`` (None): a batch dimension."""
-    if text == "dynamic":
-        return None
+def _integer(text: str, lowest: int, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got {text!r}")
+        value = lowest - 1
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _integer(text, 1, "a positive integer")
+
+
+def count(text: str) -> int:
+    """0 or a positive integer (e.g. uncounted runs, threads with 0 for the default)."""
+    return _integer(text, 0, "0 or a positive integer")
+
+
+def positive_or_dynamic(text: str) -> int | None:
+    """A positive integer, or ``dynamic`` (None): a batch dimension."""
+    return None if text == "dynamic" else _integer(text, 1, "a positive integer or 'dynamic'")
 
 
 def opset_version(text: str) -> int:
     """``--opset N``: an ONNX opset graphgen can write (checked here, so the error names the flag)."""
     from graphgen.passes.opset import MAX_OPSET, MIN_OPSET  # onnx_ir: loaded only when --opset is given
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an opset number, got {text!r}") from None
+    value = _integer(text, 0, "an opset number")
     if not MIN_OPSET <= value <= MAX_OPSET:
         raise argparse.ArgumentTypeError(f"graphgen writes opsets {MIN_OPSET} to {MAX_OPSET}, not {value}")
     return value

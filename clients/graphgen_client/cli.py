@@ -16,22 +16,12 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from graphgen import __version__
+from graphgen.argtypes import positive_int
 from graphgen.plots import DEFAULT_SIZE, PlotError, ProfileRow, plot_path_argument, plot_profile, size_argument
 from graphgen_client.client import DEFAULT_ADDRESS, TOKEN_VARIABLE, Client, ClientError
 from graphgen_client.tables import classes_table, models_table, profile_table
 
 EXIT_SERVER, EXIT_USAGE = 1, 2
-
-
-def top_k(text: str) -> int:
-    """--top-k: a positive integer (the server refuses one above the model's classes, naming them)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (the number of classes to show), got {value}")
-    return value
 
 
 def global_options(suppress: bool) -> argparse.ArgumentParser:
@@ -86,7 +76,7 @@ def make_parser() -> argparse.ArgumentParser:
     classify.add_argument("images", nargs="+", type=Path, metavar="IMG")
     classify.add_argument("--model", required=True)
     classify.add_argument("--version", default="", help="model version (default: the newest ready one)")
-    classify.add_argument("--top-k", type=top_k, default=5, help="classes shown per image (default 5)")
+    classify.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     classify.add_argument("--profile", action="store_true", help="also print the time of every layer")
     classify.add_argument("--profile-runs", type=_runs, default=0, metavar="N",
                           help="with --profile: measured runs (default: the server's, 10)")  # fmt: skip

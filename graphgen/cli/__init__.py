@@ -1,8 +1,8 @@
 """The ``graphgen`` command line.
 
-Every command is listed in :data:`COMMANDS`: its name, its one-line help, and a function that
-imports the module defining it. Only the chosen command's module is imported (most of them need
-onnx_ir, which takes about a second to load), so ``graphgen --help`` answers at once.
+Every command is listed in :data:`COMMANDS`: its name, the module defining it, and its one-line
+help. Only the chosen command's module is imported (most of them need onnx_ir, which takes about a
+second to load), so ``graphgen --help`` and ``graphgen list`` answer at once.
 
 A :class:`~graphgen.errors.GraphgenError` (unknown architecture, unreadable checkpoint, bad
 option...) prints one message to stderr and exits with status 2. Any other exception is a bug and
@@ -12,10 +12,10 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 
 from graphgen import __version__
 from graphgen.errors import GraphgenError
@@ -25,61 +25,27 @@ EXIT_USAGE = 2
 
 @dataclass(frozen=True)
 class Command:
-    """``load()`` returns the module whose ``add_parser(subparsers)`` defines the command."""
+    """A command: its name, its one-line help, and the module whose ``add_parser(subparsers)`` defines it."""
 
     name: str
+    module: str
     help: str
-    load: Callable[[], ModuleType]
 
 
-# Each loader imports its module only when its command is the one run.
-def _listing() -> ModuleType:
-    from graphgen.cli import listing
-
-    return listing
-
-
-def _core() -> ModuleType:
-    from graphgen.cli import commands
-
-    return commands
-
-
-def _compare() -> ModuleType:
-    from graphgen import compare
-
-    return compare
-
-
-def _convert() -> ModuleType:
-    from graphgen import convert
-
-    return convert
-
-
-def _view() -> ModuleType:
-    from graphgen import view
-
-    return view
-
-
-def _profiling() -> ModuleType:
-    from graphgen.profiling import commands
-
-    return commands
-
-
+# Imported only when its command is the one run (as pip does with its commands): most need onnx_ir.
 COMMANDS = (
-    Command("list", "list the architectures and the options each takes", _listing),
-    Command("build", "build an architecture into an ONNX file", _core),
-    Command("stats", "per-layer parameters, MACs/FLOPs, activations and memory", _core),
-    Command("compare", "parameters vs MACs of several architectures or .onnx files (table, chart)", _compare),
+    Command("list", "graphgen.cli.listing", "list the architectures and the options each takes"),
+    Command("build", "graphgen.cli.commands", "build an architecture into an ONNX file"),
+    Command("stats", "graphgen.cli.commands", "per-layer parameters, MACs/FLOPs, activations and memory"),
+    Command("compare", "graphgen.compare", "parameters vs MACs of several architectures or .onnx files (table, chart)"),
     Command(
-        "convert", "graph conversions: grouped convolutions, RepVGG and BatchNorm folding, new head, float16", _convert
+        "convert",
+        "graphgen.convert",
+        "graph conversions: grouped convolutions, RepVGG and BatchNorm folding, new head, float16",
     ),
-    Command("view", "show a model in Netron (served on 127.0.0.1)", _view),
-    Command("profile", "per-layer time over repeated runs, beside MACs and bytes", _profiling),
-    Command("bench", "latency and throughput of architectures on this machine", _profiling),
+    Command("view", "graphgen.view", "show a model in Netron (served on 127.0.0.1)"),
+    Command("profile", "graphgen.profiling.commands", "per-layer time over repeated runs, beside MACs and bytes"),
+    Command("bench", "graphgen.profiling.commands", "latency and throughput of architectures on this machine"),
 )
 
 
@@ -90,7 +56,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((c for c in COMMANDS if c.name == command), None)
     if chosen is not None:
-        chosen.load().add_parser(subparsers)  # a module may define several commands (profile, bench)
+        importlib.import_module(chosen.module).add_parser(subparsers)  # a module may define several commands
     for entry in COMMANDS:
         if entry.name not in subparsers.choices:
             subparsers.add_parser(entry.name, help=entry.help)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from graphgen.argtypes import output_file, positive_int
+from graphgen.argtypes import count, output_file, positive_int
 from graphgen.cli.common import add_build_arguments, architecture_options, build_options
 from graphgen.errors import UserError
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
@@ -195,27 +195,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--runs", type=positive_int, default=DEFAULT_RUNS, help=f"measured runs (default {DEFAULT_RUNS})"
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="execution provider (default cpu)")
-    parser.add_argument("--threads", type=_count, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--threads", type=count, default=0, help="onnxruntime intra-op threads (0: its default)")
     parser.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return int(text)
 
 
 def add_parser(subparsers) -> None:
     profile = subparsers.add_parser("profile", help="per-layer time over repeated runs, beside MACs and bytes")
     profile.add_argument("name", help="architecture name or .onnx file")
-    profile.add_argument("--batch", type=_positive, default=1, metavar="N", help="images per run (default 1)")
-    profile.add_argument("--warmup", type=_count, default=DEFAULT_WARMUP_RUNS, help="uncounted runs first (default 2)")
+    profile.add_argument("--batch", type=positive_int, default=1, metavar="N", help="images per run (default 1)")
+    profile.add_argument("--warmup", type=count, default=DEFAULT_WARMUP_RUNS, help="uncounted runs first (default 2)")
     profile.add_argument("--json", action="store_true")
     profile.add_argument("--plot", type=plot_path_argument, metavar="PNG", help="per-layer times with their spread")
     profile.add_argument("--roofline", type=plot_path_argument, metavar="PNG",
