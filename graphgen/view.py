@@ -19,8 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from graphgen import registry
-from graphgen.cli.common import add_build_arguments, build_options
+from graphgen.cli.common import add_build_arguments, model_file
 from graphgen.errors import UserError
 
 HOST = "127.0.0.1"
@@ -34,21 +33,6 @@ def _netron():
     except ImportError:
         raise UserError(MISSING_NETRON) from None
     return netron
-
-
-def model_file(source: str, args: argparse.Namespace, directory: Path) -> Path:
-    """The .onnx file to show: ``source`` itself, or the architecture built into ``directory``."""
-    from graphgen.onnx_io import load_model
-
-    if source in registry.names():
-        from graphgen.build import build, save
-
-        return save(build(source, build_options(args)), directory / f"{source}.onnx")
-    path = Path(source)
-    if path.suffix != ".onnx" and not path.exists():
-        registry.get(source)  # raises "unknown architecture ... did you mean"
-    load_model(path)  # refuses what is not an ONNX model, or reaches outside its directory
-    return path
 
 
 @contextmanager

@@ -106,6 +106,21 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
     )  # fmt: skip
 
 
+def model_file(source: str, args: argparse.Namespace, directory: Path) -> Path:
+    """An .onnx file: ``source`` itself (checked to be a readable model), or the architecture built into ``directory``."""
+    from graphgen import registry
+    from graphgen.build import build, save
+    from graphgen.onnx_io import check_model_file
+
+    if source in registry.names():
+        return save(build(source, build_options(args)), directory / f"{source}.onnx")
+    path = Path(source)
+    if path.suffix != ".onnx" and not path.exists():
+        registry.get(source)  # raises "unknown architecture ... did you mean"
+    check_model_file(path)  # refuses what is not an ONNX model, or reaches outside its directory
+    return path
+
+
 def model_from(source: str, args: argparse.Namespace) -> ir.Model:
     """An architecture name is built (with the given build flags); anything else is read as an .onnx file."""
     from graphgen import registry

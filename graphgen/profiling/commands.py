@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from graphgen.argtypes import count, output_file, positive_int
-from graphgen.cli.common import add_build_arguments, architecture_options, build_options
+from graphgen.cli.common import add_build_arguments, architecture_options, model_file
 from graphgen.errors import UserError
 from graphgen.plots import DEFAULT_SIZE, plot_path_argument, size_argument
 from graphgen.profiling.session import CUDA, DEFAULT_RUNS, DEFAULT_WARMUP_RUNS, ModelProfiler
@@ -117,19 +117,8 @@ def format_profile(profile: Profile, title: str) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from graphgen import registry
-
     with tempfile.TemporaryDirectory(prefix="graphgen-profile-model-") as tmp:
-        if args.name in registry.names():
-            from graphgen.build import build, save
-
-            path = save(build(args.name, build_options(args)), Path(tmp) / "model.onnx")
-        else:
-            path = Path(args.name)
-            if path.suffix != ".onnx" and not path.exists():
-                registry.get(args.name)  # "unknown architecture … did you mean"
-            if not path.is_file():
-                raise UserError(f"{path}: no such model file")
+        path = model_file(args.name, args, Path(tmp))
         profile = profile_model(path, args.batch, args.runs, args.warmup, args.device, args.threads)
         roof = None
         if args.roofline:
