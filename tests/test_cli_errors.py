@@ -101,3 +101,10 @@ def test_the_distribution_has_a_name_of_its_own():
     assert set(project["scripts"]) == {"graphgen", "graphgen-server", "graphgen-client"}
     readme = (ROOT / "README.md").read_text()
     assert "pip install graphgen-onnx" in readme and "pip install graphgen " not in readme
+
+
+def test_the_client_says_a_folder_is_a_folder(capsys, files):
+    from graphgen_client.cli import main as client_main
+
+    code = client_main(["--address", "127.0.0.1:1", "classify", str(files / "folder"), "--model", "m"])
+    assert code == 2 and "folder is a folder, not an image file" in capsys.readouterr().err

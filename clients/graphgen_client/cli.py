@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from graphgen import __version__
 from graphgen.argtypes import positive_int
+from graphgen.files import not_a_file
 from graphgen.plots import DEFAULT_SIZE, PlotError, ProfileRow, plot_path_argument, plot_profile, size_argument
 from graphgen_client.client import DEFAULT_ADDRESS, TOKEN_VARIABLE, Client, ClientError
 from graphgen_client.tables import classes_table, models_table, profile_table
@@ -139,8 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(args.address, timeout=args.timeout, token=token, **tls) as client:
             if args.command == "classify":
                 for path in args.images:
-                    if not path.is_file():
-                        print(f"graphgen-client: error: {path}: no such file", file=sys.stderr)
+                    problem = not_a_file(path, "an image file")
+                    if problem:
+                        print(f"graphgen-client: error: {problem}", file=sys.stderr)
                         return EXIT_USAGE
                 response = client.classify(
                     args.images, model=args.model, top_k=args.top_k, profile=args.profile, version=args.version,
