@@ -7,6 +7,7 @@ library is imported here: every command line loads this module at start-up.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -53,4 +54,6 @@ def output_file(text: str) -> Path:
     if not folder.is_dir():
         state = "is not a folder" if folder.exists() else "does not exist; create it first"
         raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} {state}")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: no permission to write in {folder}")
     return path

@@ -62,6 +62,13 @@ def test_missing_output_folders_are_refused_not_created(capsys, files, argv, mes
     assert not (files / "missing").exists()
 
 
+def test_a_folder_without_write_permission_is_refused(capsys, files, monkeypatch):
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # as root every folder is writable
+    with pytest.raises(SystemExit):
+        main(["build", "resnet18", "-o", str(files / "m.onnx")])
+    assert f"no permission to write in {files}" in capsys.readouterr().err
+
+
 def test_a_repository_must_exist(capsys, files):
     assert main(["build", "resnet18", "--repository", str(files / "nowhere")]) == 2
     assert "create it first" in capsys.readouterr().err and not (files / "nowhere").exists()
