@@ -163,10 +163,15 @@ class GoogLeNet(nn.Module):
 AUX = Option("aux", bool, "Inception/GoogLeNet: add the auxiliary heads as extra outputs")
 
 
-def _googlenet(num_classes: int, aux: bool) -> Network:
-    if aux:  # torchvision's order: the main logits, then aux2's, then aux1's
-        return Network(GoogLeNet(num_classes, aux), output_names=(OUTPUT_NAME, "aux_logits2", "aux_logits1"))
-    return Network(GoogLeNet(num_classes), adapt_state_dict=lambda state: drop_aux_keys(state, ("aux1.", "aux2.")))
+def with_aux(module: nn.Module, aux: bool, outputs: tuple[str, ...], keys: tuple[str, ...]) -> Network:
+    """The network with its auxiliary heads as extra ``outputs``, or without them (checkpoints' ``keys`` dropped)."""
+    if aux:
+        return Network(module, output_names=(OUTPUT_NAME, *outputs))
+    return Network(module, adapt_state_dict=lambda state: drop_aux_keys(state, keys))
+
+
+def _googlenet(num_classes: int, aux: bool) -> Network:  # torchvision's order: logits, aux2's, aux1's
+    return with_aux(GoogLeNet(num_classes, aux), aux, ("aux_logits2", "aux_logits1"), ("aux1.", "aux2."))
 
 
 ARCHITECTURES = [

@@ -11,9 +11,9 @@ and the train-only auxiliary classifier is the optional extra output ``aux_logit
 from __future__ import annotations
 
 from graphgen import nn
-from graphgen.architecture import OUTPUT_NAME, Architecture, Network
+from graphgen.architecture import Architecture, Network
 from graphgen.metadata import Preprocess
-from graphgen.models.googlenet import AUX, HALF, BasicConv2d, drop_aux_keys
+from graphgen.models.googlenet import AUX, HALF, BasicConv2d, with_aux
 
 
 def _branch_pool(op, x):
@@ -211,9 +211,7 @@ class Inception3(nn.Module):
 
 
 def _inception_v3(num_classes: int, aux: bool) -> Network:
-    if aux:
-        return Network(Inception3(num_classes, aux), output_names=(OUTPUT_NAME, "aux_logits"))
-    return Network(Inception3(num_classes), adapt_state_dict=lambda state: drop_aux_keys(state, ("AuxLogits.",)))
+    return with_aux(Inception3(num_classes, aux), aux, ("aux_logits",), ("AuxLogits.",))
 
 
 ARCHITECTURES = [
