@@ -13,10 +13,14 @@ from graphgen.passes.fold_batchnorm import FoldBatchNormPass, fold_batchnorm
 from graphgen.passes.fold_repvgg import FoldRepVGGPass, fold_repvgg
 from graphgen.passes.group_branches import GroupBranchesPass, group_branches
 from graphgen.passes.inference import InferenceFormPass, inference_form
+from graphgen.passes.inline import InlineFunctionsPass, inline_functions
+from graphgen.passes.opset import ConvertOpsetPass, OpsetError, convert_opset
+from graphgen.passes.outline import OutlineBlocksPass, outline_blocks
 from graphgen.passes.replace_head import CutHeadPass, HeadError, ReplaceHeadPass, cut_head, replace_head
 from graphgen.passes.to_fp16 import ToFp16Pass, to_fp16
 
 __all__ = [
+    "ConvertOpsetPass",
     "CutHeadPass",
     "FlattenConcatsPass",
     "FoldBatchNormPass",
@@ -25,15 +29,21 @@ __all__ = [
     "GroupBranchesPass",
     "HeadError",
     "InferenceFormPass",
+    "InlineFunctionsPass",
+    "OpsetError",
+    "OutlineBlocksPass",
     "PassResult",
     "ReplaceHeadPass",
     "ToFp16Pass",
+    "convert_opset",
     "cut_head",
     "flatten_concats",
     "fold_batchnorm",
     "fold_repvgg",
     "group_branches",
     "inference_form",
+    "inline_functions",
+    "outline_blocks",
     "replace_head",
     "to_fp16",
 ]
