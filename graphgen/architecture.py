@@ -37,6 +37,9 @@ class Option:
     choices: tuple[str, ...] = ()
     default: OptionValue = False
 
+    def __post_init__(self) -> None:
+        self.check(self.default)  # a declaration whose default it would itself refuse is a bug
+
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")

@@ -37,6 +37,13 @@ def test_options_are_typed_and_checked():
             option.check(value)
 
 
+def test_a_default_must_fit_its_own_option():
+    with pytest.raises(OptionError, match="takes a float"):
+        Option("phi", float, "phi")  # the default default, False, is no float
+    with pytest.raises(OptionError, match="must be one of"):
+        Option("form", str, "form", ("grouped", "branches"), "stacked")
+
+
 def test_one_option_name_means_one_type_everywhere():
     options = registry.all_options()
     assert set(options) == {"phi", "width", "deploy", "form", "aux", "activation"}
