@@ -1,4 +1,4 @@
-"""KServe v2 REST bodies ↔ KServe messages (graphgen_server.http_codec), without a server."""
+"""KServe v2 REST bodies ↔ the runtime's types (graphgen_server.http_codec), without a server."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from graphgen.profiling.summary import Profile, Spread
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_server.errors import InvalidArgument
 from graphgen_server.http_codec import deserialize_bytes, infer_request, infer_response, message_json
+from graphgen_server.runtime import Inferred, OutputTensor, Profiling, Timings
+from graphgen_server.tensors import to_array, to_bytes
 
 
 def body_with_binary(document: dict, *blobs: bytes) -> tuple[bytes, str]:
@@ -32,15 +35,30 @@ def test_json_and_binary_inputs_mix_and_keep_their_order():
     }
     half = np.array([0.5, 2.0], np.float16)
     body, length = body_with_binary(document, x.tobytes(), half.tobytes())
-    request, binary = infer_request(body, length, "m", "2")
-    assert (request.model_name, request.model_version, request.id) == ("m", "2", "r7")
-    assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [
-        ("a", "FP32", [2, 3]), ("b", "INT64", [1, 2]), ("c", "FP16", [2])
+    call = infer_request(body, length)
+    assert call.id == "r7"
+    assert [(t.name, t.datatype, list(t.shape), t.field) for t in call.inputs] == [
+        ("a", "FP32", [2, 3], "inputs[0]"), ("b", "INT64", [1, 2], "inputs[1]"), ("c", "FP16", [2], "inputs[2]")
     ]  # fmt: skip
-    assert request.raw_input_contents == [x.tobytes(), ids.tobytes(), half.tobytes()]
-    assert request.outputs[0].parameters["classification"].int64_param == 3
-    assert request.parameters["priority"].int64_param == 2 and "binary_data_output" not in request.parameters
-    assert binary == {"logits": True, "other": False}
+    assert [to_bytes(to_array(t)) for t in call.inputs] == [x.tobytes(), ids.tobytes(), half.tobytes()]
+    assert [(o.name, o.field, o.classification) for o in call.outputs] == [
+        ("logits", "outputs[0]", 3), ("other", "outputs[1]", None)
+    ]  # fmt: skip
+    assert call.profile == Profiling(False, 0, "parameters.profile_runs")  # (priority: accepted, not used)
+    assert call.binary == {"logits": True, "other": False}
+
+
+def test_profile_parameters_follow_the_grpc_rules():
+    tensor = {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}
+    asked = {"inputs": [tensor], "parameters": {"profile": True, "profile_runs": 7}}
+    assert infer_request(json.dumps(asked).encode(), None).profile == Profiling(True, 7, "parameters.profile_runs")
+    for parameters, field in [
+        ({"profile": 1}, "parameters.profile"),
+        ({"profile_runs": True}, "parameters.profile_runs"),
+    ]:
+        with pytest.raises(InvalidArgument) as refused:
+            infer_request(json.dumps({"inputs": [tensor], "parameters": parameters}).encode(), None)
+        assert str(refused.value).startswith(field)
 
 
 @pytest.mark.parametrize(
@@ -57,13 +75,17 @@ def test_json_and_binary_inputs_mix_and_keep_their_order():
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
          b"1234", "inputs[0].parameters.binary_data_size"),
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": {}}', None, "outputs"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"p": null}}',
+         None, "parameters.p"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],'
+         b' "outputs": [{"name": "y", "parameters": {"classification": [3]}}]}', None, "outputs[0].parameters.classification"),
     ],
 )  # fmt: skip
 def test_malformed_requests_name_the_field(body, length, field):
     if isinstance(length, bytes):  # binary data after the JSON
         body, length = body + length, str(len(body))
     with pytest.raises(InvalidArgument) as refused:
-        infer_request(body, length, "m", "")
+        infer_request(body, length)
     assert str(refused.value).startswith(field)
 
 
@@ -71,21 +93,28 @@ def test_response_outputs_as_json_or_binary():
     logits = np.array([[0.25, -1.0]], np.float32)
     classes = [b"0.250000:0:cat", b"-1.000000:1:dog"]
     raw_classes = b"".join(len(c).to_bytes(4, "little") + c for c in classes)
-    response = pb.ModelInferResponse(model_name="m", model_version="1", id="r")
-    response.parameters["graphgen_profile"].string_param = '{"layers": []}'
-    response.outputs.add(name="logits", datatype="FP32", shape=[1, 2])
-    response.outputs.add(name="top", datatype="BYTES", shape=[1, 2])
-    response.raw_output_contents.extend([logits.tobytes(), raw_classes])
+    spread = Spread(1.0, 1.0, 1.0, 1.0, 1.0)
+    profile = Profile(
+        rows=[], run=spread, runs=3, warmup_runs=1, batch=1, provider="CPUExecutionProvider", timing="host"
+    )
+    timings = Timings(0.0, 0.0, 0.0, 0.0, 0.0, 1)
+    outputs = [OutputTensor("logits", "FP32", logits), OutputTensor("top", "BYTES", np.array([classes], dtype=object))]
+    inferred = Inferred("m", "1", outputs, timings, profile)
 
-    text, length = infer_response(response, {"logits": False, "top": False})
+    text, length = infer_response(inferred, "r", {"logits": False, "top": False})
     assert length is None
     document = json.loads(text)
     assert document["id"] == "r" and document["outputs"][0]["data"] == [0.25, -1.0]
-    assert document["parameters"] == {"graphgen_profile": '{"layers": []}'}
-    assert document["outputs"][1]["data"] == ["0.250000:0:cat", "-1.000000:1:dog"]
+    assert (document["model_name"], document["model_version"]) == ("m", "1")
+    assert list(document["parameters"]) == ["graphgen_profile"]
+    assert json.loads(document["parameters"]["graphgen_profile"])["runs"] == 3
+    assert document["outputs"][1] == {
+        "name": "top", "datatype": "BYTES", "shape": [1, 2], "data": ["0.250000:0:cat", "-1.000000:1:dog"]
+    }  # fmt: skip
 
-    body, length = infer_response(response, {"": True})  # binary_data_output: every output
+    body, length = infer_response(inferred, "", {"": True})  # binary_data_output: every output
     header = json.loads(body[:length])
+    assert "id" not in header
     assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [8, len(raw_classes)]
     assert body[length : length + 8] == logits.tobytes() and deserialize_bytes(body[length + 8 :]) == classes
 

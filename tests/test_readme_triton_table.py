@@ -20,7 +20,6 @@ from graphgen_protos import kserve_v2_pb2
 from graphgen_server.config import ServerConfig
 from graphgen_server.errors import CallGate
 from graphgen_server.http import KServeHttp
-from graphgen_server.kserve import KServeServicer
 from graphgen_server.runtime import Runtime
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -93,8 +92,8 @@ def test_every_triton_endpoint_has_a_row_true_to_the_http_server(tmp_path):
     assert set(TRITON_HTTP) <= set(rows), set(TRITON_HTTP) - set(rows)
 
     async def statuses() -> dict[str, tuple[int, str]]:
-        runtime = Runtime(ServerConfig(repository=tmp_path))  # no model: calls reach the servicer and its NOT_FOUND
-        app = KServeHttp(KServeServicer(runtime, CallGate()), ServerConfig(repository=tmp_path)).app()
+        runtime = Runtime(ServerConfig(repository=tmp_path))  # no model: calls reach the runtime and its NOT_FOUND
+        app = KServeHttp(runtime, CallGate(), ServerConfig(repository=tmp_path)).app()
         async with TestClient(TestServer(app)) as client:
             out = {}
             for pattern in TRITON_HTTP:

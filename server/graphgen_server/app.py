@@ -79,9 +79,8 @@ class GraphgenServer:
     async def start(self) -> None:
         self._bind()  # every port first: one in use stops the server before any model loads
         self.runtime.load()
-        kserve = KServeServicer(self.runtime, self.gate, self.control)
         add_servicer(self.server, ClassifierServicer(self.runtime, self.gate), CLASSIFIER_SERVICE)
-        add_servicer(self.server, kserve, KSERVE_SERVICE)
+        add_servicer(self.server, KServeServicer(self.runtime, self.gate, self.control), KSERVE_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -90,7 +89,8 @@ class GraphgenServer:
         await self.server.start()
         await self.publish_health()
         if self.http is not None:
-            await self.http.start(KServeHttp(kserve, self.config, draining=lambda: self.draining).app())
+            http = KServeHttp(self.runtime, self.gate, self.config, self.control, draining=lambda: self.draining)
+            await self.http.start(http.app())
         if self.metrics is not None:
             await self.metrics.start(metrics_app(self.runtime))
         for listener in (self.http, self.metrics):

@@ -1,8 +1,9 @@
 """KServe v2 HTTP/REST (Triton's endpoints) on aiohttp, in the gRPC server's event loop.
 
-Each endpoint turns its URL and body into the KServe message the gRPC servicer takes, awaits
-the servicer's own method, and writes the answer as Triton's REST API does: one behaviour for
-both protocols, the same statistics, limits and shutdown gate. Failures are answered
+Each endpoint turns its URL and body into the runtime's Python types (:mod:`graphgen_server.http_codec`),
+calls the runtime, and writes the answer as Triton's REST API does. What the gRPC servicer answers
+too (metadata, statistics, parameters' rules) comes from :mod:`graphgen_server.dataplane`, and
+both pass the same shutdown gate: one behaviour for both protocols. Failures are answered
 ``{"error": message}`` with the HTTP status :mod:`graphgen_server.errors` chooses (``HTTP_STATUS``).
 
 The listening socket is bound when the server starts, before any model loads, so a port in
@@ -20,13 +21,13 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import grpc
 from aiohttp import web
 
-from graphgen_protos import kserve_v2_pb2 as pb
-from graphgen_server import http_codec
+from graphgen_server import dataplane, http_codec
 from graphgen_server.config import ServerConfig
-from graphgen_server.errors import InvalidArgument, clamp, http_status, http_status_of
+from graphgen_server.control import ModelControl
+from graphgen_server.errors import CallGate, InvalidArgument, clamp, http_status_of
+from graphgen_server.runtime import Runtime
 
 log = logging.getLogger("graphgen_server")
 
@@ -73,36 +74,6 @@ def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-class ServicerAbort(grpc.aio.AbortError):
-    """What :meth:`CallContext.abort` raises: the status the servicer ended the call with.
-
-    An AbortError, so the servicers' ``abort_with_status`` lets it through as it does gRPC's own.
-    """
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
-class CallContext:
-    """The part of a gRPC ServicerContext the servicer's handlers use, for an HTTP request."""
-
-    def __init__(self, request: web.Request) -> None:
-        self._request = request
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise ServicerAbort(code, details)
-
-    def peer(self) -> str:
-        return f"http:{self._request.remote}"
-
-    def invocation_metadata(self) -> list[tuple[str, str]]:
-        return [(k.lower(), v) for k, v in self._request.headers.items()]
-
-    def time_remaining(self) -> float | None:
-        return None
-
-
 def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": clamp(message)}, status=status)
 
@@ -112,8 +83,6 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     """Every failure as ``{"error": ...}`` with its status (aiohttp's own 404/405/413 included)."""
     try:
         return await handler(request)
-    except ServicerAbort as abort:
-        return error_response(http_status(abort.code), abort.details)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -122,7 +91,7 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
                 404, f"no endpoint {request.path} (KServe v2 paths: /v2, /v2/health/..., /v2/models/...)"
             )
         return error_response(error.status, f"{request.method} {request.path}: {error.reason}")
-    except Exception as error:  # raised before the servicer: the request's body or URL
+    except Exception as error:  # the request's body or URL, or the runtime's answer
         status, message = http_status_of(error)
         if status == 500:
             log.exception("HTTP %s %s failed", request.method, request.path)
@@ -149,11 +118,16 @@ def bearer_token(token: str, open_paths: Iterable[str] = OPEN_PATHS) -> Any:
 
 
 class KServeHttp:
-    """Triton's REST endpoints over a :class:`~graphgen_server.kserve.KServeServicer`."""
+    """Triton's REST endpoints over the :class:`~graphgen_server.runtime.Runtime`."""
 
-    def __init__(self, servicer: Any, config: ServerConfig, draining: Callable[[], bool] = lambda: False) -> None:
-        self.servicer = servicer
+    def __init__(
+        self, runtime: Runtime, gate: CallGate, config: ServerConfig, control: ModelControl | None = None,
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:  # fmt: skip
+        self.runtime = runtime
+        self.gate = gate  # the gRPC servicers' gate: a shutdown refuses both protocols alike
         self.config = config
+        self.control = control  # None: load and unload are refused
         self.draining = draining  # true from a SIGTERM on: readiness probes must move traffic away
 
     def app(self) -> web.Application:
@@ -182,67 +156,65 @@ class KServeHttp:
         app.add_routes(routes)
         return app
 
-    async def _call(self, method: str, message: Any, request: web.Request) -> Any:
-        handler = getattr(self.servicer, method, None)
-        if handler is None:
-            raise ServicerAbort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
-        return await handler(message, CallContext(request))
-
-    async def _json(self, method: str, message: Any, request: web.Request) -> web.Response:
-        return web.json_response(http_codec.message_json(await self._call(method, message, request)))
-
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return await self._json("ServerMetadata", pb.ServerMetadataRequest(), request)
+        async with self.gate.call():
+            return web.json_response(dataplane.server_metadata(self.control))
 
     async def live(self, request: web.Request) -> web.Response:
-        answer = await self._call("ServerLive", pb.ServerLiveRequest(), request)
-        return web.Response(status=200 if answer.live else 400)
+        async with self.gate.call():
+            return web.Response(status=200)
 
     async def ready(self, request: web.Request) -> web.Response:
-        answer = await self._call("ServerReady", pb.ServerReadyRequest(), request)
-        return web.Response(status=200 if answer.ready and not self.draining() else 400)
+        async with self.gate.call():
+            ready = dataplane.server_ready(self.runtime, self.gate) and not self.draining()
+        return web.Response(status=200 if ready else 400)
 
     async def model_ready(self, request: web.Request) -> web.Response:
-        name, version = _model(request)
-        answer = await self._call("ModelReady", pb.ModelReadyRequest(name=name, version=version), request)
-        return web.Response(status=200 if answer.ready else 400)
+        async with self.gate.call():
+            ready = self.runtime.find(*_model(request)).ready
+        return web.Response(status=200 if ready else 400)
 
     async def model_metadata(self, request: web.Request) -> web.Response:
-        name, version = _model(request)
-        return await self._json("ModelMetadata", pb.ModelMetadataRequest(name=name, version=version), request)
+        async with self.gate.call():
+            return web.json_response(dataplane.model_metadata(self.runtime, *_model(request)))
 
     async def model_config(self, request: web.Request) -> web.Response:
-        name, version = _model(request)
-        answer = await self._call("ModelConfig", pb.ModelConfigRequest(name=name, version=version), request)
-        return web.json_response(http_codec.message_json(answer.config))  # the config itself, as Triton's
+        async with self.gate.call():
+            config = self.runtime.ready(*_model(request)).model_config
+            return web.json_response(http_codec.message_json(config))  # the config itself, as Triton's
 
     async def statistics(self, request: web.Request) -> web.Response:
-        name, version = _model(request)
-        return await self._json("ModelStatistics", pb.ModelStatisticsRequest(name=name, version=version), request)
+        async with self.gate.call():
+            return web.json_response({"model_stats": dataplane.statistics(self.runtime, *_model(request))})
 
     async def repository_index(self, request: web.Request) -> web.Response:
         body = await _body(request)
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidArgument("ready", "must be true or false")
-        answer = await self._call("RepositoryIndex", pb.RepositoryIndexRequest(ready=ready), request)
-        return web.json_response(http_codec.message_json(answer).get("models", []))  # Triton answers a list
+        async with self.gate.call():
+            return web.json_response(dataplane.repository_index(self.runtime, ready))  # Triton answers a list
 
     async def load(self, request: web.Request) -> web.Response:
-        return await self._control("RepositoryModelLoad", pb.RepositoryModelLoadRequest, request)
+        name, parameters = await self._control_request(request)
+        async with self.gate.call():
+            await dataplane.model_control(self.control, "", parameters).load(name)
+        return web.Response(status=200)
 
     async def unload(self, request: web.Request) -> web.Response:
-        return await self._control("RepositoryModelUnload", pb.RepositoryModelUnloadRequest, request)
-
-    async def _control(self, method: str, message_type: Any, request: web.Request) -> web.Response:
-        message = message_type(model_name=request.match_info["model"])
-        parameters = (await _body(request)).get("parameters", {})
-        if not isinstance(parameters, dict):
-            raise InvalidArgument("parameters", "must be a JSON object")
-        for key, value in parameters.items():
-            http_codec.set_parameter(message.parameters[key], value, f"parameters.{key}")
-        await self._call(method, message, request)
+        name, parameters = await self._control_request(request)
+        async with self.gate.call():
+            # tritonclient always sends unload_dependents: there are no ensembles here, so no dependents.
+            await dataplane.model_control(self.control, "", parameters, {"unload_dependents"}).unload(name)
         return web.Response(status=200)
+
+    async def _control_request(self, request: web.Request) -> tuple[str, dict]:
+        body = await _body(request)
+        if not isinstance(body.get("parameters", {}), dict):
+            raise InvalidArgument("parameters", "must be a JSON object")
+        # (a repository parameter has no double: as ModelRepositoryParameter)
+        parameters = http_codec.parameters(body.get("parameters", {}), "parameters", floats=False)
+        return request.match_info["model"], parameters
 
     async def infer(self, request: web.Request) -> web.Response:
         name, version = _model(request)
@@ -250,12 +222,15 @@ class KServeHttp:
         header_length = request.headers.get(http_codec.HEADER_LENGTH)
         if len(body) > PARSE_ON_LOOP_BYTES:
             # Parsing megabytes of JSON takes ~100 ms: on a thread, the loop keeps serving meanwhile.
-            parse = functools.partial(http_codec.infer_request, body, header_length, name, version)
-            message, binary = await asyncio.get_running_loop().run_in_executor(None, parse)
+            parse = functools.partial(http_codec.infer_request, body, header_length)
+            call = await asyncio.get_running_loop().run_in_executor(None, parse)
         else:
-            message, binary = http_codec.infer_request(body, header_length, name, version)
-        answer = await self._call("ModelInfer", message, request)
-        content, json_length = http_codec.infer_response(answer, binary)
+            call = http_codec.infer_request(body, header_length)
+        async with self.gate.call():
+            inferred = await self.runtime.infer(
+                name, version, inputs=call.inputs, outputs=call.outputs, profile=call.profile
+            )
+        content, json_length = http_codec.infer_response(inferred, call.id, call.binary)
         binary_follows = json_length is not None
         response = web.Response(
             body=content, content_type="application/octet-stream" if binary_follows else "application/json"

@@ -1,11 +1,11 @@
-"""KServe v2 HTTP/REST bodies ↔ KServe's protobuf messages (the ones the gRPC servicer takes).
+"""KServe v2 HTTP/REST bodies ↔ the runtime's Python types (no protobuf in between).
 
 An inference request is JSON, optionally followed by the binary tensor data extension: the
 ``Inference-Header-Content-Length`` header gives the JSON's length, and each input whose
 ``parameters`` hold ``binary_data_size`` takes that many bytes of what follows, in order.
 JSON values (nested or flat, row-major) are converted by :func:`graphgen_server.tensors.to_array`,
-the one conversion of request data; they and binary data go to ``raw_input_contents``, and the
-servicer checks them against the model as it checks any gRPC call.
+the one conversion of request data; they and binary data become the runtime's
+:class:`~graphgen_server.tensors.InputTensor`, checked against the model as any call's.
 Outputs are JSON arrays unless the output asks ``binary_data`` (or the request
 ``binary_data_output``); the ``classification`` parameter asks for the top classes.
 """
@@ -13,8 +13,8 @@ Outputs are JSON arrays unless the output asks ``binary_data`` (or the request
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -22,15 +22,32 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from graphgen_protos import kserve_v2_pb2 as pb
+from graphgen_server import dataplane
+from graphgen_server.dataplane import PROFILE_RESPONSE, deserialize_bytes, serialize_bytes
 from graphgen_server.errors import InvalidArgument
+from graphgen_server.runtime import Inferred, Profiling, RequestedOutput
 from graphgen_server.tensors import DATATYPES, InputTensor, to_array, to_bytes
+
+__all__ = ["HEADER_LENGTH", "InferCall", "deserialize_bytes", "infer_request", "infer_response", "message_json"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_DATA_SIZE, BINARY_DATA, BINARY_DATA_OUTPUT = "binary_data_size", "binary_data", "binary_data_output"
-CLASSIFICATION = "classification"
 
 _INT64_TYPES = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
+
+
+@dataclass(frozen=True)
+class InferCall:
+    """What a REST inference request asks of the runtime, and how its outputs go back.
+
+    ``binary``: per requested output name whether it is answered as binary data ("": every output).
+    """
+
+    id: str
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput]
+    profile: Profiling
+    binary: dict[str, bool]
 
 
 def parse_json(text: bytes, what: str) -> Any:
@@ -46,26 +63,22 @@ def _object(value: Any, field: str) -> dict:
     return value
 
 
-def set_parameter(parameter: Any, value: Any, field: str) -> None:
-    """A JSON value into an InferParameter (or a ModelRepositoryParameter, which has no double)."""
-    if isinstance(value, bool):
-        parameter.bool_param = value
-    elif isinstance(value, int):
-        parameter.int64_param = value
-    elif isinstance(value, float) and "double_param" in parameter.DESCRIPTOR.fields_by_name:
-        parameter.double_param = value
-    elif isinstance(value, str):
-        parameter.string_param = value
-    else:
-        raise InvalidArgument(field, f"must be a boolean, number or string, got {type(value).__name__}")
+def parameters(value: Any, field: str, skip: str = "", floats: bool = True) -> dict[str, Any]:
+    """A JSON ``parameters`` object, each value a KServe parameter (no float for a repository parameter)."""
+    document = _object(value, field)
+    for key, parameter in document.items():
+        if key == skip:
+            continue
+        if isinstance(parameter, bool | int | str) or (floats and isinstance(parameter, float)):
+            continue
+        raise InvalidArgument(f"{field}.{key}", f"must be a boolean, number or string, got {type(parameter).__name__}")
+    return document
 
 
-def infer_request(
-    body: bytes, header_length: str | None, model: str, version: str
-) -> tuple[pb.ModelInferRequest, dict[str, bool]]:
-    """The ModelInferRequest a REST body carries, and per requested output whether it goes back binary."""
+def infer_request(body: bytes, header_length: str | None) -> InferCall:
+    """What a REST body asks the runtime, and per requested output whether it goes back binary."""
     if header_length is None:
-        header, binary = body, b""
+        header, binary = body, memoryview(b"")
     else:
         try:
             length = int(header_length)
@@ -73,32 +86,30 @@ def infer_request(
             raise InvalidArgument(HEADER_LENGTH, f"must be a byte count, got {header_length!r}") from None
         if not 0 < length <= len(body):
             raise InvalidArgument(HEADER_LENGTH, f"{length} is not within the body's {len(body)} bytes")
-        header, binary = body[:length], body[length:]
+        header, binary = body[:length], memoryview(body)[length:]  # (the tensors' bytes: not copied)
     document = _object(parse_json(header, "request"), "request")
-    request = pb.ModelInferRequest(model_name=model, model_version=version)
-    if "id" in document:
-        if not isinstance(document["id"], str):
-            raise InvalidArgument("id", "must be a string")
-        request.id = document["id"]
-    parameters = _object(document.get("parameters", {}), "parameters")
-    binary_default = parameters.get(BINARY_DATA_OUTPUT, False)
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidArgument("id", "must be a string")
+    request_parameters = parameters(document.get("parameters", {}), "parameters", skip=BINARY_DATA_OUTPUT)
+    binary_default = request_parameters.get(BINARY_DATA_OUTPUT, False)
     if not isinstance(binary_default, bool):
         raise InvalidArgument(f"parameters.{BINARY_DATA_OUTPUT}", "must be true or false")
-    for key, value in parameters.items():
-        if key != BINARY_DATA_OUTPUT:
-            set_parameter(request.parameters[key], value, f"parameters.{key}")
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidArgument("inputs", "must be a non-empty list of tensors")
-    offset = 0
+    tensors, offset = [], 0
     for position, tensor in enumerate(inputs):
-        offset = _add_input(request, _object(tensor, f"inputs[{position}]"), position, binary, offset)
+        added, offset = _input(_object(tensor, f"inputs[{position}]"), position, binary, offset)
+        tensors.append(added)
     if offset != len(binary):
         raise InvalidArgument("binary data", f"{len(binary) - offset} bytes after the JSON are claimed by no input")
-    return request, _add_outputs(request, document.get("outputs", []), binary_default)
+    outputs, binary_outputs = _outputs(document.get("outputs", []), binary_default)
+    profile = dataplane.profiling(request_parameters)
+    return InferCall(request_id, tensors, outputs, profile, binary_outputs)
 
 
-def _add_input(request: pb.ModelInferRequest, tensor: dict, position: int, binary: bytes, offset: int) -> int:
+def _input(tensor: dict, position: int, binary: memoryview, offset: int) -> tuple[InputTensor, int]:
     field = f"inputs[{position}]"
     name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
@@ -108,96 +119,79 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict, position: int, binar
     if datatype not in DATATYPES and datatype != "BYTES":
         known = ", ".join([*DATATYPES, "BYTES"])
         raise InvalidArgument(f"{field}.datatype", f"unknown datatype {datatype!r} (KServe datatypes: {known})")
-    request.inputs.add(name=name, datatype=datatype, shape=shape)
-    parameters = _object(tensor.get("parameters", {}), f"{field}.parameters")
-    size = parameters.get(BINARY_DATA_SIZE)
+    tensor_parameters = parameters(tensor.get("parameters", {}), f"{field}.parameters")
+    size = tensor_parameters.get(BINARY_DATA_SIZE)
     if size is None:
         if "data" not in tensor:
             raise InvalidArgument(field, f"has no 'data' (or '{BINARY_DATA_SIZE}' with the binary data extension)")
-        request.raw_input_contents.append(_json_to_raw(request.inputs[-1], tensor["data"], field))
-        return offset
+        raw = _json_to_raw(name, datatype, shape, tensor["data"], field)
+        return InputTensor(name, datatype, shape, raw, field, f"{field}.data"), offset
     if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
         raise InvalidArgument(
             f"{field}.parameters.{BINARY_DATA_SIZE}", f"{size!r} bytes do not fit the {len(binary) - offset} sent"
         )
     if "data" in tensor:
         raise InvalidArgument(field, f"has both 'data' and '{BINARY_DATA_SIZE}': send one")
-    request.raw_input_contents.append(binary[offset : offset + size])
-    return offset + size
+    data = binary[offset : offset + size]
+    return InputTensor(name, datatype, shape, data, field, f"{field}.parameters.{BINARY_DATA_SIZE}"), offset + size
 
 
-def _json_to_raw(tensor: pb.ModelInferRequest.InferInputTensor, data: Any, field: str) -> bytes:
+def _json_to_raw(name: str, datatype: str, shape: list[int], data: Any, field: str) -> bytes:
     """JSON values (nested or flat, row-major) as the tensor's raw bytes, checked by tensors.to_array."""
     try:
         values = np.asarray(data).ravel()  # numpy parses the nested lists in C: JSON tensors are large
     except ValueError:
         raise InvalidArgument(f"{field}.data", "nested lists of unequal lengths") from None
     flat = cast(Sequence[Any], values)  # (an array is a sequence to to_array: len() and np.asarray)
-    declared = InputTensor(tensor.name, tensor.datatype, list(tensor.shape), flat, field, f"{field}.data")
-    return to_bytes(to_array(declared))
+    return to_bytes(to_array(InputTensor(name, datatype, shape, flat, field, f"{field}.data")))
 
 
-def _add_outputs(request: pb.ModelInferRequest, outputs: Any, binary_default: bool) -> dict[str, bool]:
+def _outputs(outputs: Any, binary_default: bool) -> tuple[list[RequestedOutput], dict[str, bool]]:
     if not isinstance(outputs, list):
         raise InvalidArgument("outputs", "must be a list")
-    binary = {}
+    requested, binary = [], {}
     for position, output in enumerate(outputs):
         field = f"outputs[{position}]"
         output = _object(output, field)
         name = output.get("name")
         if not isinstance(name, str):
             raise InvalidArgument(f"{field}.name", "must be a string")
-        added = request.outputs.add(name=name)
-        parameters = _object(output.get("parameters", {}), f"{field}.parameters")
-        wants_binary = parameters.get(BINARY_DATA, binary_default)
+        output_parameters = parameters(output.get("parameters", {}), f"{field}.parameters", skip=BINARY_DATA)
+        wants_binary = output_parameters.get(BINARY_DATA, binary_default)
         if not isinstance(wants_binary, bool):
             raise InvalidArgument(f"{field}.parameters.{BINARY_DATA}", "must be true or false")
         binary[name] = wants_binary
-        for key, value in parameters.items():
-            if key != BINARY_DATA:
-                set_parameter(added.parameters[key], value, f"{field}.parameters.{key}")
+        requested.append(RequestedOutput(name, field, dataplane.classification(output_parameters)))
     if not outputs and binary_default:
         binary[""] = True  # every output
-    return binary
+    return requested, binary
 
 
-def deserialize_bytes(raw: bytes) -> list[bytes]:
-    elements, offset = [], 0
-    while offset < len(raw):
-        (length,) = struct.unpack_from("<I", raw, offset)
-        elements.append(raw[offset + 4 : offset + 4 + length])
-        offset += 4 + length
-    return elements
-
-
-def infer_response(response: pb.ModelInferResponse, binary: dict[str, bool]) -> tuple[bytes, int | None]:
-    """The REST body of a ModelInferResponse, and the JSON's length when binary data follows it."""
-    document: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
-    if response.id:
-        document["id"] = response.id
-    if response.parameters:  # (graphgen's per-layer profile travels here)
-        document["parameters"] = {key: _parameter_value(value) for key, value in response.parameters.items()}
+def infer_response(inferred: Inferred, request_id: str, binary: dict[str, bool]) -> tuple[bytes, int | None]:
+    """The REST body of the runtime's result, and the JSON's length when binary data follows it."""
+    document: dict[str, Any] = {"model_name": inferred.model, "model_version": inferred.version}
+    if request_id:
+        document["id"] = request_id
+    if inferred.profile is not None:
+        document["parameters"] = {PROFILE_RESPONSE: dataplane.profile_json(inferred.profile)}
     outputs, blobs = [], []
-    for tensor, raw in zip(response.outputs, response.raw_output_contents):
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-        if binary.get(tensor.name, binary.get("", False)):
+    for output in inferred.outputs:
+        array = output.array
+        entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(array.shape)}
+        if binary.get(output.name, binary.get("", False)):
+            raw = serialize_bytes(list(array.ravel())) if output.datatype == "BYTES" else to_bytes(array)
             entry["parameters"] = {BINARY_DATA_SIZE: len(raw)}
             blobs.append(raw)
-        elif tensor.datatype == "BYTES":
-            entry["data"] = [e.decode("utf-8", errors="replace") for e in deserialize_bytes(raw)]
+        elif output.datatype == "BYTES":
+            entry["data"] = [e.decode("utf-8", errors="replace") for e in array.ravel()]
         else:
-            entry["data"] = np.frombuffer(raw, dtype=DATATYPES[tensor.datatype].newbyteorder("<")).tolist()
+            entry["data"] = array.ravel().tolist()
         outputs.append(entry)
     document["outputs"] = outputs
     header = json.dumps(document, separators=(",", ":")).encode()
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
-
-
-def _parameter_value(parameter: pb.InferParameter) -> Any:
-    kind = parameter.WhichOneof("parameter_choice")
-    return getattr(parameter, kind) if kind else None
 
 
 def message_json(message: Message) -> dict:

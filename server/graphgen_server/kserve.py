@@ -15,39 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
-import graphgen
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
+from graphgen_server import dataplane
 from graphgen_server.control import ModelControl
-from graphgen_server.errors import (
-    CallGate,
-    InvalidArgument,
-    NotFound,
-    Refused,
-    Undecodable,
-    abort_with_status,
-    clamp,
-    status_of,
-)
-from graphgen_server.profiling import profile_message
-from graphgen_server.runtime import Profiling, RequestedOutput, Runtime
-from graphgen_server.stats import Duration, ModelStats
-from graphgen_server.tensors import InputTensor, TensorInfo, to_bytes
+from graphgen_server.dataplane import PROFILE_RESPONSE, serialize_bytes
+from graphgen_server.errors import CallGate, InvalidArgument, Undecodable, abort_with_status, clamp, status_of
+from graphgen_server.runtime import RequestedOutput, Runtime
+from graphgen_server.tensors import InputTensor, to_bytes
 
 log = logging.getLogger("graphgen_server")
 
-PLATFORM = "onnxruntime_onnx"
 STREAM_IN_FLIGHT = 64  # requests of one ModelStreamInfer stream running at once
-EXTENSIONS = ["classification", "statistics"]
-CLASSIFICATION = "classification"
-PROFILE, PROFILE_RUNS, PROFILE_RESPONSE = "profile", "profile_runs", "graphgen_profile"
 # The typed ``contents`` field that carries each datatype (FP16 has none: raw bytes only).
 CONTENTS_FIELD = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -56,9 +41,13 @@ CONTENTS_FIELD = {
 }  # fmt: skip
 
 
-def serialize_bytes(elements: list[bytes]) -> bytes:
-    """KServe's BYTES layout: each element as a 4-byte little-endian length, then its bytes."""
-    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+def parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """An InferParameter map as Python values (None for a parameter holding none)."""
+    values = {}
+    for key, parameter in parameters.items():
+        kind = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, kind) if kind else None
+    return values
 
 
 def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
@@ -90,15 +79,12 @@ def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
 
 
 def requested_outputs(request: pb.ModelInferRequest) -> list[RequestedOutput]:
-    wanted = []
-    for position, output in enumerate(request.outputs):
-        k = None
-        if CLASSIFICATION in output.parameters:
-            parameter = output.parameters[CLASSIFICATION]
-            kind = parameter.WhichOneof("parameter_choice")
-            k = getattr(parameter, kind) if kind else "nothing"
-        wanted.append(RequestedOutput(output.name, f"outputs[{position}]", k))
-    return wanted
+    return [
+        RequestedOutput(
+            output.name, f"outputs[{position}]", dataplane.classification(parameter_values(output.parameters))
+        )
+        for position, output in enumerate(request.outputs)
+    ]
 
 
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
@@ -113,9 +99,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
-        # Ready while serving and at least one model is: a broken model is reported per model.
-        ready = not self.gate.closed and any(m.ready for m in self.runtime.all())
-        return pb.ServerReadyResponse(ready=ready)
+        return pb.ServerReadyResponse(ready=dataplane.server_ready(self.runtime, self.gate))
 
     @abort_with_status
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
@@ -123,23 +107,12 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
-        extensions = [*EXTENSIONS, *(["model_repository"] if self.control else [])]
-        return pb.ServerMetadataResponse(name="graphgen", version=graphgen.__version__, extensions=extensions)
+        return pb.ServerMetadataResponse(**dataplane.server_metadata(self.control))
 
     @abort_with_status
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
-        model = self.runtime.ready(request.name, request.version)
-
-        def tensor(info: TensorInfo) -> pb.ModelMetadataResponse.TensorMetadata:
-            return pb.ModelMetadataResponse.TensorMetadata(name=info.name, datatype=info.datatype, shape=info.dims)
-
-        return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=sorted(self.runtime.models[model.name], key=int),
-            platform=PLATFORM,
-            inputs=[tensor(i) for i in model.inputs],
-            outputs=[tensor(o) for o in model.outputs],
-        )
+        metadata = dataplane.model_metadata(self.runtime, request.name, request.version)
+        return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
 
     @abort_with_status
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
@@ -200,13 +173,11 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         inferred = await self.runtime.infer(
             request.model_name, request.model_version, inputs=input_tensors(request),
-            outputs=requested_outputs(request), profile=profiling(request),
+            outputs=requested_outputs(request), profile=dataplane.profiling(parameter_values(request.parameters)),
         )  # fmt: skip
         response = pb.ModelInferResponse(model_name=inferred.model, model_version=inferred.version, id=request.id)
         if inferred.profile is not None:
-            response.parameters[PROFILE_RESPONSE].string_param = json_format.MessageToJson(
-                profile_message(inferred.profile), indent=None
-            )
+            response.parameters[PROFILE_RESPONSE].string_param = dataplane.profile_json(inferred.profile)
         for output in inferred.outputs:
             response.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
             if output.datatype == "BYTES":
@@ -217,27 +188,13 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
-        if request.name:
-            models = (
-                [self.runtime.find(request.name, request.version)]
-                if request.version
-                else [m for m in self.runtime.all() if m.name == request.name]
-            )
-            if not models:
-                self.runtime.find(request.name)  # raises NotFound
-        else:
-            models = self.runtime.all()
-        return pb.ModelStatisticsResponse(model_stats=[_statistics(m.name, m.version, m.stats) for m in models])
+        model_stats = dataplane.statistics(self.runtime, request.name, request.version)
+        return json_format.ParseDict({"model_stats": model_stats}, pb.ModelStatisticsResponse())
 
     @abort_with_status
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
-        index = pb.RepositoryIndexResponse()
-        for model in self.runtime.all():
-            if request.ready and not model.ready:
-                continue
-            state = "READY" if model.ready else "UNAVAILABLE"
-            index.models.add(name=model.name, version=model.version, state=state, reason=model.reason)
-        return index
+        models = dataplane.repository_index(self.runtime, request.ready)
+        return json_format.ParseDict({"models": models}, pb.RepositoryIndexResponse())
 
     @abort_with_status
     async def RepositoryModelLoad(
@@ -255,57 +212,4 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
     def _model_control(self, request, allowed: frozenset[str] | set[str] = frozenset()) -> ModelControl:
-        if self.control is None:
-            raise Refused("model control is off: start graphgen-server with --model-control to load and unload models")
-        if request.repository_name:
-            raise NotFound(f"repository {request.repository_name!r}: this server has one (leave repository_name empty)")
-        refused = sorted(set(request.parameters) - allowed)
-        if refused:
-            raise InvalidArgument(
-                "parameters", f"{refused} not supported (model files and settings come from the repository only)"
-            )
-        return self.control
-
-
-def profiling(request: pb.ModelInferRequest) -> Profiling:
-    """The request's ``profile`` (bool) and ``profile_runs`` (int) parameters."""
-    profile, runs = False, 0
-    if PROFILE in request.parameters:
-        parameter = request.parameters[PROFILE]
-        if parameter.WhichOneof("parameter_choice") != "bool_param":
-            raise InvalidArgument(f"parameters.{PROFILE}", "must be a bool")
-        profile = parameter.bool_param
-    if PROFILE_RUNS in request.parameters:
-        parameter = request.parameters[PROFILE_RUNS]
-        kind = parameter.WhichOneof("parameter_choice")
-        if kind not in ("int64_param", "uint64_param"):
-            raise InvalidArgument(f"parameters.{PROFILE_RUNS}", "must be an integer")
-        runs = getattr(parameter, kind)
-    return Profiling(profile, runs, f"parameters.{PROFILE_RUNS}")
-
-
-def _duration(duration: Duration) -> pb.StatisticDuration:
-    return pb.StatisticDuration(count=duration.count, ns=duration.ns)
-
-
-def _statistics(name: str, version: str, stats: ModelStats) -> pb.ModelStatistics:
-    stats = stats.snapshot()
-    return pb.ModelStatistics(
-        name=name,
-        version=version,
-        last_inference=stats.last_inference_ms,
-        inference_count=stats.inference_count,
-        execution_count=stats.execution_count,
-        inference_stats=pb.InferStatistics(
-            success=_duration(stats.success),
-            fail=_duration(stats.fail),
-            queue=_duration(stats.queue),
-            compute_input=_duration(stats.compute_input),
-            compute_infer=_duration(stats.compute_infer),
-            compute_output=_duration(stats.compute_output),
-        ),
-        batch_stats=[
-            pb.InferBatchStatistics(batch_size=size, compute_infer=_duration(d.compute_infer))
-            for size, d in sorted(stats.batches.items())
-        ],
-    )
+        return dataplane.model_control(self.control, request.repository_name, request.parameters, allowed)

@@ -1,0 +1,154 @@
+"""What both KServe v2 front-ends (gRPC in kserve.py, HTTP/REST in http.py) answer, protocol-neutral.
+
+Each front-end converts its wire format to these calls and back; the facts and rules live here
+once: the server and model metadata, readiness, the repository index, the statistics as Triton's
+``ModelStatistics`` (a dict in Triton's JSON field names), the ``profile``/``profile_runs`` and
+``classification`` parameters (given as Python values: a protocol converts its own parameter
+type first), the per-layer profile's wire form, and the checks before model control.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+import graphgen
+from graphgen.profiling.summary import Profile
+from graphgen_server.control import ModelControl
+from graphgen_server.errors import CallGate, InvalidArgument, NotFound, Refused
+from graphgen_server.profiling import profile_message
+from graphgen_server.runtime import Profiling, Runtime
+from graphgen_server.stats import Duration, ModelStats
+from graphgen_server.tensors import TensorInfo
+
+PLATFORM = "onnxruntime_onnx"
+EXTENSIONS = ["classification", "statistics"]
+CLASSIFICATION = "classification"
+PROFILE, PROFILE_RUNS, PROFILE_RESPONSE = "profile", "profile_runs", "graphgen_profile"
+
+
+def serialize_bytes(elements: list[bytes]) -> bytes:
+    """KServe's BYTES layout: each element as a 4-byte little-endian length, then its bytes."""
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def deserialize_bytes(raw: bytes) -> list[bytes]:
+    elements, offset = [], 0
+    while offset < len(raw):
+        (length,) = struct.unpack_from("<I", raw, offset)
+        elements.append(raw[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    return elements
+
+
+def server_metadata(control: ModelControl | None) -> dict[str, Any]:
+    extensions = [*EXTENSIONS, *(["model_repository"] if control else [])]
+    return {"name": "graphgen", "version": graphgen.__version__, "extensions": extensions}
+
+
+def server_ready(runtime: Runtime, gate: CallGate) -> bool:
+    """Ready while serving and at least one model is: a broken model is reported per model."""
+    return not gate.closed and any(m.ready for m in runtime.all())
+
+
+def model_metadata(runtime: Runtime, name: str, version: str) -> dict[str, Any]:
+    model = runtime.ready(name, version)
+
+    def tensor(info: TensorInfo) -> dict[str, Any]:
+        return {"name": info.name, "datatype": info.datatype, "shape": info.dims}
+
+    return {
+        "name": model.name,
+        "versions": sorted(runtime.models[model.name], key=int),
+        "platform": PLATFORM,
+        "inputs": [tensor(i) for i in model.inputs],
+        "outputs": [tensor(o) for o in model.outputs],
+    }
+
+
+def repository_index(runtime: Runtime, ready_only: bool) -> list[dict[str, str]]:
+    return [
+        {"name": m.name, "version": m.version, "state": "READY" if m.ready else "UNAVAILABLE", "reason": m.reason}
+        for m in runtime.all()
+        if m.ready or not ready_only
+    ]
+
+
+def statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:
+    """Triton's ModelStatistics of the named model (one version, or all), or of every model if none named."""
+    if name:
+        models = (
+            [runtime.find(name, version)] if version else [m for m in runtime.all() if m.name == name]
+        )  # fmt: skip
+        if not models:
+            runtime.find(name)  # raises NotFound
+    else:
+        models = runtime.all()
+    return [_statistics(m.name, m.version, m.stats) for m in models]
+
+
+def _duration(duration: Duration) -> dict[str, int]:
+    return {"count": duration.count, "ns": duration.ns}
+
+
+def _statistics(name: str, version: str, stats: ModelStats) -> dict[str, Any]:
+    stats = stats.snapshot()
+    stages = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+    return {
+        "name": name,
+        "version": version,
+        "last_inference": stats.last_inference_ms,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
+        "inference_stats": {stage: _duration(getattr(stats, stage)) for stage in stages},
+        "batch_stats": [
+            {"batch_size": size, "compute_infer": _duration(d.compute_infer)}
+            for size, d in sorted(stats.batches.items())
+        ],
+    }
+
+
+def profiling(parameters: Mapping[str, Any]) -> Profiling:
+    """A request's ``profile`` (bool) and ``profile_runs`` (int) parameters, as Python values."""
+    profile, runs = False, 0
+    if PROFILE in parameters:
+        if not isinstance(parameters[PROFILE], bool):
+            raise InvalidArgument(f"parameters.{PROFILE}", "must be a bool")
+        profile = parameters[PROFILE]
+    if PROFILE_RUNS in parameters:
+        runs = parameters[PROFILE_RUNS]
+        if isinstance(runs, bool) or not isinstance(runs, int):
+            raise InvalidArgument(f"parameters.{PROFILE_RUNS}", "must be an integer")
+    return Profiling(profile, runs, f"parameters.{PROFILE_RUNS}")
+
+
+def classification(parameters: Mapping[str, Any]) -> Any:
+    """A requested output's ``classification`` parameter as given (None: not asked; checked by the runtime)."""
+    if CLASSIFICATION not in parameters:
+        return None
+    value = parameters[CLASSIFICATION]
+    return "nothing" if value is None else value  # a parameter holding no value is no count
+
+
+def profile_json(profile: Profile) -> str:
+    """The ``graphgen_profile`` response parameter: graphgen.v1.Profile (classifier.proto) as JSON."""
+    return json_format.MessageToJson(profile_message(profile), indent=None)
+
+
+def model_control(
+    control: ModelControl | None, repository_name: str, parameters: Iterable[str], allowed: Iterable[str] = ()
+) -> ModelControl:
+    """The model control, once the request is one it honours (this server's repository, no parameters)."""
+    if control is None:
+        raise Refused("model control is off: start graphgen-server with --model-control to load and unload models")
+    if repository_name:
+        raise NotFound(f"repository {repository_name!r}: this server has one (leave repository_name empty)")
+    refused = sorted(set(parameters) - set(allowed))
+    if refused:
+        raise InvalidArgument(
+            "parameters", f"{refused} not supported (model files and settings come from the repository only)"
+        )
+    return control
