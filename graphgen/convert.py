@@ -88,6 +88,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     # Weights in external data files are read now: the result and --verify's copies live elsewhere.
     original = ir.external_data.load_to_model(load_model(source))
     print(f"read {source}: {len(original.graph):,} nodes, {count_parameters(original).describe()}")
+    if original.functions and not args.inline and any(step.flag not in ("opset",) for step in steps):
+        # the passes rewrite the main graph only: blocks inside functions would be silently skipped
+        print(
+            f"convert: warning: {source} has {len(original.functions)} local function(s) whose nodes the passes "
+            "do not see; add --inline to convert them too",
+            file=sys.stderr,
+        )
 
     model = original
     for step in steps:

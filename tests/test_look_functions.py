@@ -218,3 +218,21 @@ def test_convert_inline_makes_a_functions_model_flat(capsys, tmp_path):
     assert [node.name for node in proto.graph.node] == [node.name for node in build("mobilenet_v2").graph]
     assert main(["convert", str(target), "-o", str(tmp_path / "again.onnx"), "--inline"]) == 0
     assert "inline: found no local functions; nothing changed" in capsys.readouterr().out
+
+
+def test_convert_warns_that_passes_do_not_see_inside_functions(capsys, tmp_path):
+    source = tmp_path / "functions.onnx"
+    assert (
+        main(
+            ["build", "repvgg_a0", "--keep-bn", "--functions", "--batch", "1", "--resolution", "64", "-o", str(source)]
+        )
+        == 0
+    )
+    assert main(["convert", str(source), "-o", str(tmp_path / "out.onnx"), "--fold-bn"]) == 0
+    assert "local function(s) whose nodes the passes do not see; add --inline" in capsys.readouterr().err
+    assert main(["convert", str(source), "-o", str(tmp_path / "flat.onnx"), "--inline", "--fold-bn"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "warning" not in captured.err
+        and "fold-bn: 44 BatchNormalization(s) and constant scale(s) folded" in captured.out
+    )
