@@ -6,6 +6,7 @@ import onnx
 import pytest
 
 from graphgen.build import BuildOptions, build, save
+from graphgen.passes import fold_repvgg, group_branches, inline_functions, replace_head, to_fp16
 
 
 @pytest.mark.parametrize(("name", "keep_bn"), [("repvgg_a0", True), ("resnet18", True), ("mobilenet_v2", False)])
@@ -20,3 +21,23 @@ def test_no_empty_optional_inputs(name, keep_bn, tmp_path):
         assert convs and all(len(node.input) == 2 for node in convs)
     else:  # folded: each conv got the bias of its BatchNorm
         assert convs and all(len(node.input) == 3 for node in convs)
+
+
+SMALL = {"batch": 1, "resolution": 64}
+CONVERSIONS = {
+    "fold-repvgg": lambda: fold_repvgg(build("repvgg_a0", BuildOptions(keep_bn=True, **SMALL))).model,
+    "group-branches --keep-bn": lambda: (
+        group_branches(
+            build("resnext50_32x4d", BuildOptions(keep_bn=True, variant={"form": "branches"}, **SMALL))
+        ).model
+    ),
+    "fp16": lambda: to_fp16(build("mobilenet_v2", BuildOptions(**SMALL)), keep_io_types=True).model,
+    "num-classes": lambda: replace_head(build("resnet18", BuildOptions(**SMALL)), 10).model,
+    "inline": lambda: inline_functions(build("resnet18", BuildOptions(functions=True, **SMALL))).model,
+}
+
+
+@pytest.mark.parametrize("conversion", CONVERSIONS)
+def test_conversions_write_no_empty_inputs(conversion):
+    model = CONVERSIONS[conversion]()
+    assert [node.name for node in model.graph if None in node.inputs] == []
