@@ -6,13 +6,14 @@ second to load), so ``graphgen --help`` and ``graphgen list`` answer at once.
 
 A :class:`~graphgen.errors.GraphgenError` (unknown architecture, unreadable checkpoint, bad
 option...) prints one message to stderr and exits with status 2. Any other exception is a bug and
-keeps its traceback.
+keeps its traceback. A closed pipe on stdout (``graphgen list | head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`graphgen list | head`): not an error of ours. Point stdout at devnull so
+        # that the interpreter's final flush does not raise again, and exit as `yes | head` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 __all__ = ["COMMANDS", "EXIT_USAGE", "Command", "main", "make_parser"]

@@ -1,0 +1,37 @@
+"""Regressions found by walking through the README as a new user: each is what a shell user meets first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from graphgen_server.cli import make_parser as server_parser
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+@pytest.mark.parametrize("arguments", [["list"], ["list", "--json"], ["stats", "alexnet"]])
+def test_a_closed_pipe_ends_the_command_quietly(arguments):
+    """`graphgen list | head`: the reader leaving early is no bug, so no traceback."""
+    command = [sys.executable, "-c", "import sys; from graphgen.cli import main; sys.exit(main())", *arguments]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    process.stdout.close()  # before the command has written anything: its first write meets a closed pipe
+    _, stderr = process.communicate(timeout=120)
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
+    assert process.returncode == 1
+
+
+@pytest.mark.parametrize("option", ["--port", "--http-port", "--metrics-port"])
+def test_a_port_beyond_65535_is_refused(option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        server_parser().parse_args(["--repository", ".", option, "99999"])
+    assert stop.value.code == 2
+    assert "a port is 0 to 65535, not 99999" in capsys.readouterr().err
+
+
+def test_ports_in_range_still_parse():
+    args = server_parser().parse_args(["--repository", ".", "--port", "65535", "--http-port", "0"])
+    assert args.port == 65535 and args.http_port is None
