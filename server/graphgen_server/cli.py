@@ -16,10 +16,18 @@ from graphgen_server.providers import DEVICES
 from graphgen_server.security import read_token
 
 EXIT_USAGE = 2
+MAX_PORT = 65535  # above it the socket layer silently wraps (99999 would bind 34463)
 
 
 def _non_negative(text: str) -> int:
     return 0 if text == "0" else positive_int(text)
+
+
+def _port(text: str) -> int:
+    port = _non_negative(text)
+    if port > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a port is 0 to {MAX_PORT}, not {port}")
+    return port
 
 
 def _seconds(text: str) -> float:
@@ -36,8 +44,7 @@ def _side_port(text: str) -> int | None:
     """--http-port/--metrics-port: a port, 0 for off, or 'auto' for a free one."""
     if text == "auto":
         return 0
-    port = _non_negative(text)
-    return port or None
+    return _port(text) or None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -53,7 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )
-    parser.add_argument("--port", type=_non_negative, default=8001, help="port (default 8001; 0 picks a free one)")
+    parser.add_argument("--port", type=_port, default=8001, help="port (default 8001; 0 picks a free one)")
     parser.add_argument("--http-port", type=_side_port, default=8000, metavar="PORT",
                         help="KServe v2 HTTP/REST port (default 8000; 0: off; auto: a free one)")  # fmt: skip
     parser.add_argument("--metrics-port", type=_side_port, default=8002, metavar="PORT",
