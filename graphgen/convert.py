@@ -41,6 +41,10 @@ class Step:
     nothing: str  # what it says when it found nothing
 
 
+_FP16_ALL = "{n} tensors, casts and inputs/outputs -> float16"
+_FP16_KEPT_IO = "{n} tensors and casts -> float16; inputs and outputs kept float32 (--keep-io-types)"
+
+
 def _steps(args: argparse.Namespace) -> list[Step]:
     steps = []
     if args.inline:  # first: the other passes read flat graphs
@@ -55,7 +59,7 @@ def _steps(args: argparse.Namespace) -> list[Step]:
     if head is not None:
         steps.append(head)
     if args.fp16:
-        steps.append(Step("fp16", lambda m: to_fp16(m, keep_io_types=args.keep_io_types), "{n} tensors, casts and inputs/outputs -> float16", "found nothing in float32"))  # fmt: skip
+        steps.append(Step("fp16", lambda m: to_fp16(m, keep_io_types=args.keep_io_types), _FP16_KEPT_IO if args.keep_io_types else _FP16_ALL, "found nothing in float32"))  # fmt: skip
     if args.opset is not None:
         steps.append(Step("opset", lambda m: convert_opset(m, args.opset), f"{{n}} node(s) checked and written at opset {args.opset}", f"already at opset {args.opset}"))  # fmt: skip
     return steps

@@ -35,3 +35,17 @@ def test_a_port_beyond_65535_is_refused(option, capsys):
 def test_ports_in_range_still_parse():
     args = server_parser().parse_args(["--repository", ".", "--port", "65535", "--http-port", "0"])
     assert args.port == 65535 and args.http_port is None
+
+
+def test_fp16_with_kept_io_types_says_the_io_stays_float32(tmp_path, capsys):
+    """`convert --fp16 --keep-io-types` reported 'inputs/outputs -> float16' while it kept them float32."""
+    import onnx
+
+    from graphgen.cli import main
+    from tests.server_helpers import add_tiny_model
+
+    source = add_tiny_model(tmp_path / "repository")
+    assert main(["convert", str(source), "-o", str(tmp_path / "half.onnx"), "--fp16", "--keep-io-types"]) == 0
+    assert "inputs and outputs kept float32" in capsys.readouterr().out
+    graph = onnx.load(str(tmp_path / "half.onnx"), load_external_data=False).graph
+    assert {value.type.tensor_type.elem_type for value in [*graph.input, *graph.output]} == {onnx.TensorProto.FLOAT}
