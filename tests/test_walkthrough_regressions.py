@@ -49,3 +49,9 @@ def test_fp16_with_kept_io_types_says_the_io_stays_float32(tmp_path, capsys):
     assert "inputs and outputs kept float32" in capsys.readouterr().out
     graph = onnx.load(str(tmp_path / "half.onnx"), load_external_data=False).graph
     assert {value.type.tensor_type.elem_type for value in [*graph.input, *graph.output]} == {onnx.TensorProto.FLOAT}
+
+
+def test_every_server_option_says_its_default():
+    """--help named no default for --grace (10 s) nor --max-image-pixels."""
+    text = server_parser().format_help()
+    assert "SIGTERM (default 10)" in text and "(default 40M)" in text

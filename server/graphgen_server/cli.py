@@ -79,11 +79,12 @@ def make_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--max-images", type=positive_int, default=64, metavar="N", help="images per request (default 64)"
     )
-    limits.add_argument("--max-image-pixels", type=positive_int, default=40_000_000, metavar="P")
+    limits.add_argument("--max-image-pixels", type=positive_int, default=40_000_000, metavar="P",
+                        help="pixels per image, read from its header before decoding (default 40M)")  # fmt: skip
     limits.add_argument("--max-queue", type=positive_int, default=256, metavar="N",
                         help="images queued or running per model before RESOURCE_EXHAUSTED (default 256)")  # fmt: skip
     limits.add_argument(
-        "--max-message-mib", type=positive_int, default=64, metavar="MIB", help="gRPC message size (default 64)"
+        "--max-message-mib", type=positive_int, default=64, metavar="MIB", help="request size (default 64)"
     )
     limits.add_argument(
         "--workers", type=positive_int, default=None, help="inference threads (default: cores, at least 2)"
@@ -95,7 +96,7 @@ def make_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-profile-runs", type=positive_int, default=100, metavar="N",
                         help="most runs one profiled request may ask for (default 100; 10 when it names none)")  # fmt: skip
     limits.add_argument(
-        "--grace", type=_seconds, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM"
+        "--grace", type=_seconds, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM (default 10)"
     )
     limits.add_argument("--pre-stop-delay", type=_seconds, default=0.0, metavar="S",
                         help="on SIGTERM, health says NOT_SERVING but calls are still answered for S seconds "
