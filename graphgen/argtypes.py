@@ -25,6 +25,17 @@ def positive_int(text: str) -> int:
     return _integer(text, 1, "a positive integer")
 
 
+def positive_seconds(text: str) -> float:
+    """A duration above 0 (a timeout: 0 or less would fail every call before it is sent)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def count(text: str) -> int:
     """0 or a positive integer (e.g. uncounted runs, threads with 0 for the default)."""
     return _integer(text, 0, "0 or a positive integer")

@@ -55,3 +55,14 @@ def test_every_server_option_says_its_default():
     """--help named no default for --grace (10 s) nor --max-image-pixels."""
     text = server_parser().format_help()
     assert "SIGTERM (default 10)" in text and "(default 40M)" in text
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "soon"])
+def test_a_client_timeout_that_cannot_work_is_refused(timeout, capsys):
+    """`graphgen-client --timeout -1` went on to dial the server and failed with a gRPC error."""
+    from graphgen_client.cli import main as client_main
+
+    with pytest.raises(SystemExit) as stop:
+        client_main(["--timeout", timeout, "health"])
+    assert stop.value.code == 2
+    assert "expected a positive number of seconds" in capsys.readouterr().err

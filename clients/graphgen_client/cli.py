@@ -16,7 +16,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from graphgen import __version__
-from graphgen.argtypes import positive_int
+from graphgen.argtypes import positive_int, positive_seconds
 from graphgen.files import not_a_file
 from graphgen.plots import DEFAULT_SIZE, PlotError, ProfileRow, plot_path_argument, plot_profile, size_argument
 from graphgen_client.client import DEFAULT_ADDRESS, TOKEN_VARIABLE, Client, ClientError
@@ -41,7 +41,7 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
         default=default(DEFAULT_ADDRESS),
         help=f"host:port, or replicas: ip:port,ip:port,... or dns:///name:port (default {DEFAULT_ADDRESS})",
     )
-    parser.add_argument("--timeout", type=float, default=default(60.0), help="seconds per call (default 60)")
+    parser.add_argument("--timeout", type=positive_seconds, default=default(60.0), help="seconds per call (default 60)")
     security = parser.add_argument_group("security")
     security.add_argument(
         "--tls", action="store_true", default=default(False), help="TLS, trusting the system's CAs (or --tls-ca)"
