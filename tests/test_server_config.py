@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from graphgen_protos import kserve_v2_pb2 as kpb
+from graphgen_protos import model_config_pb2 as mc
 from tests.server_helpers import Aborted, FakeContext, InProcessServer, add_tiny_model, save_onnx_model
 
 SIZE = 32
@@ -190,6 +191,8 @@ def test_instance_group_count_two_runs_two_requests_at_once(served):
     assert most == 2 and all(runs > 0 for runs in spread)  # both instances used, at the same time
     most, _ = peak("one_instance", 1)
     assert most == 1
+    most, _ = peak("derived", 2)  # no instance_group: Triton's default for onnxruntime on CPU, two at once
+    assert most == 2
 
 
 def _batch_sizes(served, model_name: str, requests: list) -> dict[int, int]:
@@ -292,7 +295,7 @@ def test_model_config_answers_what_is_enforced(served):
     assert derived.max_batch_size == 8 and derived.version_policy.HasField("all")
     assert [(i.name, i.data_type, list(i.dims)) for i in derived.input] == [("x", 11, [-1])]  # TYPE_FP32
     assert [o.name for o in derived.output] == ["y", "z"] and derived.default_model_filename == "model.onnx"
-    assert [g.count for g in derived.instance_group] == [1]
+    assert [(g.count, g.kind) for g in derived.instance_group] == [(2, mc.ModelInstanceGroup.KIND_CPU)]  # Triton's
     assert derived.HasField("dynamic_batching") == (served.runtime.find("derived").batcher is not None)
     params = _config(served, "params")
     assert list(params.parameters) == ["intra_op_thread_count"]  # the honoured parameter only

@@ -21,6 +21,10 @@ from graphgen_server.config import ServerConfig
 from graphgen_server.model_config import ConfigError
 
 Provider = str | tuple[str, dict[str, str]]
+# An instance_group without a count (or no instance_group at all) gets Triton's default for the
+# onnxruntime backend: one instance per GPU, two on CPU (SetDefaultInstanceCount in Triton's core),
+# so that two requests run at once there as they do under Triton.
+DEFAULT_CPU_INSTANCES = 2
 # Triton's accelerator names (onnxruntime backend) → onnxruntime providers.
 ACCELERATORS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -73,17 +77,17 @@ class InstancePlan:
 def plan_instances(
     model_name: str, config: mc.ModelConfig, server: ServerConfig, choice: providers.ProviderChoice
 ) -> InstancePlan:
-    """The sessions ``instance_group`` asks for (one instance on the server's device if it says nothing)."""
+    """The sessions ``instance_group`` asks for (Triton's default count where it says none)."""
     plan = InstancePlan()
-    groups = list(config.instance_group) or [mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_AUTO)]
+    groups = list(config.instance_group) or [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_AUTO)]
     accelerators = config.optimization.execution_accelerators
     for index, group in enumerate(groups):
         name = group.name or f"{model_name}_{index}"
-        count = max(group.count, 1)
         kind = group.kind
         on_gpu = kind == mc.ModelInstanceGroup.KIND_GPU or (
             kind in (mc.ModelInstanceGroup.KIND_AUTO, mc.ModelInstanceGroup.KIND_MODEL) and choice.wants_cuda
         )
+        count = group.count if group.count > 0 else (1 if on_gpu else DEFAULT_CPU_INSTANCES)
         if kind == mc.ModelInstanceGroup.KIND_GPU and not choice.wants_cuda:
             reason = providers.cuda_unavailable_reason() or "the server runs on CPU (--device cpu)"
             raise ConfigError(f"instance_group {name!r} is KIND_GPU, but CUDA cannot be used: {reason}")
