@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,6 +20,7 @@ from onnx import TensorProto, helper
 
 from graphgen_protos import kserve_v2_pb2 as kpb
 from graphgen_protos import model_config_pb2 as mc
+from graphgen_server.triton_fields import TRITON_FIELDS
 from tests.server_helpers import Aborted, FakeContext, InProcessServer, add_tiny_model, save_onnx_model
 
 SIZE = 32
@@ -72,6 +75,8 @@ CONFIGS = {  # model directory: config.pbtxt (None: no file), versions, model fi
     "on_gpu": ("instance_group [ { count: 1 kind: KIND_GPU } ]", [1], None),
     "renamed": ('name: "other"', [1], None),
     "one_instance": ("instance_group [ { count: 1 kind: KIND_CPU } ]", [1], None),
+    "misspelled": ("max_batch_sise: 8", [1], None),
+    "misspelled_inside": ("dynamic_batching { max_queue_delay_microsecond: 100 }", [1], None),
 }  # fmt: skip
 
 
@@ -79,9 +84,11 @@ class Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.lines: list[str] = []
+        self.levels: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        self.levels[record.getMessage()] = record.levelno
 
     def about(self, model: str) -> str:
         return "\n".join(line for line in self.lines if f"model {model} " in line or f"model {model}:" in line)
@@ -257,7 +264,9 @@ def test_max_batch_size_zero_means_no_batch_dimension(served):
     ("model", "words"),
     [("wrong_type", "input 'x' is FP32 in the model, not INT64"), ("wrong_name", "input 'pixels' is not in the model"),
      ("cold", "model_warmup 'bad' failed"), ("ensemble", "ensemble_scheduling"), ("sequence", "sequence_batching"),
-     ("on_gpu", "KIND_GPU, but CUDA cannot be used"), ("renamed", "name 'other' is not the model's directory name")],
+     ("on_gpu", "KIND_GPU, but CUDA cannot be used"), ("renamed", "name 'other' is not the model's directory name"),
+     ("misspelled", "'max_batch_sise' is not a field of Triton's model configuration; did you mean 'max_batch_size'?"),
+     ("misspelled_inside", "'dynamic_batching.max_queue_delay_microsecond' is not a field")],
 )  # fmt: skip
 def test_what_cannot_be_honoured_leaves_the_model_not_ready_with_the_reason(served, model, words):
     version = served.runtime.find(model)
@@ -275,6 +284,8 @@ def test_default_model_filename_warmup_parameters_accelerators_and_ignored_field
     assert "execution accelerator 'openvino' not used" in served.log.about("accelerated")
     line = served.log.about("unknown_fields")
     assert "ignored config.pbtxt fields: input.format, model_transaction_policy, response_cache" in line
+    warning = next(entry for entry in line.splitlines() if "ignored config.pbtxt fields" in entry)
+    assert served.log.levels[warning] == logging.WARNING  # as the README's table says
     assert served.runtime.find("unknown_fields").ready
 
 
@@ -301,3 +312,22 @@ def test_model_config_answers_what_is_enforced(served):
     assert list(params.parameters) == ["intra_op_thread_count"]  # the honoured parameter only
     unknown = _config(served, "unknown_fields")
     assert [i.name for i in unknown.input] == ["x"]
+
+
+def test_triton_field_list_is_tritonclients_model_config():
+    """TRITON_FIELDS (typo or Triton's field?) equals every path of tritonclient's ModelConfig."""
+    walk = """
+import tritonclient.grpc.model_config_pb2 as m
+from google.protobuf.descriptor import FieldDescriptor as F
+out = set()
+def walk(d, prefix, seen):
+    for f in d.fields:
+        out.add(prefix + f.name)
+        if f.type == F.TYPE_MESSAGE and f.message_type.full_name not in seen:
+            walk(f.message_type, prefix + f.name + ".", seen | {f.message_type.full_name})
+walk(m.ModelConfig.DESCRIPTOR, "", frozenset({m.ModelConfig.DESCRIPTOR.full_name}))
+print(" ".join(sorted(out)))
+"""
+    # tritonclient's protos share the package name 'inference' with graphgen's: their own process.
+    listed = subprocess.run([sys.executable, "-c", walk], capture_output=True, text=True, check=True, timeout=120)
+    assert set(listed.stdout.split()) == TRITON_FIELDS

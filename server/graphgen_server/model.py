@@ -135,8 +135,13 @@ class ModelVersion:
             raise ModelFileError(self.file.problem)
         check_model_file(self.path)  # onnxruntime must not follow external data out of the model's directory
         self._choice = choice
-        config, notes = self.settings.config, [f"ignored config.pbtxt fields: {', '.join(self.settings.ignored)}"]
-        notes = notes if self.settings.ignored else []
+        config = self.settings.config
+        notes: list[str] = []  # what the load line says beside the provider and batching
+        if self.settings.ignored:  # Triton's fields that graphgen does not honour: said loudly, once per load
+            log.warning(
+                "model %s v%s: ignored config.pbtxt fields: %s",
+                self.name, self.version, ", ".join(self.settings.ignored),
+            )  # fmt: skip
         session_options(ort.SessionOptions(), config.parameters, notes)  # refuses bad values, notes the rest
         plan = plan_instances(self.name, config, self.config, choice)
         notes += plan.notes

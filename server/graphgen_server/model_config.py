@@ -12,6 +12,7 @@ server enforces and the one ModelConfig returns.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from graphgen_protos import model_config_pb2 as mc
 from graphgen_server.repository import MODEL_FILE, ModelFile, scan_model
 from graphgen_server.tensors import TensorInfo, describe
+from graphgen_server.triton_fields import TRITON_FIELDS
 
 log = logging.getLogger("graphgen_server")
 
@@ -58,6 +60,11 @@ def read_config(model_dir: Path) -> ReadConfig:
         ignored = unknown_fields(text, mc.ModelConfig.DESCRIPTOR)
     except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
         raise ConfigError(f"{path.name}: {error}") from None
+    for name in ignored:  # Triton refuses a field its configuration does not have: a typo must not pass
+        if name not in TRITON_FIELDS:
+            close = difflib.get_close_matches(name, TRITON_FIELDS, n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{path.name}: {name!r} is not a field of Triton's model configuration{hint}")
     for name, reason in REFUSED_FIELDS.items():
         if config.HasField(name):
             raise ConfigError(f"{path.name} asks for {name}: {reason}")
