@@ -65,12 +65,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    building = subparsers.add_parser("build", help="build an architecture into an ONNX file")
-    building.add_argument("name")
-    building.add_argument("-o", "--output", type=output_file, metavar="FILE")
+    building = subparsers.add_parser(
+        "build",
+        help="build an architecture into an ONNX file",
+        description="Build an architecture straight into ONNX: random (seeded) or checkpoint weights, BatchNorm folded "
+        "unless --keep-bn, self-describing metadata. The architecture options below apply where `graphgen list` "
+        "shows them.",
+    )
+    building.add_argument("name", help="architecture name (see `graphgen list`)")
+    building.add_argument(
+        "-o", "--output", type=output_file, metavar="FILE", help="the ONNX file to write (this or --repository)"
+    )
     building.add_argument("--repository", metavar="DIR", help="also write DIR/<model>/<version>/model.onnx")
     building.add_argument("--model-name", help="model name in the repository (default: the architecture)")
-    building.add_argument("--model-version", type=positive_int, default=1)
+    building.add_argument(
+        "--model-version", type=positive_int, default=1, help="version directory in the repository (default 1)"
+    )
     add_build_arguments(building)
     building.set_defaults(func=cmd_build)
 
