@@ -131,11 +131,23 @@ def profile_message(profile: Profile) -> pb.Profile:
             )
         )
     return pb.Profile(
-        layers=layers, layers_us=round(profile.layers_us), inference_us=round(profile.run.median),
-        overhead_us=round(profile.total_us) - round(profile.layers_us), unprofiled_nodes=profile.unprofiled, provider=profile.provider,
-        runs=profile.runs, warmup_runs=profile.warmup_runs, batch_size=profile.batch, spread=profile.spread,
-        inference_p10_us=profile.run.p10, inference_p90_us=profile.run.p90, timing=profile.timing,
-        timing_text=profile.timing_text, device_run_us=profile.device_run.median if profile.device_run else 0.0,
+        layers=layers,
+        layers_us=round(profile.layers_us),
+        inference_us=round(profile.run.median),
+        inference_p10_us=profile.run.p10,
+        inference_p90_us=profile.run.p90,
+        overhead_us=round(profile.total_us) - round(profile.layers_us),
+        unprofiled_nodes=profile.unprofiled,
+        provider=profile.provider,
+        runs=profile.runs,
+        warmup_runs=profile.warmup_runs,
+        batch_size=profile.batch,
+        spread=profile.spread,
+        timing=profile.timing,
+        timing_text=profile.timing_text,
+        device_run_us=profile.device_run.median if profile.device_run else 0.0,
         setup_us=round(profile.setup_us),
-        between_kernels_us=profile.between_kernels.median if profile.between_kernels else 0.0, build_us=round(profile.build_us), notes=profile.notes,
-    )  # fmt: skip
+        build_us=round(profile.build_us),
+        between_kernels_us=profile.between_kernels.median if profile.between_kernels else 0.0,
+        notes=profile.notes,
+    )
