@@ -23,7 +23,7 @@ demo: $(VENV)/.installed-demo
 # installed (not root, no apt), that test skips and says why.
 $(VENV)/.chromium: | $(BIN)/python
 	@if command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
-	then touch $@; else echo "chromium could not be installed: tests/test_browser_netron.py will be skipped"; fi
+	then touch $@; else echo "chromium could not be installed: tests/builder/test_netron_browser.py will be skipped"; fi
 
 test: $(VENV)/.installed-test $(VENV)/.chromium
 	$(BIN)/ruff check .

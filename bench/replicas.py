@@ -12,7 +12,7 @@ same model run by onnxruntime in this process.
 
 A probe beside the load calls the server being stopped directly (no balancing, no retry) and
 watches its health: it must go on answering for the pre-stop delay after health said
-NOT_SERVING, and end with nothing but UNAVAILABLE. ``tests/test_deploy_replicas.py`` runs this.
+NOT_SERVING, and end with nothing but UNAVAILABLE. ``tests/deploy/test_replicas.py`` runs this.
 The load runs for ``--seconds`` or until the third replica is back, whichever is later (here a
 restart takes 3-4 s, so about 25 s in all).
 

@@ -8,7 +8,7 @@ one the server gave for the same input alone before the soak. The server's resid
 read from /proc every half second: its growth from the end of the warm-up to the end is the leak
 measure. Then a burst of calls far beyond the queue bound must be refused RESOURCE_EXHAUSTED
 quickly, none left hanging. The server (a subprocess on 127.0.0.1) is stopped with SIGTERM at
-the end and must exit 0. ``tests/test_server_soak.py`` runs a short version.
+the end and must exit 0. ``tests/server/e2e/test_soak.py`` runs a short version.
 
 Goals: no failed valid call, RSS growth after the warm-up under 10%, every burst call answered
 within 5 s, most of them refused.

@@ -2,7 +2,7 @@
 
 The registry's families import the network code, and with it onnxscript and onnx_ir (about a
 second); listing them must not. So the listing is written once from the registry, by
-``python -m graphgen.catalog``, and read back as data; tests/test_catalog.py fails, saying to
+``python -m graphgen.catalog``, and read back as data; tests/builder/test_catalog.py fails, saying to
 rerun that command, whenever the file and the registry disagree. Parameters are torch's count
 (:func:`graphgen.stats.count_parameters` of the network traced at its defaults).
 """

@@ -4,7 +4,7 @@ A built model describes itself in ``ModelProto.metadata_props`` (model-level key
 server can preprocess images and label classes without being told; passes leave notes on single
 nodes in ``NodeProto.metadata_props`` (node-level keys). Every writer and reader names a key
 through these constants, never as a string literal, and the strings themselves are pinned by
-tests/test_metadata.py: they are stored in model files already written, so renaming one is a
+tests/builder/test_metadata.py: they are stored in model files already written, so renaming one is a
 format change that must be made on purpose. A reader that misses a key it needs raises
 :class:`MetadataError` naming that key (or says loudly what it cannot do) — it never guesses.
 

@@ -1,7 +1,7 @@
 """Regenerate the Python stubs of the .proto files in ``protos/graphgen_protos/``.
 
 The stubs are committed (so installing graphgen needs no code generator); the test
-``tests/test_server_protos.py`` regenerates them into a temporary folder and fails when the
+``tests/server/unit/test_protos.py`` regenerates them into a temporary folder and fails when the
 committed ones differ, so a .proto edit without ``python protos/generate.py`` is caught.
 
 Needs grpcio-tools (in the ``test`` extra).

@@ -2,7 +2,7 @@
 
 graphgen's own model_config.proto declares only the fields it honours; a config.pbtxt field outside
 it is either Triton's (then ignored, with a warning) or a mistake (then refused, as Triton refuses
-it). This list tells the two apart; tests/test_server_config.py holds it to tritonclient's proto.
+it). This list tells the two apart; tests/server/unit/test_model_config.py holds it to tritonclient's proto.
 A map field's entries appear as ``.key`` and ``.value``, as text format writes them.
 """
 
