@@ -11,69 +11,36 @@ and volumes by kubernetes-validate again.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from graphgen_server.cli import make_parser
+from tests.support.manifests import (
+    KSERVE,
+    KUBECTL,
+    KUBERNETES,
+    KUBERNETES_VERSION,
+    OVERLAYS,
+    REPO,
+    needs_kubectl,
+    one,
+    render_overlay,
+    render_with_components,
+    server_container,
+    server_flags,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-KUBERNETES = REPO / "deploy" / "kubernetes"
-KSERVE = REPO / "deploy" / "kserve"
-KUBERNETES_VERSION = "1.32"
-KUBECTL = shutil.which("kubectl")
-OVERLAYS = ("gpu", "cpu")
 COMPONENTS = ("tls", "model-pvc")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: kustomize overlays not rendered")
-
-
-def _render(directory: Path) -> list[dict]:
-    assert KUBECTL is not None
-    done = subprocess.run([KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
-
-
-def _render_with_components(tmp_path: Path, overlay: str, components: tuple[str, ...]) -> list[dict]:
-    """An overlay plus components, the way a user would add them (relative paths: kustomize refuses absolute)."""
-    relative = os.path.relpath(KUBERNETES, tmp_path)
-    kustomization = {
-        "resources": [f"{relative}/overlays/{overlay}"],
-        "components": [f"{relative}/components/{c}" for c in components],
-    }
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    return _render(tmp_path)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request) -> tuple[str, list[dict]]:
     if KUBECTL is None:
         pytest.skip("kubectl not installed: kustomize overlays not rendered")
-    return request.param, _render(KUBERNETES / "overlays" / request.param)
-
-
-def _one(objects: list[dict], kind: str, name: str = "graphgen-server") -> dict:
-    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    return found
-
-
-def _server(objects: list[dict]) -> dict:
-    (container,) = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def _flags(args: list[str]):
-    """The args parsed by graphgen-server's own parser (an unknown flag or bad value fails the test)."""
-    try:
-        return make_parser().parse_args(args)
-    except SystemExit as error:
-        raise AssertionError(f"graphgen-server refuses {args}") from error
+    return request.param, render_overlay(request.param)
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------
@@ -90,29 +57,29 @@ def test_every_object_of_both_overlays_validates(rendered):
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_components_render_and_validate(tmp_path, overlay):
-    objects = _render_with_components(tmp_path, overlay, COMPONENTS)
+    objects = render_with_components(tmp_path, overlay, COMPONENTS)
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-    pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
-    flags = _flags(_server(objects)["args"])
-    mounts = {m["name"]: m for m in _server(objects)["volumeMounts"]}
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    flags = server_flags(server_container(objects)["args"])
+    mounts = {m["name"]: m for m in server_container(objects)["volumeMounts"]}
     # TLS: the files the flags name are in the Secret's read-only mount; probes over HTTPS.
     assert mounts["tls"]["readOnly"] and str(flags.tls_cert).startswith(mounts["tls"]["mountPath"] + "/")
     assert str(flags.tls_key).startswith(mounts["tls"]["mountPath"] + "/")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        http = _server(objects)[probe]["httpGet"]
+        http = server_container(objects)[probe]["httpGet"]
         assert http["scheme"] == "HTTPS" and http["port"] == flags.http_port and http["path"].startswith("/v2/health/")
     # Models from the PVC, read-only; no build step left.
     assert "initContainers" not in pod
     (models,) = [v for v in pod["volumes"] if v["name"] == "models"]
     assert models["persistentVolumeClaim"] == {"claimName": "graphgen-models", "readOnly": True}
-    assert _one(objects, "PersistentVolumeClaim", "graphgen-models")
+    assert one(objects, "PersistentVolumeClaim", "graphgen-models")
 
 
 def test_gpu_limit_only_in_the_gpu_overlay(rendered):
     overlay, objects = rendered
-    limits = _server(objects)["resources"]["limits"]
-    flags = _flags(_server(objects)["args"])
+    limits = server_container(objects)["resources"]["limits"]
+    flags = server_flags(server_container(objects)["args"])
     if overlay == "gpu":
         assert limits["nvidia.com/gpu"] == "1" and flags.device == "cuda"
     else:
@@ -121,8 +88,8 @@ def test_gpu_limit_only_in_the_gpu_overlay(rendered):
 
 def test_flags_ports_and_paths_agree(rendered):
     _, objects = rendered
-    server = _server(objects)
-    flags = _flags(server["args"])
+    server = server_container(objects)
+    flags = server_flags(server["args"])
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
     assert ports == {"grpc": flags.port, "http": flags.http_port, "metrics": flags.metrics_port}
     assert (flags.port, flags.http_port, flags.metrics_port) == (8001, 8000, 8002)  # Triton's
@@ -143,9 +110,9 @@ def test_flags_ports_and_paths_agree(rendered):
 
 def test_termination_grace_covers_the_server_s_stop(rendered):
     _, objects = rendered
-    pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
-    server = _server(objects)
-    flags = _flags(server["args"])
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    server = server_container(objects)
+    flags = server_flags(server["args"])
     pre_stop_hook = server.get("lifecycle", {}).get("preStop", {})
     hook_s = pre_stop_hook.get("sleep", {}).get("seconds", 0)
     assert not pre_stop_hook or "sleep" in pre_stop_hook, "a preStop hook other than sleep cannot be budgeted"
@@ -162,7 +129,7 @@ def test_termination_grace_covers_the_server_s_stop(rendered):
 
 def test_hardened_pod_and_scale_out_objects(rendered):
     _, objects = rendered
-    deployment = _one(objects, "Deployment")
+    deployment = one(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
     for container in (*pod["containers"], *pod.get("initContainers", [])):
@@ -172,12 +139,12 @@ def test_hardened_pod_and_scale_out_objects(rendered):
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert _one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
-    assert _one(objects, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"] == selector
+    assert one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
+    assert one(objects, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"] == selector
     for service in (o for o in objects if o["kind"] == "Service"):
         assert service["spec"]["selector"] == selector
-    assert _one(objects, "Service", "graphgen-server-pods")["spec"]["clusterIP"] == "None"  # for client round robin
-    hpa = _one(objects, "HorizontalPodAutoscaler")
+    assert one(objects, "Service", "graphgen-server-pods")["spec"]["clusterIP"] == "None"  # for client round robin
+    hpa = one(objects, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
@@ -198,15 +165,15 @@ def _dockerfile(keyword: str) -> list[str]:
 
 def test_dockerfile_and_manifests_agree_on_ports_user_and_paths(rendered):
     _, objects = rendered
-    pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
-    server = _server(objects)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    server = server_container(objects)
     (user,) = _dockerfile("USER")
     assert pod["securityContext"]["runAsUser"] == int(user)
     (exposed,) = _dockerfile("EXPOSE")
     assert {int(p) for p in exposed.split()} == {p["containerPort"] for p in server["ports"]}
     (cmd,) = _dockerfile("CMD")
-    image_flags = _flags(yaml.safe_load(cmd))
-    flags = _flags(server["args"])
+    image_flags = server_flags(yaml.safe_load(cmd))
+    flags = server_flags(server["args"])
     for name in ("repository", "port", "http_port", "metrics_port", "host"):
         assert getattr(image_flags, name) == getattr(flags, name), name
     (entrypoint,) = _dockerfile("ENTRYPOINT")
@@ -273,7 +240,7 @@ def test_serving_runtime_uses_only_kserve_fields():
 def test_serving_runtime_flags_are_the_server_s_and_agree_with_kserve_and_the_dockerfile():
     spec = _kserve("servingruntime.yaml")["spec"]
     (container,) = spec["containers"]
-    flags = _flags(container["args"])
+    flags = server_flags(container["args"])
     assert str(flags.repository) == KSERVE_MODEL_MOUNT
     assert flags.http_port == 8080  # KServe's HTTP port for v2
     assert container["readinessProbe"]["httpGet"]["port"] == flags.http_port
@@ -302,6 +269,6 @@ def test_inference_service_uses_only_kserve_fields_and_the_runtime():
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
     assert re.match(r"^(gs|s3|pvc|https?)://", model["storageUri"])
     # The pod's grace covers the runtime's stop, as in the plain Kubernetes manifests.
-    flags = _flags(runtime["spec"]["containers"][0]["args"])
+    flags = server_flags(runtime["spec"]["containers"][0]["args"])
     assert predictor["terminationGracePeriodSeconds"] >= flags.pre_stop_delay + flags.grace + 1
     assert predictor["minReplicas"] <= predictor["maxReplicas"]
