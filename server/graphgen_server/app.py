@@ -20,17 +20,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from graphgen_protos import classifier_pb2, kserve_v2_pb2
-from graphgen_server.classify import ClassifierServicer
 from graphgen_server.config import ServerConfig
-from graphgen_server.control import ModelControl
-from graphgen_server.disconnect import disconnect_port
-from graphgen_server.errors import CallGate
-from graphgen_server.http import BindError, HttpListener, KServeHttp, ssl_context
-from graphgen_server.kserve import KServeServicer
-from graphgen_server.metrics import metrics_app
-from graphgen_server.runtime import Runtime
-from graphgen_server.security import BearerToken, exposure_warnings, is_loopback, server_credentials
-from graphgen_server.wire import add_servicer
+from graphgen_server.core.model_control import ModelControl
+from graphgen_server.core.runtime import Runtime
+from graphgen_server.frontends.disconnect import disconnect_port
+from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.grpc_classify import ClassifierServicer
+from graphgen_server.frontends.grpc_kserve import KServeServicer
+from graphgen_server.frontends.grpc_wire import add_servicer
+from graphgen_server.frontends.http_listener import BindError, HttpListener
+from graphgen_server.frontends.http_routes import KServeHttp
+from graphgen_server.frontends.metrics import metrics_app
+from graphgen_server.frontends.security import (
+    BearerToken,
+    exposure_warnings,
+    is_loopback,
+    server_credentials,
+    ssl_context,
+)
 
 log = logging.getLogger("graphgen_server")
 
@@ -148,7 +155,7 @@ class GraphgenServer:
            ``pre_stop_s``: load balancers, Kubernetes endpoints and clients checking health move
            their traffic elsewhere meanwhile.
         2. The gate closes: new calls are refused UNAVAILABLE, those inside get ``grace_s``.
-        3. The sockets are closed before gRPC's stop (see :mod:`graphgen_server.disconnect`), so
+        3. The sockets are closed before gRPC's stop (see :mod:`graphgen_server.frontends.disconnect`), so
            a call still in transit ends UNAVAILABLE, never CANCELLED.
         """
         self.draining = True

@@ -12,8 +12,8 @@ from pathlib import Path
 from graphgen import __version__
 from graphgen.argtypes import positive_int
 from graphgen_server.config import BATCHING_MODES, MIB, CudaOptions, ServerConfig
-from graphgen_server.providers import DEVICES
-from graphgen_server.security import read_token
+from graphgen_server.core.providers import DEVICES
+from graphgen_server.frontends.security import read_token
 
 EXIT_USAGE = 2
 MAX_PORT = 65535  # above it the socket layer silently wraps (99999 would bind 34463)
@@ -154,9 +154,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from graphgen_server.app import BindError, serve
-    from graphgen_server.providers import DeviceError
-    from graphgen_server.repository import RepositoryError
-    from graphgen_server.security import SecurityError
+    from graphgen_server.core.providers import DeviceError
+    from graphgen_server.frontends.security import SecurityError
+    from graphgen_server.repository.layout import RepositoryError
 
     args = make_parser().parse_args(argv)
     logging.basicConfig(

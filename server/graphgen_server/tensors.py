@@ -1,24 +1,19 @@
-"""Tensors on the wire and in the model: KServe datatypes, numpy dtypes, and the one bytes → array.
+"""Tensors on the wire and in the model: KServe datatypes, numpy dtypes, a request's inputs as sent.
 
-Every protocol (gRPC Classify and ModelInfer, HTTP/REST) hands the runtime an :class:`InputTensor`
-— a name, the datatype and shape the client declared, and the data as little-endian bytes or as a
-flat sequence of values — and gets numpy arrays back. :func:`to_array` is the only code that turns
-request data into an array: it checks the declared shape, the element count and the datatype
-before anything is allocated.
+The vocabulary below both the front-ends and the core. Every protocol (gRPC Classify and
+ModelInfer, HTTP/REST) hands the runtime an :class:`InputTensor` — a name, the datatype and shape
+the client declared, and the data as little-endian bytes or as a flat sequence of values — and gets
+numpy arrays back (:func:`to_bytes` writes them as KServe sends them). The one conversion of request
+data into an array, with its checks, is the core's (:func:`graphgen_server.core.requests.to_array`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from graphgen_server.errors import InvalidArgument
-
-MAX_RANK = 8  # more dimensions than any CNN takes (numpy's own limit is 64)
 
 # KServe v2 datatype → numpy dtype, for every type onnxruntime takes as a model input.
 DATATYPES: dict[str, np.dtype] = {
@@ -105,62 +100,10 @@ class InputTensor:
     name: str | None
     datatype: str
     shape: Sequence[int]
-    data: bytes | Sequence[Any] | InvalidArgument
+    data: bytes | Sequence[Any] | Exception  # (the exception: the core's InvalidArgument)
     field: str
     data_field: str  # where ``data`` came from, e.g. ``raw_input_contents[0]``
     fit_field: str = ""  # the field blamed when the shape does not fit the model (default: <field>.shape)
-
-
-def datatype_dtype(datatype: str, field: str) -> np.dtype:
-    """The numpy dtype of a KServe datatype the client named; InvalidArgument for any other."""
-    if datatype == "BYTES":
-        raise InvalidArgument(field, BYTES_REFUSED)
-    dtype = DATATYPES.get(datatype)
-    if dtype is None:
-        raise InvalidArgument(field, f"unknown datatype {datatype!r} (KServe datatypes: {', '.join(DATATYPES)})")
-    return dtype
-
-
-def declared_shape(dims: Sequence[int], field: str) -> tuple[list[int], int]:
-    """A request's tensor shape and its element count, refused unless every dimension is positive.
-
-    The count is a Python integer: a shape such as [2**32, 2**32] must not wrap around to a size
-    that matches a short buffer.
-    """
-    shape = list(dims)
-    if not shape or len(shape) > MAX_RANK or any(d < 1 for d in shape):
-        raise InvalidArgument(field, f"must list 1 to {MAX_RANK} positive dimensions, got {shape}")
-    return shape, math.prod(shape)
-
-
-def to_array(tensor: InputTensor) -> np.ndarray:
-    """The request's values as an array of the declared datatype and shape (bytes: without a copy)."""
-    if isinstance(tensor.data, InvalidArgument):
-        raise tensor.data
-    dtype = datatype_dtype(tensor.datatype, f"{tensor.field}.datatype")
-    shape, count = declared_shape(tensor.shape, f"{tensor.field}.shape")
-    if isinstance(tensor.data, bytes | bytearray | memoryview):
-        expected = count * dtype.itemsize
-        if len(tensor.data) != expected:
-            raise InvalidArgument(
-                tensor.data_field,
-                f"{len(tensor.data)} bytes, but {tensor.datatype} of shape {shape} needs {expected}",
-            )
-        return np.frombuffer(tensor.data, dtype=dtype.newbyteorder("<")).reshape(shape)
-    if len(tensor.data) != count:
-        raise InvalidArgument(tensor.data_field, f"{len(tensor.data)} values, but shape {shape} needs {count}")
-    try:
-        values = np.asarray(tensor.data)
-        if values.dtype.kind == "f" and dtype.kind == "u" and all(type(v) is int for v in tensor.data):
-            values = np.array(tensor.data, dtype=object)  # integers past int64 (UINT64's upper half)
-        elif values.dtype.kind not in "biuf" or (dtype.kind != "f" and values.dtype.kind == "f"):
-            raise TypeError(values.dtype)
-        array = values.astype(dtype)
-        if dtype.kind in "iub" and not np.array_equal(array, values):
-            raise OverflowError
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidArgument(tensor.data_field, f"values do not fit {tensor.datatype}") from None
-    return array.reshape(shape)
 
 
 def to_bytes(array: np.ndarray) -> bytes:

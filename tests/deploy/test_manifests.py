@@ -150,7 +150,7 @@ def test_hardened_pod_and_scale_out_objects(rendered):
 
 
 def test_the_hpa_s_commented_queue_metric_is_one_the_server_exports():
-    from graphgen_server import metrics
+    from graphgen_server.frontends import metrics
 
     text = (KUBERNETES / "base" / "horizontalpodautoscaler.yaml").read_text()
     (name,) = set(re.findall(r"#\s+name: (\S+)", text))

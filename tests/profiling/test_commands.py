@@ -9,7 +9,7 @@ import pytest
 from graphgen.build import BuildOptions, build, save
 from graphgen.cli import main
 from graphgen.passes import to_fp16
-from graphgen_server.providers import cuda_unavailable_reason
+from graphgen_server.core.providers import cuda_unavailable_reason
 
 TINY = ["--resolution", "32", "--num-classes", "10"]
 

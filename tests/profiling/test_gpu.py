@@ -20,7 +20,7 @@ from graphgen.build import build, save
 from graphgen.passes import to_fp16
 from graphgen.profiling import cuda as gpu
 from graphgen.profiling.session import CUDA, ModelProfiler
-from graphgen_server.providers import cuda_unavailable_reason
+from graphgen_server.core.providers import cuda_unavailable_reason
 
 NO_CUDA = cuda_unavailable_reason()
 NO_CUPTI = gpu.cupti_unavailable_reason() or gpu.cuda_events_unavailable_reason()

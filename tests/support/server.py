@@ -88,11 +88,11 @@ class InProcessServer:
     def __init__(self, repository: Path, **settings) -> None:
         import asyncio
 
-        from graphgen_server.classify import ClassifierServicer
         from graphgen_server.config import ServerConfig
-        from graphgen_server.errors import CallGate
-        from graphgen_server.kserve import KServeServicer
-        from graphgen_server.runtime import Runtime
+        from graphgen_server.core.runtime import Runtime
+        from graphgen_server.frontends.gate import CallGate
+        from graphgen_server.frontends.grpc_classify import ClassifierServicer
+        from graphgen_server.frontends.grpc_kserve import KServeServicer
 
         self.runtime = Runtime(ServerConfig(repository=repository, **{"device": "cpu", "workers": 2, **settings}))
         self.runtime.load()

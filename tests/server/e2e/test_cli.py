@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from graphgen_server import providers
 from graphgen_server.config import CudaOptions
+from graphgen_server.core import providers
 from tests.support.server import ServerProcess, add_tiny_model
 
 NO_CUDA = providers.cuda_unavailable_reason()

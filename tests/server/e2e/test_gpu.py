@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from graphgen_client import Client
-from graphgen_server.providers import cuda_unavailable_reason
+from graphgen_server.core.providers import cuda_unavailable_reason
 from tests.support.server import ServerProcess, add_model, encode, lite0_weights
 
 NO_CUDA = cuda_unavailable_reason()

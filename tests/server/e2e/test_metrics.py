@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
-from graphgen_server.metrics import CpuCollector, exposition, make_registry
-from graphgen_server.stats import ModelStats, RequestRecord
+from graphgen_server.core.statistics import ModelStats, RequestRecord
+from graphgen_server.frontends.metrics import CpuCollector, exposition, make_registry
 from tests.support.server import ServerProcess, add_tiny_model
 
 SUCCEEDED, FAILED, ROWS, HTTP_SUCCEEDED = 5, 3, 2, 2

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from graphgen_client import Client, ClientError
 from graphgen_client.cli import main as client_main
-from graphgen_server.security import exposure_warnings, is_loopback
+from graphgen_server.frontends.security import exposure_warnings, is_loopback
 from tests.support.server import ServerProcess, add_tiny_model
 
 pytestmark = pytest.mark.skipif(

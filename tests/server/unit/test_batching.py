@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from graphgen_server.batching import DynamicBatcher
+from graphgen_server.core.batching import DynamicBatcher
 
 
 class FakeModel:
@@ -95,9 +95,9 @@ def test_refuses_a_request_larger_than_a_batch():
 
 def test_the_default_follows_the_device_and_a_config_overrides_it(tmp_path):
     from graphgen_protos import model_config_pb2 as mc
-    from graphgen_server.batching import batching_choice
     from graphgen_server.config import ServerConfig
-    from graphgen_server.model_config import ReadConfig
+    from graphgen_server.core.batching import batching_choice
+    from graphgen_server.repository.model_config import ReadConfig
 
     none = ReadConfig(mc.ModelConfig(), present=False)
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from graphgen_server.disconnect import disconnect_port
+from graphgen_server.frontends.disconnect import disconnect_port
 
 
 def test_listener_and_accepted_connections_close_client_sockets_stay():

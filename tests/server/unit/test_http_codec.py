@@ -1,4 +1,4 @@
-"""KServe v2 REST bodies ↔ the runtime's types (graphgen_server.http_codec), without a server."""
+"""KServe v2 REST bodies ↔ the runtime's types (graphgen_server.frontends.http_codec), without a server."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 
 from graphgen.profiling.summary import Profile, Spread
 from graphgen_protos import kserve_v2_pb2 as pb
-from graphgen_server.errors import InvalidArgument
-from graphgen_server.http_codec import deserialize_bytes, infer_request, infer_response, message_json
-from graphgen_server.runtime import Inferred, OutputTensor, Profiling, Timings
-from graphgen_server.tensors import to_array, to_bytes
+from graphgen_server.core.errors import InvalidArgument
+from graphgen_server.core.requests import to_array
+from graphgen_server.core.runtime import Inferred, OutputTensor, Profiling, Timings
+from graphgen_server.frontends.http_codec import deserialize_bytes, infer_request, infer_response, message_json
+from graphgen_server.tensors import to_bytes
 
 
 def body_with_binary(document: dict, *blobs: bytes) -> tuple[bytes, str]:

@@ -11,10 +11,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from graphgen_server.config import ServerConfig
-from graphgen_server.errors import CallGate, NotFound, QueueFull
-from graphgen_server.http import KServeHttp
-from graphgen_server.runtime import Inferred, OutputTensor, Timings
-from graphgen_server.tensors import TensorInfo, to_array
+from graphgen_server.core.errors import NotFound, QueueFull
+from graphgen_server.core.requests import to_array
+from graphgen_server.core.runtime import Inferred, OutputTensor, Timings
+from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.http_routes import KServeHttp
+from graphgen_server.tensors import TensorInfo
 
 TIMINGS = Timings(0.001, 0.002, 0.003, 0.004, 0.010, 2)
 

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 
 from graphgen_protos import kserve_v2_pb2 as kpb
 from graphgen_protos import model_config_pb2 as mc
-from graphgen_server.triton_fields import TRITON_FIELDS
+from graphgen_server.repository.triton_fields import TRITON_FIELDS
 from tests.support.server import Aborted, FakeContext, InProcessServer, add_tiny_model, save_onnx_model
 
 SIZE = 32

@@ -7,7 +7,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from graphgen_server.profiling import Profiler, profile_message
+from graphgen_server.core.profiler import Profiler
+from graphgen_server.frontends.profiles import profile_message
 from tests.support.server import add_tiny_model
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from graphgen_server import providers
 from graphgen_server.config import CudaOptions
+from graphgen_server.core import providers
 
 LINES = [f"Failed to load lib{name}.so.13: lib{name}.so.13: cannot open shared object file: No such file or directory"
          for name in ("cublasLt", "cublas", "cufft")] + [

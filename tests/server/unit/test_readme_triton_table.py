@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from graphgen_protos import kserve_v2_pb2
 from graphgen_server.config import ServerConfig
-from graphgen_server.errors import CallGate
-from graphgen_server.http import KServeHttp
-from graphgen_server.runtime import Runtime
+from graphgen_server.core.runtime import Runtime
+from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.http_routes import KServeHttp
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 STATUSES = {"supported", "ignored with a warning", "refused"}
@@ -121,7 +121,7 @@ def _paths(descriptor, prefix: str = "", depth: int = 2) -> set[str]:
 
 def test_every_config_field_has_a_row_true_to_graphgens_model_config(triton):
     from graphgen_protos import model_config_pb2
-    from graphgen_server.model_config import REFUSED_FIELDS
+    from graphgen_server.repository.model_config import REFUSED_FIELDS
 
     rows = table("Triton `config.pbtxt` field")
     assert set(triton["config"]) <= set(rows), set(triton["config"]) - set(rows)

@@ -17,20 +17,14 @@ import pytest
 from graphgen.preprocess import ImageError
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import kserve_v2_pb2 as kpb
-from graphgen_server.classify import ClassifierServicer
-from graphgen_server.errors import (
-    CallGate,
-    InvalidArgument,
-    ModelUnavailable,
-    NotFound,
-    QueueFull,
-    Refused,
-    Undecodable,
-    http_status_of,
-)
-from graphgen_server.kserve import KServeServicer
-from graphgen_server.runtime import Classified, ClassScore, Inferred, OutputTensor, Profiling, Timings
-from graphgen_server.tensors import to_array
+from graphgen_server.core.errors import InvalidArgument, ModelUnavailable, NotFound, QueueFull, Refused
+from graphgen_server.core.requests import to_array
+from graphgen_server.core.runtime import Classified, ClassScore, Inferred, OutputTensor, Profiling, Timings
+from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.grpc_classify import ClassifierServicer
+from graphgen_server.frontends.grpc_kserve import KServeServicer
+from graphgen_server.frontends.grpc_wire import Undecodable
+from graphgen_server.frontends.status import http_status_of
 from tests.support.server import Aborted, FakeContext
 
 TIMINGS = Timings(queue_s=0.001, input_s=0.002, infer_s=0.003, output_s=0.004, total_s=0.010, batch_size=2)

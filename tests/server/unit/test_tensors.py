@@ -15,8 +15,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from graphgen_protos import kserve_v2_pb2 as kpb
-from graphgen_server.errors import InvalidArgument
-from graphgen_server.tensors import DATATYPES, InputTensor, to_array
+from graphgen_server.core.errors import InvalidArgument
+from graphgen_server.core.requests import to_array
+from graphgen_server.tensors import DATATYPES, InputTensor
 from tests.support.server import Aborted, FakeContext, InProcessServer, save_onnx_model
 
 ONNX_TYPES = {

@@ -1,13 +1,11 @@
 """KServe v2 HTTP/REST (Triton's endpoints) on aiohttp, in the gRPC server's event loop.
 
-Each endpoint turns its URL and body into the runtime's Python types (:mod:`graphgen_server.http_codec`),
+Each endpoint turns its URL and body into the runtime's Python types (:mod:`graphgen_server.frontends.http_codec`),
 calls the runtime, and writes the answer as Triton's REST API does. What the gRPC servicer answers
-too (metadata, statistics, parameters' rules) comes from :mod:`graphgen_server.dataplane`, and
+too (metadata, statistics, parameters' rules) comes from :mod:`graphgen_server.frontends.kserve_common`, and
 both pass the same shutdown gate: one behaviour for both protocols. Failures are answered
-``{"error": message}`` with the HTTP status :mod:`graphgen_server.errors` chooses (``HTTP_STATUS``).
+``{"error": message}`` with the HTTP status :mod:`graphgen_server.frontends.status` chooses (``HTTP_STATUS``).
 
-The listening socket is bound when the server starts, before any model loads, so a port in
-use stops the server at once.
 """
 
 from __future__ import annotations
@@ -16,18 +14,18 @@ import asyncio
 import functools
 import hmac
 import logging
-import socket
-import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
-from graphgen_server import dataplane, http_codec
 from graphgen_server.config import ServerConfig
-from graphgen_server.control import ModelControl
-from graphgen_server.errors import CallGate, InvalidArgument, clamp, http_status_of
-from graphgen_server.runtime import Runtime
+from graphgen_server.core.errors import InvalidArgument
+from graphgen_server.core.model_control import ModelControl
+from graphgen_server.core.runtime import Runtime
+from graphgen_server.frontends import http_codec, kserve_common
+from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.status import clamp, http_status_of
 
 log = logging.getLogger("graphgen_server")
 
@@ -47,31 +45,6 @@ REFUSED = {
     VERSIONED + "/generate{tail:(_stream)?}": "graphgen-server serves classifiers: no generate extension",
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class BindError(OSError):
-    """The address could not be bound (in use, or not an address of this machine)."""
-
-
-def bind(host: str, port: int, what: str) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: a free one)."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=128)
-    except OSError as error:
-        raise BindError(f"cannot listen for {what} on {host}:{port}: {error.strerror or error}") from None
-
-
-def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
-    """The gRPC server's TLS settings for HTTPS (mutual TLS with ``tls_client_ca``)."""
-    if config.tls_cert is None or config.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    if config.tls_client_ca is not None:
-        context.load_verify_locations(config.tls_client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -118,7 +91,7 @@ def bearer_token(token: str, open_paths: Iterable[str] = OPEN_PATHS) -> Any:
 
 
 class KServeHttp:
-    """Triton's REST endpoints over the :class:`~graphgen_server.runtime.Runtime`."""
+    """Triton's REST endpoints over the :class:`~graphgen_server.core.runtime.Runtime`."""
 
     def __init__(
         self, runtime: Runtime, gate: CallGate, config: ServerConfig, control: ModelControl | None = None,
@@ -158,7 +131,7 @@ class KServeHttp:
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            return web.json_response(dataplane.server_metadata(self.control))
+            return web.json_response(kserve_common.server_metadata(self.control))
 
     async def live(self, request: web.Request) -> web.Response:
         async with self.gate.call():
@@ -166,7 +139,7 @@ class KServeHttp:
 
     async def ready(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            ready = dataplane.server_ready(self.runtime, self.gate) and not self.draining()
+            ready = kserve_common.server_ready(self.runtime, self.gate) and not self.draining()
         return web.Response(status=200 if ready else 400)
 
     async def model_ready(self, request: web.Request) -> web.Response:
@@ -176,7 +149,7 @@ class KServeHttp:
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            return web.json_response(dataplane.model_metadata(self.runtime, *_model(request)))
+            return web.json_response(kserve_common.model_metadata(self.runtime, *_model(request)))
 
     async def model_config(self, request: web.Request) -> web.Response:
         async with self.gate.call():
@@ -185,7 +158,7 @@ class KServeHttp:
 
     async def statistics(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            return web.json_response({"model_stats": dataplane.statistics(self.runtime, *_model(request))})
+            return web.json_response({"model_stats": kserve_common.statistics(self.runtime, *_model(request))})
 
     async def repository_index(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -193,19 +166,19 @@ class KServeHttp:
         if not isinstance(ready, bool):
             raise InvalidArgument("ready", "must be true or false")
         async with self.gate.call():
-            return web.json_response(dataplane.repository_index(self.runtime, ready))  # Triton answers a list
+            return web.json_response(kserve_common.repository_index(self.runtime, ready))  # Triton answers a list
 
     async def load(self, request: web.Request) -> web.Response:
         name, parameters = await self._control_request(request)
         async with self.gate.call():
-            await dataplane.model_control(self.control, "", parameters).load(name)
+            await kserve_common.model_control(self.control, "", parameters).load(name)
         return web.Response(status=200)
 
     async def unload(self, request: web.Request) -> web.Response:
         name, parameters = await self._control_request(request)
         async with self.gate.call():
             # tritonclient always sends unload_dependents: there are no ensembles here, so no dependents.
-            await dataplane.model_control(self.control, "", parameters, {"unload_dependents"}).unload(name)
+            await kserve_common.model_control(self.control, "", parameters, {"unload_dependents"}).unload(name)
         return web.Response(status=200)
 
     async def _control_request(self, request: web.Request) -> tuple[str, dict]:
@@ -262,24 +235,3 @@ async def _body(request: web.Request) -> dict:
     if not isinstance(document, dict):
         raise InvalidArgument("request", "must be a JSON object")
     return document
-
-
-class HttpListener:
-    """An aiohttp application on a socket bound at construction (before the models load)."""
-
-    def __init__(self, what: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
-        self.what, self.tls = what, tls
-        self.socket = bind(host, port, what)
-        self.port: int = self.socket.getsockname()[1]
-        self._runner: web.AppRunner | None = None
-
-    async def start(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.SockSite(self._runner, self.socket, ssl_context=self.tls, shutdown_timeout=1.0).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        else:
-            self.socket.close()

@@ -1,110 +1,43 @@
-"""Every failure a call can meet, and the one place that turns it into a status code.
+"""The one place that turns a failure into a status code, for gRPC and HTTP alike.
 
-The runtime raises these exceptions (never gRPC or HTTP types). :func:`status_of` chooses the gRPC
-status and :func:`http_status_of` the HTTP one (from :data:`HTTP_STATUS`, Triton's REST statuses);
-:func:`abort_with_status` is how a gRPC servicer answers with it. A client's mistake is never
-INTERNAL: anything unexpected is logged with its traceback and answered INTERNAL with a short
-message, and the server goes on. :func:`failure_reason` labels a failure as Triton's metrics do.
+The core raises :mod:`graphgen_server.core.errors`' exceptions (never gRPC or HTTP types).
+:func:`status_of` chooses the gRPC status (from :data:`GRPC_STATUS`) and :func:`http_status_of`
+the HTTP one (from :data:`HTTP_STATUS`, Triton's REST statuses); :func:`abort_with_status` is how a
+gRPC servicer answers with it. A client's mistake is never INTERNAL: anything unexpected is logged
+with its traceback and answered INTERNAL with a short message, and the server goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
 
 from graphgen.preprocess import ImageError
+from graphgen_server.core.errors import (
+    InvalidArgument,
+    ModelUnavailable,
+    NotFound,
+    QueueFull,
+    Refused,
+    ServingError,
+)
+from graphgen_server.frontends.grpc_wire import Undecodable
 
 log = logging.getLogger("graphgen_server")
 
-
-class ServingError(Exception):
-    """A failure with a known cause; ``code`` is the gRPC status it is answered with."""
-
-    code = grpc.StatusCode.UNKNOWN
-
-
-class NotFound(ServingError):
-    """No such model, or no such version of it."""
-
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class InvalidArgument(ServingError):
-    """The request is malformed; the message starts with the field at fault."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
-class QueueFull(ServingError):
-    """The model's queue cannot take the request's images now."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class Refused(ServingError):
-    """The server is not set up to do this (model control is off), or a model's files cannot be served."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class ModelUnavailable(ServingError):
-    """The model exists but is not ready (it failed to load), or the server is shutting down."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class Undecodable:
-    """A request whose bytes are not the message its method takes (see :mod:`graphgen_server.wire`)."""
-
-    def __init__(self, message_type: str, error: Exception) -> None:
-        self.message_type, self.error = message_type, error
-
-
-class CallGate:
-    """Counts the calls being handled, and refuses new ones once closed (the start of a shutdown).
-
-    gRPC's own stop cancels calls that arrived but were not yet handed to a handler (the client
-    sees CANCELLED); closing this gate first makes such late calls fail with UNAVAILABLE instead,
-    a status clients know to retry elsewhere, while the calls already inside finish.
-    """
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.asynccontextmanager
-    async def call(self) -> AsyncIterator[None]:
-        if self.closed:
-            raise ModelUnavailable("the server is shutting down; retry on another replica")
-        self.in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
-
-    async def close(self, timeout: float) -> bool:
-        """Refuse new calls and wait up to ``timeout`` s for those inside; True if they all finished."""
-        self.closed = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+# The gRPC status of each failure the core raises (a subclass answers as its nearest listed class).
+GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
+    ServingError: grpc.StatusCode.UNKNOWN,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Refused: grpc.StatusCode.FAILED_PRECONDITION,
+    ModelUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 # gRPC sends the message percent-encoded in a header (non-ASCII bytes take 3 characters), and a
@@ -137,7 +70,8 @@ def clamp(message: str, limit: int = MAX_DETAILS) -> str:
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message a failure is answered with."""
     if isinstance(error, ServingError):
-        return error.code, str(error)
+        code = next(GRPC_STATUS[kind] for kind in type(error).__mro__ if kind in GRPC_STATUS)
+        return code, str(error)
     if isinstance(error, ImageError):  # raised by graphgen.preprocess while decoding
         return grpc.StatusCode.INVALID_ARGUMENT, f"images: {error}"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); the server log has the details"
@@ -170,17 +104,6 @@ def http_status_of(error: BaseException) -> tuple[int, str]:
     """The HTTP status and message a failure is answered with (the same failure, the same words)."""
     code, message = status_of(error)
     return http_status(code), message
-
-
-def failure_reason(error: BaseException) -> str:
-    """Triton's ``reason`` label of a failed request: REJECTED (queue full), CANCELED, BACKEND, OTHER."""
-    if isinstance(error, QueueFull):
-        return "REJECTED"
-    if isinstance(error, asyncio.CancelledError):
-        return "CANCELED"
-    if isinstance(error, ServingError | ImageError):
-        return "OTHER"  # the request's own fault, or the model not ready
-    return "BACKEND"
 
 
 # An async servicer method: (self, request, context) -> response.

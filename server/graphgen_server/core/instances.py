@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import onnxruntime as ort
 
 from graphgen_protos import model_config_pb2 as mc
-from graphgen_server import providers
 from graphgen_server.config import ServerConfig
-from graphgen_server.model_config import ConfigError
+from graphgen_server.core import providers
+from graphgen_server.repository.model_config import ConfigError
 
 Provider = str | tuple[str, dict[str, str]]
 # An instance_group without a count (or no instance_group at all) gets Triton's default for the

@@ -23,11 +23,14 @@ from google.protobuf import json_format
 
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
-from graphgen_server import dataplane
-from graphgen_server.control import ModelControl
-from graphgen_server.dataplane import PROFILE_RESPONSE, serialize_bytes
-from graphgen_server.errors import CallGate, InvalidArgument, Undecodable, abort_with_status, clamp, status_of
-from graphgen_server.runtime import RequestedOutput, Runtime
+from graphgen_server.core.errors import InvalidArgument
+from graphgen_server.core.model_control import ModelControl
+from graphgen_server.core.runtime import RequestedOutput, Runtime
+from graphgen_server.frontends import kserve_common
+from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.grpc_wire import Undecodable
+from graphgen_server.frontends.kserve_common import PROFILE_RESPONSE, serialize_bytes
+from graphgen_server.frontends.status import abort_with_status, clamp, status_of
 from graphgen_server.tensors import InputTensor, to_bytes
 
 log = logging.getLogger("graphgen_server")
@@ -81,7 +84,7 @@ def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
 def requested_outputs(request: pb.ModelInferRequest) -> list[RequestedOutput]:
     return [
         RequestedOutput(
-            output.name, f"outputs[{position}]", dataplane.classification(parameter_values(output.parameters))
+            output.name, f"outputs[{position}]", kserve_common.classification(parameter_values(output.parameters))
         )
         for position, output in enumerate(request.outputs)
     ]
@@ -99,7 +102,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=dataplane.server_ready(self.runtime, self.gate))
+        return pb.ServerReadyResponse(ready=kserve_common.server_ready(self.runtime, self.gate))
 
     @abort_with_status
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
@@ -107,11 +110,11 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**dataplane.server_metadata(self.control))
+        return pb.ServerMetadataResponse(**kserve_common.server_metadata(self.control))
 
     @abort_with_status
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
-        metadata = dataplane.model_metadata(self.runtime, request.name, request.version)
+        metadata = kserve_common.model_metadata(self.runtime, request.name, request.version)
         return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
 
     @abort_with_status
@@ -173,11 +176,11 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         inferred = await self.runtime.infer(
             request.model_name, request.model_version, inputs=input_tensors(request),
-            outputs=requested_outputs(request), profile=dataplane.profiling(parameter_values(request.parameters)),
+            outputs=requested_outputs(request), profile=kserve_common.profiling(parameter_values(request.parameters)),
         )  # fmt: skip
         response = pb.ModelInferResponse(model_name=inferred.model, model_version=inferred.version, id=request.id)
         if inferred.profile is not None:
-            response.parameters[PROFILE_RESPONSE].string_param = dataplane.profile_json(inferred.profile)
+            response.parameters[PROFILE_RESPONSE].string_param = kserve_common.profile_json(inferred.profile)
         for output in inferred.outputs:
             response.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
             if output.datatype == "BYTES":
@@ -188,12 +191,12 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
-        model_stats = dataplane.statistics(self.runtime, request.name, request.version)
+        model_stats = kserve_common.statistics(self.runtime, request.name, request.version)
         return json_format.ParseDict({"model_stats": model_stats}, pb.ModelStatisticsResponse())
 
     @abort_with_status
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
-        models = dataplane.repository_index(self.runtime, request.ready)
+        models = kserve_common.repository_index(self.runtime, request.ready)
         return json_format.ParseDict({"models": models}, pb.RepositoryIndexResponse())
 
     @abort_with_status
@@ -212,4 +215,4 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
     def _model_control(self, request, allowed: frozenset[str] | set[str] = frozenset()) -> ModelControl:
-        return dataplane.model_control(self.control, request.repository_name, request.parameters, allowed)
+        return kserve_common.model_control(self.control, request.repository_name, request.parameters, allowed)

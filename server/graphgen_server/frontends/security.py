@@ -12,11 +12,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import ssl
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+
+from graphgen_server.config import ServerConfig
 
 log = logging.getLogger("graphgen_server")
 
@@ -67,6 +70,18 @@ def server_credentials(cert: Path | None, key: Path | None, client_ca: Path | No
     pair = (read_pem(key, "--tls-key"), read_pem(cert, "--tls-cert"))
     ca = read_pem(client_ca, "--tls-client-ca")
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The gRPC server's TLS settings for HTTPS (mutual TLS with ``tls_client_ca``)."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca is not None:
+        context.load_verify_locations(config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def is_loopback(host: str) -> bool:

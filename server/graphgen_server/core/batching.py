@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphgen_server.config import ServerConfig
-from graphgen_server.model_config import ConfigError, ReadConfig
+from graphgen_server.repository.model_config import ConfigError, ReadConfig
 
 # A request's inputs by name, batch rows first in each.
 Feeds = dict[str, np.ndarray]

@@ -5,7 +5,8 @@ A call names a model and hands over its inputs as :class:`~graphgen_server.tenso
 rows to the model's queue (or refuses at once), hops to a worker thread (decoding, onnxruntime),
 times each stage and records the request in the model's statistics, success or failure. The
 servicers (gRPC, HTTP) only translate their messages to these calls and the results back; every
-failure is an exception of :mod:`graphgen_server.errors`, turned into a status code there.
+failure is an exception of :mod:`graphgen_server.core.errors`, turned into a status code by the
+front-ends (:mod:`graphgen_server.frontends.status`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from typing import Any
 import numpy as np
 
 from graphgen.profiling.summary import Profile
-from graphgen_server import providers
-from graphgen_server.batching import Feeds
 from graphgen_server.config import ServerConfig
-from graphgen_server.errors import InvalidArgument, ModelUnavailable, NotFound, failure_reason
-from graphgen_server.model import ModelVersion, RunOutcome
-from graphgen_server.model_config import plan_model
-from graphgen_server.repository import model_names, scan
-from graphgen_server.stats import RequestRecord
-from graphgen_server.tensors import InputTensor, to_array
+from graphgen_server.core import providers
+from graphgen_server.core.batching import Feeds
+from graphgen_server.core.errors import InvalidArgument, ModelUnavailable, NotFound, failure_reason
+from graphgen_server.core.model_version import ModelVersion, RunOutcome
+from graphgen_server.core.requests import to_array
+from graphgen_server.core.statistics import RequestRecord
+from graphgen_server.repository.layout import model_names, scan
+from graphgen_server.repository.model_config import plan_model
+from graphgen_server.tensors import InputTensor
 
 log = logging.getLogger("graphgen_server")
 

@@ -2,8 +2,8 @@
 
 gRPC's generated ``add_*Servicer_to_server`` parse each request before the handler runs and
 answer bytes that are not the method's message with UNKNOWN (and a traceback in the log). Here a
-request that does not parse becomes an :class:`~graphgen_server.errors.Undecodable`, which the
-handler's :func:`~graphgen_server.errors.abort_with_status` answers INVALID_ARGUMENT, naming the
+request that does not parse becomes an :class:`Undecodable`, which the handler's
+:func:`~graphgen_server.frontends.status.abort_with_status` answers INVALID_ARGUMENT, naming the
 message type.
 """
 
@@ -16,7 +16,12 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from graphgen_server.errors import Undecodable
+
+class Undecodable:
+    """A request whose bytes are not the message its method takes."""
+
+    def __init__(self, message_type: str, error: Exception) -> None:
+        self.message_type, self.error = message_type, error
 
 
 def tolerant_parser(message_class: type[Message]) -> Callable[[bytes], Message | Undecodable]:

@@ -19,11 +19,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from graphgen_server.errors import InvalidArgument, NotFound, Refused
-from graphgen_server.model import ModelVersion
-from graphgen_server.model_config import ReadConfig, plan_model
-from graphgen_server.repository import MODEL_FILE, BadModelName, ModelFile, check_model_name
-from graphgen_server.runtime import Runtime
+from graphgen_server.core.errors import InvalidArgument, NotFound, Refused
+from graphgen_server.core.model_version import ModelVersion
+from graphgen_server.core.runtime import Runtime
+from graphgen_server.repository.layout import MODEL_FILE, BadModelName, ModelFile, check_model_name
+from graphgen_server.repository.model_config import ReadConfig, plan_model
 
 log = logging.getLogger("graphgen_server")
 

@@ -24,9 +24,9 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from graphgen_protos import model_config_pb2 as mc
-from graphgen_server.repository import MODEL_FILE, ModelFile, scan_model
+from graphgen_server.repository.layout import MODEL_FILE, ModelFile, scan_model
+from graphgen_server.repository.triton_fields import TRITON_FIELDS
 from graphgen_server.tensors import TensorInfo, describe
-from graphgen_server.triton_fields import TRITON_FIELDS
 
 log = logging.getLogger("graphgen_server")
 
@@ -296,7 +296,7 @@ def effective_config(model: Any) -> mc.ModelConfig:
         for group in groups.values():
             group.count //= max(len(group.gpus), 1)
     config.instance_group.extend(groups.values())
-    from graphgen_server.instances import SESSION_PARAMETERS  # (instances imports this module)
+    from graphgen_server.core.instances import SESSION_PARAMETERS  # (instances imports this module)
 
     honoured = settings.config.parameters
     for key in honoured:

@@ -23,12 +23,15 @@ from graphgen.onnx_io import ModelFileError, check_model_file
 from graphgen.preprocess import ImageError, decode_image, image_to_tensor, labels_for
 from graphgen.profiling.summary import Profile
 from graphgen_protos import model_config_pb2 as mc
-from graphgen_server import providers
-from graphgen_server.batching import NO_BATCHING, DynamicBatcher, Feeds, batching_choice
 from graphgen_server.config import ServerConfig
-from graphgen_server.errors import InvalidArgument, QueueFull
-from graphgen_server.instances import Instance, InstancePool, plan_instances, session_options
-from graphgen_server.model_config import (
+from graphgen_server.core import providers
+from graphgen_server.core.batching import NO_BATCHING, DynamicBatcher, Feeds, batching_choice
+from graphgen_server.core.errors import InvalidArgument, QueueFull
+from graphgen_server.core.instances import Instance, InstancePool, plan_instances, session_options
+from graphgen_server.core.profiler import Profiler
+from graphgen_server.core.statistics import ModelStats
+from graphgen_server.repository.layout import ModelFile
+from graphgen_server.repository.model_config import (
     ConfigError,
     ReadConfig,
     ServedTensor,
@@ -37,9 +40,6 @@ from graphgen_server.model_config import (
     serve_tensors,
     warmup_feeds,
 )
-from graphgen_server.profiling import Profiler
-from graphgen_server.repository import ModelFile
-from graphgen_server.stats import ModelStats
 from graphgen_server.tensors import TensorInfo, describe
 
 log = logging.getLogger("graphgen_server")

@@ -1,7 +1,7 @@
 """A model repository in Triton's layout: ``<repo>/<model>/<version>/model.onnx``.
 
 Versions are positive integers; a model directory may hold a ``config.pbtxt`` (read by
-:mod:`graphgen_server.model_config`: it may name another model file, and choose the versions
+:mod:`graphgen_server.repository.model_config`: it may name another model file, and choose the versions
 served). ``graphgen build NAME --repository DIR`` writes ``DIR/NAME/1/model.onnx``.
 """
 

@@ -1,7 +1,7 @@
 """Prometheus metrics under Triton's names, read from the runtime's statistics at each scrape.
 
 Triton's per-model series (``nv_inference_*`` with labels ``model`` and ``version``) come from
-the same :class:`~graphgen_server.stats.ModelStats` that KServe's ModelStatistics reports, so
+the same :class:`~graphgen_server.core.statistics.ModelStats` that KServe's ModelStatistics reports, so
 the two never disagree and nothing is counted twice. Durations are cumulative microseconds, as
 Triton's counters are; failures carry Triton's ``reason`` label.
 
@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from graphgen_server.http import answer_errors
+from graphgen_server.frontends.http_routes import answer_errors
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["model", "version"]

@@ -30,7 +30,6 @@ import onnxruntime as ort
 
 from graphgen.profiling.session import DEFAULT_WARMUP_RUNS, ModelProfiler, ProfilingSession, Providers
 from graphgen.profiling.summary import Profile
-from graphgen_protos import classifier_pb2 as pb
 
 SPARE_DELAY_S = 0.05
 PROFILE_NICE = 19  # the lowest CPU priority
@@ -98,56 +97,3 @@ class Profiler:
     def close(self) -> None:
         self._builder.shutdown(wait=True, cancel_futures=True)
         self._core.close()
-
-
-def profile_message(profile: Profile) -> pb.Profile:
-    """The wire form of a profile (Classify's ``profile``; ModelInfer's ``graphgen_profile`` as JSON)."""
-    layers = []
-    for row in profile.rows:
-        device = row.device
-        layers.append(
-            pb.LayerTime(
-                layer=row.layer,
-                nodes=row.nodes,
-                op_types=row.op_types,
-                kernel=row.kernel,
-                kernel_op=row.kernel_op,
-                provider=row.provider,
-                time_us=round(row.time.median),
-                share=profile.share(row),
-                mapped=row.mapped,
-                median_us=row.time.median,
-                p10_us=row.time.p10,
-                p90_us=row.time.p90,
-                min_us=row.time.min,
-                max_us=row.time.max,
-                device_us=device.median if device else 0.0,
-                device_p10_us=device.p10 if device else 0.0,
-                device_p90_us=device.p90 if device else 0.0,
-                bytes=row.bytes,
-                params=row.params,
-                macs=row.macs,
-                activation_bytes=row.activation_bytes,
-            )
-        )
-    return pb.Profile(
-        layers=layers,
-        layers_us=round(profile.layers_us),
-        inference_us=round(profile.run.median),
-        inference_p10_us=profile.run.p10,
-        inference_p90_us=profile.run.p90,
-        overhead_us=round(profile.total_us) - round(profile.layers_us),
-        unprofiled_nodes=profile.unprofiled,
-        provider=profile.provider,
-        runs=profile.runs,
-        warmup_runs=profile.warmup_runs,
-        batch_size=profile.batch,
-        spread=profile.spread,
-        timing=profile.timing,
-        timing_text=profile.timing_text,
-        device_run_us=profile.device_run.median if profile.device_run else 0.0,
-        setup_us=round(profile.setup_us),
-        build_us=round(profile.build_us),
-        between_kernels_us=profile.between_kernels.median if profile.between_kernels else 0.0,
-        notes=profile.notes,
-    )

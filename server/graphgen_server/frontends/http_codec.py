@@ -22,11 +22,12 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from graphgen_server import dataplane
-from graphgen_server.dataplane import PROFILE_RESPONSE, deserialize_bytes, serialize_bytes
-from graphgen_server.errors import InvalidArgument
-from graphgen_server.runtime import Inferred, Profiling, RequestedOutput
-from graphgen_server.tensors import DATATYPES, InputTensor, to_array, to_bytes
+from graphgen_server.core.errors import InvalidArgument
+from graphgen_server.core.requests import to_array
+from graphgen_server.core.runtime import Inferred, Profiling, RequestedOutput
+from graphgen_server.frontends import kserve_common
+from graphgen_server.frontends.kserve_common import PROFILE_RESPONSE, deserialize_bytes, serialize_bytes
+from graphgen_server.tensors import DATATYPES, InputTensor, to_bytes
 
 __all__ = ["HEADER_LENGTH", "InferCall", "deserialize_bytes", "infer_request", "infer_response", "message_json"]
 
@@ -105,7 +106,7 @@ def infer_request(body: bytes, header_length: str | None) -> InferCall:
     if offset != len(binary):
         raise InvalidArgument("binary data", f"{len(binary) - offset} bytes after the JSON are claimed by no input")
     outputs, binary_outputs = _outputs(document.get("outputs", []), binary_default)
-    profile = dataplane.profiling(request_parameters)
+    profile = kserve_common.profiling(request_parameters)
     return InferCall(request_id, tensors, outputs, profile, binary_outputs)
 
 
@@ -161,7 +162,7 @@ def _outputs(outputs: Any, binary_default: bool) -> tuple[list[RequestedOutput],
         if not isinstance(wants_binary, bool):
             raise InvalidArgument(f"{field}.parameters.{BINARY_DATA}", "must be true or false")
         binary[name] = wants_binary
-        requested.append(RequestedOutput(name, field, dataplane.classification(output_parameters)))
+        requested.append(RequestedOutput(name, field, kserve_common.classification(output_parameters)))
     if not outputs and binary_default:
         binary[""] = True  # every output
     return requested, binary
@@ -173,7 +174,7 @@ def infer_response(inferred: Inferred, request_id: str, binary: dict[str, bool])
     if request_id:
         document["id"] = request_id
     if inferred.profile is not None:
-        document["parameters"] = {PROFILE_RESPONSE: dataplane.profile_json(inferred.profile)}
+        document["parameters"] = {PROFILE_RESPONSE: kserve_common.profile_json(inferred.profile)}
     outputs, blobs = [], []
     for output in inferred.outputs:
         array = output.array

@@ -1,4 +1,4 @@
-"""What both KServe v2 front-ends (gRPC in kserve.py, HTTP/REST in http.py) answer, protocol-neutral.
+"""What both KServe v2 front-ends (gRPC in grpc_kserve.py, HTTP/REST in http_routes.py) answer, protocol-neutral.
 
 Each front-end converts its wire format to these calls and back; the facts and rules live here
 once: the server and model metadata, readiness, the repository index, the statistics as Triton's
@@ -17,11 +17,12 @@ from google.protobuf import json_format
 
 import graphgen
 from graphgen.profiling.summary import Profile
-from graphgen_server.control import ModelControl
-from graphgen_server.errors import CallGate, InvalidArgument, NotFound, Refused
-from graphgen_server.profiling import profile_message
-from graphgen_server.runtime import Profiling, Runtime
-from graphgen_server.stats import Duration, ModelStats
+from graphgen_server.core.errors import InvalidArgument, NotFound, Refused
+from graphgen_server.core.model_control import ModelControl
+from graphgen_server.core.runtime import Profiling, Runtime
+from graphgen_server.core.statistics import Duration, ModelStats
+from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.profiles import profile_message
 from graphgen_server.tensors import TensorInfo
 
 PLATFORM = "onnxruntime_onnx"
