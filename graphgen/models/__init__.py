@@ -11,6 +11,7 @@ NAMES = (
     "inception",
     "inception_resnet",
     "inception_v4",
+    "mnasnet",
     "mobilenet",
     "parnet",
     "repvgg",
