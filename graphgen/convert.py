@@ -1,107 +1,198 @@
-"""``graphgen convert IN.onnx -o OUT.onnx``: graph conversions on any ONNX model.
+"""Graph conversions on any ONNX model, as a library: :class:`ConvertOptions` → steps → a new model.
 
 Passes run in a fixed order — local functions inlined, multibranch blocks to grouped
 convolutions, RepVGG blocks to one convolution, BatchNorm folding, head surgery, float16, opset —
-and each reports what it rewrote, or says plainly that it found nothing. --verify runs the input
-and the result on onnxruntime (CPU) with the same random inputs and fails with exit status 1
-when an output differs by more than the tolerance. Head surgery changes what the model computes on purpose, so the reference for
---verify is then the input with the same new head (same seed or checkpoint) or the same cut.
+and each reports what it rewrote, or says plainly that it found nothing. :func:`verify` runs a
+reference and the result on onnxruntime (CPU) with the same random inputs and judges every
+output against a tolerance. Head surgery changes what the model computes on purpose, so the
+reference (:func:`reference_for`) is then the input with the same new head (same seed or
+checkpoint) or the same cut.
+
+``graphgen convert`` (:mod:`graphgen.cli.convert`) only parses its flags into a
+:class:`ConvertOptions` and prints what these functions return. A new conversion is a field of
+:class:`ConvertOptions` (checked in :meth:`ConvertOptions.check`), a :class:`Step` in
+:func:`plan`, and the flag of the same name on the command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
-from graphgen.argtypes import opset_version, output_file, positive_int
 from graphgen.errors import UserError
 from graphgen.metadata import HEAD
 from graphgen.passes import PassResult, cut_head, fold_repvgg, group_branches, inference_form, replace_head, to_fp16
 from graphgen.passes.inline import inline_functions
 from graphgen.passes.opset import convert_opset
-from graphgen.stats import count_parameters
 
-EXIT_MISMATCH = 1
 FP32_TOLERANCE = 1e-5
 FP16_TOLERANCE = 5e-3  # float16 keeps 11 significant bits; converted CNNs land near 5e-4
+NOTHING_TO_DO = (
+    "nothing to do: ask for --inline, --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut, "
+    "--fp16 or --opset"
+)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What to convert, each field named as its ``graphgen convert`` flag; the steps run in :func:`plan`'s order.
+
+    A contradiction (``--cut`` with a new head, ``--keep-io-types`` without ``--fp16``) is a
+    :class:`~graphgen.errors.UserError` when the options are made.
+    """
+
+    inline: bool = False  # local functions -> one flat graph (first: the other passes read flat graphs)
+    group_branches: bool = False  # ResNeXt-style parallel branches -> one grouped convolution
+    fold_repvgg: bool = False  # 3x3 + 1x1 + identity branches -> one 3x3 convolution
+    fold_bn: bool = False  # the inference form: Conv -> BatchNormalization -> one Conv; nested Concats -> one
+    num_classes: int | None = None  # a new, random classifier with this many classes
+    head_weights: str | Path | None = None  # a new classifier from a checkpoint's weight/bias
+    cut: str | None = None  # drop the head: "features" or a stage's name
+    seed: int = 0  # of the random head and of verification's inputs
+    fp16: bool = False  # float16 weights and compute
+    keep_io_types: bool = False  # with fp16: float32 inputs and outputs
+    opset: int | None = None  # write this ONNX opset
+    verify: bool = False  # compare the result with the input (see reference_for) on onnxruntime
+    tolerance: float | None = None  # largest relative difference; None: by precision (verify_tolerance)
+    batch: int = 1  # images in verification's random inputs
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`UserError` when the options contradict one another."""
+        if self.cut is not None and (self.num_classes is not None or self.head_weights is not None):
+            raise UserError("--cut removes the head: it does not combine with --num-classes or --head-weights")
+        if self.keep_io_types and not self.fp16:
+            raise UserError("--keep-io-types only applies with --fp16")
+
+    @property
+    def verify_tolerance(self) -> float:
+        if self.tolerance is not None:
+            return self.tolerance
+        return FP16_TOLERANCE if self.fp16 else FP32_TOLERANCE
 
 
 @dataclass(frozen=True)
 class Step:
+    """One conversion: its flag, the pass, and how to say what it did."""
+
     flag: str
     run: Callable[[ir.Model], PassResult]
-    did: str  # "{n} ..." what n rewrites mean
+    did: str  # "{n} ..." what n rewrites mean ({head}: the new head's metadata)
     nothing: str  # what it says when it found nothing
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one step did: its rewrites, a sentence saying so, and the pass's own notes."""
+
+    flag: str
+    rewrites: int
+    message: str
+    notes: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        return [f"{self.flag}: {self.message}", *(f"{self.flag}: {note}" for note in self.notes)]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The converted model and, in order, what each step did."""
+
+    model: ir.Model
+    reports: list[StepReport] = field(default_factory=list)
 
 
 _FP16_ALL = "{n} tensors, casts and inputs/outputs -> float16"
 _FP16_KEPT_IO = "{n} tensors and casts -> float16; inputs and outputs kept float32 (--keep-io-types)"
 
 
-def _steps(args: argparse.Namespace) -> list[Step]:
+def plan(options: ConvertOptions) -> list[Step]:
+    """The steps ``options`` ask for, in the order they run; :data:`NOTHING_TO_DO` when none."""
     steps = []
-    if args.inline:  # first: the other passes read flat graphs
-        steps.append(Step("inline", inline_functions, "{n} function call(s) inlined: a flat graph", "found no local functions"))  # fmt: skip
-    if args.group_branches:
-        steps.append(Step("group-branches", group_branches, "{n} multibranch block(s) -> grouped convolution", "found no multibranch blocks"))  # fmt: skip
-    if args.fold_repvgg:
-        steps.append(Step("fold-repvgg", fold_repvgg, "{n} RepVGG block(s) -> one convolution each", "found no RepVGG blocks"))  # fmt: skip
-    if args.fold_bn:
-        steps.append(Step("fold-bn", inference_form, "{n} node(s) folded away (inference form)", "found no Conv -> BatchNormalization or constant-scale pairs, no nested Concats"))  # fmt: skip
-    head = _head_surgery(args)
+    if options.inline:
+        steps.append(
+            Step("inline", inline_functions, "{n} function call(s) inlined: a flat graph", "found no local functions")
+        )
+    if options.group_branches:
+        steps.append(
+            Step(
+                "group-branches",
+                group_branches,
+                "{n} multibranch block(s) -> grouped convolution",
+                "found no multibranch blocks",
+            )
+        )
+    if options.fold_repvgg:
+        steps.append(
+            Step("fold-repvgg", fold_repvgg, "{n} RepVGG block(s) -> one convolution each", "found no RepVGG blocks")
+        )
+    if options.fold_bn:
+        steps.append(
+            Step(
+                "fold-bn",
+                inference_form,
+                "{n} node(s) folded away (inference form)",
+                "found no Conv -> BatchNormalization or constant-scale pairs, no nested Concats",
+            )
+        )
+    head = head_surgery(options)
     if head is not None:
         steps.append(head)
-    if args.fp16:
-        steps.append(Step("fp16", lambda m: to_fp16(m, keep_io_types=args.keep_io_types), _FP16_KEPT_IO if args.keep_io_types else _FP16_ALL, "found nothing in float32"))  # fmt: skip
-    if args.opset is not None:
-        steps.append(Step("opset", lambda m: convert_opset(m, args.opset), f"{{n}} node(s) checked and written at opset {args.opset}", f"already at opset {args.opset}"))  # fmt: skip
+    if options.fp16:
+        keep_io_types = options.keep_io_types
+        steps.append(
+            Step(
+                "fp16",
+                lambda model: to_fp16(model, keep_io_types=keep_io_types),
+                _FP16_KEPT_IO if keep_io_types else _FP16_ALL,
+                "found nothing in float32",
+            )
+        )
+    if options.opset is not None:
+        opset = options.opset
+        steps.append(
+            Step(
+                "opset",
+                lambda model: convert_opset(model, opset),
+                f"{{n}} node(s) checked and written at opset {opset}",
+                f"already at opset {opset}",
+            )
+        )
+    if not steps:
+        raise UserError(NOTHING_TO_DO)
     return steps
 
 
-def _head_surgery(args: argparse.Namespace) -> Step | None:
-    if args.cut is not None:
-        return Step("cut", lambda m: cut_head(m, args.cut), f"cut to {args.cut!r}: output 'features'", f"already cut to {args.cut!r}")  # fmt: skip
-    if args.num_classes is None and args.head_weights is None:
+def head_surgery(options: ConvertOptions) -> Step | None:
+    """The step that cuts or replaces the head, if the options ask for one."""
+    cut = options.cut
+    if cut is not None:
+        return Step(
+            "cut", lambda model: cut_head(model, cut), f"cut to {cut!r}: output 'features'", f"already cut to {cut!r}"
+        )
+    if options.num_classes is None and options.head_weights is None:
         return None
+    num_classes, weights, seed = options.num_classes, options.head_weights, options.seed
 
     def new_head(model: ir.Model) -> PassResult:
-        return replace_head(model, args.num_classes, weights=args.head_weights, seed=args.seed)
+        return replace_head(model, num_classes, weights=weights, seed=seed)
 
     return Step("head", new_head, "new classifier, {head}", "the head already has exactly these weights")
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
-    from graphgen.onnx_io import load_model, save_model
-
-    source, target = Path(args.input), Path(args.output)
-    if target.resolve() == source.resolve():
-        raise UserError(f"{target}: refusing to overwrite the input; write the result to another file")
-    steps = _steps(args)
-    if not steps:
-        raise UserError(
-            "nothing to do: ask for --inline, --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut, "
-            "--fp16 or --opset"
-        )
-    # Weights in external data files are read now: the result and --verify's copies live elsewhere.
-    original = ir.external_data.load_to_model(load_model(source))
-    print(f"read {source}: {len(original.graph):,} nodes, {count_parameters(original).describe()}")
-    if original.functions and not args.inline and any(step.flag not in ("opset",) for step in steps):
-        # the passes rewrite the main graph only: blocks inside functions would be silently skipped
-        print(
-            f"convert: warning: {source} has {len(original.functions)} local function(s) whose nodes the passes "
-            "do not see; add --inline to convert them too",
-            file=sys.stderr,
-        )
-
-    model = original
-    for step in steps:
+def convert(
+    model: ir.Model, options: ConvertOptions, on_step: Callable[[StepReport], None] | None = None
+) -> Conversion:
+    """Run the steps ``options`` ask for on ``model`` (left untouched); ``on_step`` hears each as it ends."""
+    reports = []
+    for step in plan(options):
         result = step.run(model)
         model = result.model
         if result.rewrites:
@@ -109,26 +200,38 @@ def cmd_convert(args: argparse.Namespace) -> int:
             message = step.did.replace("{n}", str(result.rewrites)).replace("{head}", head)
         else:
             message = f"{step.nothing}; nothing changed"
-        print(f"{step.flag}: {message}")
-        for note in getattr(result, "notes", ()):  # onnx_ir's own passes have none
-            print(f"{step.flag}: {note}")
-    print(f"nodes: {len(original.graph):,} -> {len(model.graph):,}")
-    before, after = count_parameters(original), count_parameters(model)
-    print(f"parameters: {before.parameters:,} -> {after.parameters:,}")
-    print(f"initializer elements: {before.initializer_elements:,} -> {after.initializer_elements:,}")
-    save_model(model, target)
-    print(f"wrote {target} ({target.stat().st_size / 1024**2:,.1f} MiB)")
-
-    if not args.verify:
-        return 0
-    surgery = _head_surgery(args)
-    reference = surgery.run(original).model if surgery is not None else original
-    tolerance = args.tolerance if args.tolerance is not None else FP16_TOLERANCE if args.fp16 else FP32_TOLERANCE
-    return 0 if verify(reference, model, tolerance, batch=args.batch, seed=args.seed) else EXIT_MISMATCH
+        report = StepReport(step.flag, result.rewrites, message, tuple(getattr(result, "notes", ())))
+        reports.append(report)  # onnx_ir's own passes' results have no notes
+        if on_step is not None:
+            on_step(report)
+    return Conversion(model, reports)
 
 
-def verify(reference: ir.Model, converted: ir.Model, tolerance: float, *, batch: int = 1, seed: int = 0) -> bool:
-    """Run both on the same random inputs; print the differences; True if all within ``tolerance``.
+def reference_for(original: ir.Model, options: ConvertOptions) -> ir.Model:
+    """What the converted model must compute: the original, with the same head surgery if any."""
+    surgery = head_surgery(options)
+    return surgery.run(original).model if surgery is not None else original
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One line of a verification: an output compared, or why the outputs cannot be compared."""
+
+    output: str | None  # None: the model as a whole (a different number of outputs)
+    ok: bool
+    detail: str
+    max_abs: float | None = None  # None where no numbers were compared (count or shape differ)
+    relative: float | None = None
+
+    @property
+    def line(self) -> str:
+        return f"verify: {self.output}: {self.detail}" if self.output is not None else f"verify: {self.detail}"
+
+
+def verify(
+    reference: ir.Model, converted: ir.Model, tolerance: float, *, batch: int = 1, seed: int = 0
+) -> list[OutputCheck]:
+    """Run both on the same random inputs and compare every output; all ``ok`` when within ``tolerance``.
 
     The relative difference is max |converted − reference| / max |reference| per output:
     elementwise ratios mean nothing where the reference is near zero.
@@ -142,26 +245,22 @@ def verify(reference: ir.Model, converted: ir.Model, tolerance: float, *, batch:
     }
     actual = _run(converted, cast)
     if len(actual) != len(expected):
-        print(f"verify: FAILED: {len(actual)} outputs where the reference has {len(expected)}", file=sys.stderr)
-        return False
-    ok = True
+        return [OutputCheck(None, False, f"FAILED: {len(actual)} outputs where the reference has {len(expected)}")]
+    checks = []
     for value, want, got in zip(reference.graph.outputs, expected, actual):
+        name = value.name or ""
         if want.shape != got.shape:
-            print(
-                f"verify: {value.name}: FAILED: shape {list(got.shape)}, reference {list(want.shape)}", file=sys.stderr
-            )
-            ok = False
+            shapes = f"FAILED: shape {list(got.shape)}, reference {list(want.shape)}"
+            checks.append(OutputCheck(name, False, shapes))
             continue
         difference = np.abs(got.astype(np.float64) - want.astype(np.float64))
         max_abs = float(difference.max()) if difference.size else 0.0
         relative = max_abs / max(float(np.abs(want).max()) if want.size else 0.0, 1e-30)
-        verdict = "ok" if relative <= tolerance else "FAILED: beyond tolerance"
-        ok = ok and relative <= tolerance
-        print(
-            f"verify: {value.name}: max abs diff {max_abs:.3g}, max relative diff {relative:.3g} "
-            f"(tolerance {tolerance:g}): {verdict}"
-        )
-    return ok
+        ok = relative <= tolerance
+        verdict = "ok" if ok else "FAILED: beyond tolerance"
+        detail = f"max abs diff {max_abs:.3g}, max relative diff {relative:.3g} (tolerance {tolerance:g}): {verdict}"
+        checks.append(OutputCheck(name, ok, detail, max_abs, relative))
+    return checks
 
 
 def _random_inputs(model: ir.Model, batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -190,43 +289,3 @@ def _run(model: ir.Model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         path = save_model(model, Path(folder) / "model.onnx")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, inputs)
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "convert",
-        help="graph conversions: grouped convolutions, RepVGG and BatchNorm folding, new head, float16",
-        description=__doc__.split("\n\n")[1],
-    )
-    parser.add_argument("input", metavar="IN.onnx")
-    parser.add_argument("-o", "--output", type=output_file, required=True, metavar="OUT.onnx")
-    passes = parser.add_argument_group("conversions (run in this order)")
-    passes.add_argument("--inline", action="store_true", help="local functions (--functions) -> one flat graph, for runtimes without them (OpenVINO)")  # fmt: skip
-    passes.add_argument("--group-branches", action="store_true", help="ResNeXt-style parallel branches -> one grouped convolution")  # fmt: skip
-    passes.add_argument("--fold-repvgg", action="store_true", help="3x3 + 1x1 + identity branches -> one 3x3 convolution")  # fmt: skip
-    passes.add_argument(
-        "--fold-bn",
-        action="store_true",
-        help="the inference form: Conv -> BatchNormalization (or constant Mul) -> one Conv; nested Concats -> one",
-    )
-    passes.add_argument("--num-classes", type=positive_int, metavar="N", help="new classifier with N classes (random)")
-    passes.add_argument("--head-weights", metavar="PATH", help="new classifier from a checkpoint (its weight/bias)")
-    passes.add_argument("--seed", type=int, default=0, help="seed of the random head and of --verify's inputs")
-    passes.add_argument("--cut", metavar="features|STAGE", help="drop the head: output the pooled features or a stage's map")  # fmt: skip
-    passes.add_argument("--fp16", action="store_true", help="float16 weights and compute")
-    passes.add_argument("--keep-io-types", action="store_true", help="with --fp16: keep float32 inputs and outputs")
-    passes.add_argument("--opset", type=opset_version, metavar="N", help="write ONNX opset N (13 to 21), for older runtimes")  # fmt: skip
-    check = parser.add_argument_group("verification")
-    check.add_argument("--verify", action="store_true", help="compare with the input on onnxruntime; exit 1 beyond tolerance")  # fmt: skip
-    check.add_argument("--tolerance", type=float, metavar="T", help=f"largest relative difference (default {FP32_TOLERANCE:g}, {FP16_TOLERANCE:g} with --fp16)")  # fmt: skip
-    check.add_argument("--batch", type=positive_int, default=1, metavar="N", help="batch of random inputs (default 1)")
-    parser.set_defaults(func=_checked_convert)
-
-
-def _checked_convert(args: argparse.Namespace) -> int:
-
-    if args.cut is not None and (args.num_classes is not None or args.head_weights is not None):
-        raise UserError("--cut removes the head: it does not combine with --num-classes or --head-weights")
-    if args.keep_io_types and not args.fp16:
-        raise UserError("--keep-io-types only applies with --fp16")
-    return cmd_convert(args)

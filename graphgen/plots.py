@@ -1,4 +1,4 @@
-"""Pictures of graphgen's numbers: per-layer statistics, architectures compared, request profiles.
+"""Pictures of graphgen's numbers: per-layer statistics and architectures compared (profiles: :mod:`graphgen.profiling.plots`).
 
 matplotlib is an optional extra (``pip install 'graphgen-onnx[plot]'``), imported only when a picture
 is drawn; without it every function raises :class:`PlotError` saying how to install it. Figures
@@ -29,7 +29,6 @@ DEFAULT_SIZE = (1600, 1000)
 DPI = 100
 MIN_SIDE, MAX_SIDE = 300, 8000  # pixels; below that nothing is legible, above that is a mistake
 MAX_BARS = 64  # more layers than this are drawn per block (or per stage)
-PROFILE_LIMIT = 40  # slowest layers drawn; the rest share one bar
 # Colours per kind of operation (colour-blind-safe Tableau 10 subset)
 MISSING_MATPLOTLIB = "drawing pictures needs matplotlib: pip install 'graphgen-onnx[plot]'"
 OP_COLOURS = {"conv": "#4e79a7", "dense": "#e15759", "pool": "#59a14f", "other": "#9c9c9c", "input": "#b07aa1"}
@@ -300,84 +299,3 @@ def _label_2_and_5(value: float, _position: int) -> str:
     """Minor log ticks labelled at 2 and 5 of each decade only, so labels never crowd."""
     leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
     return f"{value:g}" if leading in (2, 5) else ""
-
-
-# -- graphgen-client classify ... --profile --plot ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProfileRow:
-    """One layer's time in a profiled request (the rows the server returns)."""
-
-    layer: str
-    op_types: tuple[str, ...]
-    time_us: float  # the median over the profiled runs
-    share: float  # of the whole inference
-    low_us: float | None = None  # the spread over the runs (e.g. p10..p90), drawn as an error bar
-    high_us: float | None = None
-
-
-def _error_bar(row: ProfileRow) -> tuple[float, float]:
-    """How far below and above its time a row's spread reaches (none without one)."""
-    if row.low_us is None or row.high_us is None:
-        return 0.0, 0.0
-    return row.time_us - row.low_us, row.high_us - row.time_us
-
-
-def plot_profile(
-    rows: Sequence[ProfileRow],
-    path: str | Path,
-    size: tuple[int, int] = DEFAULT_SIZE,
-    *,
-    title: str = "",
-    inference_us: float | None = None,
-    limit: int = PROFILE_LIMIT,
-    spread: str = "",
-) -> Path:
-    """Time of every layer of one request, in execution order (the ``limit`` slowest, the rest summed).
-
-    ``inference_us``, the whole run's time as the server measured it, goes in the heading beside
-    the layers' sum; the shares are of it. Rows with ``low_us``/``high_us`` get an error bar
-    (``spread`` names it in the legend, e.g. "p10-p90 over 10 runs").
-    """
-    if not rows:
-        raise PlotError("the profile has no layers to draw")
-    shown = set(sorted(range(len(rows)), key=lambda i: rows[i].time_us, reverse=True)[:limit])
-    bars = [(rows[i].layer, "+".join(rows[i].op_types), rows[i].time_us, rows[i].share) for i in sorted(shown)]
-    errors = [_error_bar(rows[i]) for i in sorted(shown)]
-    rest = [row for i, row in enumerate(rows) if i not in shown]
-    if rest:
-        summed = (sum(r.time_us for r in rest), sum(r.share for r in rest))
-        bars.append((f"{len(rest)} other layers", "", *summed))
-        errors.append((0.0, 0.0))
-    figure = _figure(size)
-    ax = figure.subplots()
-    positions = range(len(bars))
-    colours = [OP_COLOURS[_op_kind(ops)] if ops else OP_COLOURS["other"] for _, ops, _, _ in bars]
-    ax.barh(positions, [t for _, _, t, _ in bars], color=colours, height=0.75)
-    if any(low or high for low, high in errors):
-        ax.errorbar(
-            [t for _, _, t, _ in bars], list(positions), xerr=[[max(0.0, e[0]) for e in errors],
-            [max(0.0, e[1]) for e in errors]], fmt="none", ecolor="#333333", elinewidth=1.2, capsize=3,
-            label=f"spread ({spread})" if spread else "spread",
-        )  # fmt: skip
-        ax.legend(loc="lower right", fontsize=9)
-    ax.set_yticks(list(positions))
-    fontsize = max(6.0, min(10.0, 0.55 * size[1] / len(bars) / 1.4))
-    ax.set_yticklabels([f"{layer}  [{ops}]" if ops else layer for layer, ops, _, _ in bars], fontsize=fontsize)
-    ax.invert_yaxis()  # execution order reads top to bottom
-    longest = max(t + high for (_, _, t, _), (_, high) in zip(bars, errors))
-    for y, (_, _, time_us, share), (_, high) in zip(positions, bars, errors):
-        ax.text(
-            time_us + high + longest * 0.01, y, f"{time_us:,.0f} µs  {share * 100:.1f}%", va="center", fontsize=fontsize
-        )
-    ax.set_xlim(0, longest * 1.3)  # room for the labels right of the bars
-    ax.set_xlabel("time (µs)")
-    ax.grid(axis="x", alpha=0.3)
-    heading = f"{sum(r.time_us for r in rows):,.0f} µs in {len(rows)} layers"
-    if inference_us is not None:
-        heading += f" of a {inference_us:,.0f} µs inference"
-    if rest:
-        heading += f"; the {limit} slowest in execution order, then the rest"
-    figure.suptitle(f"{title}\n{heading}" if title else heading, x=0.01, ha="left", fontsize=12)
-    return _save(figure, path)

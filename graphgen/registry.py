@@ -7,10 +7,11 @@ Each family module (``graphgen/models/*.py``) lists its rows in ``ARCHITECTURES`
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import functools
 
 from graphgen.architecture import Architecture, Option, options_of
-from graphgen.errors import GraphgenError
+from graphgen.errors import GraphgenError, UserError
 
 
 class UnknownArchitectureError(GraphgenError, KeyError):
@@ -55,3 +56,25 @@ def architectures() -> list[Architecture]:
 def all_options() -> dict[str, Option]:
     """Every architecture option by name (the command line makes one flag of each)."""
     return options_of(architectures())
+
+
+def expand(patterns: list[str]) -> list[str]:
+    """Registered names matching each pattern, in registry order per pattern, without repeats.
+
+    Patterns are shell-style (``'efficientnet_b?'``); a pattern ending in .onnx is a model file and
+    stays as it is.
+    """
+    found: list[str] = []
+    known = names()
+    for pattern in patterns:
+        if pattern.lower().endswith(".onnx"):
+            found.append(pattern)
+            continue
+        matches = fnmatch.filter(known, pattern) if any(c in pattern for c in "*?[") else [pattern]
+        if not matches:
+            raise UserError(f"no architecture matches {pattern!r}")
+        for name in matches:
+            get(name)  # an unknown plain name fails here, with "did you mean"
+            if name not in found:
+                found.append(name)
+    return found

@@ -18,7 +18,8 @@ from google.protobuf import json_format
 from graphgen import __version__
 from graphgen.argtypes import positive_int, positive_seconds
 from graphgen.files import not_a_file
-from graphgen.plots import DEFAULT_SIZE, PlotError, ProfileRow, plot_path_argument, plot_profile, size_argument
+from graphgen.plots import DEFAULT_SIZE, PlotError, plot_path_argument, size_argument
+from graphgen.profiling.plots import ProfileRow, plot_profile
 from graphgen_client.client import DEFAULT_ADDRESS, TOKEN_VARIABLE, Client, ClientError
 from graphgen_client.tables import classes_table, models_table, profile_table
 

@@ -36,17 +36,19 @@ class Command:
 # Imported only when its command is the one run (as pip does with its commands): most need onnx_ir.
 COMMANDS = (
     Command("list", "graphgen.cli.listing", "list the architectures and the options each takes"),
-    Command("build", "graphgen.cli.commands", "build an architecture into an ONNX file"),
-    Command("stats", "graphgen.cli.commands", "per-layer parameters, MACs/FLOPs, activations and memory"),
-    Command("compare", "graphgen.compare", "parameters vs MACs of several architectures or .onnx files (table, chart)"),
+    Command("build", "graphgen.cli.build", "build an architecture into an ONNX file"),
+    Command("stats", "graphgen.cli.stats", "per-layer parameters, MACs/FLOPs, activations and memory"),
+    Command(
+        "compare", "graphgen.cli.compare", "parameters vs MACs of several architectures or .onnx files (table, chart)"
+    ),
     Command(
         "convert",
-        "graphgen.convert",
+        "graphgen.cli.convert",
         "graph conversions: grouped convolutions, RepVGG and BatchNorm folding, new head, float16",
     ),
-    Command("view", "graphgen.view", "show a model in Netron (served on 127.0.0.1)"),
-    Command("profile", "graphgen.profiling.commands", "per-layer time over repeated runs, beside MACs and bytes"),
-    Command("bench", "graphgen.profiling.commands", "latency and throughput of architectures on this machine"),
+    Command("view", "graphgen.cli.view", "show a model in Netron (served on 127.0.0.1)"),
+    Command("profile", "graphgen.cli.profile", "per-layer time over repeated runs, beside MACs and bytes"),
+    Command("bench", "graphgen.cli.bench", "latency and throughput of architectures on this machine"),
 )
 
 
@@ -57,7 +59,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((c for c in COMMANDS if c.name == command), None)
     if chosen is not None:
-        importlib.import_module(chosen.module).add_parser(subparsers)  # a module may define several commands
+        importlib.import_module(chosen.module).add_parser(subparsers)
     for entry in COMMANDS:
         if entry.name not in subparsers.choices:
             subparsers.add_parser(entry.name, help=entry.help)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from graphgen.argtypes import opset_version, positive_int, positive_or_dynamic
+from graphgen.argtypes import count, opset_version, positive_int, positive_or_dynamic
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -85,6 +85,19 @@ def add_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, option:
     typed.__name__ = option.type.__name__  # argparse names the type in its messages
     metavar = option.type.__name__.upper()
     group.add_argument(option.flag, dest=option.name, type=typed, metavar=metavar, help=option.help + default)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of commands that run models here (profile, bench): runs, device, threads, picture size."""
+    from graphgen.plots import DEFAULT_SIZE, size_argument
+    from graphgen.profiling.session import DEFAULT_RUNS
+
+    parser.add_argument(
+        "--runs", type=positive_int, default=DEFAULT_RUNS, help=f"measured runs (default {DEFAULT_RUNS})"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="execution provider (default cpu)")
+    parser.add_argument("--threads", type=count, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
 
 
 def architecture_options(args: argparse.Namespace) -> dict[str, object]:

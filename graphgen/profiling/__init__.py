@@ -8,5 +8,7 @@ The core both ``graphgen profile`` (in-process) and ``graphgen-server`` (per req
 * :mod:`.session` builds profiling sessions, warms them up and measures ``runs`` runs;
 * :mod:`.join` joins the rows with ``graphgen stats``' static table (parameters, MACs, bytes);
 * :mod:`.calibrate` measures this machine's peak compute and memory bandwidth (the roofline's roof);
-* :mod:`.cuda` times on the GPU itself: CUDA events for whole runs, CUPTI for each node.
+* :mod:`.cuda` times on the GPU itself: CUDA events for whole runs, CUPTI for each node;
+* :mod:`.inprocess` profiles a model file here, for ``graphgen profile`` and ``graphgen bench``;
+* :mod:`.plots` draws per-layer times, the roofline and the benchmark chart.
 """

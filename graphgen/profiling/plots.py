@@ -1,4 +1,5 @@
-"""Pictures of profiles: the roofline of a model's layers, and latency against GMACs across architectures.
+"""Pictures of profiles: per-layer times (``graphgen profile --plot``, ``graphgen-client classify --profile --plot``),
+the roofline of a model's layers, and latency against GMACs across architectures.
 
 matplotlib as in :mod:`graphgen.plots` (the ``plot`` extra, Agg canvas, PNG of the requested size).
 """
@@ -6,10 +7,11 @@ matplotlib as in :mod:`graphgen.plots` (the ``plot`` extra, Agg canvas, PNG of t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from graphgen.plots import DEFAULT_SIZE, STAGE_COLOURS, PlotError, _figure, _save
+from graphgen.plots import DEFAULT_SIZE, OP_COLOURS, STAGE_COLOURS, PlotError, _figure, _op_kind, _save
 
 if TYPE_CHECKING:
     from graphgen.profiling.bench import BenchRow
@@ -25,6 +27,7 @@ KIND_COLOURS = {
 }
 OTHER_CONV = "#76b7b2"
 LABELLED = 8  # the slowest layers get their names on the picture
+PROFILE_LIMIT = 40  # slowest layers drawn; the rest share one bar
 
 
 def plot_roofline(
@@ -100,4 +103,82 @@ def plot_bench(rows: Sequence[BenchRow], path: str | Path, size: tuple[int, int]
     ax.legend(loc="upper left")
     provider = rows[0].provider
     ax.set_title(f"Latency vs compute on this machine ({provider})", loc="left", fontsize=13)
+    return _save(figure, path)
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One layer's time in a profiled request (the rows the server returns)."""
+
+    layer: str
+    op_types: tuple[str, ...]
+    time_us: float  # the median over the profiled runs
+    share: float  # of the whole inference
+    low_us: float | None = None  # the spread over the runs (e.g. p10..p90), drawn as an error bar
+    high_us: float | None = None
+
+
+def _error_bar(row: ProfileRow) -> tuple[float, float]:
+    """How far below and above its time a row's spread reaches (none without one)."""
+    if row.low_us is None or row.high_us is None:
+        return 0.0, 0.0
+    return row.time_us - row.low_us, row.high_us - row.time_us
+
+
+def plot_profile(
+    rows: Sequence[ProfileRow],
+    path: str | Path,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    *,
+    title: str = "",
+    inference_us: float | None = None,
+    limit: int = PROFILE_LIMIT,
+    spread: str = "",
+) -> Path:
+    """Time of every layer of one request, in execution order (the ``limit`` slowest, the rest summed).
+
+    ``inference_us``, the whole run's time as the server measured it, goes in the heading beside
+    the layers' sum; the shares are of it. Rows with ``low_us``/``high_us`` get an error bar
+    (``spread`` names it in the legend, e.g. "p10-p90 over 10 runs").
+    """
+    if not rows:
+        raise PlotError("the profile has no layers to draw")
+    shown = set(sorted(range(len(rows)), key=lambda i: rows[i].time_us, reverse=True)[:limit])
+    bars = [(rows[i].layer, "+".join(rows[i].op_types), rows[i].time_us, rows[i].share) for i in sorted(shown)]
+    errors = [_error_bar(rows[i]) for i in sorted(shown)]
+    rest = [row for i, row in enumerate(rows) if i not in shown]
+    if rest:
+        summed = (sum(r.time_us for r in rest), sum(r.share for r in rest))
+        bars.append((f"{len(rest)} other layers", "", *summed))
+        errors.append((0.0, 0.0))
+    figure = _figure(size)
+    ax = figure.subplots()
+    positions = range(len(bars))
+    colours = [OP_COLOURS[_op_kind(ops)] if ops else OP_COLOURS["other"] for _, ops, _, _ in bars]
+    ax.barh(positions, [t for _, _, t, _ in bars], color=colours, height=0.75)
+    if any(low or high for low, high in errors):
+        ax.errorbar(
+            [t for _, _, t, _ in bars], list(positions), xerr=[[max(0.0, e[0]) for e in errors],
+            [max(0.0, e[1]) for e in errors]], fmt="none", ecolor="#333333", elinewidth=1.2, capsize=3,
+            label=f"spread ({spread})" if spread else "spread",
+        )  # fmt: skip
+        ax.legend(loc="lower right", fontsize=9)
+    ax.set_yticks(list(positions))
+    fontsize = max(6.0, min(10.0, 0.55 * size[1] / len(bars) / 1.4))
+    ax.set_yticklabels([f"{layer}  [{ops}]" if ops else layer for layer, ops, _, _ in bars], fontsize=fontsize)
+    ax.invert_yaxis()  # execution order reads top to bottom
+    longest = max(t + high for (_, _, t, _), (_, high) in zip(bars, errors))
+    for y, (_, _, time_us, share), (_, high) in zip(positions, bars, errors):
+        ax.text(
+            time_us + high + longest * 0.01, y, f"{time_us:,.0f} µs  {share * 100:.1f}%", va="center", fontsize=fontsize
+        )
+    ax.set_xlim(0, longest * 1.3)  # room for the labels right of the bars
+    ax.set_xlabel("time (µs)")
+    ax.grid(axis="x", alpha=0.3)
+    heading = f"{sum(r.time_us for r in rows):,.0f} µs in {len(rows)} layers"
+    if inference_us is not None:
+        heading += f" of a {inference_us:,.0f} µs inference"
+    if rest:
+        heading += f"; the {limit} slowest in execution order, then the rest"
+    figure.suptitle(f"{title}\n{heading}" if title else heading, x=0.01, ha="left", fontsize=12)
     return _save(figure, path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from graphgen.build import BuildOptions, build, save
-from graphgen.view import serving
+from graphgen.cli.view import serving
 from tests.cli.test_plots import assert_picture
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from graphgen.cli import main
-from graphgen.compare import measure
-from graphgen.plots import PlotError, ProfileRow, parse_size, plot_profile
+from graphgen.cli.compare import measure
+from graphgen.plots import PlotError, parse_size
+from graphgen.profiling.plots import ProfileRow, plot_profile
 
 
 def assert_picture(path, size: tuple[int, int], min_coloured: float = 0.002) -> np.ndarray:

@@ -164,7 +164,7 @@ def test_cupti_records_are_collected_into_calls_and_gpu_activities(monkeypatch):
 
 
 def test_launch_times_are_said_in_the_response_and_in_both_tables_headers():
-    from graphgen.profiling.commands import format_profile
+    from graphgen.profiling.inprocess import format_profile
     from graphgen_client.tables import profile_table
     from graphgen_server.frontends.profiles import profile_message
 

@@ -82,7 +82,7 @@ def _port(text: str) -> int:
     return port
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("view", help="show a model in Netron (served on 127.0.0.1)")
     parser.add_argument("name", metavar="NAME|FILE", help="architecture name (built first) or .onnx file")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")

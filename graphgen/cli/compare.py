@@ -9,7 +9,6 @@ shapes of a traced graph, so comparing the whole EfficientNet family takes secon
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -17,30 +16,8 @@ from pathlib import Path
 import onnx_ir as ir
 
 from graphgen import registry
-from graphgen.errors import UserError
 from graphgen.metadata import FAMILY
 from graphgen.plots import DEFAULT_SIZE, ArchPoint, plot_path_argument, size_argument
-
-
-def expand(patterns: list[str]) -> list[str]:
-    """Registered names matching each pattern, in registry order per pattern, without repeats.
-
-    A pattern ending in .onnx is a model file and stays as it is.
-    """
-    names: list[str] = []
-    known = registry.names()
-    for pattern in patterns:
-        if pattern.lower().endswith(".onnx"):
-            names.append(pattern)
-            continue
-        matches = fnmatch.filter(known, pattern) if any(c in pattern for c in "*?[") else [pattern]
-        if not matches:
-            raise UserError(f"no architecture matches {pattern!r}")
-        for name in matches:
-            registry.get(name)  # an unknown plain name fails here, with "did you mean"
-            if name not in names:
-                names.append(name)
-    return names
 
 
 def measure(name: str) -> ArchPoint:
@@ -77,7 +54,7 @@ def format_points(points: list[ArchPoint]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    points = [measure(name) for name in expand(args.names)]
+    points = [measure(name) for name in registry.expand(args.names)]
     if args.json:
         print(json.dumps([asdict(p) for p in points], indent=2))
     else:
@@ -89,7 +66,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare", help="parameters vs MACs of several architectures or .onnx files (table, chart)"
     )

@@ -1,0 +1,102 @@
+"""Profiles in this process (no server): ``graphgen profile`` and ``graphgen bench``'s library.
+
+The execution providers a ``--device`` means, the session options they run with (threads, no
+spinning, as graphgen-server), one model file profiled on random input, and the profile's table.
+The measuring itself is the core the server uses too (:mod:`.session`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from graphgen.errors import UserError
+from graphgen.profiling.session import CUDA, ModelProfiler, Providers
+from graphgen.profiling.summary import Profile
+
+CPU = "CPUExecutionProvider"
+
+
+def providers(device: str) -> Providers:
+    """onnxruntime's execution providers for ``--device``: CPU, or CUDA (refused where this onnxruntime has none)."""
+    if device == "cpu":
+        return [CPU]
+    if CUDA not in ort.get_available_providers():
+        raise UserError(f"--device cuda: this onnxruntime ({ort.__version__}) has no CUDA execution provider")
+    return [(CUDA, {}), CPU]
+
+
+def session_options(threads: int) -> Callable[[], ort.SessionOptions]:
+    """A maker of session options with ``threads`` intra-op threads (0: onnxruntime's default)."""
+
+    def make() -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # As graphgen-server: idle threads sleep, so another process's work is not slowed by ours.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        return options
+
+    return make
+
+
+def profile_model(path: Path, batch: int, runs: int, warmup_runs: int, device: str, threads: int) -> Profile:
+    """Profile the model file at ``path`` on random input of ``batch`` images."""
+    profiler = ModelProfiler(path, providers(device), session_options(threads))
+    try:
+        session = profiler.build()
+        if device == "cuda" and session.provider != CUDA:
+            raise UserError(f"--device cuda: onnxruntime could not start CUDA and ran on {session.provider}")
+        first = session.session.get_inputs()[0]
+        if first.type != "tensor(float)" and first.type != "tensor(float16)":
+            raise UserError(f"{path}: the first input is {first.type}; graphgen profiles float image models")
+        shape = [d if isinstance(d, int) and d > 0 else batch for d in first.shape]
+        shape[0] = batch
+        dtype = np.float16 if first.type == "tensor(float16)" else np.float32
+        feeds = {first.name: np.random.default_rng(0).standard_normal(shape).astype(dtype)}
+        _, profile = session.measure(feeds, runs, warmup_runs)
+        return profile
+    finally:
+        profiler.close()
+
+
+def format_profile(profile: Profile, title: str) -> str:
+    """The profile joined with the static table, one row per kernel in execution order."""
+    device = profile.timing == "device"
+    total_macs = sum(r.macs for r in profile.rows) or 1
+    width = min(max([len(r.layer) for r in profile.rows] + [5]), 48)
+    lines = [
+        f"{title}: {profile.runs} runs of a batch of {profile.batch} after {profile.warmup_runs} warm-up runs on "
+        f"{profile.provider}; times: {profile.timing_text}",
+        f"{'layer':<{width}}  {'kind':<14}  {'median µs':>10}  {profile.spread + ' µs':>17}  {'time':>6}  {'MACs':>6}"
+        f"  {'params':>10}  {'MMACs':>8}  {'act KiB':>8}  {'GMAC/s':>7}  {'GB/s':>6}"
+        + (f"  {'launch µs':>9}" if device else ""),
+    ]
+    for row in profile.rows:
+        t = row.best
+        layer = row.layer if len(row.layer) <= width else row.layer[: width - 1] + "…"
+        kind = row.kind or ("+".join(row.op_types) if row.mapped else row.kernel_op)
+        rate = f"{row.macs / t.median / 1e3:7.2f}" if row.macs and t.median else f"{'':>7}"
+        bandwidth = f"{row.bytes / t.median / 1e3:6.2f}" if row.bytes and t.median else f"{'':>6}"
+        line = (
+            f"{layer:<{width}}  {kind[:14]:<14}  {t.median:>10.1f}  {f'{t.p10:.1f}–{t.p90:.1f}':>17}"
+            f"  {profile.share(row) * 100:5.1f}%  {row.macs / total_macs * 100:5.1f}%  {row.params:>10,}"
+            f"  {row.macs / 1e6:>8.1f}  {row.activation_bytes / 1024:>8.0f}  {rate}  {bandwidth}"
+        )
+        lines.append(line + (f"  {row.time.median:>9.1f}" if device else ""))
+    total = "GPU run (CUDA events)" if device else "median run"
+    lines.append(
+        f"layers {profile.layers_us:,.0f} µs + overhead {profile.overhead_us:,.0f} µs = {total} "
+        f"{profile.total_us:,.0f} µs (whole runs {profile.run.p10:,.0f}–{profile.run.p90:,.0f} µs, {profile.spread}); "
+        f"rows add up within {profile.add_up_error:.1%}"
+    )
+    lines.append(
+        f"profiling session: built in {profile.build_us / 1e3:.1f} ms, warm-up {profile.setup_us / 1e3:.1f} ms "
+        "(neither counted in the rows)"
+    )
+    lines.extend(f"note: {note}" for note in profile.notes)
+    return "\n".join(lines)
