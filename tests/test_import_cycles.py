@@ -1,4 +1,9 @@
-"""No import cycles among graphgen's, the server's and the client's modules (module-level imports)."""
+"""No import cycles among graphgen's, the server's and the client's modules.
+
+Module-level imports everywhere; in the server, imports inside functions count too (a lazy import
+hides a cycle, it does not remove it), and its wings import only downward: frontends over core over
+repository over the shared vocabulary (tensors, config).
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,28 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """The project modules a file imports when it is imported (not inside functions or TYPE_CHECKING)."""
+def _statements(tree: ast.Module, nested: bool) -> list[ast.stmt]:
+    """The module's statements; with ``nested``, those inside functions and classes too (never TYPE_CHECKING's)."""
+    if not nested:
+        return tree.body
+    found: list[ast.stmt] = []
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, ast.stmt):
+            found.append(node)
+        pending.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path], nested: bool = False) -> set[str]:
+    """The project modules a file imports when it is imported (not under TYPE_CHECKING; with
+    ``nested``, also inside functions)."""
     targets: set[str] = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    for node in _statements(ast.parse(path.read_text(encoding="utf-8")), nested):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -38,7 +61,9 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
 
 def test_no_module_imports_itself_back():
     modules = _modules()
-    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    graph = {
+        name: _imports(path, modules, name.startswith("graphgen_server")) - {name} for name, path in modules.items()
+    }
     cycles = []
 
     def visit(name: str, trail: list[str], done: set[str]) -> None:
@@ -55,3 +80,27 @@ def test_no_module_imports_itself_back():
             visit(name, [name], done)
     assert not cycles, cycles
     assert len(modules) > 50 and graph["graphgen.build"]  # the walk saw the tree
+
+
+# The server's wings, top to bottom: a module imports its own wing's and lower wings' modules only.
+SERVER_WINGS = [("frontends",), ("core",), ("repository",), ("tensors", "config")]
+
+
+def _wing(module: str) -> int | None:
+    part = module.split(".")[1] if module.count(".") else ""
+    return next((i for i, names in enumerate(SERVER_WINGS) if part in names), None)
+
+
+def test_server_wings_import_only_downward():
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        wing = _wing(name)
+        if not name.startswith("graphgen_server.") or wing is None:
+            continue  # (app, cli, __main__ sit above every wing)
+        for target in _imports(path, modules, nested=True):
+            target_wing = _wing(target) if target.startswith("graphgen_server.") else None
+            if target.startswith("graphgen_server") and (target_wing is None or target_wing < wing):
+                upward.append(f"{name} -> {target}")
+    assert not upward, upward
+    assert _wing("graphgen_server.core.runtime") == 1 and _wing("graphgen_server.frontends.grpc_kserve") == 0

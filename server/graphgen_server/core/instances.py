@@ -58,7 +58,7 @@ class Instance:
 
     name: str
     session: ort.InferenceSession
-    kind: int  # ModelInstanceGroup.Kind
+    kind: mc.ModelInstanceGroup.Kind
     gpu: int | None
     io_binding: bool = False  # on CUDA: inputs and outputs bound explicitly (one copy each way)
     runs: int = 0  # runs started (requests spread over the instances: the tests look)
@@ -68,7 +68,7 @@ class Instance:
 class InstancePlan:
     """What the configuration asks for: sessions to make, and the notes for the load line."""
 
-    groups: list[tuple[str, int, int | None, list[Provider]]] = field(
+    groups: list[tuple[str, mc.ModelInstanceGroup.Kind, int | None, list[Provider]]] = field(
         default_factory=list
     )  # name, kind, gpu, providers
     notes: list[str] = field(default_factory=list)

@@ -101,7 +101,7 @@ class ModelControl:
             await model.unused()
             await model.close()
             self.runtime.retiring.discard(model)
-            if model.session is not None:  # (placeholders and failed loads held nothing)
+            if model.loaded is not None:  # (placeholders and failed loads held nothing)
                 log.info(
                     "model %s v%s closed (after %d calls in flight finished)", model.name, model.version, in_flight
                 )

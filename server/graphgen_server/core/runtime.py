@@ -26,7 +26,8 @@ from graphgen.profiling.summary import Profile
 from graphgen_server.config import ServerConfig
 from graphgen_server.core import providers
 from graphgen_server.core.batching import Feeds
-from graphgen_server.core.errors import InvalidArgument, ModelUnavailable, NotFound, failure_reason
+from graphgen_server.core.errors import InvalidArgument, NotFound, failure_reason
+from graphgen_server.core.loaded import LoadedVersion
 from graphgen_server.core.model_version import ModelVersion, RunOutcome
 from graphgen_server.core.requests import to_array
 from graphgen_server.core.statistics import RequestRecord
@@ -161,9 +162,9 @@ class Runtime:
         return (ready or ordered)[-1]
 
     def ready(self, name: str, version: str = "") -> ModelVersion:
+        """The named version (as :meth:`find`), ModelUnavailable with the reason unless it is ready."""
         model = self.find(name, version)
-        if not model.ready:
-            raise ModelUnavailable(f"model {name!r} version {model.version} is not ready: {model.reason}")
+        model.served()  # raises ModelUnavailable
         return model
 
     @contextlib.asynccontextmanager
@@ -191,16 +192,17 @@ class Runtime:
         self, model: ModelVersion, record: Callable[..., Timings], images: Sequence[bytes],
         tensor: InputTensor | None, top_k: int, profile: Profiling,
     ) -> Classified:  # fmt: skip
-        if len(model.inputs) != 1 or not model.num_classes:
+        loaded = model.served()
+        if len(loaded.inputs) != 1 or not loaded.num_classes:
             raise InvalidArgument("model", f"model {model.name} is not a classifier (one input, logits out)")
-        if top_k > model.num_classes:
-            raise InvalidArgument("top_k", f"{top_k} is more than the model's {model.num_classes} classes")
+        if top_k > loaded.num_classes:
+            raise InvalidArgument("top_k", f"{top_k} is more than the model's {loaded.num_classes} classes")
         profile.check(model)
         if images and tensor is not None:
             raise InvalidArgument("images", "send images or a tensor, not both")
         if tensor is not None:
             feeds = self._feeds(model, [tensor])
-            with model.admit(model.rows_of(feeds)):
+            with model.admit(loaded.rows_of(feeds)):
                 preprocessed = time.perf_counter()
                 outcome = await model.run(feeds, profile=profile.wanted, profile_runs=profile.runs)
         else:
@@ -211,11 +213,11 @@ class Runtime:
                 loop = asyncio.get_running_loop()
                 array = await loop.run_in_executor(self.executor, model.preprocess, list(images))
                 preprocessed = time.perf_counter()
-                outcome = await model.run({model.input.name: array}, profile=profile.wanted, profile_runs=profile.runs)
+                outcome = await model.run({loaded.input.name: array}, profile=profile.wanted, profile_runs=profile.runs)
         inferred = time.perf_counter()
-        results = top_classes(outcome.outputs[0], top_k, model.labels)
+        results = top_classes(outcome.outputs[0], top_k, loaded.labels)
         timings = record(outcome, preprocessed, inferred, len(results))
-        return Classified(model.name, model.version, model.provider, results, timings, outcome.profile)
+        return Classified(model.name, model.version, loaded.provider, results, timings, outcome.profile)
 
     async def infer(
         self, name: str, version: str = "", *, inputs: Sequence[InputTensor], outputs: Sequence[RequestedOutput] = (),
@@ -231,21 +233,22 @@ class Runtime:
         self, model: ModelVersion, record: Callable[..., Timings], inputs: Sequence[InputTensor],
         outputs: Sequence[RequestedOutput], profile: Profiling,
     ) -> Inferred:  # fmt: skip
+        loaded = model.served()
         feeds = self._feeds(model, inputs)
         wanted = self._wanted(model, outputs)
         profile.check(model)
-        with model.admit(model.rows_of(feeds)):
+        with model.admit(loaded.rows_of(feeds)):
             parsed = time.perf_counter()
             outcome = await model.run(feeds, profile=profile.wanted, profile_runs=profile.runs)
         inferred = time.perf_counter()
         results = []
         for index, k in wanted:
-            info, values = model.outputs[index], outcome.outputs[index]
+            info, values = loaded.outputs[index], outcome.outputs[index]
             if k:
-                results.append(OutputTensor(info.name, CLASSIFICATION_DATATYPE, classification(values, k, model)))
+                results.append(OutputTensor(info.name, CLASSIFICATION_DATATYPE, classification(values, k, loaded)))
             else:
                 results.append(OutputTensor(info.name, info.datatype, values))
-        timings = record(outcome, parsed, inferred, model.rows_of(feeds))
+        timings = record(outcome, parsed, inferred, loaded.rows_of(feeds))
         return Inferred(model.name, model.version, results, timings, outcome.profile)
 
     @contextlib.contextmanager
@@ -291,7 +294,8 @@ class Runtime:
     @staticmethod
     def _feeds(model: ModelVersion, inputs: Sequence[InputTensor]) -> Feeds:
         """The request's inputs as arrays by input name, each checked against the model."""
-        expected = [t.name for t in model.inputs]
+        loaded = model.served()
+        expected = [t.name for t in loaded.inputs]
         given = [expected[0] if t.name is None and len(expected) == 1 else t.name or "" for t in inputs]
         if sorted(given) != sorted(expected):
             plural = "input" if len(expected) == 1 else "inputs"
@@ -307,7 +311,7 @@ class Runtime:
             )
         feeds: Feeds = {}
         for tensor, name in zip(inputs, given):
-            info = model.inputs[expected.index(name)]
+            info = loaded.inputs[expected.index(name)]
             if tensor.datatype != info.datatype:
                 raise InvalidArgument(
                     f"{tensor.field}.datatype",
@@ -316,7 +320,7 @@ class Runtime:
             array = to_array(tensor)
             model.check_array(array, info, tensor.fit_field or f"{tensor.field}.shape")
             feeds[name] = array
-        if model.batched and len({a.shape[0] for a in feeds.values()}) > 1:
+        if loaded.batched and len({a.shape[0] for a in feeds.values()}) > 1:
             rows = {n: a.shape[0] for n, a in feeds.items()}
             raise InvalidArgument("inputs", f"every input must have the same batch size (rows: {rows})")
         return feeds
@@ -324,9 +328,10 @@ class Runtime:
     @staticmethod
     def _wanted(model: ModelVersion, outputs: Sequence[RequestedOutput]) -> list[tuple[int, int]]:
         """(output index, classification count or 0) per requested output; all outputs if none named."""
+        loaded = model.served()
         if not outputs:
-            return [(i, 0) for i in range(len(model.outputs))]
-        names = [o.name for o in model.outputs]
+            return [(i, 0) for i in range(len(loaded.outputs))]
+        names = [o.name for o in loaded.outputs]
         wanted = []
         for output in outputs:
             if output.name not in names:
@@ -334,10 +339,10 @@ class Runtime:
                     f"{output.field}.name", f"model {model.name} has no output {output.name!r} (outputs: {names})"
                 )
             k = output.classification
-            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.num_classes):
+            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= loaded.num_classes):
                 raise InvalidArgument(
                     f"{output.field}.parameters.classification",
-                    f"must be an integer from 1 to {model.num_classes}, got {k!r}",
+                    f"must be an integer from 1 to {loaded.num_classes}, got {k!r}",
                 )
             wanted.append((names.index(output.name), k or 0))
         return wanted
@@ -348,7 +353,7 @@ class Runtime:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def top_classes(logits: np.ndarray, k: int, labels: list[str]) -> list[list[ClassScore]]:
+def top_classes(logits: np.ndarray, k: int, labels: Sequence[str]) -> list[list[ClassScore]]:
     """Per row: the k most probable classes with their softmax probability, best first."""
     logits = logits.reshape(logits.shape[0], -1)
     if logits.dtype != np.float64:
@@ -364,7 +369,7 @@ def top_classes(logits: np.ndarray, k: int, labels: list[str]) -> list[list[Clas
     ]
 
 
-def classification(values: np.ndarray, k: int, model: ModelVersion) -> np.ndarray:
+def classification(values: np.ndarray, k: int, model: LoadedVersion) -> np.ndarray:
     """Per row, the k largest values as b"value:index:label" (Triton's format, best first).
 
     Rows are the batch dimension where the model has one; otherwise the whole tensor is one row

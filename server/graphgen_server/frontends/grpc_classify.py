@@ -27,13 +27,14 @@ def input_tensor(tensor: pb.Tensor) -> InputTensor:
 
 def model_info(model: ModelVersion) -> pb.ModelInfo:
     info = pb.ModelInfo(name=model.name, version=model.version, ready=model.ready, reason=model.reason)
-    if model.ready:
-        info.provider, info.provider_reason = model.provider, model.provider_reason
-        info.architecture = model.metadata.get(ARCHITECTURE, "")
-        info.input_shape.extend(d or -1 for d in model.input.shape)
-        info.num_classes = model.num_classes
+    loaded = model.loaded
+    if loaded is not None:
+        info.provider, info.provider_reason = loaded.provider, loaded.provider_reason
+        info.architecture = loaded.metadata.get(ARCHITECTURE, "")
+        info.input_shape.extend(d or -1 for d in loaded.input.shape)
+        info.num_classes = loaded.num_classes
         info.dynamic_batching = model.batcher is not None
-        info.input_name, info.output_name = model.input.name, model.outputs[0].name
+        info.input_name, info.output_name = loaded.input.name, loaded.outputs[0].name
     return info
 
 

@@ -170,8 +170,8 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @abort_with_status
     async def ModelConfig(self, request: pb.ModelConfigRequest, context) -> pb.ModelConfigResponse:
         """The configuration the server enforces: config.pbtxt as honoured, completed from the model."""
-        model = self.runtime.ready(request.name, request.version)
-        return pb.ModelConfigResponse(config=model.model_config)
+        loaded = self.runtime.ready(request.name, request.version).served()
+        return pb.ModelConfigResponse(config=loaded.config)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         inferred = await self.runtime.infer(

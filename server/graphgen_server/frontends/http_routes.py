@@ -153,7 +153,7 @@ class KServeHttp:
 
     async def model_config(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            config = self.runtime.ready(*_model(request)).model_config
+            config = self.runtime.ready(*_model(request)).served().config
             return web.json_response(http_codec.message_json(config))  # the config itself, as Triton's
 
     async def statistics(self, request: web.Request) -> web.Response:

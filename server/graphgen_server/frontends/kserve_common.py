@@ -57,6 +57,7 @@ def server_ready(runtime: Runtime, gate: CallGate) -> bool:
 
 def model_metadata(runtime: Runtime, name: str, version: str) -> dict[str, Any]:
     model = runtime.ready(name, version)
+    loaded = model.served()
 
     def tensor(info: TensorInfo) -> dict[str, Any]:
         return {"name": info.name, "datatype": info.datatype, "shape": info.dims}
@@ -65,8 +66,8 @@ def model_metadata(runtime: Runtime, name: str, version: str) -> dict[str, Any]:
         "name": model.name,
         "versions": sorted(runtime.models[model.name], key=int),
         "platform": PLATFORM,
-        "inputs": [tensor(i) for i in model.inputs],
-        "outputs": [tensor(o) for o in model.outputs],
+        "inputs": [tensor(i) for i in loaded.inputs],
+        "outputs": [tensor(o) for o in loaded.outputs],
     }
 
 

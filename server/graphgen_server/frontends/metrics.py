@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -51,7 +51,7 @@ class ServedModel(Protocol):
     name: str
     version: str
     ready: bool
-    provider: str
+    loaded: Any  # LoadedVersion | None: its provider
     pending_rows: int
     stats: object
 
@@ -114,8 +114,8 @@ class RuntimeCollector(Collector):
             batches.add_metric(labels, histogram_buckets(sizes), sum_value=sum(s * n for s, n in sizes.items()))
             queued.add_metric(labels, model.pending_rows)
             ready.add_metric(labels, 1 if model.ready else 0)
-            if model.provider:
-                provider.add_metric([*labels, model.provider], 1)
+            if model.loaded is not None and model.loaded.provider:
+                provider.add_metric([*labels, model.loaded.provider], 1)
         yield from (success, failure, count, executions, *(family for family, _ in durations))
         yield from (queued, ready, provider, profiled, batches)
 

@@ -4,9 +4,9 @@
 message and field numbers, the fields graphgen honours) and lists every other field the file sets
 (``ignored``: the model still loads, and the load line names them). Sequence batching and ensembles
 cannot be honoured: such a model is not ready, with the reason. :func:`select_versions` applies the
-version policy. :func:`complete` fills what the file leaves out from the ONNX model (what Triton's
-auto-complete does) and checks what it says against the model; the result is the configuration the
-server enforces and the one ModelConfig returns.
+version policy. :func:`serve_tensors` and :func:`batch_limit` check what it says against the ONNX model and fill
+what it leaves out (what Triton's auto-complete does); the configuration the server then enforces,
+the one ModelConfig returns, is the core's (:func:`graphgen_server.core.loaded.effective_config`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from google.protobuf import text_format
@@ -261,51 +260,6 @@ def warmup_feeds(entry: mc.ModelWarmup, inputs: list[TensorInfo], batched: bool,
             array = np.zeros(shape, info.dtype)
         feeds[info.name] = array
     return feeds
-
-
-def effective_config(model: Any) -> mc.ModelConfig:
-    """What a loaded ModelVersion enforces, as a ModelConfig (what the ModelConfig RPC answers)."""
-    settings: ReadConfig = model.settings
-    config = mc.ModelConfig(
-        name=model.name, platform=PLATFORM, backend=BACKEND, max_batch_size=model.max_batch_size,
-        default_model_filename=model.path.name,
-    )  # fmt: skip
-    config.version_policy.CopyFrom(effective_policy(settings))
-    skip = 1 if model.batched else 0
-    for served, entries in ((model.served_inputs, config.input), (model.served_outputs, config.output)):
-        for tensor in served:
-            entry = entries.add(name=tensor.info.name, data_type=data_type(tensor.info.datatype))
-            entry.dims.extend(-1 if d is None else d for d in tensor.info.shape[skip:])
-            if tensor.model_shape is not None:
-                entry.reshape.shape.extend(-1 if d is None else d for d in tensor.model_shape[skip:])
-    batching = model.batching
-    if batching.max_batch > 1:
-        config.dynamic_batching.preferred_batch_size.extend(batching.preferred)
-        config.dynamic_batching.max_queue_delay_microseconds = round(batching.delay_s * 1e6)
-        config.dynamic_batching.default_queue_policy.max_queue_size = batching.max_queue_size
-    groups: dict[tuple[str, int], mc.ModelInstanceGroup] = {}
-    for instance in model.instances:
-        group_name = instance.name.rsplit("_", 1)[0]
-        group = groups.setdefault(
-            (group_name, instance.kind), mc.ModelInstanceGroup(name=group_name, kind=instance.kind)
-        )
-        group.count += 1
-        if instance.gpu is not None and instance.gpu not in group.gpus:
-            group.gpus.append(instance.gpu)
-    if any(g.gpus for g in groups.values()):  # count is per GPU listed
-        for group in groups.values():
-            group.count //= max(len(group.gpus), 1)
-    config.instance_group.extend(groups.values())
-    from graphgen_server.core.instances import SESSION_PARAMETERS  # (instances imports this module)
-
-    honoured = settings.config.parameters
-    for key in honoured:
-        if key in SESSION_PARAMETERS:
-            config.parameters[key].CopyFrom(honoured[key])
-    config.model_warmup.extend(settings.config.model_warmup)
-    if settings.config.HasField("optimization"):
-        config.optimization.CopyFrom(settings.config.optimization)
-    return config
 
 
 def plan_model(repository: Path, name: str) -> list[tuple[ModelFile, ReadConfig]]:

@@ -143,7 +143,7 @@ def test_two_registries_in_one_process_keep_their_series_apart():
         stats = ModelStats()
         for _ in range(successes):
             stats.record_request(RequestRecord(ok=True, total_s=0.001, rows=1))
-        model = SimpleNamespace(name=name, version="1", ready=True, provider="", pending_rows=0, stats=stats)
+        model = SimpleNamespace(name=name, version="1", ready=True, loaded=None, pending_rows=0, stats=stats)
         return SimpleNamespace(all=lambda: [model])
 
     first, second = make_registry(runtime("a", 2)), make_registry(runtime("b", 3))

@@ -36,7 +36,8 @@ class FakeRuntime:
         if name != "m":
             raise NotFound(f"model {name!r} is not in the repository")
         x, y = TensorInfo("x", "FP32", (None, 3)), TensorInfo("y", "FP32", (None, 2))
-        return SimpleNamespace(name="m", version=version or "2", ready=version != "9", inputs=[x], outputs=[y])
+        loaded = SimpleNamespace(inputs=[x], outputs=[y])
+        return SimpleNamespace(name="m", version=version or "2", ready=version != "9", served=lambda: loaded)
 
     ready = find
 

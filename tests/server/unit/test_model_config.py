@@ -171,7 +171,7 @@ def test_version_policy_specific_serves_only_the_versions_named(served):
 def test_instance_group_count_two_runs_two_requests_at_once(served):
     def peak(model_name: str, count: int) -> tuple[int, list[int]]:
         model = served.runtime.find(model_name)
-        assert len(model.instances) == count
+        assert len(model.served().instances) == count
         running, most, lock = [0], [0], threading.Lock()
         original = model._run_sync
 
@@ -185,14 +185,14 @@ def test_instance_group_count_two_runs_two_requests_at_once(served):
             return original(instance, feeds)
 
         model._run_sync = slow
-        before = [i.runs for i in model.instances]
+        before = [i.runs for i in model.served().instances]
         try:
             shape = (1, 3, SIZE, SIZE) if model_name == "tiny" else (1, 2)
             results = _concurrently(served, [_request(model_name, np.zeros(shape)) for _ in range(6)])
         finally:
             del model._run_sync
         assert not [r for r in results if isinstance(r, BaseException)]
-        return most[0], [i.runs - b for i, b in zip(model.instances, before)]
+        return most[0], [i.runs - b for i, b in zip(model.served().instances, before)]
 
     most, spread = peak("tiny", 2)
     assert most == 2 and all(runs > 0 for runs in spread)  # both instances used, at the same time
@@ -278,7 +278,7 @@ def test_what_cannot_be_honoured_leaves_the_model_not_ready_with_the_reason(serv
 def test_default_model_filename_warmup_parameters_accelerators_and_ignored_fields(served):
     assert served.runtime.find("filename").ready and served.runtime.find("filename").path.name == "net.onnx"
     assert "warm-up 'ok': 3 run(s) on each instance" in served.log.about("warm")
-    options = served.runtime.find("params").instances[0].session.get_session_options()
+    options = served.runtime.find("params").served().instances[0].session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert "parameter 'no_such_knob' ignored" in served.log.about("params")
     assert "execution accelerator 'openvino' not used" in served.log.about("accelerated")

@@ -1,0 +1,291 @@
+"""Loading one model version: its files and configuration made into a frozen :class:`LoadedVersion`.
+
+:func:`load_version` builds the instances' onnxruntime sessions, reads what the model takes and
+gives (checked against config.pbtxt), its preprocessing and labels, the provider it runs on and
+why, warms every instance up, chooses dynamic batching and writes the configuration it enforces;
+anything it cannot honour raises (the version is then not ready, with the reason). What it returns
+never changes while the version serves: the per-request state (queue, statistics, batcher) is the
+:class:`~graphgen_server.core.model_version.ModelVersion`'s.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from graphgen.metadata import ARCHITECTURE, MetadataError, Preprocess
+from graphgen.onnx_io import ModelFileError, check_model_file
+from graphgen.preprocess import labels_for
+from graphgen_protos import model_config_pb2 as mc
+from graphgen_server.config import ServerConfig
+from graphgen_server.core import providers
+from graphgen_server.core.batching import BatchingChoice, Feeds, batching_choice
+from graphgen_server.core.instances import SESSION_PARAMETERS, Instance, plan_instances, session_options
+from graphgen_server.core.profiler import Profiler
+from graphgen_server.repository.layout import ModelFile
+from graphgen_server.repository.model_config import (
+    BACKEND,
+    PLATFORM,
+    ConfigError,
+    ReadConfig,
+    ServedTensor,
+    batch_limit,
+    data_type,
+    effective_policy,
+    serve_tensors,
+    warmup_feeds,
+)
+from graphgen_server.tensors import TensorInfo, describe
+
+log = logging.getLogger("graphgen_server")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a version takes and gives, as served (config.pbtxt's dims and reshape applied)."""
+
+    served_inputs: tuple[ServedTensor, ...]
+    served_outputs: tuple[ServedTensor, ...]
+    inputs: tuple[TensorInfo, ...]  # the shapes clients see, in the model's order
+    outputs: tuple[TensorInfo, ...]
+    max_batch_size: int  # as enforced; 0: no batch dimension
+
+    @classmethod
+    def of(
+        cls, served_inputs: list[ServedTensor], served_outputs: list[ServedTensor], max_batch_size: int
+    ) -> Signature:
+        inputs = tuple(t.info for t in served_inputs)
+        outputs = tuple(t.info for t in served_outputs)
+        return cls(tuple(served_inputs), tuple(served_outputs), inputs, outputs, max_batch_size)
+
+    @property
+    def batched(self) -> bool:
+        """The first dimension of every input and output is the batch."""
+        return self.max_batch_size > 0
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """What loading a version made of its files and configuration; it does not change while it serves."""
+
+    instances: tuple[Instance, ...]  # one onnxruntime session each (config.pbtxt's instance_group)
+    signature: Signature
+    metadata: Mapping[str, str]  # the model's custom metadata (graphgen.* keys)
+    image_spec: Preprocess | None  # how encoded images become its input (None: tensors only)
+    labels: tuple[str, ...]
+    num_classes: int  # the first output's last dimension (0: not a classifier)
+    provider: str  # the execution provider the first instance runs on
+    provider_reason: str
+    batching: BatchingChoice
+    config: mc.ModelConfig  # the configuration enforced: what the ModelConfig RPC answers
+    profiler: Profiler
+
+    @property
+    def inputs(self) -> tuple[TensorInfo, ...]:
+        return self.signature.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]:
+        return self.signature.outputs
+
+    @property
+    def input(self) -> TensorInfo:
+        """The only input (models served by Classify take one)."""
+        return self.signature.inputs[0]
+
+    @property
+    def batched(self) -> bool:
+        return self.signature.batched
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.signature.max_batch_size
+
+    def rows_of(self, feeds: Feeds) -> int:
+        """Rows of a checked request: its batch size, or 1 for a model without a batch dimension."""
+        return int(next(iter(feeds.values())).shape[0]) if self.signature.batched else 1
+
+    def run_sync(self, instance: Instance, feeds: Feeds) -> tuple[list[np.ndarray], float]:
+        """Run ``feeds`` on ``instance``: the outputs in the served shapes, and onnxruntime's seconds (blocking)."""
+        return run_sync(self.signature, instance, feeds)
+
+
+def _reshaped(array: np.ndarray, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``array`` in ``shape`` (None: the batch, or a dimension of any size, taken from the data)."""
+    if shape and shape[0] is None:
+        return array.reshape((array.shape[0], *(-1 if d is None else d for d in shape[1:])))
+    return array.reshape(tuple(-1 if d is None else d for d in shape))
+
+
+def run_sync(signature: Signature, instance: Instance, feeds: Feeds) -> tuple[list[np.ndarray], float]:
+    session = instance.session
+    for tensor in signature.served_inputs:  # config.pbtxt's reshape: the request's shape to the model's
+        if tensor.model_shape is not None:
+            feeds = {**feeds, tensor.info.name: _reshaped(feeds[tensor.info.name], tensor.model_shape)}
+    names = [t.name for t in signature.outputs]
+    started = time.perf_counter()
+    if instance.io_binding:
+        # Explicit binding on CUDA: each input goes to the device in one copy and the outputs
+        # come back to host memory in one copy each.
+        binding = session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        for name in names:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        outputs = binding.copy_outputs_to_cpu()
+    else:
+        outputs = session.run(names, feeds)
+    elapsed = time.perf_counter() - started
+    for index, tensor in enumerate(signature.served_outputs):  # the model's shape back to the config's dims
+        if tensor.model_shape is not None:
+            outputs[index] = _reshaped(outputs[index], tensor.info.shape)
+    return outputs, elapsed
+
+
+def make_session_options(server: ServerConfig, settings: ReadConfig) -> ort.SessionOptions:
+    """The server's session settings and config.pbtxt's parameters (the profiler extends them)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: the server logs what matters itself
+    if server.intra_op_threads:
+        options.intra_op_num_threads = server.intra_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if server.spin_threads else "0")
+    return session_options(options, settings.config.parameters, [])
+
+
+def load_version(
+    file: ModelFile, settings: ReadConfig, server: ServerConfig, choice: providers.ProviderChoice
+) -> LoadedVersion:
+    """Load one version; raises whatever keeps it from serving (the caller makes that its reason)."""
+    name, version, path = file.name, str(file.version), file.path
+    if file.problem:
+        raise ModelFileError(file.problem)
+    check_model_file(path)  # onnxruntime must not follow external data out of the model's directory
+    config = settings.config
+    notes: list[str] = []  # what the load line says beside the provider and batching
+    if settings.ignored:  # Triton's fields that graphgen does not honour: said loudly, once per load
+        log.warning("model %s v%s: ignored config.pbtxt fields: %s", name, version, ", ".join(settings.ignored))
+    session_options(ort.SessionOptions(), config.parameters, notes)  # refuses bad values, notes the rest
+    make_options = functools.partial(make_session_options, server, settings)
+    plan = plan_instances(name, config, server, choice)
+    notes += plan.notes
+    instances = []
+    for instance_name, kind, gpu, chosen in plan.groups:
+        session = ort.InferenceSession(str(path), make_options(), providers=chosen)
+        bind = session.get_providers()[0] == providers.CUDA and server.cuda.io_binding
+        instances.append(Instance(instance_name, session, kind, gpu, bind))
+    first = instances[0].session
+    model_inputs = [TensorInfo.from_ort(a) for a in first.get_inputs()]
+    model_outputs = [TensorInfo.from_ort(a) for a in first.get_outputs()]
+    max_batch_size = batch_limit(settings, [*model_inputs, *model_outputs], server.max_images)
+    batched = max_batch_size > 0
+    signature = Signature.of(
+        serve_tensors(config.input, model_inputs, batched, "input"),
+        serve_tensors(config.output, model_outputs, batched, "output"),
+        max_batch_size,
+    )
+    inputs, outputs = signature.inputs, signature.outputs
+    metadata = dict(first.get_modelmeta().custom_metadata_map)
+    image_spec = None
+    if len(inputs) == 1 and inputs[0].datatype == "FP32":
+        try:
+            image_spec = Preprocess.from_metadata(metadata)
+        except MetadataError as error:  # tensors only, no images
+            if ARCHITECTURE in metadata:  # built by graphgen, yet its preprocessing cannot be read
+                log.warning("model %s v%s takes tensors only, no images: %s", name, version, error)
+    classes = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    num_classes = classes or 0
+    labels = tuple(labels_for(metadata, num_classes)) if classes else ()
+    provider, provider_reason = providers.describe_session(choice, first)
+    warmup = {t.name: np.zeros([d or 1 for d in t.shape], t.dtype) for t in inputs}
+    for instance in instances:
+        run_sync(signature, instance, warmup)  # first-run allocations happen now, not in a request
+    for entry in config.model_warmup:  # config.pbtxt's warm-up runs, before the model is ready
+        feeds = warmup_feeds(entry, list(inputs), batched, path.parent.parent / "warmup")
+        runs = max(entry.count, 1)
+        try:
+            for instance in instances:
+                for _ in range(runs):
+                    run_sync(signature, instance, feeds)
+        except Exception as error:
+            raise ConfigError(f"model_warmup {entry.name!r} failed: {error}") from None
+        notes.append(f"warm-up {entry.name!r}: {runs} run(s) on each instance")
+    batching = batching_choice(settings, batched, max_batch_size, server, provider)
+    loaded = LoadedVersion(
+        instances=tuple(instances),
+        signature=signature,
+        metadata=metadata,
+        image_spec=image_spec,
+        labels=labels,
+        num_classes=num_classes,
+        provider=provider,
+        provider_reason=provider_reason,
+        batching=batching,
+        config=effective_config(file, settings, signature, batching, instances),
+        profiler=Profiler(path, choice.providers, make_options, warmup),
+    )
+    shown = "; ".join(f"{t.name} {t.datatype} {describe(t.shape)}" for t in inputs)
+    log.info(
+        "model %s v%s: %s (%s); %d instance(s); input %s; %s%s",
+        name,
+        version,
+        provider,
+        provider_reason,
+        len(instances),
+        shown,
+        batching.describe(),
+        "".join(f"; {note}" for note in notes),
+    )
+    return loaded
+
+
+def effective_config(
+    file: ModelFile, settings: ReadConfig, signature: Signature, batching: BatchingChoice, instances: list[Instance]
+) -> mc.ModelConfig:
+    """What a loaded version enforces, as a ModelConfig (what the ModelConfig RPC answers)."""
+    config = mc.ModelConfig(
+        name=file.name,
+        platform=PLATFORM,
+        backend=BACKEND,
+        max_batch_size=signature.max_batch_size,
+        default_model_filename=file.path.name,
+    )
+    config.version_policy.CopyFrom(effective_policy(settings))
+    skip = 1 if signature.batched else 0
+    for served, entries in ((signature.served_inputs, config.input), (signature.served_outputs, config.output)):
+        for tensor in served:
+            entry = entries.add(name=tensor.info.name, data_type=data_type(tensor.info.datatype))
+            entry.dims.extend(-1 if d is None else d for d in tensor.info.shape[skip:])
+            if tensor.model_shape is not None:
+                entry.reshape.shape.extend(-1 if d is None else d for d in tensor.model_shape[skip:])
+    if batching.max_batch > 1:
+        config.dynamic_batching.preferred_batch_size.extend(batching.preferred)
+        config.dynamic_batching.max_queue_delay_microseconds = round(batching.delay_s * 1e6)
+        config.dynamic_batching.default_queue_policy.max_queue_size = batching.max_queue_size
+    groups: dict[tuple[str, int], mc.ModelInstanceGroup] = {}
+    for instance in instances:
+        group_name = instance.name.rsplit("_", 1)[0]
+        group = groups.setdefault(
+            (group_name, instance.kind), mc.ModelInstanceGroup(name=group_name, kind=instance.kind)
+        )
+        group.count += 1
+        if instance.gpu is not None and instance.gpu not in group.gpus:
+            group.gpus.append(instance.gpu)
+    if any(g.gpus for g in groups.values()):  # count is per GPU listed
+        for group in groups.values():
+            group.count //= max(len(group.gpus), 1)
+    config.instance_group.extend(groups.values())
+    honoured = settings.config.parameters
+    for key in honoured:
+        if key in SESSION_PARAMETERS:
+            config.parameters[key].CopyFrom(honoured[key])
+    config.model_warmup.extend(settings.config.model_warmup)
+    if settings.config.HasField("optimization"):
+        config.optimization.CopyFrom(settings.config.optimization)
+    return config
