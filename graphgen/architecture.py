@@ -7,10 +7,11 @@ can depend on it without a cycle.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graphgen.errors import OptionError
 from graphgen.metadata import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -88,6 +89,19 @@ class Network:
     adapt_state_dict: Callable[[StateDict], StateDict] | None = None
 
 
+class MakeNetwork(Protocol):
+    """An architecture's ``make``: the number of classes, positionally, then each declared option by name.
+
+    ``make(num_classes, deploy=True)`` for a row declaring ``Option("deploy", bool, ...)``. Its
+    option parameters are exactly the options its row declares and have no defaults:
+    the option's declaration holds the one default, and :meth:`Architecture.network` fills it in.
+    Static typing checks the first parameter and the result; :meth:`Architecture.make_problems`
+    checks the options against the declarations (for every row, in ``tests/builder``).
+    """
+
+    def __call__(self, num_classes: int, /, *args: Any, **options: Any) -> Network: ...
+
+
 @dataclass(frozen=True)
 class Architecture:
     """One buildable network: a row of its family's table.
@@ -103,7 +117,7 @@ class Architecture:
 
     name: str
     family: str
-    make: Callable[..., Network]
+    make: MakeNetwork
     resolution: int
     preprocess: Preprocess
     head: str
@@ -141,6 +155,34 @@ class Architecture:
             name: option.check(given[name]) if name in given else option.default for name, option in declared.items()
         }
 
+    def make_problems(self) -> list[str]:
+        """How ``make``'s signature departs from :class:`MakeNetwork` and the declared options (none: it fits)."""
+        parameters = list(inspect.signature(self.make).parameters.values())
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if not parameters or parameters[0].kind not in positional:
+            return [f"{self.name}: make takes the number of classes as its first, positional parameter"]
+        problems = []
+        declared = {option.name: option for option in self.options}
+        named = {parameter.name: parameter for parameter in parameters[1:]}
+        for parameter in parameters:
+            if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                problems.append(f"{self.name}: make takes *{parameter.name}; it takes the declared options only")
+            elif parameter.default is not inspect.Parameter.empty:
+                problems.append(
+                    f"{self.name}: make's {parameter.name} has a default; the Option's declaration holds it"
+                )
+        if missing := sorted(set(declared) - set(named)):
+            problems.append(f"{self.name}: make does not take the declared option(s) {', '.join(missing)}")
+        if undeclared := sorted(set(named) - set(declared)):
+            problems.append(f"{self.name}: make takes {', '.join(undeclared)}, which the row does not declare")
+        for name in sorted(set(declared) & set(named)):
+            annotation, option = named[name].annotation, declared[name]
+            if annotation is not inspect.Parameter.empty and annotation not in (option.type, option.type.__name__):
+                problems.append(
+                    f"{self.name}: make's {name} is annotated {annotation}, its option is a {option.type.__name__}"
+                )
+        return problems
+
     def network(self, num_classes: int | None = None, options: Mapping[str, object] | None = None) -> Network:
         """The module tree for ``num_classes`` (default: the reference's) and the given options."""
         return self.make(num_classes or self.num_classes, **self.option_values(options or {}))
@@ -175,6 +217,7 @@ def options_of(architectures: list[Architecture]) -> dict[str, Option]:
 __all__ = [
     "OUTPUT_NAME",
     "Architecture",
+    "MakeNetwork",
     "Network",
     "Option",
     "OptionValue",

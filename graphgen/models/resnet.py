@@ -255,18 +255,24 @@ FORM = Option(
 def resnet_architecture(
     name: str, config: ResNetConfig, *, reference: str, params: int, gmacs: float | None,
     description: str, family: str = "resnet", paper: str = HE_2015, resolution: int = 224,
-    preprocess: Preprocess | None = None, options: tuple[Option, ...] = (),
+    preprocess: Preprocess | None = None, form: bool = False,
 ) -> Architecture:  # fmt: skip
-    """An :class:`Architecture` whose module is ``ResNet(config)`` (plus its ``--form``, if offered)."""
+    """An :class:`Architecture` whose module is ``ResNet(config)``; ``form``: it offers ``--form`` (ResNeXt)."""
 
-    def make(num_classes: int, form: str = "grouped") -> Network:
-        module = ResNet(replace(config, form=form), num_classes)
+    def network(config: ResNetConfig, num_classes: int) -> Network:
+        module = ResNet(config, num_classes)
         return Network(module, adapt_state_dict=module.adapt_state_dict)
 
+    def make(num_classes: int) -> Network:
+        return network(config, num_classes)
+
+    def make_in_form(num_classes: int, form: str) -> Network:
+        return network(replace(config, form=form), num_classes)
+
     return Architecture(
-        name, family, make, resolution, preprocess or imagenet_eval(resolution), head="fc",
+        name, family, make_in_form if form else make, resolution, preprocess or imagenet_eval(resolution), head="fc",
         reference=reference, paper=paper, reference_params=params, reference_gmacs=gmacs,
-        description=description, options=options,
+        description=description, options=(FORM,) if form else (),
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from graphgen.architecture import Architecture, imagenet_eval
-from graphgen.models.resnet import DEPTHS, FORM, B, resnet_architecture
+from graphgen.models.resnet import DEPTHS, B, resnet_architecture
 
 # fmt: off
 #                      depth  G   d  torchvision params  GMACs  resize
@@ -32,7 +32,7 @@ def _resnext(name: str) -> Architecture:
         name, config, reference=f"torchvision.models.{name}", params=params, gmacs=gmacs,
         family="resnext", paper="Xie, Girshick, Dollár, Tu, He 2017, Aggregated Residual Transformations",
         description=f"ResNeXt-{depth} {groups}x{width}d (--form branches: {groups} parallel paths)",
-        preprocess=imagenet_eval(224, resize), options=(FORM,),
+        preprocess=imagenet_eval(224, resize), form=True,
     )  # fmt: skip
 
 
