@@ -72,6 +72,14 @@ def emit(op: OpBuilder, op_type: str, *inputs: Input, suffix: str = "", **attrib
     return getattr(op, op_type)(*inputs, _name=name or op_type.lower(), **attributes)
 
 
+def static_channels(x: ir.Value) -> int:
+    """Channels of an NCHW value; static in every graph graphgen builds."""
+    channels = x.shape[1] if x.shape is not None else None
+    if not isinstance(channels, int):
+        raise ValueError(f"the channels of {x.name} must be static, got {x.shape}")
+    return channels
+
+
 def static_spatial(x: ir.Value) -> tuple[int, int]:
     """Height and width of an NCHW value; they are static in every graph graphgen builds."""
     if x.shape is None:

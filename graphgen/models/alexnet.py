@@ -18,8 +18,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, imagenet_eval
+from graphgen.onnxscript_api import OpBuilder
 
 
 class ConvRow(NamedTuple):
@@ -82,7 +85,7 @@ class AlexNet(nn.Module):
             nn.Linear(4096, num_classes),
         )  # fmt: skip
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.classifier(op, self.flatten(op, self.avgpool(op, self.features(op, x))))
 
 

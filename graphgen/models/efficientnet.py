@@ -28,10 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, Option
 from graphgen.errors import OptionError
 from graphgen.metadata import IMAGENET_MEAN, IMAGENET_STD, SCALING, Preprocess
+from graphgen.onnxscript_api import OpBuilder
 
 
 class Stage(NamedTuple):
@@ -168,7 +171,7 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
         self.scale_activation = nn.Sigmoid()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         scale = self.fc2(op, self.activation(op, self.fc1(op, self.avgpool(op, x))))
         return nn.emit(op, "Mul", self.scale_activation(op, scale), x, suffix="scale")
 
@@ -181,7 +184,7 @@ class ResidualBlock(nn.Module):
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = self.block(op, x)
         return nn.add(op, out, x) if self.residual else out
 
@@ -239,7 +242,7 @@ class EfficientNet(nn.Module):
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(nn.Dropout(), nn.Linear(head, num_classes))
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self.avgpool(op, self.features(op, x))
         return self.classifier(op, self.flatten(op, x))
 

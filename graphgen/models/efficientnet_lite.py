@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network
 from graphgen.metadata import Preprocess
 from graphgen.models.efficientnet import B0_STAGES, RELEASED
+from graphgen.onnxscript_api import OpBuilder
 
 # fmt: off
 RESOLUTIONS = [224, 240, 260, 280, 300]  # Lite0..Lite4; width and depth are B0..B4's
@@ -53,7 +56,7 @@ class MBConvBlock(nn.Module):
         self.expand = expand != 1
         self.residual = stride == 1 and cin == cout
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = x
         if self.expand:
             out = self._relu6(op, self._bn0(op, self._expand_conv(op, out)))
@@ -84,7 +87,7 @@ class EfficientNetLite(nn.Module):
         self._flatten = nn.Flatten()
         self._fc = nn.Linear(HEAD, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self._relu6(op, self._bn0(op, self._conv_stem(op, x)))
         x = self._blocks(op, x)
         x = self._relu6(op, self._bn1(op, self._conv_head(op, x)))

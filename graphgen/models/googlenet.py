@@ -26,6 +26,7 @@ from graphgen.architecture import OUTPUT_NAME, Architecture, Network, Option
 from graphgen.checkpoint import StateDict
 from graphgen.errors import UserError
 from graphgen.metadata import Preprocess
+from graphgen.onnxscript_api import OpBuilder
 
 INCEPTION_EPS = 1e-3
 HALF = (0.5, 0.5, 0.5)
@@ -61,7 +62,7 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps)
         self.relu = nn.ReLU()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.relu(op, self.bn(op, self.conv(op, x)))
 
 
@@ -73,7 +74,7 @@ class Inception(nn.Module):
         self.branch3 = nn.Sequential(BasicConv2d(cin, c5r, 1), BasicConv2d(c5r, c5, 3, padding=1))
         self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), BasicConv2d(cin, pool_proj, 1))
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return nn.concat(op, [branch(op, x) for branch in (self.branch1, self.branch2, self.branch3, self.branch4)])
 
 
@@ -89,7 +90,7 @@ class AdaptiveAvgPool2dEqualWindows(nn.Module):
         super().__init__()
         self.output_size = output_size
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         size = nn.static_spatial(x)
         if size[0] != size[1]:
             raise UserError(f"{nn.scope_name(op)}: square feature map expected, got {size}")
@@ -119,7 +120,7 @@ class InceptionAux(nn.Module):
         self.relu = nn.ReLU()
         self.fc2 = nn.Linear(1024, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self.flatten(op, self.conv(op, self.pool(op, x)))
         return self.fc2(op, self.relu(op, self.fc1(op, x)))
 
@@ -148,7 +149,7 @@ class GoogLeNet(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(1024, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value | tuple[ir.Value, ir.Value, ir.Value]:
         x = self.maxpool1(op, self.conv1(op, x))
         x = self.maxpool2(op, self.conv3(op, self.conv2(op, x)))
         aux = {}

@@ -10,20 +10,23 @@ and the train-only auxiliary classifier is the optional extra output ``aux_logit
 
 from __future__ import annotations
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network
 from graphgen.metadata import Preprocess
 from graphgen.models.googlenet import AUX, HALF, BasicConv2d, with_aux
+from graphgen.onnxscript_api import OpBuilder
 
 
-def _branch_pool(op, x):
+def _branch_pool(op: OpBuilder, x: ir.Value) -> ir.Value:
     return nn.emit(
         op, "AveragePool", x, suffix="branch_pool_avg", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
         count_include_pad=1,
     )  # fmt: skip
 
 
-def _max_pool(op, x):
+def _max_pool(op: OpBuilder, x: ir.Value) -> ir.Value:
     return nn.emit(op, "MaxPool", x, suffix="branch_pool_max", kernel_shape=[3, 3], strides=[2, 2])
 
 
@@ -40,7 +43,7 @@ class InceptionA(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
         self.branch_pool = BasicConv2d(cin, pool_features, 1)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         b5 = self.branch5x5_2(op, self.branch5x5_1(op, x))
         b3 = self.branch3x3dbl_3(op, self.branch3x3dbl_2(op, self.branch3x3dbl_1(op, x)))
         pool = self.branch_pool(op, _branch_pool(op, x))
@@ -57,7 +60,7 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
         self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, 2)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         b3 = self.branch3x3dbl_3(op, self.branch3x3dbl_2(op, self.branch3x3dbl_1(op, x)))
         return nn.concat(op, [self.branch3x3(op, x), b3, _max_pool(op, x)])
 
@@ -79,7 +82,7 @@ class InceptionC(nn.Module):
         self.branch7x7dbl_5 = BasicConv2d(c7, 192, row[0], padding=row[1])
         self.branch_pool = BasicConv2d(cin, 192, 1)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         b7 = x
         for conv in (self.branch7x7_1, self.branch7x7_2, self.branch7x7_3):
             b7 = conv(op, b7)
@@ -102,7 +105,7 @@ class InceptionD(nn.Module):
         self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
         self.branch7x7x3_4 = BasicConv2d(192, 192, 3, 2)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         b3 = self.branch3x3_2(op, self.branch3x3_1(op, x))
         b7 = x
         for i in range(1, 5):
@@ -125,7 +128,7 @@ class InceptionE(nn.Module):
         self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
         self.branch_pool = BasicConv2d(cin, 192, 1)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         b3 = self.branch3x3_1(op, x)
         b3 = nn.concat(op, [self.branch3x3_2a(op, b3), self.branch3x3_2b(op, b3)], suffix="branch3x3_cat")
         dbl = self.branch3x3dbl_2(op, self.branch3x3dbl_1(op, x))
@@ -146,7 +149,7 @@ class InceptionAux(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(768, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self.conv1(op, self.conv0(op, self.pool(op, x)))
         return self.fc(op, self.flatten(op, self.avgpool(op, x)))
 
@@ -198,16 +201,16 @@ class Inception3(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(2048, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value | tuple[ir.Value, ir.Value]:
         for name, *_ in STEM:
             x = getattr(self, name)(op, x)
-        aux_logits = None
+        aux_logits: ir.Value | None = None
         for name, *_ in MIXED:
             x = getattr(self, name)(op, x)
             if self.aux and name == AUX_TAP:
                 aux_logits = self.AuxLogits(op, x)
         logits = self.fc(op, self.flatten(op, self.avgpool(op, x)))
-        return (logits, aux_logits) if self.aux else logits
+        return (logits, aux_logits) if aux_logits is not None else logits
 
 
 def _inception_v3(num_classes: int, aux: bool) -> Network:

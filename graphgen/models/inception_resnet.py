@@ -9,10 +9,13 @@ BatchNorm eps 1e-3; avg-pools exclude padding; inputs normalised with mean = std
 
 from __future__ import annotations
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, timm_eval
 from graphgen.models.googlenet import HALF
 from graphgen.models.inception_v4 import Concat, avg_pool, conv, max_pool
+from graphgen.onnxscript_api import OpBuilder
 
 # fmt: off
 #                 blocks  scale  (paper Figure 18; tapering the residuals)
@@ -60,7 +63,7 @@ class ResidualInception(Concat):
         self.conv2d = nn.Conv2d(branches_width, channels, 1)
         self.relu = nn.ReLU() if relu else None
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = self.conv2d(op, super().forward(op, x))
         if self.scale != 1.0:
             out = nn.emit(op, "Mul", out, self.scale, suffix="scale")
@@ -124,7 +127,7 @@ class InceptionResnetV2(nn.Module):
         self.flatten = nn.Flatten()
         self.classif = nn.Linear(NUM_FEATURES, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         for name in (
             "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "maxpool_5a",
             "mixed_5b", "repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2", "block8", "conv2d_7b",

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from functools import partial
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, timm_eval
 from graphgen.models.googlenet import HALF, BasicConv2d
+from graphgen.onnxscript_api import OpBuilder
 
 conv = BasicConv2d
 
@@ -28,7 +31,7 @@ def avg_pool() -> nn.AvgPool2d:
 class Concat(nn.Module):
     """Attributes ``branch0``… applied to one input and concatenated (most of the paper's blocks)."""
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         count = sum(1 for name, _ in self.named_children() if name.startswith("branch"))
         return nn.concat(op, [getattr(self, f"branch{i}")(op, x) for i in range(count)])
 
@@ -39,7 +42,7 @@ class Mixed3a(nn.Module):
         self.maxpool = max_pool()
         self.conv = conv(64, 96, 3, 2)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return nn.concat(op, [self.maxpool(op, x), self.conv(op, x)])
 
 
@@ -59,7 +62,7 @@ class Mixed5a(nn.Module):
         self.conv = conv(192, 192, 3, 2)
         self.maxpool = max_pool()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return nn.concat(op, [self.conv(op, x), self.maxpool(op, x)])
 
 
@@ -121,7 +124,7 @@ class InceptionC(nn.Module):
         self.branch2_3b = col(512, 256)
         self.branch3 = nn.Sequential(avg_pool(), conv(1536, 256, 1))
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         b1 = self.branch1_0(op, x)
         b1 = nn.concat(op, [self.branch1_1a(op, b1), self.branch1_1b(op, b1)], suffix="branch1_cat")
         b2 = self.branch2_2(op, self.branch2_1(op, self.branch2_0(op, x)))
@@ -149,7 +152,7 @@ class InceptionV4(nn.Module):
         self.flatten = nn.Flatten()
         self.last_linear = nn.Linear(NUM_FEATURES, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.last_linear(op, self.flatten(op, self.global_pool(op, self.features(op, x))))
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, Option, imagenet_eval, timm_eval
 from graphgen.errors import OptionError
+from graphgen.onnxscript_api import OpBuilder
 
 
 class Row(NamedTuple):
@@ -71,7 +74,7 @@ class ConvBNReLU6(nn.Sequential):
 class BatchNormReLU6(nn.BatchNorm2d):
     """timm's BatchNormAct2d: the activation lives inside the norm module, so it owns no key."""
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return nn.emit(op, "Clip", super().forward(op, x), 0.0, 6.0, suffix="act")
 
 
@@ -83,7 +86,7 @@ class DepthwiseSeparableConv(nn.Module):
         self.conv_pw = nn.Conv2d(cin, cout, 1, bias=False)
         self.bn2 = BatchNormReLU6(cout)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.bn2(op, self.conv_pw(op, self.bn1(op, self.conv_dw(op, x))))
 
 
@@ -105,7 +108,7 @@ class MobileNetV1(nn.Module):
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(cin, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self.blocks(op, self.bn1(op, self.conv_stem(op, x)))
         return self.classifier(op, self.flatten(op, self.global_pool(op, x)))
 
@@ -123,7 +126,7 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = self.conv(op, x)
         return nn.add(op, x, out) if self.residual else out
 
@@ -145,7 +148,7 @@ class MobileNetV2(nn.Module):
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(nn.Dropout(), nn.Linear(last, num_classes))
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self.avgpool(op, self.features(op, x))
         return self.classifier(op, self.flatten(op, x))
 

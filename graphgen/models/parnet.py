@@ -28,9 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, Option, imagenet_eval
 from graphgen.errors import UserError
+from graphgen.onnxscript_api import OpBuilder
 
 
 class Size(NamedTuple):
@@ -56,9 +59,9 @@ ACTIVATION = Option("activation", str, "ParNet: the activation (silu: the paper'
 DEPLOY = Option("deploy", bool, "RepVGG, ParNet: the fused single-branch form, built natively")
 
 
-def channel_shuffle(op, x, groups: int, suffix: str = "shuffle"):
+def channel_shuffle(op: OpBuilder, x: ir.Value, groups: int, suffix: str = "shuffle") -> ir.Value:
     """[b, g·c, h, w] → view [b, g, c, h, w] → swap g and c → [b, c·g, h, w] (interleaves the groups)."""
-    channels, (height, width) = x.shape[1], nn.static_spatial(x)
+    channels, (height, width) = nn.static_channels(x), nn.static_spatial(x)
     # The shapes become int64 initializers (not parameters: statistics count float tensors only), not
     # Constant nodes, which onnxsim and onnxslim would turn into initializers. 0 keeps the (dynamic) batch size.
     split = [0, groups, channels // groups, height, width]
@@ -74,7 +77,7 @@ class ConvSig(nn.Module):
         self.conv = nn.Conv2d(cin, cout, 1, groups=groups, bias=False)
         self.act = nn.Sigmoid()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.act(op, self.conv(op, x))
 
 
@@ -87,7 +90,7 @@ class SkipSqueezeExcitation(nn.Module):
         self.cvsig = ConvSig(cin, cout, groups)
         self.doubled = doubled
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         gate = self.cvsig(op, self.avg_pool(op, x))
         return nn.emit(op, "Mul", gate, 2.0, suffix="double") if self.doubled else gate
 
@@ -108,7 +111,7 @@ class RepVGGBlock(nn.Module):
         self.se = SkipSqueezeExcitation(cin, cout, groups, doubled=self.rbr_identity is None)
         self.nonlinearity = ACTIVATIONS[activation]()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = self.rbr_dense(op, x)
         if not self.deploy:
             out = nn.add(op, out, self.rbr_1x1(op, x))
@@ -137,7 +140,7 @@ class ParNetBlock(nn.Module):
         super().__init__()
         self.block = RepVGGBlock(cin, cout, stride, groups, form.activation, form.deploy)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.block(op, x)
 
 
@@ -146,14 +149,14 @@ class MultiBatchNorm2d(nn.Module):
         super().__init__()
         self.b1, self.b2 = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
 
-    def forward(self, op, pair):
+    def forward(self, op: OpBuilder, pair: tuple[ir.Value, ir.Value]) -> tuple[ir.Value, ir.Value]:
         return self.b1(op, pair[0]), self.b2(op, pair[1])
 
 
 class Concat2d(nn.Module):
     """Concatenate two streams with their channels interleaved (concat, then a 2-group shuffle)."""
 
-    def forward(self, op, pair):
+    def forward(self, op: OpBuilder, pair: tuple[ir.Value, ir.Value]) -> ir.Value:
         return channel_shuffle(op, nn.concat(op, list(pair)), 2)
 
 
@@ -179,7 +182,7 @@ class ParNet(nn.Module):
         self.combine = nn.Sequential(*fusion(p2, p2, 1, form), ParNetBlock(p2, size.last, 2, form))
         self.head = nn.ClassifierHead(size.last, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         height, width = nn.static_spatial(x)
         if height % 32 or width % 32:
             raise UserError(f"ParNet needs a resolution divisible by 32 (five stride-2 stages), got {height}x{width}")

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, Option, imagenet_eval
+from graphgen.onnxscript_api import OpBuilder
 
 A_DEPTHS, B_DEPTHS = (2, 4, 14, 1), (4, 6, 16, 1)
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -71,7 +74,7 @@ class RepVggBlock(nn.Module):
             self.conv_1x1 = nn.ConvBN(cin, cout, 1, stride, groups)
         self.act = nn.ReLU()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         if self.deploy:
             return self.act(op, self.reparam_conv(op, x))
         out = nn.add(op, self.conv_kxk(op, x), self.conv_1x1(op, x))
@@ -97,7 +100,7 @@ class RepVGG(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.head = nn.ClassifierHead(cin, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.head(op, self.stages(op, self.stem(op, x)))
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import onnx_ir as ir
 
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, Option, imagenet_eval, timm_eval
 from graphgen.checkpoint import StateDict
 from graphgen.errors import OptionError
 from graphgen.metadata import Preprocess
+from graphgen.onnxscript_api import OpBuilder
 
 # fmt: off
 #        block         blocks per stage   torchvision params  GMACs
@@ -78,7 +80,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(reduced, channels, 1)
         self.gate = nn.Sigmoid()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         squeezed = nn.emit(op, "GlobalAveragePool", x, suffix="pool")
         gate = self.gate(op, self.fc2(op, self.act(op, self.fc1(op, squeezed))))
         return nn.emit(op, "Mul", x, gate, suffix="scale")
@@ -107,7 +109,7 @@ class BasicBlock(nn.Module):
         self.se = SqueezeExcite(planes) if config.se else None
         self.downsample = _downsample(inplanes, planes, stride, config)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = self.relu(op, self.bn1(op, self.conv1(op, x)))
         out = self.bn2(op, self.conv2(op, out))
         if self.se is not None:
@@ -126,7 +128,7 @@ class ResNeXtBranch(nn.Module):
         self.conv2, self.bn2 = conv_bn(first, width, 3, strides[1])
         self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = self.relu(op, self.bn1(op, self.conv1(op, x)))
         out = self.relu(op, self.bn2(op, self.conv2(op, out)))
         return self.conv3(op, out)
@@ -158,14 +160,14 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU()
         self.downsample = _downsample(inplanes, outplanes, stride, config)
 
-    def _transform(self, op, x):
+    def _transform(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         if self.branches is not None:
             return nn.emit(op, "Sum", *(path(op, x) for path in self.branches), suffix="branches.sum")
         out = self.relu(op, self.bn1(op, self.conv1(op, x)))
         out = self.relu(op, self.bn2(op, self.conv2(op, out)))
         return self.conv3(op, out)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         out = self.bn3(op, self._transform(op, x))
         if self.se is not None:
             out = self.se(op, out)
@@ -211,7 +213,7 @@ class ResNet(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(inplanes, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self.maxpool(op, self.relu(op, self.bn1(op, self.conv1(op, x))))
         for index in range(len(STAGE_PLANES)):
             x = getattr(self, f"layer{index + 1}")(op, x)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, imagenet_eval
+from graphgen.onnxscript_api import OpBuilder
 
 POOL = "pool"
 
@@ -46,7 +49,7 @@ class Fire(nn.Module):
         self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
         self.expand3x3_activation = nn.ReLU()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = self.squeeze_activation(op, self.squeeze(op, x))
         left = self.expand1x1_activation(op, self.expand1x1(op, x))
         right = self.expand3x3_activation(op, self.expand3x3(op, x))
@@ -72,7 +75,7 @@ class SqueezeNet(nn.Module):
         )
         self.flatten = nn.Flatten()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.flatten(op, self.classifier(op, self.features(op, x)))
 
 

@@ -7,8 +7,11 @@ bias), ``M`` a 2×2/2 max pool. The classifier reads an adaptive 7×7 pool (the 
 
 from __future__ import annotations
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network, imagenet_eval
+from graphgen.onnxscript_api import OpBuilder
 
 M = "M"
 # fmt: off
@@ -51,7 +54,7 @@ class VGG(nn.Module):
             nn.Linear(4096, num_classes),
         )  # fmt: skip
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.classifier(op, self.flatten(op, self.avgpool(op, self.features(op, x))))
 
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import onnx_ir as ir
+
 from graphgen import nn
 from graphgen.architecture import Architecture, Network
 from graphgen.metadata import Preprocess
 from graphgen.models.resnet import DEPTHS, B, resnet_architecture
+from graphgen.onnxscript_api import OpBuilder
 
 # fmt: off
 #                      depth  torchvision params  GMACs
@@ -45,7 +48,7 @@ CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks"
 
 
-def _conv(op, x, weight: nn.Parameter, stride: int, name: str):
+def _conv(op: OpBuilder, x: ir.Value, weight: nn.Parameter, stride: int, name: str) -> ir.Value:
     """A bias-free square convolution with 'same' padding, weight held by the calling block."""
     kernel = weight.shape[2] if weight.shape is not None else None
     if not isinstance(kernel, int):
@@ -72,7 +75,7 @@ class PreActBlock(nn.Module):
         self.convdim = _conv_weight(cin, cout, 1) if cin != cout else None
         self.relu = nn.ReLU()
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         activated = self.relu(op, self.bn0(op, x))
         out = _conv(op, activated, self.conv0, self.stride, "conv0")
         out = _conv(op, self.relu(op, self.bn1(op, out)), self.conv1, 1, "conv1")
@@ -88,7 +91,7 @@ class Group(nn.Module):
         for i in range(blocks):
             setattr(self, f"block{i}", PreActBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1))
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         for i in range(self.count):
             x = getattr(self, f"block{i}")(op, x)
         return x
@@ -113,7 +116,7 @@ class WideResNetCifar(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(cin, num_classes)
 
-    def forward(self, op, x):
+    def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         x = _conv(op, x, self.conv0, 1, "conv0")
         for index in range(3):
             x = getattr(self, f"group{index}")(op, x)

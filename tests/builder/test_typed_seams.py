@@ -1,6 +1,10 @@
-"""Every architecture's ``make`` fits MakeNetwork: the class count, then exactly its declared options, no defaults."""
+"""Typed seams of the builder: every ``make`` fits MakeNetwork (the class count, then exactly its declared options,
+no defaults), and every module's ``forward`` is annotated (so mypy checks what flows between layers)."""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 from graphgen import registry
 from graphgen.architecture import Architecture, Network, Option, imagenet_eval
@@ -53,3 +57,17 @@ def test_the_declared_default_is_the_one_make_gets() -> None:
     assert isinstance(default, ResNet) and default.config.form == form.default == "grouped"
     branches = resnext.network(10, {"form": "branches"}).module
     assert isinstance(branches, ResNet) and branches.config.form == "branches"
+
+
+def test_every_forward_is_annotated() -> None:
+    """``forward(self, op: OpBuilder, x: ir.Value) -> ir.Value`` (or what the module really takes and gives)."""
+    package = Path(__file__).resolve().parents[2] / "graphgen"
+    bare = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name == "forward":
+                arguments = node.args.args[1:]  # after self
+                if node.returns is None or any(argument.annotation is None for argument in arguments):
+                    bare.append(f"{path.relative_to(package.parent)}:{node.lineno}")
+    assert not bare, bare
+    assert len(list(package.rglob("*.py"))) > 50  # the walk saw the package
