@@ -45,6 +45,10 @@ CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"]
 KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 CLASSIFIER, KSERVE = CLASSIFIER_SERVICE.full_name, KSERVE_SERVICE.full_name
 SERVICES = (CLASSIFIER, KSERVE)
+# The health service's name for "this process works" (Kubernetes' liveness probe asks it): SERVING
+# from start to SIGTERM whether or not a model is ready, where "" and the services above mean "a
+# model serves" (readiness). Triton's ServerLive and ServerReady make the same distinction.
+LIVE = "live"
 LINGER_S = 0.5
 
 
@@ -60,6 +64,21 @@ class Health(health.aio.HealthServicer):
         return await super().Check(request, context)
 
 
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments: message limits, one server per port, connection age."""
+    limit = config.max_message_bytes
+    options = [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+    ]
+    if config.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)))
+        if config.max_connection_age_grace_s is not None:
+            options.append(("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace_s * 1000)))
+    return options
+
+
 class GraphgenServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -72,15 +91,9 @@ class GraphgenServer:
         self.http: HttpListener | None = None
         self.draining = False  # from SIGTERM on: HTTP readiness says no, as the health service does
         self.metrics: HttpListener | None = None
-        limit = config.max_message_bytes
         self.credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.server = grpc.aio.server(
-            interceptors=[BearerToken(config.token)] if config.token else None,
-            options=[
-                ("grpc.max_send_message_length", limit),
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
-            ],
+            interceptors=[BearerToken(config.token)] if config.token else None, options=grpc_options(config)
         )
 
     async def start(self) -> None:
@@ -94,6 +107,7 @@ class GraphgenServer:
             self.server,
         )
         await self.server.start()
+        await self.health.set(LIVE, health_pb2.HealthCheckResponse.SERVING)
         await self.publish_health()
         if self.http is not None:
             http = KServeHttp(self.runtime, self.gate, self.config, self.control, draining=lambda: self.draining)

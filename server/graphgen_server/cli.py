@@ -101,6 +101,12 @@ def make_parser() -> argparse.ArgumentParser:
     limits.add_argument("--pre-stop-delay", type=_seconds, default=0.0, metavar="S",
                         help="on SIGTERM, health says NOT_SERVING but calls are still answered for S seconds "
                         "(load balancers drop the server meanwhile), then the drain starts (default 0)")  # fmt: skip
+    limits.add_argument("--max-connection-age", type=_seconds, default=0.0, metavar="S",
+                        help="gRPC connections older than S seconds are closed (GOAWAY; calls in flight finish) "
+                        "so that clients reconnect and spread over new replicas (default 0: never)")  # fmt: skip
+    limits.add_argument("--max-connection-age-grace", type=_seconds, default=None, metavar="S",
+                        help="after that GOAWAY, calls in flight get S seconds before the connection is closed "
+                        "(default: as long as they take)")  # fmt: skip
     cuda = parser.add_argument_group("CUDA")
     cuda.add_argument("--device-id", type=_non_negative, default=0)
     cuda.add_argument("--cudnn-conv-algo-search", choices=["EXHAUSTIVE", "HEURISTIC", "DEFAULT"], default="EXHAUSTIVE")
@@ -148,7 +154,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
         spin_threads=args.spin, model_control=args.model_control, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, token=read_token(args.token_file) if args.token_file else "",
-        grace_s=args.grace, pre_stop_s=args.pre_stop_delay, max_profile_runs=args.max_profile_runs, **extra,
+        grace_s=args.grace, pre_stop_s=args.pre_stop_delay, max_profile_runs=args.max_profile_runs,
+        max_connection_age_s=args.max_connection_age, max_connection_age_grace_s=args.max_connection_age_grace,
+        **extra,
     )  # fmt: skip
 
 

@@ -72,6 +72,13 @@ class ServerConfig:
     # After SIGTERM/SIGINT, health says NOT_SERVING while calls are still answered for this long
     # (load balancers and Kubernetes endpoints drop the server meanwhile); then the drain starts.
     pre_stop_s: float = 0.0
+    # gRPC connections older than this get a GOAWAY (gRPC adds ±10% jitter): clients reconnect, and
+    # through a Kubernetes Service may land on another replica, new ones after a scale-up included
+    # (a gRPC client otherwise keeps its connection, and its replica, for good). 0: never. Calls in
+    # flight on the old connection finish; max_connection_age_grace_s bounds how long they may take
+    # before the connection is closed under them (None: as long as they need).
+    max_connection_age_s: float = 0.0
+    max_connection_age_grace_s: float | None = None
     # KServe's RepositoryModelLoad/Unload: off unless asked for (anyone who can call them can
     # take models out of service).
     model_control: bool = False

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from graphgen_server.app import LIVE
 from tests.support.manifests import (
     KSERVE,
     KUBECTL,
@@ -28,6 +29,7 @@ from tests.support.manifests import (
     server_flags,
 )
 
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 METRICS_PATH = "/metrics"  # the path graphgen-server's metrics port serves (README: HTTP/REST and metrics)
 SERVICE_MONITOR_SPEC = {
     "jobLabel", "targetLabels", "podTargetLabels", "endpoints", "selector", "namespaceSelector", "sampleLimit",
@@ -46,6 +48,32 @@ def rendered(request) -> tuple[str, list[dict]]:
     if KUBECTL is None:
         pytest.skip("kubectl not installed: kustomize overlays not rendered")
     return request.param, render_overlay(request.param)
+
+
+# -- probes and connections -----------------------------------------------------------------------
+def test_liveness_asks_whether_the_process_works_readiness_whether_a_model_serves(rendered):
+    _, objects = rendered
+    server = server_container(objects)
+    services = {probe: server[probe]["grpc"].get("service", "") for probe in PROBES}
+    # A pod whose models fail to load must pass its startup and stay alive (out of the Service).
+    assert services == {"startupProbe": LIVE, "livenessProbe": LIVE, "readinessProbe": ""}
+
+
+@needs_kubectl
+def test_with_tls_the_https_probes_keep_live_apart_from_ready(tmp_path):
+    server = server_container(render_with_components(tmp_path, "gpu", ("tls",)))
+    paths = {probe: server[probe]["httpGet"]["path"] for probe in PROBES}
+    assert paths == {"startupProbe": "/v2/health/live", "livenessProbe": "/v2/health/live",
+                     "readinessProbe": "/v2/health/ready"}  # fmt: skip
+
+
+def test_grpc_connections_age_so_clients_spread_over_new_replicas(rendered):
+    _, objects = rendered
+    flags = server_flags(server_container(objects)["args"])
+    assert 0 < flags.max_connection_age <= 600  # every client reconsiders its replica within minutes
+    assert flags.max_connection_age_grace is None  # calls in flight on an old connection finish
+    runtime = yaml.safe_load((KSERVE / "servingruntime.yaml").read_text())
+    assert server_flags(runtime["spec"]["containers"][0]["args"]).max_connection_age == flags.max_connection_age
 
 
 # -- Prometheus -----------------------------------------------------------------------------------
