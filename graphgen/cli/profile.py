@@ -25,7 +25,9 @@ from graphgen.profiling.summary import Profile
 def cmd_profile(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="graphgen-profile-model-") as tmp:
         path = model_file(args.name, args, Path(tmp))
-        profile = profile_model(path, args.batch, args.runs, args.warmup, args.device, args.threads)
+        profile = profile_model(
+            path, args.batch, args.runs, args.warmup, args.device, args.threads, args.cudnn_conv_algo_search
+        )
         roof = None
         if args.roofline:
             from graphgen.profiling.calibrate import calibrate

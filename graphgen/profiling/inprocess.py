@@ -20,13 +20,18 @@ from graphgen.profiling.summary import Profile
 CPU = "CPUExecutionProvider"
 
 
-def providers(device: str) -> Providers:
-    """onnxruntime's execution providers for ``--device``: CPU, or CUDA (refused where this onnxruntime has none)."""
+def providers(device: str, conv_algo_search: str = "EXHAUSTIVE") -> Providers:
+    """onnxruntime's execution providers for ``--device``: CPU, or CUDA (refused where this onnxruntime has none).
+
+    ``conv_algo_search``: how cuDNN picks convolution algorithms. EXHAUSTIVE (onnxruntime's and
+    graphgen-server's default) times candidates, so two sessions may pick different ones;
+    HEURISTIC picks the same ones every time, for profiles compared with each other.
+    """
     if device == "cpu":
         return [CPU]
     if CUDA not in ort.get_available_providers():
         raise UserError(f"--device cuda: this onnxruntime ({ort.__version__}) has no CUDA execution provider")
-    return [(CUDA, {}), CPU]
+    return [(CUDA, {"cudnn_conv_algo_search": conv_algo_search}), CPU]
 
 
 def session_options(threads: int) -> Callable[[], ort.SessionOptions]:
@@ -44,9 +49,17 @@ def session_options(threads: int) -> Callable[[], ort.SessionOptions]:
     return make
 
 
-def profile_model(path: Path, batch: int, runs: int, warmup_runs: int, device: str, threads: int) -> Profile:
+def profile_model(
+    path: Path,
+    batch: int,
+    runs: int,
+    warmup_runs: int,
+    device: str,
+    threads: int,
+    conv_algo_search: str = "EXHAUSTIVE",
+) -> Profile:
     """Profile the model file at ``path`` on random input of ``batch`` images."""
-    profiler = ModelProfiler(path, providers(device), session_options(threads))
+    profiler = ModelProfiler(path, providers(device, conv_algo_search), session_options(threads))
     try:
         session = profiler.build()
         if device == "cuda" and session.provider != CUDA:
@@ -88,7 +101,7 @@ def format_profile(profile: Profile, title: str) -> str:
             f"  {row.macs / 1e6:>8.1f}  {row.activation_bytes / 1024:>8.0f}  {rate}  {bandwidth}"
         )
         lines.append(line + (f"  {row.time.median:>9.1f}" if device else ""))
-    total = "GPU run (CUDA events)" if device else "median run"
+    total = "GPU run span (CUPTI)" if device else "median run"
     lines.append(
         f"layers {profile.layers_us:,.0f} µs + overhead {profile.overhead_us:,.0f} µs = {total} "
         f"{profile.total_us:,.0f} µs (whole runs {profile.run.p10:,.0f}–{profile.run.p90:,.0f} µs, {profile.spread}); "

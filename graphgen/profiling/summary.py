@@ -96,7 +96,9 @@ class Profile:
     setup_us: float = 0.0  # building the profiling session (where waited for) and the warm-up runs
     build_us: float = 0.0  # the session's own build time (possibly done ahead of the request)
     wall_us: float = 0.0  # wall time of the measured runs together
-    device_run: Spread | None = None  # whole runs on the GPU (CUDA events), where measured
+    device_run: Spread | None = None  # per run, its GPU span from CUPTI (first GPU work's start to last one's end)
+    device_busy: Spread | None = None  # per run, the GPU busy with it (union of its kernels, copies, memsets)
+    event_run: Spread | None = None  # per run, CUDA events around it: close to host wall time (a cross-check)
     between_kernels: Spread | None = None  # per run: the run's time outside its kernels (the executor's)
     notes: list[str] = field(default_factory=list)
     spread: str = SPREAD
@@ -107,7 +109,7 @@ class Profile:
 
     @property
     def total_us(self) -> float:
-        """The time the rows add up to: GPU run time where measured, else the median run."""
+        """The time the rows add up to: the CUPTI run span where measured, else the median run."""
         return self.device_run.median if self.device_run and self.timing == TIMING_DEVICE else self.run.median
 
     @property
@@ -164,6 +166,8 @@ class Profile:
             "timing_text": self.timing_text,
             "run_us": asdict(self.run),
             "device_run_us": asdict(self.device_run) if self.device_run else None,
+            "device_busy_us": asdict(self.device_busy) if self.device_busy else None,
+            "event_run_us": asdict(self.event_run) if self.event_run else None,
             "layers_us": self.layers_us,
             "overhead_us": self.overhead_us,
             "add_up_error": self.add_up_error,
@@ -226,9 +230,12 @@ def explain(profile: Profile) -> None:
     if profile.add_up_error > ADD_UP_MARGIN:
         added = f"the rows add up to {profile.layers_us / profile.total_us:.0%} of the median run, beyond the {ADD_UP_MARGIN:.0%} margin"
         if profile.timing == TIMING_DEVICE:
+            idle = ""
+            if profile.device_run and profile.device_busy:
+                idle = f", {profile.device_run.median - profile.device_busy.median:,.0f} µs per run (median)"
             profile.notes.append(
-                f"{added.replace('median run', 'CUDA-event run time')}: the rest is the GPU idle between kernels "
-                "(waiting for the host to launch them) and GPU work launched by no node (see the CUPTI note)"
+                f"{added.replace('median run', 'GPU run span (CUPTI)')}: the rest is the GPU idle between kernels"
+                f"{idle} (waiting for the host to launch them) and GPU work launched by no node (see the CUPTI note)"
             )
         elif abs(profile.total_us - profile.layers_us - gap) <= ADD_UP_MARGIN * profile.total_us:
             profile.notes.append(

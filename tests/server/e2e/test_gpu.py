@@ -1,6 +1,7 @@
 """The CUDA paths: provider choice, IO binding, results equal to CPU's, profiles on the GPU.
 
-Marked ``gpu`` and skipped where CUDA cannot run (no driver, libraries or device).
+Marked ``gpu`` and skipped where CUDA cannot run (no driver, libraries or device). Each test runs under a
+watchdog (tests/support/gpu.py): a hang fails the run with every thread's traceback instead of stalling it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import pytest
 
 from graphgen_client import Client
 from graphgen_server.core.providers import cuda_unavailable_reason
+from tests.support.gpu import hang_guard
 from tests.support.server import ServerProcess, add_model, encode, lite0_weights
 
 NO_CUDA = cuda_unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(NO_CUDA is not None, reason=f"no usable CUDA: {NO_CUDA}")]
 
 CATS = range(281, 286)
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    with hang_guard(240):
+        yield
 
 
 @pytest.fixture(scope="module")
