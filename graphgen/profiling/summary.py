@@ -52,7 +52,7 @@ class Spread:
 class LayerRow:
     """One kernel of the optimised graph, named after the graphgen layers it computes."""
 
-    layer: str  # graphgen layer names joined by " + ", or "[onnxruntime] <kernel>" for an inserted kernel
+    layer: str  # graphgen layer names joined by " + ", or "[<runtime>] <kernel>" for a kernel the runtime inserted
     nodes: tuple[str, ...]
     op_types: tuple[str, ...]
     kernel: str
@@ -83,6 +83,25 @@ class LayerRow:
         return self.device or self.time
 
 
+@dataclass(frozen=True)
+class Span:
+    """One kernel of one measured run on the timeline."""
+
+    row: int  # index into Profile.rows
+    start_us: float  # since the start of its run
+    dur_us: float
+    thread: int  # OS thread id that ran it (0 where the runtime does not say)
+
+
+@dataclass(frozen=True)
+class RunTimeline:
+    """One measured run: where it starts (µs since the first measured run's start) and its kernels."""
+
+    start_us: float
+    dur_us: float
+    spans: tuple[Span, ...]
+
+
 @dataclass
 class Profile:
     rows: list[LayerRow]
@@ -102,6 +121,18 @@ class Profile:
     between_kernels: Spread | None = None  # per run: the run's time outside its kernels (the executor's)
     notes: list[str] = field(default_factory=list)
     spread: str = SPREAD
+    runtime: str = "onnxruntime"  # whose kernels: "onnxruntime" or "openvino"
+    timeline: list[RunTimeline] = field(default_factory=list)  # each measured run's kernels, for traces
+
+    def per_run(self) -> list[list[float]]:
+        """Each row's time in each measured run (a kernel run twice in one run summed); [] without a timeline."""
+        if not self.timeline:
+            return []
+        times = [[0.0] * len(self.timeline) for _ in self.rows]
+        for index, run in enumerate(self.timeline):
+            for span in run.spans:
+                times[span.row][index] += span.dur_us
+        return times
 
     @property
     def layers_us(self) -> float:
@@ -161,7 +192,8 @@ class Profile:
             if row.macs and row.bytes:
                 entry["macs_per_byte"] = row.macs / row.bytes
             rows.append(entry)
-        out = {key: getattr(self, key) for key in ("runs", "warmup_runs", "batch", "provider", "timing", "spread")}
+        keys = ("runtime", "runs", "warmup_runs", "batch", "provider", "timing", "spread")
+        out = {key: getattr(self, key) for key in keys}
         return out | {
             "timing_text": self.timing_text,
             "run_us": asdict(self.run),
@@ -181,9 +213,18 @@ class Profile:
 
 
 def summarize(
-    runs: list[RunTrace], layer_map: LayerMap, *, batch: int, warmup_runs: int, timing: str = TIMING_HOST
+    runs: list[RunTrace],
+    layer_map: LayerMap,
+    *,
+    batch: int,
+    warmup_runs: int,
+    timing: str = TIMING_HOST,
+    runtime: str = "onnxruntime",
 ) -> Profile:
-    """One profile of the measured ``runs`` (the warm-up runs already left out)."""
+    """One profile of the measured ``runs`` (the warm-up runs already left out).
+
+    Kernels that compute no graphgen layer are named ``[<runtime>] <kernel>``: the runtime inserted them.
+    """
     if not runs:
         raise ValueError("no run to summarise")
     per_kernel: dict[str, list[float]] = {}
@@ -199,7 +240,7 @@ def summarize(
         op, provider, io_bytes, param_bytes = first[kernel]
         rows.append(
             LayerRow(
-                layer=origin.layer if origin.mapped else f"[onnxruntime] {kernel}",
+                layer=origin.layer if origin.mapped else f"[{runtime}] {kernel}",
                 nodes=origin.nodes,
                 op_types=origin.op_types,
                 kernel=kernel,
@@ -211,6 +252,16 @@ def summarize(
             )
         )
     providers = sorted({row.provider for row in rows if row.provider})
+    row_of = {row.kernel: i for i, row in enumerate(rows)}
+    origin_us = runs[0].start_us
+    timeline = [
+        RunTimeline(
+            run.start_us - origin_us,
+            run.dur_us,
+            tuple(Span(row_of[k.kernel], k.start_us - run.start_us, k.dur_us, k.thread_id) for k in run.kernels),
+        )
+        for run in runs
+    ]
     return Profile(
         rows=rows,
         run=Spread.of([run.dur_us for run in runs]),
@@ -221,6 +272,8 @@ def summarize(
         provider=", ".join(providers),
         timing=timing,
         unprofiled=layer_map.unprofiled,
+        runtime=runtime,
+        timeline=timeline,
     )
 
 

@@ -1,0 +1,264 @@
+"""Several profiles of one network side by side, layer by layer under graphgen's names.
+
+The forms of one network (fp32, int8, fp16, folded, on onnxruntime or OpenVINO) keep graphgen's
+node names, but each runtime fuses them into kernels its own way: onnxruntime runs ResNet's
+``conv3 + add + relu`` as one kernel in fp32 and as a QLinearConv, an Add and Q/DQ kernels in
+int8. So a compared row is the smallest set of graphgen nodes that every form computes whole:
+the nodes each form's kernels cover are joined (union-find) across all forms, and each form's
+time for the row is the sum of its kernels there, run by run (median and p10–p90 of those sums).
+
+A QuantizeLinear / DequantizeLinear node belongs to the layer it quantizes for, as in QDQ
+notation (``DQ → op → Q`` is the op in int8): a DequantizeLinear to the op that reads it (a
+weight's DQ to its Conv), a QuantizeLinear to the op whose output it quantizes; where that side
+has none (the graph's input) the other side is taken.
+
+Nothing is dropped: a row some forms do not have (RepVGG's three branches before folding, one
+conv after) is shown with those forms empty; the kernels a runtime inserted itself (layout
+reorders, transposes) are one row per form, ``inserted by the runtime``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnx
+
+from graphgen.profiling.summary import Profile, Spread
+
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+INSERTED = "(inserted by the runtime: layout reorders, transposes, copies)"
+
+
+def node_owners(graph: onnx.GraphProto) -> dict[str, str]:
+    """Each Q/DQ node's graphgen node (the layer it quantizes for); nodes not in the map own themselves."""
+    nodes = [node for node in graph.node if node.op_type != "Constant"]
+    producer = {value: node for node in nodes for value in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for value in node.input:
+            consumers.setdefault(value, []).append(node)
+
+    def upstream(node: onnx.NodeProto) -> onnx.NodeProto | None:
+        seen = set()
+        while node.op_type in QDQ_OPS and node.name not in seen:
+            seen.add(node.name)
+            before = producer.get(node.input[0]) if node.input else None
+            if before is None:
+                return None
+            node = before
+        return node if node.op_type not in QDQ_OPS else None
+
+    def downstream(node: onnx.NodeProto) -> onnx.NodeProto | None:
+        seen = set()
+        while node.op_type in QDQ_OPS and node.name not in seen:
+            seen.add(node.name)
+            after = [c for value in node.output for c in consumers.get(value, [])]
+            if not after:
+                return None
+            node = after[0]
+        return node if node.op_type not in QDQ_OPS else None
+
+    owners = {}
+    for node in nodes:
+        if node.op_type not in QDQ_OPS or not node.name:
+            continue
+        first, second = (downstream, upstream) if node.op_type == "DequantizeLinear" else (upstream, downstream)
+        owner = first(node) or second(node)
+        if owner is not None and owner.name:
+            owners[node.name] = owner.name
+    return owners
+
+
+@dataclass(frozen=True)
+class Form:
+    """One profiled form of the network: what the user called it, its profile, its Q/DQ owners."""
+
+    label: str
+    profile: Profile
+    owners: dict[str, str]
+    order: tuple[str, ...] = ()  # the form's graph's node names in order (rows are named in it)
+
+    @classmethod
+    def of(cls, label: str, profile: Profile, model_path: str) -> Form:
+        graph = onnx.load(model_path, load_external_data=False).graph
+        return cls(label, profile, node_owners(graph), tuple(node.name for node in graph.node))
+
+
+@dataclass(frozen=True)
+class ComparedRow:
+    layer: str  # graphgen node names joined by " + " (or INSERTED)
+    nodes: tuple[str, ...]
+    kind: str
+    macs: int  # of the first form that has the row (the network's; an int8 layer has as many)
+    times: tuple[Spread | None, ...]  # per form; None: the form has no kernel for these nodes
+    kernels: tuple[int, ...]  # per form: how many of its kernels the row sums
+
+    def ratio(self, form: int, baseline: int = 0) -> float | None:
+        """Form ``form``'s median over the baseline's; None where either lacks the row."""
+        mine, base = self.times[form], self.times[baseline]
+        if mine is None or base is None or base.median <= 0:
+            return None
+        return mine.median / base.median
+
+    def tied(self, form: int, baseline: int = 0) -> bool:
+        """Whether the two forms' p10–p90 spreads overlap: then their ratio is within the noise."""
+        mine, base = self.times[form], self.times[baseline]
+        return mine is not None and base is not None and mine.p10 <= base.p90 and base.p10 <= mine.p90
+
+    def change_us(self, form: int, baseline: int = 0) -> float:
+        """What form ``form`` gained (negative) or lost (positive) here against the baseline, in µs."""
+        mine, base = self.times[form], self.times[baseline]
+        return (mine.median if mine else 0.0) - (base.median if base else 0.0)
+
+    @property
+    def only_in(self) -> tuple[int, ...]:
+        """The forms that have this row, when not all do."""
+        present = tuple(i for i, time in enumerate(self.times) if time is not None)
+        return present if len(present) < len(self.times) else ()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    labels: tuple[str, ...]
+    profiles: tuple[Profile, ...]
+    rows: list[ComparedRow]  # the largest change against the first form first
+
+    def total(self, form: int) -> float:
+        return self.profiles[form].total_us
+
+    def total_ratio(self, form: int) -> float:
+        return self.total(form) / self.total(0) if self.total(0) else math.nan
+
+
+class _Union:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, item: str) -> str:
+        self.parent.setdefault(item, item)
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def join(self, items: Sequence[str]) -> None:
+        self.find(items[0])
+        for other in items[1:]:
+            self.parent[self.find(other)] = self.find(items[0])
+
+
+def compare(forms: Sequence[Form]) -> Comparison:
+    """One table of ``forms`` (the first is the baseline of the ratios) by graphgen layer."""
+    if len(forms) < 1:
+        raise ValueError("nothing to compare")
+    union = _Union()
+    covered: list[list[tuple[str, ...]]] = []  # per form, per profile row: the graphgen nodes it computes
+    for form in forms:
+        form_nodes = []
+        for row in form.profile.rows:
+            nodes = tuple(dict.fromkeys(form.owners.get(node, node) for node in row.nodes))
+            if nodes:
+                union.join(nodes)
+            form_nodes.append(nodes)
+        covered.append(form_nodes)
+    order: dict[str, int] = {}  # graph order, first form first, so rows read as the network runs
+    for name in [n for form in forms for n in form.order] + [
+        n for form_nodes in covered for nodes in form_nodes for n in nodes
+    ]:
+        order.setdefault(name, len(order))
+    groups: dict[str, list[str]] = {}
+    for name in order:
+        if name in union.parent:
+            groups.setdefault(union.find(name), []).append(name)
+    per_group: dict[str, list[list[float] | None]] = {root: [None] * len(forms) for root in groups}
+    inserted: list[list[float] | None] = [None] * len(forms)
+    counts: dict[str, list[int]] = {root: [0] * len(forms) for root in [*groups, INSERTED]}
+    info: dict[str, tuple[str, int]] = {}
+    for index, form in enumerate(forms):
+        profile = form.profile
+        runs = profile.per_run() if profile.timing != "device" else []
+        for row_index, (row, nodes) in enumerate(zip(profile.rows, covered[index])):
+            per_run = runs[row_index] if runs else [row.best.median]
+            root = union.find(nodes[0]) if nodes else INSERTED
+            target = per_group[root] if nodes else inserted
+            slot = target[index]
+            target[index] = list(per_run) if slot is None else [a + b for a, b in zip(slot, per_run)]
+            counts[root][index] += 1
+            if nodes and (row.macs or row.kind) and root not in info:
+                info[root] = (row.kind, row.macs)
+    rows = [
+        ComparedRow(
+            " + ".join(groups[root]),
+            tuple(groups[root]),
+            *info.get(root, ("", 0)),
+            tuple(Spread.of(t) if t is not None else None for t in per_group[root]),
+            tuple(counts[root]),
+        )
+        for root in groups
+        if any(t is not None for t in per_group[root])
+    ]
+    if any(t is not None for t in inserted):
+        spreads = tuple(Spread.of(t) if t is not None else None for t in inserted)
+        rows.append(ComparedRow(INSERTED, (), "", 0, spreads, tuple(counts[INSERTED])))
+    others = range(1, len(forms))
+    rows.sort(key=lambda row: max((abs(row.change_us(i)) for i in others), default=row.times[0].median if row.times[0] else 0.0), reverse=True)  # fmt: skip
+    return Comparison(tuple(form.label for form in forms), tuple(form.profile for form in forms), rows)
+
+
+def _cell(time: Spread | None) -> str:
+    return f"{time.median:>9.1f} {f'{time.p10:.0f}–{time.p90:.0f}':>13}" if time else f"{'—':>9} {'':>13}"
+
+
+def _ratio(row: ComparedRow, form: int) -> str:
+    ratio = row.ratio(form)
+    if ratio is None:
+        present = row.times[form] is not None
+        return f"{'only here' if present else 'absent':>10}"
+    return f"{('≈' if row.tied(form) else '') + f'{ratio:.2f}×':>10}"
+
+
+def format_comparison(comparison: Comparison, *, limit: int = 0) -> str:
+    """The comparison as a table: per form the median and p10–p90 µs, the ratio to the first form."""
+    labels, profiles = comparison.labels, comparison.profiles
+    shown = comparison.rows[:limit] if limit else comparison.rows
+    width = min(max([len(r.layer) for r in shown] + [5]), 48)
+    lines = [f"form {i}: {label} — {p.provider}, {p.runs} runs of a batch of {p.batch}; {p.timing_text}"
+             for i, (label, p) in enumerate(zip(labels, profiles))]  # fmt: skip
+    header = f"{'layer':<{width}}  {'kind':<14}"
+    for i in range(len(labels)):
+        header += f"  {f'{i}: median µs':>9} {_spread(profiles[i]):>13}" + (f"  {f'{i} ÷ 0':>10}" if i else "")
+    lines.append(header)
+    for row in shown:
+        layer = row.layer if len(row.layer) <= width else row.layer[: width - 1] + "…"
+        line = f"{layer:<{width}}  {row.kind[:14]:<14}"
+        for i in range(len(labels)):
+            line += f"  {_cell(row.times[i])}" + (f"  {_ratio(row, i)}" if i else "")
+        lines.append(line)
+    if len(shown) < len(comparison.rows):
+        lines.append(f"… {len(comparison.rows) - len(shown)} more rows with smaller changes")
+    for i, label in enumerate(labels):
+        p = profiles[i]
+        ratio = f" = {comparison.total_ratio(i):.2f}× form 0" if i else ""
+        lines.append(
+            f"total {i} ({label}): median run {p.total_us:,.0f} µs ({p.run.p10:,.0f}–{p.run.p90:,.0f}){ratio}; "
+            f"layers {p.layers_us:,.0f} µs in {len(p.rows)} kernels"
+        )
+    alone = [row for row in comparison.rows if row.only_in and row.layer != INSERTED]
+    if alone:
+        lines.append(
+            f"{len(alone)} rows exist in some forms only (shown with — where absent): their nodes were "
+            "renamed, folded or added by a conversion"
+        )
+    lines.append(
+        "rows: the smallest sets of graphgen nodes every form computes whole; the largest change first; "
+        "≈: the two forms' p10–p90 spreads overlap (within the noise)"
+    )
+    for i, p in enumerate(profiles):
+        lines.extend(f"note ({i}): {note}" for note in p.notes)
+    return "\n".join(lines)
+
+
+def _spread(profile: Profile) -> str:
+    return f"{profile.spread} µs"
