@@ -17,19 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphgen.preprocess import ImageError, decode_image, image_to_tensor
 from graphgen.profiling.summary import Profile
 from graphgen_protos import model_config_pb2 as mc
 from graphgen_server.config import ServerConfig
 from graphgen_server.core import providers
 from graphgen_server.core.batching import DynamicBatcher, Feeds
-from graphgen_server.core.errors import InvalidArgument, ModelUnavailable, QueueFull
+from graphgen_server.core.errors import ModelUnavailable, QueueFull
 from graphgen_server.core.instances import Instance, InstancePool
 from graphgen_server.core.loaded import LoadedVersion, load_version
 from graphgen_server.core.statistics import ModelStats
 from graphgen_server.repository.layout import ModelFile
 from graphgen_server.repository.model_config import ReadConfig
-from graphgen_server.tensors import TensorInfo, describe
 
 log = logging.getLogger("graphgen_server")
 
@@ -42,13 +40,6 @@ class RunOutcome:
     batch_size: int
     profile: Profile | None = None
     profile_setup_s: float = 0.0  # a profiled call: waiting for its profiling session, and warm-up runs
-
-
-def _all_finite(array: np.ndarray) -> bool:
-    if array.dtype.itemsize < 8:
-        # A float64 sum of float16/32 values cannot overflow: it is finite exactly when every value is.
-        return bool(np.isfinite(array.sum(dtype=np.float64)))
-    return bool(np.isfinite(array).all())
 
 
 class ModelVersion:
@@ -104,68 +95,6 @@ class ModelVersion:
                 preferred=batching.preferred,
             )  # fmt: skip
         self.loaded, self.reason = loaded, ""
-
-    # -- checking -------------------------------------------------------------------------
-    def check_array(self, array: np.ndarray, info: TensorInfo, fit_field: str) -> None:
-        """Refuse an array that does not fit the model's input ``info``, naming ``fit_field``."""
-        if array.ndim != len(info.shape):
-            raise InvalidArgument(
-                fit_field, f"shape {list(array.shape)} has rank {array.ndim}, model expects {describe(info.shape)}"
-            )
-        for axis, (got, want) in enumerate(zip(array.shape, info.shape)):
-            if got < 1 or (want is not None and got != want):
-                raise InvalidArgument(
-                    fit_field, f"shape {list(array.shape)} does not fit {describe(info.shape)} (axis {axis})"
-                )
-        loaded = self.served()
-        if loaded.batched and array.shape[0] > min(loaded.max_batch_size, self.config.max_images):
-            limit = (
-                f"the limit of {self.config.max_images}"
-                if self.config.max_images <= loaded.max_batch_size
-                else f"the model's max_batch_size {loaded.max_batch_size}"
-            )
-            raise InvalidArgument(fit_field, f"batch of {array.shape[0]} exceeds {limit}")
-        if array.dtype.kind == "f" and not _all_finite(array):
-            first = int(np.flatnonzero(~np.isfinite(array))[0])
-            raise InvalidArgument(
-                fit_field, f"holds NaN or infinite values (the first at flat index {first}); send finite values"
-            )
-
-    def check_profile_runs(self, runs: int, field: str) -> None:
-        """Refuse more profiled runs than the server allows (0: its default)."""
-        if not 0 <= runs <= self.config.max_profile_runs:
-            raise InvalidArgument(
-                field,
-                f"{runs} runs: a profile takes 1 to {self.config.max_profile_runs} runs (0: the default, "
-                f"{self.config.profile_runs})",
-            )
-
-    def check_images(self, images: list[bytes]) -> None:
-        """Refuse a list of encoded images this model cannot take (before any is decoded)."""
-        if self.served().image_spec is None:
-            raise InvalidArgument(
-                "images", f"model {self.name} has no graphgen preprocessing metadata; send a tensor instead"
-            )
-        if not images:
-            raise InvalidArgument("images", "no image given (send images or a tensor)")
-        if len(images) > self.config.max_images:
-            raise InvalidArgument("images", f"{len(images)} images exceed the limit of {self.config.max_images}")
-
-    def preprocess(self, images: list[bytes]) -> np.ndarray:
-        """Decode and preprocess encoded images into one batch (blocking: call from a worker)."""
-        self.check_images(images)
-        loaded = self.served()
-        assert loaded.image_spec is not None
-        batch = []
-        for index, data in enumerate(images):
-            try:
-                image = decode_image(data, max_pixels=self.config.max_image_pixels)
-            except ImageError as error:
-                raise InvalidArgument(f"images[{index}]", str(error)) from None
-            batch.append(image_to_tensor(image, loaded.image_spec))
-        array = np.stack(batch)
-        self.check_array(array, loaded.input, "images")
-        return array
 
     # -- running --------------------------------------------------------------------------
     @contextlib.contextmanager

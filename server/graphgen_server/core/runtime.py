@@ -1,7 +1,8 @@
 """The runtime below every protocol: ``classify()`` and ``infer()`` — Python values in, numpy out.
 
 A call names a model and hands over its inputs as :class:`~graphgen_server.tensors.InputTensor`
-(or encoded images); the runtime finds the ready version, checks the inputs against it, admits the
+(or encoded images); the runtime finds the ready version, checks the inputs against it
+(:mod:`graphgen_server.core.requests`, every check in one place), admits the
 rows to the model's queue (or refuses at once), hops to a worker thread (decoding, onnxruntime),
 times each stage and records the request in the model's statistics, success or failure. The
 servicers (gRPC, HTTP) only translate their messages to these calls and the results back; every
@@ -13,23 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from graphgen.profiling.summary import Profile
 from graphgen_server.config import ServerConfig
-from graphgen_server.core import providers
-from graphgen_server.core.batching import Feeds
+from graphgen_server.core import providers, requests
 from graphgen_server.core.errors import InvalidArgument, NotFound, failure_reason
 from graphgen_server.core.loaded import LoadedVersion
 from graphgen_server.core.model_version import ModelVersion, RunOutcome
-from graphgen_server.core.requests import to_array
+from graphgen_server.core.requests import NO_PROFILE, Profiling, RequestedOutput
 from graphgen_server.core.statistics import RequestRecord
 from graphgen_server.repository.layout import model_names, scan
 from graphgen_server.repository.model_config import plan_model
@@ -71,15 +71,6 @@ class Classified:
 
 
 @dataclass(frozen=True)
-class RequestedOutput:
-    """An output a client asked for; ``classification``: the raw value of Triton's parameter, if given."""
-
-    name: str
-    field: str  # e.g. ``outputs[0]``
-    classification: Any = None
-
-
-@dataclass(frozen=True)
 class OutputTensor:
     name: str
     datatype: str
@@ -95,24 +86,6 @@ class Inferred:
     profile: Profile | None
 
 
-@dataclass(frozen=True)
-class Profiling:
-    """A request's ask for a per-layer profile: ``runs`` measured runs (0: the server's default).
-
-    ``field`` names where the request said how many runs (for messages).
-    """
-
-    wanted: bool = False
-    runs: int = 0
-    field: str = "profile_runs"
-
-    def check(self, model: ModelVersion) -> None:
-        if self.runs and not self.wanted:
-            raise InvalidArgument(self.field, "asks how many runs to profile: set profile too")
-        model.check_profile_runs(self.runs, self.field)
-
-
-NO_PROFILE = Profiling()
 RequestListener = Callable[[ModelVersion, RequestRecord], None]
 
 
@@ -193,25 +166,20 @@ class Runtime:
         tensor: InputTensor | None, top_k: int, profile: Profiling,
     ) -> Classified:  # fmt: skip
         loaded = model.served()
-        if len(loaded.inputs) != 1 or not loaded.num_classes:
-            raise InvalidArgument("model", f"model {model.name} is not a classifier (one input, logits out)")
-        if top_k > loaded.num_classes:
-            raise InvalidArgument("top_k", f"{top_k} is more than the model's {loaded.num_classes} classes")
-        profile.check(model)
-        if images and tensor is not None:
-            raise InvalidArgument("images", "send images or a tensor, not both")
+        requests.check_classify(model.name, loaded, images, tensor, top_k, profile, self.config)
         if tensor is not None:
-            feeds = self._feeds(model, [tensor])
+            feeds = requests.checked_feeds(model.name, loaded, [tensor], self.config)
             with model.admit(loaded.rows_of(feeds)):
                 preprocessed = time.perf_counter()
                 outcome = await model.run(feeds, profile=profile.wanted, profile_runs=profile.runs)
         else:
-            model.check_images(list(images))
+            requests.check_images(model.name, loaded, images, self.config)
             # Admitted before decoding: requests beyond the queue bound are refused at once
             # instead of waiting, encoded images in memory, for a decoding thread.
             with model.admit(len(images)):
                 loop = asyncio.get_running_loop()
-                array = await loop.run_in_executor(self.executor, model.preprocess, list(images))
+                decode = functools.partial(requests.images_to_array, model.name, loaded, list(images), self.config)
+                array = await loop.run_in_executor(self.executor, decode)
                 preprocessed = time.perf_counter()
                 outcome = await model.run({loaded.input.name: array}, profile=profile.wanted, profile_runs=profile.runs)
         inferred = time.perf_counter()
@@ -234,9 +202,9 @@ class Runtime:
         outputs: Sequence[RequestedOutput], profile: Profiling,
     ) -> Inferred:  # fmt: skip
         loaded = model.served()
-        feeds = self._feeds(model, inputs)
-        wanted = self._wanted(model, outputs)
-        profile.check(model)
+        feeds = requests.checked_feeds(model.name, loaded, inputs, self.config)
+        wanted = requests.checked_outputs(model.name, loaded, outputs)
+        requests.check_profile(profile, self.config)
         with model.admit(loaded.rows_of(feeds)):
             parsed = time.perf_counter()
             outcome = await model.run(feeds, profile=profile.wanted, profile_runs=profile.runs)
@@ -290,62 +258,6 @@ class Runtime:
                 listener(model, record)
             except Exception:  # a broken exporter must not fail requests
                 log.exception("request listener failed")
-
-    @staticmethod
-    def _feeds(model: ModelVersion, inputs: Sequence[InputTensor]) -> Feeds:
-        """The request's inputs as arrays by input name, each checked against the model."""
-        loaded = model.served()
-        expected = [t.name for t in loaded.inputs]
-        given = [expected[0] if t.name is None and len(expected) == 1 else t.name or "" for t in inputs]
-        if sorted(given) != sorted(expected):
-            plural = "input" if len(expected) == 1 else "inputs"
-            if len(given) != len(expected):
-                raise InvalidArgument(
-                    "inputs",
-                    f"model {model.name} takes {len(expected)} {plural} ({', '.join(expected)}), got {len(given)}",
-                )
-            position = next(i for i, n in enumerate(given) if n not in expected or given.count(n) > 1)
-            raise InvalidArgument(
-                f"{inputs[position].field}.name",
-                f"model {model.name} has {plural} {expected}, not {given[position]!r} (or it is given twice)",
-            )
-        feeds: Feeds = {}
-        for tensor, name in zip(inputs, given):
-            info = loaded.inputs[expected.index(name)]
-            if tensor.datatype != info.datatype:
-                raise InvalidArgument(
-                    f"{tensor.field}.datatype",
-                    f"model {model.name}'s input {name!r} takes {info.datatype}, got {tensor.datatype!r}",
-                )
-            array = to_array(tensor)
-            model.check_array(array, info, tensor.fit_field or f"{tensor.field}.shape")
-            feeds[name] = array
-        if loaded.batched and len({a.shape[0] for a in feeds.values()}) > 1:
-            rows = {n: a.shape[0] for n, a in feeds.items()}
-            raise InvalidArgument("inputs", f"every input must have the same batch size (rows: {rows})")
-        return feeds
-
-    @staticmethod
-    def _wanted(model: ModelVersion, outputs: Sequence[RequestedOutput]) -> list[tuple[int, int]]:
-        """(output index, classification count or 0) per requested output; all outputs if none named."""
-        loaded = model.served()
-        if not outputs:
-            return [(i, 0) for i in range(len(loaded.outputs))]
-        names = [o.name for o in loaded.outputs]
-        wanted = []
-        for output in outputs:
-            if output.name not in names:
-                raise InvalidArgument(
-                    f"{output.field}.name", f"model {model.name} has no output {output.name!r} (outputs: {names})"
-                )
-            k = output.classification
-            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= loaded.num_classes):
-                raise InvalidArgument(
-                    f"{output.field}.parameters.classification",
-                    f"must be an integer from 1 to {loaded.num_classes}, got {k!r}",
-                )
-            wanted.append((names.index(output.name), k or 0))
-        return wanted
 
     async def close(self) -> None:
         for model in [*self.all(), *self.retiring]:

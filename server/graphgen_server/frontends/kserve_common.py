@@ -19,7 +19,8 @@ import graphgen
 from graphgen.profiling.summary import Profile
 from graphgen_server.core.errors import InvalidArgument, NotFound, Refused
 from graphgen_server.core.model_control import ModelControl
-from graphgen_server.core.runtime import Profiling, Runtime
+from graphgen_server.core.requests import Profiling
+from graphgen_server.core.runtime import Runtime
 from graphgen_server.core.statistics import Duration, ModelStats
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.profiles import profile_message

@@ -18,8 +18,8 @@ from graphgen.preprocess import ImageError
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import kserve_v2_pb2 as kpb
 from graphgen_server.core.errors import InvalidArgument, ModelUnavailable, NotFound, QueueFull, Refused
-from graphgen_server.core.requests import to_array
-from graphgen_server.core.runtime import Classified, ClassScore, Inferred, OutputTensor, Profiling, Timings
+from graphgen_server.core.requests import Profiling, to_array
+from graphgen_server.core.runtime import Classified, ClassScore, Inferred, OutputTensor, Timings
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.grpc_classify import ClassifierServicer
 from graphgen_server.frontends.grpc_kserve import KServeServicer
