@@ -90,8 +90,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=None, help="inference threads (default: cores, at least 2)"
     )
     limits.add_argument(
-        "--intra-op-threads", type=_non_negative, default=0, help="onnxruntime threads per run (0: its default)"
-    )
+        "--intra-op-threads", type=_non_negative, default=0,
+        help="onnxruntime threads per run (default 0: the CPUs this process may use, cgroup quota included, "
+        "shared by the model's instances)",
+    )  # fmt: skip
     limits.add_argument("--spin", action="store_true", help="onnxruntime threads spin when idle (default: sleep)")
     limits.add_argument("--max-profile-runs", type=positive_int, default=100, metavar="N",
                         help="most runs one profiled request may ask for (default 100; 10 when it names none)")  # fmt: skip

@@ -58,7 +58,9 @@ class ServerConfig:
     max_message_bytes: int = 64 * MIB
     # Threads running onnxruntime and image decoding (the event loop never does).
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
-    intra_op_threads: int = 0  # 0: onnxruntime's default (one per core)
+    # onnxruntime threads per run. 0: the CPUs the process may use (affinity, cgroup CPU quota)
+    # divided among a model's instances, which run at once (core/cpus.py).
+    intra_op_threads: int = 0
     # onnxruntime's idle threads may spin for more work after a run instead of sleeping: that
     # helps one session on dedicated cores, but a server has a session per model (and profiling
     # sessions) whose spinning pools take the cores from each other and from gRPC's threads

@@ -9,11 +9,19 @@ at commit 6adcebc5).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import kubernetes_validate
 import pytest
 import yaml
 
+from graphgen_protos import model_config_pb2 as mc
 from graphgen_server.app import LIVE
+from graphgen_server.config import ServerConfig
+from graphgen_server.core import providers
+from graphgen_server.core.cpus import cgroup_cpu_quota, threads_per_instance
+from graphgen_server.core.instances import plan_instances
+from graphgen_server.core.providers import ProviderChoice
 from tests.support.manifests import (
     KSERVE,
     KUBECTL,
@@ -74,6 +82,44 @@ def test_grpc_connections_age_so_clients_spread_over_new_replicas(rendered):
     assert flags.max_connection_age_grace is None  # calls in flight on an old connection finish
     runtime = yaml.safe_load((KSERVE / "servingruntime.yaml").read_text())
     assert server_flags(runtime["spec"]["containers"][0]["args"]).max_connection_age == flags.max_connection_age
+
+
+# -- CPU ------------------------------------------------------------------------------------------
+def _cpu_quantity(text: str) -> float:
+    """A Kubernetes CPU quantity: "4", "0.5" or "3500m"."""
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _container_cgroup(tmp_path: Path, cpus: float) -> Path:
+    """/proc/self of a process in the cgroup (v2, its own namespace) the kubelet makes for a CPU limit:
+    cpu.max allows ``cpus`` × 100 ms per 100 ms period."""
+    mount = tmp_path / "sys" / "fs" / "cgroup"
+    mount.mkdir(parents=True)
+    (mount / "cpu.max").write_text(f"{round(cpus * 100_000)} 100000\n")
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "mountinfo").write_text(f"30 23 0:26 / {mount} rw,nosuid - cgroup2 cgroup2 rw\n")
+    (proc / "cgroup").write_text("0::/\n")
+    return proc
+
+
+def test_threads_times_instances_fit_the_cpu_limit(rendered, tmp_path):
+    """The server's own derivation (the quota read from the cgroup, the instances planned for the model
+    the pod builds, which has no config.pbtxt) under the CPU limit the manifest sets."""
+    overlay, objects = rendered
+    server = server_container(objects)
+    flags = server_flags(server["args"])
+    limit = _cpu_quantity(server["resources"]["limits"]["cpu"])
+    quota = cgroup_cpu_quota(_container_cgroup(tmp_path, limit))
+    assert quota == limit
+    choice = ProviderChoice([providers.CUDA, providers.CPU] if flags.device == "cuda" else [providers.CPU], "")
+    settings = ServerConfig(repository=flags.repository, device=flags.device)
+    instances = len(plan_instances("efficientnet_lite0", mc.ModelConfig(), settings, choice).groups)
+    threads = flags.intra_op_threads or threads_per_instance(quota, instances)
+    assert (overlay, instances) in {("cpu", 2), ("gpu", 1)}  # Triton's defaults: two on CPU, one per GPU
+    assert threads * instances <= limit, (threads, instances, limit)
+    assert threads * instances > limit / 2  # and the limit is used, not left idle
+    assert _cpu_quantity(server["resources"]["requests"]["cpu"]) == limit  # the CPUs are there, not only allowed
 
 
 # -- Prometheus -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from graphgen_protos import model_config_pb2 as mc
 from graphgen_server.config import ServerConfig
 from graphgen_server.core import providers
 from graphgen_server.core.batching import BatchingChoice, Feeds, batching_choice
+from graphgen_server.core.cpus import available_cpus, threads_per_instance
 from graphgen_server.core.instances import SESSION_PARAMETERS, Instance, plan_instances, session_options
 from graphgen_server.core.profiler import Profiler
 from graphgen_server.repository.layout import ModelFile
@@ -44,6 +45,8 @@ from graphgen_server.repository.model_config import (
 from graphgen_server.tensors import TensorInfo, describe
 
 log = logging.getLogger("graphgen_server")
+# config.pbtxt's onnxruntime parameter for the threads, which wins over the server's choice (as in Triton)
+INTRA_OP_PARAMETER = "intra_op_thread_count"
 
 
 @dataclass(frozen=True)
@@ -149,12 +152,13 @@ def run_sync(signature: Signature, instance: Instance, feeds: Feeds) -> tuple[li
     return outputs, elapsed
 
 
-def make_session_options(server: ServerConfig, settings: ReadConfig) -> ort.SessionOptions:
-    """The server's session settings and config.pbtxt's parameters (the profiler extends them)."""
+def make_session_options(server: ServerConfig, settings: ReadConfig, threads: int = 0) -> ort.SessionOptions:
+    """The server's session settings and config.pbtxt's parameters (the profiler extends them);
+    ``threads``: the intra-op threads derived for this model where neither sets them."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: the server logs what matters itself
-    if server.intra_op_threads:
-        options.intra_op_num_threads = server.intra_op_threads
+    if server.intra_op_threads or threads:
+        options.intra_op_num_threads = server.intra_op_threads or threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if server.spin_threads else "0")
     return session_options(options, settings.config.parameters, [])
 
@@ -172,9 +176,16 @@ def load_version(
     if settings.ignored:  # Triton's fields that graphgen does not honour: said loudly, once per load
         log.warning("model %s v%s: ignored config.pbtxt fields: %s", name, version, ", ".join(settings.ignored))
     session_options(ort.SessionOptions(), config.parameters, notes)  # refuses bad values, notes the rest
-    make_options = functools.partial(make_session_options, server, settings)
     plan = plan_instances(name, config, server, choice)
     notes += plan.notes
+    threads = 0
+    if not server.intra_op_threads and INTRA_OP_PARAMETER not in config.parameters:
+        # onnxruntime's default is a thread per core of the machine, not of the container: the
+        # instances, which run at once, share the CPUs this process may use instead.
+        cpus = available_cpus()
+        threads = threads_per_instance(cpus, len(plan.groups))
+        notes.append(f"{threads} intra-op thread(s) per instance ({cpus:g} CPUs / {len(plan.groups)} instance(s))")
+    make_options = functools.partial(make_session_options, server, settings, threads)
     instances = []
     for instance_name, kind, gpu, chosen in plan.groups:
         session = ort.InferenceSession(str(path), make_options(), providers=chosen)
