@@ -25,7 +25,10 @@ class InvalidArgument(ServingError):
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
-        self.field = field
+        self.field, self.problem = field, problem
+
+    def __reduce__(self) -> tuple[type[InvalidArgument], tuple[str, str]]:
+        return type(self), (self.field, self.problem)  # (pickled across the control channel)
 
 
 class QueueFull(ServingError):
