@@ -7,11 +7,14 @@ error or an unreadable image file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -60,6 +63,72 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class Connection:
+    """Where the server is and how to reach it: the options every command takes."""
+
+    address: str = DEFAULT_ADDRESS
+    timeout: float = 60.0
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_server_name: str | None = None
+    token_file: Path | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """``Client``'s keyword arguments, the token and PEM files read now (OSError when one cannot be)."""
+        token = self.token_file.read_text(encoding="utf-8").strip() if self.token_file else None
+        pems = {
+            f"tls_{kind}": path.read_bytes()
+            for kind, path in (("ca", self.tls_ca), ("cert", self.tls_cert), ("key", self.tls_key))
+            if path is not None
+        }
+        token = token or os.environ.get(TOKEN_VARIABLE, "").strip() or None
+        return {
+            "timeout": self.timeout,
+            "token": token,
+            "tls": self.tls,
+            "tls_server_name": self.tls_server_name,
+            **pems,
+        }
+
+
+@dataclass(frozen=True)
+class Classify:
+    """``classify IMG...``: the images, the model, and what to show of the answer."""
+
+    images: list[Path]
+    model: str
+    version: str = ""
+    top_k: int = 5
+    profile: bool = False
+    profile_runs: int = 0
+    json: bool = False
+    plot: Path | None = None
+    plot_size: tuple[int, int] = DEFAULT_SIZE
+
+
+@dataclass(frozen=True)
+class Models:
+    """``models``: the server's models and their state."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """``health``: the health service's status of the server, or of one service."""
+
+    service: str = ""
+
+
+Command = Classify | Models | Health
+
+
+def _typed(kind: type[Any], args: argparse.Namespace) -> Any:
+    """``kind`` made from the parsed arguments: each of its fields is the option of the same ``dest``."""
+    return kind(**{field.name: vars(args)[field.name] for field in dataclasses.fields(kind)})
+
+
 def _runs(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {text!r}")
@@ -87,10 +156,14 @@ def make_parser() -> argparse.ArgumentParser:
         "--plot", type=plot_path_argument, metavar="PNG", help="with --profile: draw the layer times to this PNG"
     )
     classify.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
+    classify.set_defaults(kind=Classify)
 
-    commands.add_parser("models", help="list the server's models and their state", parents=common)
+    commands.add_parser("models", help="list the server's models and their state", parents=common).set_defaults(
+        kind=Models
+    )
     health = commands.add_parser("health", help="the health service's status (exit 1 unless SERVING)", parents=common)
     health.add_argument("--service", default="", help="one service (default: the server as a whole)")
+    health.set_defaults(kind=Health)
     return parser
 
 
@@ -118,64 +191,75 @@ def plot_profile_of(response, path: Path, size: tuple[int, int]) -> Path:
     return plot_profile(rows, path, size, title=title, inference_us=total, spread=spread)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None = None) -> tuple[Connection, Command]:
+    """The command line as typed values; a usage error exits 2 with argparse's message."""
     parser = make_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "plot", None) and not args.profile:
-        parser.error("--plot draws the per-layer profile: add --profile")
-    if getattr(args, "profile_runs", 0) and not args.profile:
-        parser.error("--profile-runs says how many runs to profile: add --profile")
-    if (args.tls_cert is None) != (args.tls_key is None):
+    connection: Connection = _typed(Connection, args)
+    command: Command = _typed(args.kind, args)
+    if isinstance(command, Classify):
+        if command.plot and not command.profile:
+            parser.error("--plot draws the per-layer profile: add --profile")
+        if command.profile_runs and not command.profile:
+            parser.error("--profile-runs says how many runs to profile: add --profile")
+    if (connection.tls_cert is None) != (connection.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
+    return connection, command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    connection, command = parse(argv)
     try:  # the files are read now, so that a missing one is a usage error
-        token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
-        pems = {
-            f"tls_{kind}": path.read_bytes() for kind in ("ca", "cert", "key") if (path := getattr(args, f"tls_{kind}"))
-        }
+        options = connection.client_options()
     except OSError as error:
         print(f"graphgen-client: error: {error.filename}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    token = token or os.environ.get(TOKEN_VARIABLE, "").strip() or None
     try:
-        tls = {"tls": args.tls, "tls_server_name": args.tls_server_name, **pems}
-        with Client(args.address, timeout=args.timeout, token=token, **tls) as client:
-            if args.command == "classify":
-                for path in args.images:
-                    problem = not_a_file(path, "an image file")
-                    if problem:
-                        print(f"graphgen-client: error: {problem}", file=sys.stderr)
-                        return EXIT_USAGE
-                response = client.classify(
-                    args.images, model=args.model, top_k=args.top_k, profile=args.profile, version=args.version,
-                    profile_runs=args.profile_runs,
-                )  # fmt: skip
-                if args.json:
-                    print(json.dumps(json_format.MessageToDict(response), indent=2))
-                else:
-                    print(classes_table(response, [str(p) for p in args.images]))
-                    if args.profile:
-                        print()
-                        print(profile_table(response.profile))
-                if args.plot:
-                    print(
-                        f"wrote {plot_profile_of(response, args.plot, args.plot_size)}",
-                        file=sys.stderr if args.json else sys.stdout,
-                    )
-            elif args.command == "models":
-                print(models_table(client.models()))
-            else:
-                status = client.health(args.service)
-                print(status)
-                return 0 if status == "SERVING" else EXIT_SERVER
+        with Client(connection.address, **options) as client:
+            return run(client, command)
     except ClientError as error:
-        if args.command == "health" and error.code.name == "NOT_FOUND" and not error.details:
+        if isinstance(command, Health) and error.code.name == "NOT_FOUND" and not error.details:
             # grpcio's health service answers a service it does not know with no message at all
-            error = ClientError(error.code, f"the server has no health status for service {args.service!r}")
+            error = ClientError(error.code, f"the server has no health status for service {command.service!r}")
         print(f"graphgen-client: error: {error}", file=sys.stderr)
         return EXIT_SERVER
     except PlotError as error:
         print(f"graphgen-client: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def run(client: Client, command: Command) -> int:
+    """Carry out one command; its exit status."""
+    if isinstance(command, Models):
+        print(models_table(client.models()))
+        return 0
+    if isinstance(command, Health):
+        status = client.health(command.service)
+        print(status)
+        return 0 if status == "SERVING" else EXIT_SERVER
+    for path in command.images:
+        problem = not_a_file(path, "an image file")
+        if problem:
+            print(f"graphgen-client: error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    response = client.classify(
+        command.images,
+        model=command.model,
+        top_k=command.top_k,
+        profile=command.profile,
+        version=command.version,
+        profile_runs=command.profile_runs,
+    )
+    if command.json:
+        print(json.dumps(json_format.MessageToDict(response), indent=2))
+    else:
+        print(classes_table(response, [str(p) for p in command.images]))
+        if command.profile:
+            print()
+            print(profile_table(response.profile))
+    if command.plot:
+        written = plot_profile_of(response, command.plot, command.plot_size)
+        print(f"wrote {written}", file=sys.stderr if command.json else sys.stdout)
     return 0
 
 
