@@ -54,15 +54,21 @@ def main() -> int:
         trees = {"now": ROOT}
         if args.before:
             old = folder / "before"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.before],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.before],
+                check=True,
+                capture_output=True,
+            )
             trees["before"] = old
         try:
             times = measure(commands(args.build, folder), trees, args.runs)
         finally:
             if args.before:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees["before"])],
-                               check=False, capture_output=True)  # fmt: skip
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees["before"])],
+                    check=False,
+                    capture_output=True,
+                )
     report(times, trees, args.runs)
     return 0
 

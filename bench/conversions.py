@@ -48,11 +48,35 @@ class Comparison:
 
 COMPARISONS = [
     Comparison("RepVGG-B0: training form / folded", "repvgg training", "repvgg folded", "speed-up", lambda r: True),
-    Comparison("RepVGG-B0: folded / native --deploy", "repvgg folded", "repvgg deploy", "0.97-1.03", lambda r: 0.97 <= r <= 1.03),
-    Comparison("ResNeXt-50: 32 branches / grouped by the pass", "resnext branches", "resnext grouped (pass)", ">= 5", lambda r: r >= 5),
-    Comparison("ResNeXt-50: 32 branches / native grouped", "resnext branches", "resnext grouped (native)", ">= 5", lambda r: r >= 5),
-    Comparison("ResNeXt-50: grouped by the pass / native grouped", "resnext grouped (pass)", "resnext grouped (native)", "about 1", lambda r: True),
-]  # fmt: skip
+    Comparison(
+        "RepVGG-B0: folded / native --deploy",
+        "repvgg folded",
+        "repvgg deploy",
+        "0.97-1.03",
+        lambda r: 0.97 <= r <= 1.03,
+    ),
+    Comparison(
+        "ResNeXt-50: 32 branches / grouped by the pass",
+        "resnext branches",
+        "resnext grouped (pass)",
+        ">= 5",
+        lambda r: r >= 5,
+    ),
+    Comparison(
+        "ResNeXt-50: 32 branches / native grouped",
+        "resnext branches",
+        "resnext grouped (native)",
+        ">= 5",
+        lambda r: r >= 5,
+    ),
+    Comparison(
+        "ResNeXt-50: grouped by the pass / native grouped",
+        "resnext grouped (pass)",
+        "resnext grouped (native)",
+        "about 1",
+        lambda r: True,
+    ),
+]
 
 
 def models(resolution: int) -> dict[str, ir.Model]:
@@ -132,10 +156,16 @@ def main() -> None:
     for c in COMPARISONS:
         ratios = [r[c.slow] / r[c.fast] for r in rounds]
         ratio = statistics.median(ratios)
-        results.append({
-            "comparison": c.label, "ratio": ratio, "min": min(ratios), "max": max(ratios), "goal": c.goal,
-            "met": c.passes(ratio),
-        })  # fmt: skip
+        results.append(
+            {
+                "comparison": c.label,
+                "ratio": ratio,
+                "min": min(ratios),
+                "max": max(ratios),
+                "goal": c.goal,
+                "met": c.passes(ratio),
+            }
+        )
     setup = {
         "resolution": args.resolution,
         "batch": 1,
@@ -145,11 +175,23 @@ def main() -> None:
     }
     nodes = {name: len(model.graph) for name, model in built.items()}
     if args.json:
-        print(json.dumps({"setup": setup, "ms": {k: v * 1e3 for k, v in per_model.items()}, "nodes": nodes,
-                          "checks": checks, "ratios": results}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "setup": setup,
+                    "ms": {k: v * 1e3 for k, v in per_model.items()},
+                    "nodes": nodes,
+                    "checks": checks,
+                    "ratios": results,
+                },
+                indent=2,
+            )
+        )
         return
-    print(f"onnxruntime CPU, batch 1, {args.resolution}x{args.resolution}, {args.threads} thread(s), "
-          f"{args.rounds} rounds x {args.runs} runs")  # fmt: skip
+    print(
+        f"onnxruntime CPU, batch 1, {args.resolution}x{args.resolution}, {args.threads} thread(s), "
+        f"{args.rounds} rounds x {args.runs} runs"
+    )
     for line in checks:
         print(f"check: {line}")
     width = max(len(name) for name in names)

@@ -220,8 +220,15 @@ def run(
     for phase, following in zip(phases, [*phases[1:], None]):
         phase.end = following.start if following else end
         phase.calls = sum(phase.start <= t < phase.end for t in answered)
-    report.phases = [{"phase": p.name, "seconds": round(p.end - p.start, 2), "calls": p.calls,
-                      "calls_per_s": round(p.calls_per_s, 1)} for p in phases]  # fmt: skip
+    report.phases = [
+        {
+            "phase": p.name,
+            "seconds": round(p.end - p.start, 2),
+            "calls": p.calls,
+            "calls_per_s": round(p.calls_per_s, 1),
+        }
+        for p in phases
+    ]
     return report
 
 
@@ -250,18 +257,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as directory:
         model_path = build_tiny(Path(directory))
-        report = run(Path(directory), model_path, clients=args.clients, seconds=args.seconds,
-                     pre_stop_delay=args.pre_stop_delay)  # fmt: skip
-    print(f"{args.clients} clients, {REPLICAS} replicas on 127.0.0.1, pre-stop delay {args.pre_stop_delay:g} s "
-          f"(timings on a shared machine: noisy)")  # fmt: skip
+        report = run(
+            Path(directory), model_path, clients=args.clients, seconds=args.seconds, pre_stop_delay=args.pre_stop_delay
+        )
+    print(
+        f"{args.clients} clients, {REPLICAS} replicas on 127.0.0.1, pre-stop delay {args.pre_stop_delay:g} s "
+        f"(timings on a shared machine: noisy)"
+    )
     print(f"{'phase':<48} {'seconds':>8} {'calls':>7} {'calls/s':>8}")
     for phase in report.phases:
         print(f"{phase['phase']:<48} {phase['seconds']:>8.2f} {phase['calls']:>7} {phase['calls_per_s']:>8.1f}")
-    print(f"calls {report.calls}, failed {report.failed}, wrong {report.wrong} "
-          f"(not bit-equal but within rtol 1e-5: {report.inexact}), retried {report.retried}")  # fmt: skip
+    print(
+        f"calls {report.calls}, failed {report.failed}, wrong {report.wrong} "
+        f"(not bit-equal but within rtol 1e-5: {report.inexact}), retried {report.retried}"
+    )
     for probe in report.probes:
-        print(f"replica {probe['replica']} probed directly: answered {probe['answered_after_not_serving_s']:.2f} s "
-              f"after health said NOT_SERVING; {probe['statuses']}")  # fmt: skip
+        print(
+            f"replica {probe['replica']} probed directly: answered {probe['answered_after_not_serving_s']:.2f} s "
+            f"after health said NOT_SERVING; {probe['statuses']}"
+        )
     for failure in report.failures:
         print("  failure:", failure)
     if args.json:

@@ -119,10 +119,14 @@ def serving_overhead(address: str, paths: dict[str, Path], scale: float) -> list
                 for path, values in latencies.items():
                     row = figures(path, values, batch)
                     rows.append(
-                        {"model": name, "batch": batch, **asdict(row),
-                         "throughput_ratio": row.images_per_s / base.images_per_s,
-                         "added_p50_us": row.p50_us - base.p50_us}
-                    )  # fmt: skip
+                        {
+                            "model": name,
+                            "batch": batch,
+                            **asdict(row),
+                            "throughput_ratio": row.images_per_s / base.images_per_s,
+                            "added_p50_us": row.p50_us - base.p50_us,
+                        }
+                    )
     return rows
 
 

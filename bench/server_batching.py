@@ -46,9 +46,13 @@ def batching_on_off(repository: Path, scale: float) -> list[dict]:
                         run = concurrent_clients(server.address, model, clients, calls, shape)
                         runs[mode] = _merge(runs[mode], run) if mode in runs else run
                 rows.append(
-                    {"model": model, "clients": clients, **runs,
-                     "throughput_on_off": runs["on"]["images_per_s"] / runs["off"]["images_per_s"]}
-                )  # fmt: skip
+                    {
+                        "model": model,
+                        "clients": clients,
+                        **runs,
+                        "throughput_on_off": runs["on"]["images_per_s"] / runs["off"]["images_per_s"],
+                    }
+                )
     return rows
 
 

@@ -84,11 +84,18 @@ def http_vs_grpc(server: LocalServer, scale: float = 1.0) -> list[dict]:
                 for path, values in latencies.items():
                     ordered = sorted(values)
                     throughput = batch * len(ordered) / sum(ordered)
-                    rows.append({
-                        "model": name, "batch": batch, "path": path, "images_per_s": throughput,
-                        "ratio_to_grpc": throughput / base, "p50_us": statistics.median(ordered) * 1e6,
-                        "p99_us": ordered[round(0.99 * (len(ordered) - 1))] * 1e6, "calls": len(ordered),
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "model": name,
+                            "batch": batch,
+                            "path": path,
+                            "images_per_s": throughput,
+                            "ratio_to_grpc": throughput / base,
+                            "p50_us": statistics.median(ordered) * 1e6,
+                            "p99_us": ordered[round(0.99 * (len(ordered) - 1))] * 1e6,
+                            "calls": len(ordered),
+                        }
+                    )
     return rows
 
 

@@ -141,8 +141,18 @@ def print_profiling(rows: list[dict]) -> None:
 def profiling_goals(rows: list[dict]) -> list[tuple[str, str, bool]]:
     goals = []
     for r in rows:
-        goals.append((f"a profiling session's run <= 1.10x a plain one, {r['model']}", f"{r['cost_per_run']:.2f}x",
-                      r["cost_per_run"] <= 1.10))  # fmt: skip
-        goals.append((f"unprofiled p50 while profiled calls run <= 1.10x alone, {r['model']}",
-                      f"{r['during_ratio']:.2f}x", r["during_ratio"] <= 1.10))  # fmt: skip
+        goals.append(
+            (
+                f"a profiling session's run <= 1.10x a plain one, {r['model']}",
+                f"{r['cost_per_run']:.2f}x",
+                r["cost_per_run"] <= 1.10,
+            )
+        )
+        goals.append(
+            (
+                f"unprofiled p50 while profiled calls run <= 1.10x alone, {r['model']}",
+                f"{r['during_ratio']:.2f}x",
+                r["during_ratio"] <= 1.10,
+            )
+        )
     return goals

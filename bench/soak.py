@@ -229,18 +229,20 @@ def soak(
 
 def format_report(report: SoakReport) -> str:
     verdict = "PASS" if report.passed else "FAIL"
-    return "\n".join([
-        f"soak: {report.clients} clients for {report.seconds:.0f} s: {report.calls} calls ({report.calls_per_s:.0f}/s), "
-        f"{report.failed} failed",
-        f"  latency: p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms, max {report.max_ms:.1f} ms",
-        f"  server RSS: {report.rss_after_warmup_mib:.1f} MiB after warm-up -> {report.rss_end_mib:.1f} MiB at the end "
-        f"({100 * report.rss_growth:+.1f}%; goal < {100 * GOAL_RSS_GROWTH:.0f}%)",
-        f"  overload: {BURST_CALLS} calls of {BURST_ROWS} rows or images (queue bound {MAX_QUEUE}): "
-        f"{report.burst_refused} RESOURCE_EXHAUSTED, {report.burst_answered} answered, other {report.burst_other}; "
-        f"slowest {report.burst_max_s:.2f} s (goal < {BURST_LIMIT_S:.0f} s)",
-        f"  server exit status {report.exit_status}; failures: {report.failures or 'none'}",
-        f"  {verdict}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"soak: {report.clients} clients for {report.seconds:.0f} s: {report.calls} calls ({report.calls_per_s:.0f}/s), "
+            f"{report.failed} failed",
+            f"  latency: p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms, max {report.max_ms:.1f} ms",
+            f"  server RSS: {report.rss_after_warmup_mib:.1f} MiB after warm-up -> {report.rss_end_mib:.1f} MiB at the end "
+            f"({100 * report.rss_growth:+.1f}%; goal < {100 * GOAL_RSS_GROWTH:.0f}%)",
+            f"  overload: {BURST_CALLS} calls of {BURST_ROWS} rows or images (queue bound {MAX_QUEUE}): "
+            f"{report.burst_refused} RESOURCE_EXHAUSTED, {report.burst_answered} answered, other {report.burst_other}; "
+            f"slowest {report.burst_max_s:.2f} s (goal < {BURST_LIMIT_S:.0f} s)",
+            f"  server exit status {report.exit_status}; failures: {report.failures or 'none'}",
+            f"  {verdict}",
+        ]
+    )
 
 
 def main() -> int:

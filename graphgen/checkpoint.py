@@ -252,9 +252,17 @@ def _collect(obj: Any) -> StateDict:
 
 def _read_safetensors(path: Path) -> StateDict:
     dtypes = {
-        "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
-        "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?", "BF16": "<u2",
-    }  # fmt: skip
+        "F64": "<f8",
+        "F32": "<f4",
+        "F16": "<f2",
+        "I64": "<i8",
+        "I32": "<i4",
+        "I16": "<i2",
+        "I8": "i1",
+        "U8": "u1",
+        "BOOL": "?",
+        "BF16": "<u2",
+    }
     data = path.read_bytes()
     if len(data) < 8:
         raise CheckpointError("file is too short for a safetensors header")
@@ -330,7 +338,18 @@ def load_checkpoint(path: str | Path) -> StateDict:
             return _collect(_read_legacy_pth(stream))
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, struct.error,
-            ValueError, NotImplementedError, RuntimeError, OverflowError, MemoryError) as error:  # fmt: skip
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        struct.error,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        OverflowError,
+        MemoryError,
+    ) as error:
         # Damaged containers surface as any of these from zipfile/zlib/struct (found by fuzzing).
         raise CheckpointError(f"{path}: unreadable checkpoint: {type(error).__name__}: {error}") from None

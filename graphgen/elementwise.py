@@ -10,8 +10,23 @@ from __future__ import annotations
 
 # Unary, and no per-channel parameter: attributes (alpha, …) and Clip's scalar bounds only.
 ACTIVATIONS = frozenset(
-    {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu",
-     "Softplus", "Softsign", "Mish", "Gelu", "ThresholdedRelu"}
-)  # fmt: skip
+    {
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "Clip",
+        "HardSigmoid",
+        "HardSwish",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Softplus",
+        "Softsign",
+        "Mish",
+        "Gelu",
+        "ThresholdedRelu",
+    }
+)
 # Two (or, for Sum, more) inputs combined element by element, with broadcasting.
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Sum"})

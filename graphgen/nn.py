@@ -134,10 +134,17 @@ class Conv2d(Module):
             pad_h, pad_w = _pair(self.padding)
             pads = [pad_h, pad_w, pad_h, pad_w]
         return emit(
-            op, "Conv", x, self.weight, self.bias,
-            kernel_shape=list(self.kernel), strides=list(self.stride), pads=pads,
-            group=self.groups, dilations=[self.dilation] * 2,
-        )  # fmt: skip
+            op,
+            "Conv",
+            x,
+            self.weight,
+            self.bias,
+            kernel_shape=list(self.kernel),
+            strides=list(self.stride),
+            pads=pads,
+            group=self.groups,
+            dilations=[self.dilation] * 2,
+        )
 
 
 class BatchNorm2d(Module):
@@ -153,9 +160,15 @@ class BatchNorm2d(Module):
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return emit(
-            op, "BatchNormalization", x, self.weight, self.bias, self.running_mean, self.running_var,
+            op,
+            "BatchNormalization",
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
             epsilon=self.eps,
-        )  # fmt: skip
+        )
 
 
 class Linear(Module):
@@ -212,28 +225,42 @@ class MaxPool2d(Module):
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return emit(
-            op, "MaxPool", x, kernel_shape=list(self.kernel), strides=list(self.stride),
-            pads=list(self.padding) * 2, ceil_mode=int(self.ceil_mode),
-        )  # fmt: skip
+            op,
+            "MaxPool",
+            x,
+            kernel_shape=list(self.kernel),
+            strides=list(self.stride),
+            pads=list(self.padding) * 2,
+            ceil_mode=int(self.ceil_mode),
+        )
 
 
 class AvgPool2d(Module):
     """``torch.nn.AvgPool2d``; note torch counts padding by default and ONNX does not."""
 
     def __init__(
-        self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
-        ceil_mode: bool = False, count_include_pad: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        kernel_size: IntPair,
+        stride: IntPair | None = None,
+        padding: IntPair = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__()
         self.kernel, self.stride = _pair(kernel_size), _pair(stride if stride is not None else kernel_size)
         self.padding, self.ceil_mode, self.count_include_pad = _pair(padding), ceil_mode, count_include_pad
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return emit(
-            op, "AveragePool", x, kernel_shape=list(self.kernel), strides=list(self.stride),
-            pads=list(self.padding) * 2, ceil_mode=int(self.ceil_mode),
+            op,
+            "AveragePool",
+            x,
+            kernel_shape=list(self.kernel),
+            strides=list(self.stride),
+            pads=list(self.padding) * 2,
+            ceil_mode=int(self.ceil_mode),
             count_include_pad=int(self.count_include_pad),
-        )  # fmt: skip
+        )
 
 
 class AdaptiveAvgPool2d(Module):

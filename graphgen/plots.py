@@ -205,8 +205,13 @@ def plot_layer_stats(
             top = max(positions, key=lambda i: values[i])
             ax.annotate(
                 f"{bars[top].label}: {_binary(values[top]) if unit == 'bytes' else _si(values[top])}",
-                (top, values[top]), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=8,
-            )  # fmt: skip
+                (top, values[top]),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
             ax.set_ylim(top=values[top] * 6)  # room for the label above the tallest bar
     ticks = axes[-1]
     ticks.set_xticks(list(positions))

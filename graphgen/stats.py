@@ -271,17 +271,33 @@ def format_table(stats: ModelStats) -> str:
     header = ("layer", "op", "output", "params", "MACs", "FLOPs", "activations", "act MiB", "train MiB")
     lines = []
     for row in stats.rows:
-        lines.append((
-            row.name, row.op, "x".join(map(str, row.output_shape)), f"{row.params:,}", _human(row.macs),
-            _human(row.flops), f"{row.activations:,}", f"{row.activation_bytes / MIB:.1f}",
-            f"{row.training_memory_bytes / MIB:.1f}",
-        ))  # fmt: skip
+        lines.append(
+            (
+                row.name,
+                row.op,
+                "x".join(map(str, row.output_shape)),
+                f"{row.params:,}",
+                _human(row.macs),
+                _human(row.flops),
+                f"{row.activations:,}",
+                f"{row.activation_bytes / MIB:.1f}",
+                f"{row.training_memory_bytes / MIB:.1f}",
+            )
+        )
     totals = stats.as_dict()["totals"]
-    lines.append((
-        "TOTAL", "", "", f"{totals['params']:,}", _human(totals["macs"]), _human(totals["flops"]),
-        f"{totals['activations']:,}", f"{totals['activation_bytes'] / MIB:.1f}",
-        f"{totals['training_memory_bytes'] / MIB:.1f}",
-    ))  # fmt: skip
+    lines.append(
+        (
+            "TOTAL",
+            "",
+            "",
+            f"{totals['params']:,}",
+            _human(totals["macs"]),
+            _human(totals["flops"]),
+            f"{totals['activations']:,}",
+            f"{totals['activation_bytes'] / MIB:.1f}",
+            f"{totals['training_memory_bytes'] / MIB:.1f}",
+        )
+    )
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     numeric = set(range(3, len(header)))
 

@@ -11,8 +11,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"graphgen": ROOT / "graphgen", "graphgen_server": ROOT / "server" / "graphgen_server",
-            "graphgen_client": ROOT / "clients" / "graphgen_client"}  # fmt: skip
+PACKAGES = {
+    "graphgen": ROOT / "graphgen",
+    "graphgen_server": ROOT / "server" / "graphgen_server",
+    "graphgen_client": ROOT / "clients" / "graphgen_client",
+}
 
 
 def _modules() -> dict[str, Path]:

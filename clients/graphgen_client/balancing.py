@@ -111,10 +111,13 @@ Response = TypeVar("Response")
 
 
 def call_with_retries(
-    send: Callable[[float], Response], timeout: float, policy: RetryPolicy,
-    sleep: Callable[[float], None] = time.sleep, jitter: Callable[[float], float] = lambda top: random.uniform(0, top),
+    send: Callable[[float], Response],
+    timeout: float,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[float], float] = lambda top: random.uniform(0, top),
     on_retry: Callable[[grpc.RpcError], None] | None = None,
-) -> Response:  # fmt: skip
+) -> Response:
     """``send(time_left)`` until it returns, raises anything but UNAVAILABLE, or attempts or time run out."""
     deadline = time.monotonic() + timeout
     for attempt in range(1, policy.attempts + 1):

@@ -51,15 +51,25 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
         "--tls", action="store_true", default=default(False), help="TLS, trusting the system's CAs (or --tls-ca)"
     )
     security.add_argument("--tls-ca", type=Path, metavar="PEM", default=default(None), help="TLS, trusting this CA")
-    security.add_argument("--tls-cert", type=Path, metavar="PEM", default=default(None),
-                          help="mutual TLS: this client certificate")  # fmt: skip
+    security.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", default=default(None), help="mutual TLS: this client certificate"
+    )
     security.add_argument(
         "--tls-key", type=Path, metavar="PEM", default=default(None), help="mutual TLS: its private key"
     )
-    security.add_argument("--tls-server-name", metavar="NAME", default=default(None),
-                          help="TLS: the name the server's certificate carries, if not the address's host")  # fmt: skip
-    security.add_argument("--token-file", type=Path, metavar="FILE", default=default(None),
-                          help=f"send the bearer token in FILE (default: ${TOKEN_VARIABLE} if set)")  # fmt: skip
+    security.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        default=default(None),
+        help="TLS: the name the server's certificate carries, if not the address's host",
+    )
+    security.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        default=default(None),
+        help=f"send the bearer token in FILE (default: ${TOKEN_VARIABLE} if set)",
+    )
     return parser
 
 
@@ -149,8 +159,13 @@ def make_parser() -> argparse.ArgumentParser:
     classify.add_argument("--version", default="", help="model version (default: the newest ready one)")
     classify.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     classify.add_argument("--profile", action="store_true", help="also print the time of every layer")
-    classify.add_argument("--profile-runs", type=_runs, default=0, metavar="N",
-                          help="with --profile: measured runs (default: the server's, 10)")  # fmt: skip
+    classify.add_argument(
+        "--profile-runs",
+        type=_runs,
+        default=0,
+        metavar="N",
+        help="with --profile: measured runs (default: the server's, 10)",
+    )
     classify.add_argument("--json", action="store_true", help="print the response as JSON")
     classify.add_argument(
         "--plot", type=plot_path_argument, metavar="PNG", help="with --profile: draw the layer times to this PNG"

@@ -29,8 +29,16 @@ ImageSource = str | Path | bytes
 PemSource = str | Path | bytes
 TOKEN_VARIABLE = "GRAPHGEN_TOKEN"
 # KServe v2 datatypes of the tensors graphgen's models take and give.
-DATATYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
-             "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}  # fmt: skip
+DATATYPES = {
+    "FP32": np.float32,
+    "FP16": np.float16,
+    "FP64": np.float64,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 class ClientError(Exception):
@@ -58,11 +66,19 @@ def _decode(tensor, raw: bytes) -> np.ndarray:
 
 class Client:
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, timeout: float = 60.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
-        tls: bool = False, tls_ca: PemSource | None = None, tls_cert: PemSource | None = None,
-        tls_key: PemSource | None = None, tls_server_name: str | None = None, token: str | None = None,
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = 60.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        tls: bool = False,
+        tls_ca: PemSource | None = None,
+        tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
         retry: RetryPolicy | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """``address``: ``host:port`` (one server), or a replica set: ``ip:port,ip:port,...`` or
         ``dns:///name:port`` (round robin over those whose health says SERVING). ``timeout``: seconds per call, retries included.
         ``tls`` (implied by any tls_* argument): TLS, trusting ``tls_ca`` (default: the system's CAs);
@@ -106,9 +122,11 @@ class Client:
         policy = self.retry if idempotent else RetryPolicy(attempts=1)
         try:
             return call_with_retries(
-                lambda time_left: method(request, timeout=time_left, metadata=self._metadata), self.timeout, policy,
+                lambda time_left: method(request, timeout=time_left, metadata=self._metadata),
+                self.timeout,
+                policy,
                 on_retry=self._count_retry,
-            )  # fmt: skip
+            )
         except grpc.RpcError as error:
             raise ClientError(error.code(), error.details() or "") from None
 
@@ -116,21 +134,37 @@ class Client:
         self.retried += 1
 
     def classify(
-        self, images: ImageSource | Sequence[ImageSource], *, model: str, top_k: int = 5, profile: bool = False,
-        version: str = "", profile_runs: int = 0,
-    ) -> pb.ClassifyResponse:  # fmt: skip
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        *,
+        model: str,
+        top_k: int = 5,
+        profile: bool = False,
+        version: str = "",
+        profile_runs: int = 0,
+    ) -> pb.ClassifyResponse:
         """Classify encoded images (file paths or bytes: JPEG, PNG, ... of any size) in one request."""
         batch = [images] if isinstance(images, str | Path | bytes) else list(images)
         request = pb.ClassifyRequest(
-            model=model, version=version, images=[_read(i) for i in batch], top_k=top_k, profile=profile,
+            model=model,
+            version=version,
+            images=[_read(i) for i in batch],
+            top_k=top_k,
+            profile=profile,
             profile_runs=profile_runs,
-        )  # fmt: skip
+        )
         return self._call(self._classifier.Classify, request, idempotent=True)
 
     def classify_tensor(
-        self, array: np.ndarray, *, model: str, top_k: int = 5, profile: bool = False, version: str = "",
+        self,
+        array: np.ndarray,
+        *,
+        model: str,
+        top_k: int = 5,
+        profile: bool = False,
+        version: str = "",
         profile_runs: int = 0,
-    ) -> pb.ClassifyResponse:  # fmt: skip
+    ) -> pb.ClassifyResponse:
         """Classify an already preprocessed float32 NCHW batch."""
         array = np.ascontiguousarray(array, dtype="<f4")
         tensor = pb.Tensor(shape=array.shape, data=array.tobytes())

@@ -26,9 +26,14 @@ SIDE_PORTS = {
 
 class LocalServer:
     def __init__(
-        self, repository: Path, args: Sequence[str] = (), *, on_log: Callable[[str], None] | None = None,
-        start_timeout: float = 120.0, stop_timeout: float = 60.0,
-    ) -> None:  # fmt: skip
+        self,
+        repository: Path,
+        args: Sequence[str] = (),
+        *,
+        on_log: Callable[[str], None] | None = None,
+        start_timeout: float = 120.0,
+        stop_timeout: float = 60.0,
+    ) -> None:
         self.repository, self.args = Path(repository), list(args)
         self.on_log = on_log
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout

@@ -122,11 +122,16 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
     from graphgen.build import BuildOptions
 
     return BuildOptions(
-        num_classes=args.num_classes, resolution=args.resolution,
+        num_classes=args.num_classes,
+        resolution=args.resolution,
         batch=args.batch if args.command == "build" else None,  # stats, profile: --batch sizes the figures
-        keep_bn=args.keep_bn, seed=args.seed, weights=args.weights, variant=architecture_options(args),
-        functions=args.functions, opset=args.opset,
-    )  # fmt: skip
+        keep_bn=args.keep_bn,
+        seed=args.seed,
+        weights=args.weights,
+        variant=architecture_options(args),
+        functions=args.functions,
+        opset=args.opset,
+    )
 
 
 def model_file(source: str, args: argparse.Namespace, directory: Path) -> Path:

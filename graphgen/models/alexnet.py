@@ -80,10 +80,14 @@ class AlexNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
-            nn.Dropout(), nn.Linear(channels * 36, 4096), nn.ReLU(),
-            nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(channels * 36, 4096),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
             nn.Linear(4096, num_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.classifier(op, self.flatten(op, self.avgpool(op, self.features(op, x))))
@@ -91,24 +95,40 @@ class AlexNet(nn.Module):
 
 ARCHITECTURES = [
     Architecture(
-        "alexnet", "alexnet", lambda n: Network(AlexNet(TORCHVISION, n)), 224, imagenet_eval(224),
-        head="classifier.6", reference="torchvision.models.alexnet",
+        "alexnet",
+        "alexnet",
+        lambda n: Network(AlexNet(TORCHVISION, n)),
+        224,
+        imagenet_eval(224),
+        head="classifier.6",
+        reference="torchvision.models.alexnet",
         paper="Krizhevsky, Sutskever, Hinton 2012; Krizhevsky 2014 (one weird trick)",
-        reference_params=61_100_840, reference_gmacs=0.714,
+        reference_params=61_100_840,
+        reference_gmacs=0.714,
         description="AlexNet, torchvision's single-GPU form",
     ),
     Architecture(
-        "alexnet_2012", "alexnet", lambda n: Network(AlexNet(PAPER_2012, n)), 224, imagenet_eval(224),
-        head="classifier.6", reference="the 2012 paper (two-GPU groups, LRN)",
+        "alexnet_2012",
+        "alexnet",
+        lambda n: Network(AlexNet(PAPER_2012, n)),
+        224,
+        imagenet_eval(224),
+        head="classifier.6",
+        reference="the 2012 paper (two-GPU groups, LRN)",
         paper="Krizhevsky, Sutskever, Hinton 2012, ImageNet Classification with Deep CNNs",
         reference_params=60_965_224,
         description="AlexNet as published: grouped convolutions and LRN",
     ),
     Architecture(
-        "zfnet", "alexnet", lambda n: Network(AlexNet(ZFNET, n, ceil_mode=True)), 224, imagenet_eval(224),
-        head="classifier.6", reference="Zeiler & Fergus 2013, Fig. 3",
+        "zfnet",
+        "alexnet",
+        lambda n: Network(AlexNet(ZFNET, n, ceil_mode=True)),
+        224,
+        imagenet_eval(224),
+        head="classifier.6",
+        reference="Zeiler & Fergus 2013, Fig. 3",
         paper="Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks",
         reference_params=62_357_608,
         description="ZFNet: AlexNet with a 7x7/2 stem and dense 384-384-256 convolutions",
     ),
-]  # fmt: skip
+]

@@ -264,13 +264,18 @@ def _released(variant: str) -> Architecture:
         return Network(EfficientNet(config, num_classes), metadata={SCALING: scaling})
 
     return Architecture(
-        f"efficientnet_{variant}", "efficientnet", make, row.resolution,
+        f"efficientnet_{variant}",
+        "efficientnet",
+        make,
+        row.resolution,
         Preprocess(row.resize, row.resolution, interpolation="bicubic"),
-        head="classifier.1", reference=f"torchvision.models.efficientnet_{variant}",
+        head="classifier.1",
+        reference=f"torchvision.models.efficientnet_{variant}",
         paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
-        reference_params=row.params, reference_gmacs=row.gmacs,
+        reference_params=row.params,
+        reference_gmacs=row.gmacs,
         description=f"EfficientNet-{variant.upper()} (torchvision): {_scaling_note(row.width, row.depth, row.paper_resolution)}",
-    )  # fmt: skip
+    )
 
 
 PHI = Option("phi", float, "EfficientNet: compound-scaling coefficient (any real >= 0; 0 is B0)", default=0.0)
@@ -298,19 +303,27 @@ V2_EVAL = {
 def _v2(size: str) -> Architecture:
     resolution, resize, interpolation, mean, std, params, gmacs = V2_EVAL[size]
     return Architecture(
-        f"efficientnet_v2_{size}", "efficientnet_v2", lambda n: Network(EfficientNet(V2[size], n)), resolution,
+        f"efficientnet_v2_{size}",
+        "efficientnet_v2",
+        lambda n: Network(EfficientNet(V2[size], n)),
+        resolution,
         Preprocess(resize, resolution, mean, std, interpolation),
-        head="classifier.1", reference=f"torchvision.models.efficientnet_v2_{size}",
+        head="classifier.1",
+        reference=f"torchvision.models.efficientnet_v2_{size}",
         paper="Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training",
-        reference_params=params, reference_gmacs=gmacs,
+        reference_params=params,
+        reference_gmacs=gmacs,
         description=f"EfficientNetV2-{size.upper()} (torchvision): Fused-MBConv early stages without SE, head 1280",
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [
     *(_released(variant) for variant in RELEASED),
     Architecture(
-        "efficientnet", "efficientnet", _make_compound, BASE_RESOLUTION,
+        "efficientnet",
+        "efficientnet",
+        _make_compound,
+        BASE_RESOLUTION,
         Preprocess(256, 224, interpolation="bicubic"),
         head="classifier.1",
         reference="compound scaling of torchvision's efficientnet_b0 by pure powers (Tan & Le 2019, eq. 3)",
@@ -319,4 +332,4 @@ ARCHITECTURES = [
         options=(PHI,),
     ),
     *(_v2(size) for size in V2),
-]  # fmt: skip
+]

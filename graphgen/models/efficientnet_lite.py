@@ -97,14 +97,17 @@ class EfficientNetLite(nn.Module):
 def _lite(index: int) -> Architecture:
     width, depth, resolution = RELEASED[f"b{index}"].width, RELEASED[f"b{index}"].depth, RESOLUTIONS[index]
     return Architecture(
-        f"efficientnet_lite{index}", "efficientnet_lite",
-        lambda n: Network(EfficientNetLite(width, depth, n)), resolution,
+        f"efficientnet_lite{index}",
+        "efficientnet_lite",
+        lambda n: Network(EfficientNetLite(width, depth, n)),
+        resolution,
         Preprocess(resolution + 32, resolution, TF_MEAN, TF_STD, "bicubic"),
-        head="_fc", reference=f"efficientnet_pytorch 'efficientnet-lite{index}' (TensorFlow efficientnet/lite port)",
+        head="_fc",
+        reference=f"efficientnet_pytorch 'efficientnet-lite{index}' (TensorFlow efficientnet/lite port)",
         paper="Tan & Le 2019, EfficientNet; Liu 2020, EfficientNet-Lite (TensorFlow blog)",
         reference_params=WEIGHT_FILE_PARAMS[index] if index < len(WEIGHT_FILE_PARAMS) else None,
         description=f"EfficientNet-Lite{index}: B0 without SE, ReLU6, fixed stem/head",
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [_lite(index) for index in range(len(RESOLUTIONS))]

@@ -54,9 +54,14 @@ class BasicConv2d(nn.Module):
     """Conv (no bias) → BatchNorm → ReLU, torchvision's ``BasicConv2d`` and timm's ``ConvNormAct``."""
 
     def __init__(
-        self, cin: int, cout: int, kernel: nn.IntPair, stride: int = 1, padding: nn.IntPair = 0,
+        self,
+        cin: int,
+        cout: int,
+        kernel: nn.IntPair,
+        stride: int = 1,
+        padding: nn.IntPair = 0,
         eps: float = INCEPTION_EPS,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps)
@@ -177,13 +182,19 @@ def _googlenet(num_classes: int, aux: bool) -> Network:  # torchvision's order: 
 
 ARCHITECTURES = [
     Architecture(
-        "googlenet", "inception", _googlenet, 224,
-        Preprocess(256, 224, HALF, HALF), head="fc", aux_heads=("aux1.fc2", "aux2.fc2"),
+        "googlenet",
+        "inception",
+        _googlenet,
+        224,
+        Preprocess(256, 224, HALF, HALF),
+        head="fc",
+        aux_heads=("aux1.fc2", "aux2.fc2"),
         reference="torchvision.models.googlenet",
         paper="Szegedy et al. 2014, Going Deeper with Convolutions",
-        reference_params=6_624_904, reference_gmacs=1.498,
+        reference_params=6_624_904,
+        reference_gmacs=1.498,
         description="GoogLeNet / Inception v1 (torchvision: BN eps 1e-3, 3x3 '5x5' branch, ceil-mode pools)",
         options=(AUX,),
         reference_kwargs={"aux_logits": False, "init_weights": False, "transform_input": False},
     )
-]  # fmt: skip
+]

@@ -21,9 +21,15 @@ from graphgen.onnxscript_api import OpBuilder
 
 def _branch_pool(op: OpBuilder, x: ir.Value) -> ir.Value:
     return nn.emit(
-        op, "AveragePool", x, suffix="branch_pool_avg", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+        op,
+        "AveragePool",
+        x,
+        suffix="branch_pool_avg",
+        kernel_shape=[3, 3],
+        strides=[1, 1],
+        pads=[1, 1, 1, 1],
         count_include_pad=1,
-    )  # fmt: skip
+    )
 
 
 def _max_pool(op: OpBuilder, x: ir.Value) -> ir.Value:
@@ -219,13 +225,19 @@ def _inception_v3(num_classes: int, aux: bool) -> Network:
 
 ARCHITECTURES = [
     Architecture(
-        "inception_v3", "inception", _inception_v3, 299,
-        Preprocess(342, 299, HALF, HALF), head="fc", aux_heads=("AuxLogits.fc",),
+        "inception_v3",
+        "inception",
+        _inception_v3,
+        299,
+        Preprocess(342, 299, HALF, HALF),
+        head="fc",
+        aux_heads=("AuxLogits.fc",),
         reference="torchvision.models.inception_v3",
         paper="Szegedy, Vanhoucke, Ioffe, Shlens, Wojna 2015, Rethinking the Inception Architecture",
-        reference_params=23_834_568, reference_gmacs=5.713,
+        reference_params=23_834_568,
+        reference_gmacs=5.713,
         description="Inception v3 (torchvision; 299x299, BN eps 1e-3, branch avg-pools count padding)",
         options=(AUX,),
         reference_kwargs={"aux_logits": False, "init_weights": False, "transform_input": False},
     )
-]  # fmt: skip
+]

@@ -129,20 +129,39 @@ class InceptionResnetV2(nn.Module):
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         for name in (
-            "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "maxpool_5a",
-            "mixed_5b", "repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2", "block8", "conv2d_7b",
-        ):  # fmt: skip
+            "conv2d_1a",
+            "conv2d_2a",
+            "conv2d_2b",
+            "maxpool_3a",
+            "conv2d_3b",
+            "conv2d_4a",
+            "maxpool_5a",
+            "mixed_5b",
+            "repeat",
+            "mixed_6a",
+            "repeat_1",
+            "mixed_7a",
+            "repeat_2",
+            "block8",
+            "conv2d_7b",
+        ):
             x = getattr(self, name)(op, x)
         return self.classif(op, self.flatten(op, self.global_pool(op, x)))
 
 
 ARCHITECTURES = [
     Architecture(
-        "inception_resnet_v2", "inception", lambda n: Network(InceptionResnetV2(n)), 299, timm_eval(299, 0.8975, HALF, HALF),
-        head="classif", reference="timm.inception_resnet_v2",
+        "inception_resnet_v2",
+        "inception",
+        lambda n: Network(InceptionResnetV2(n)),
+        299,
+        timm_eval(299, 0.8975, HALF, HALF),
+        head="classif",
+        reference="timm.inception_resnet_v2",
         paper="Szegedy, Ioffe, Vanhoucke, Alemi 2016, Inception-v4, Inception-ResNet and the Impact of Residual "
         "Connections on Learning",
-        reference_params=55_843_464, reference_gmacs=13.18,
+        reference_params=55_843_464,
+        reference_gmacs=13.18,
         description="Inception-ResNet-v2 (timm TF port; residual scales 0.17/0.10/0.20, last Block8 without ReLU)",
     )
-]  # fmt: skip
+]

@@ -51,9 +51,11 @@ class Mixed4a(Concat):
         super().__init__()
         self.branch0 = nn.Sequential(conv(160, 64, 1), conv(64, 96, 3))
         self.branch1 = nn.Sequential(
-            conv(160, 64, 1), conv(64, 64, (1, 7), padding=(0, 3)), conv(64, 64, (7, 1), padding=(3, 0)),
+            conv(160, 64, 1),
+            conv(64, 64, (1, 7), padding=(0, 3)),
+            conv(64, 64, (7, 1), padding=(3, 0)),
             conv(64, 96, 3),
-        )  # fmt: skip
+        )
 
 
 class Mixed5a(nn.Module):
@@ -90,9 +92,12 @@ class InceptionB(Concat):
         self.branch0 = conv(1024, 384, 1)
         self.branch1 = nn.Sequential(conv(1024, 192, 1), row(192, 224), col(224, 256))
         self.branch2 = nn.Sequential(
-            conv(1024, 192, 1), col(192, 192), row(192, 224), col(224, 224),
+            conv(1024, 192, 1),
+            col(192, 192),
+            row(192, 224),
+            col(224, 224),
             row(224, 256),
-        )  # fmt: skip
+        )
         self.branch3 = nn.Sequential(avg_pool(), conv(1024, 128, 1))
 
 
@@ -101,9 +106,11 @@ class ReductionB(Concat):
         super().__init__()
         self.branch0 = nn.Sequential(conv(1024, 192, 1), conv(192, 192, 3, 2))
         self.branch1 = nn.Sequential(
-            conv(1024, 256, 1), conv(256, 256, (1, 7), padding=(0, 3)), conv(256, 320, (7, 1), padding=(3, 0)),
+            conv(1024, 256, 1),
+            conv(256, 256, (1, 7), padding=(0, 3)),
+            conv(256, 320, (7, 1), padding=(3, 0)),
             conv(320, 320, 3, 2),
-        )  # fmt: skip
+        )
         self.branch2 = max_pool()
 
 
@@ -158,11 +165,17 @@ class InceptionV4(nn.Module):
 
 ARCHITECTURES = [
     Architecture(
-        "inception_v4", "inception", lambda n: Network(InceptionV4(n)), 299, timm_eval(299, 0.875, HALF, HALF),
-        head="last_linear", reference="timm.inception_v4",
+        "inception_v4",
+        "inception",
+        lambda n: Network(InceptionV4(n)),
+        299,
+        timm_eval(299, 0.875, HALF, HALF),
+        head="last_linear",
+        reference="timm.inception_v4",
         paper="Szegedy, Ioffe, Vanhoucke, Alemi 2016, Inception-v4, Inception-ResNet and the Impact of Residual "
         "Connections on Learning",
-        reference_params=42_679_816, reference_gmacs=12.28,
+        reference_params=42_679_816,
+        reference_gmacs=12.28,
         description="Inception-v4 (timm TF port; BN eps 1e-3, avg-pools exclude padding, mean/std 0.5)",
     )
-]  # fmt: skip
+]

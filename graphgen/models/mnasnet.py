@@ -89,10 +89,12 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = cin * expand
         self.layers = nn.Sequential(
-            *conv_bn(cin, hidden), nn.ReLU(),
-            *conv_bn(hidden, hidden, kernel, stride, groups=hidden), nn.ReLU(),
+            *conv_bn(cin, hidden),
+            nn.ReLU(),
+            *conv_bn(hidden, hidden, kernel, stride, groups=hidden),
+            nn.ReLU(),
             *conv_bn(hidden, cout),  # linear projection: no activation
-        )  # fmt: skip
+        )
         self.residual = stride == 1 and cin == cout
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
@@ -101,8 +103,10 @@ class InvertedResidual(nn.Module):
 
 
 def stack(cin: int, cout: int, row: Stack) -> nn.Sequential:
-    blocks = [InvertedResidual(cin if i == 0 else cout, cout, row.expand, row.kernel, row.stride if i == 0 else 1)
-              for i in range(row.repeats)]  # fmt: skip
+    blocks = [
+        InvertedResidual(cin if i == 0 else cout, cout, row.expand, row.kernel, row.stride if i == 0 else 1)
+        for i in range(row.repeats)
+    ]
     return nn.Sequential(*blocks)
 
 
@@ -111,10 +115,12 @@ class MNASNet(nn.Module):
         super().__init__()
         stem, separable = scaled(STEM, alpha), scaled(SEPARABLE, alpha)
         layers: list[nn.Module] = [
-            *conv_bn(3, stem, 3, 2), nn.ReLU(),
-            *conv_bn(stem, stem, 3, groups=stem), nn.ReLU(),  # depthwise-separable, no residual
+            *conv_bn(3, stem, 3, 2),
+            nn.ReLU(),
+            *conv_bn(stem, stem, 3, groups=stem),  # depthwise-separable, no residual
+            nn.ReLU(),
             *conv_bn(stem, separable),
-        ]  # fmt: skip
+        ]
         cin = separable
         for row in STACKS:
             layers.append(stack(cin, scaled(row.out, alpha), row))
@@ -152,12 +158,18 @@ def _make(alpha: float) -> Callable[[int], Network]:
 
 ARCHITECTURES = [
     Architecture(
-        name, "mnasnet", _make(row.alpha), 224, imagenet_eval(224, row.resize),
-        head="classifier.1", reference=f"torchvision.models.{name}",
+        name,
+        "mnasnet",
+        _make(row.alpha),
+        224,
+        imagenet_eval(224, row.resize),
+        head="classifier.1",
+        reference=f"torchvision.models.{name}",
         paper="Tan et al. 2019, MnasNet: Platform-Aware Neural Architecture Search for Mobile",
-        reference_params=row.params, reference_gmacs=row.gmacs,
+        reference_params=row.params,
+        reference_gmacs=row.gmacs,
         description=f"MnasNet-B1 (torchvision), depth multiplier {row.alpha:g}: inverted residuals, no SE; "
         f"ImageNet top-1 {row.top1:.1f}% with torchvision's weights",
     )
     for name, row in VARIANTS.items()
-]  # fmt: skip
+]

@@ -155,20 +155,31 @@ class MobileNetV2(nn.Module):
 
 ARCHITECTURES = [
     Architecture(
-        "mobilenetv1_100", "mobilenet", lambda n, width: Network(MobileNetV1(n, width)), 224,
+        "mobilenetv1_100",
+        "mobilenet",
+        lambda n, width: Network(MobileNetV1(n, width)),
+        224,
         timm_eval(224, 0.875, TIMM_HALF, TIMM_HALF),
-        head="classifier", reference="timm.mobilenetv1_100",
+        head="classifier",
+        reference="timm.mobilenetv1_100",
         paper="Howard et al. 2017, MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications",
-        reference_params=4_231_976, reference_gmacs=0.569,
+        reference_params=4_231_976,
+        reference_gmacs=0.569,
         description="MobileNetV1 (timm): 13 depthwise-separable blocks, BN+ReLU6; --width scales channels",
         options=(WIDTH,),
     ),
     Architecture(
-        "mobilenet_v2", "mobilenet", lambda n, width: Network(MobileNetV2(n, width)), 224, imagenet_eval(224),
-        head="classifier.1", reference="torchvision.models.mobilenet_v2",
+        "mobilenet_v2",
+        "mobilenet",
+        lambda n, width: Network(MobileNetV2(n, width)),
+        224,
+        imagenet_eval(224),
+        head="classifier.1",
+        reference="torchvision.models.mobilenet_v2",
         paper="Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks",
-        reference_params=3_504_872, reference_gmacs=0.301,
+        reference_params=3_504_872,
+        reference_gmacs=0.301,
         description="MobileNetV2 (torchvision): inverted residuals, linear bottlenecks; --width scales channels",
         options=(WIDTH,),
     ),
-]  # fmt: skip
+]

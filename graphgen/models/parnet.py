@@ -170,14 +170,16 @@ class ParNet(nn.Module):
         super().__init__()
         form = BlockForm(activation, deploy)
         p0, p1, p2 = size.planes
-        self.inits = nn.ModuleList([
-            nn.Sequential(ParNetBlock(3, min(64, p0), 2, form), ParNetBlock(min(64, p0), p0, 2, form)),
-            ParNetBlock(p0, p1, 2, form),
-            ParNetBlock(p1, p2, 2, form),
-        ])  # fmt: skip
-        self.streams = nn.ModuleList([
-            nn.Sequential(*(ParNetBlock(p, p, 1, form) for _ in range(n))) for p, n in zip(size.planes, STREAM_BLOCKS)
-        ])  # fmt: skip
+        self.inits = nn.ModuleList(
+            [
+                nn.Sequential(ParNetBlock(3, min(64, p0), 2, form), ParNetBlock(min(64, p0), p0, 2, form)),
+                ParNetBlock(p0, p1, 2, form),
+                ParNetBlock(p1, p2, 2, form),
+            ]
+        )
+        self.streams = nn.ModuleList(
+            [nn.Sequential(*(ParNetBlock(p, p, 1, form) for _ in range(n))) for p, n in zip(size.planes, STREAM_BLOCKS)]
+        )
         self.downsamples_2 = nn.ModuleList([ParNetBlock(p0, p1, 2, form), nn.Sequential(*fusion(p1, p2, 2, form))])
         self.combine = nn.Sequential(*fusion(p2, p2, 1, form), ParNetBlock(p2, size.last, 2, form))
         self.head = nn.ClassifierHead(size.last, num_classes)
@@ -198,8 +200,11 @@ class ParNet(nn.Module):
 def _parnet(name: str) -> Architecture:
     size = SIZES[name]
     return Architecture(
-        f"parnet_{name}", "parnet",
-        lambda n, activation, deploy: Network(ParNet(size, n, activation, deploy)), 224, imagenet_eval(224),
+        f"parnet_{name}",
+        "parnet",
+        lambda n, activation, deploy: Network(ParNet(size, n, activation, deploy)),
+        224,
+        imagenet_eval(224),
         head="head.fc",
         reference="official NonDeepNetworks simplenet_repvgg (imagenet/timm/models/simplenet_impl); no torch package",
         paper="Goyal, Bochkovskiy, Deng, Koltun 2021, Non-deep Networks (arXiv 2110.07641)",
@@ -209,7 +214,7 @@ def _parnet(name: str) -> Architecture:
             f"paper); --deploy fused ({size.fused_params / 1e6:.2f}M, {size.fused_gmacs} GMACs)"
         ),
         options=(ACTIVATION, DEPLOY),
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [_parnet(name) for name in SIZES]

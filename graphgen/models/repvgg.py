@@ -112,13 +112,19 @@ def _repvgg(name: str) -> Architecture:
         f", {variant.deploy_gmacs} GMACs" if variant.deploy_gmacs else ""
     )
     return Architecture(
-        f"repvgg_{name}", "repvgg", lambda n, deploy: Network(RepVGG(variant, n, deploy)), 224, imagenet_eval(224),
-        head="head.fc", reference=reference,
+        f"repvgg_{name}",
+        "repvgg",
+        lambda n, deploy: Network(RepVGG(variant, n, deploy)),
+        224,
+        imagenet_eval(224),
+        head="head.fc",
+        reference=reference,
         paper="Ding et al. 2021, RepVGG: Making VGG-style ConvNets Great Again",
-        reference_params=variant.train_params, reference_gmacs=variant.train_gmacs,
+        reference_params=variant.train_params,
+        reference_gmacs=variant.train_gmacs,
         description=f"RepVGG-{title} training form (3x3, 1x1, identity branches); --deploy: one 3x3 conv ({deploy})",
         options=(DEPLOY,),
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [_repvgg(name) for name in VARIANTS]

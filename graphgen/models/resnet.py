@@ -184,9 +184,12 @@ def _stem(config: ResNetConfig) -> tuple[nn.Module, int]:
         return nn.Conv2d(3, 64, 7, 2, 3, bias=False), 64
     width = config.stem_width
     deep = nn.Sequential(
-        *conv_bn(3, width, 3, 2), nn.ReLU(), *conv_bn(width, width, 3), nn.ReLU(),
+        *conv_bn(3, width, 3, 2),
+        nn.ReLU(),
+        *conv_bn(width, width, 3),
+        nn.ReLU(),
         nn.Conv2d(width, 2 * width, 3, 1, 1, bias=False),
-    )  # fmt: skip
+    )
     return deep, 2 * width
 
 
@@ -255,10 +258,19 @@ FORM = Option(
 
 
 def resnet_architecture(
-    name: str, config: ResNetConfig, *, reference: str, params: int, gmacs: float | None,
-    description: str, family: str = "resnet", paper: str = HE_2015, resolution: int = 224,
-    preprocess: Preprocess | None = None, form: bool = False,
-) -> Architecture:  # fmt: skip
+    name: str,
+    config: ResNetConfig,
+    *,
+    reference: str,
+    params: int,
+    gmacs: float | None,
+    description: str,
+    family: str = "resnet",
+    paper: str = HE_2015,
+    resolution: int = 224,
+    preprocess: Preprocess | None = None,
+    form: bool = False,
+) -> Architecture:
     """An :class:`Architecture` whose module is ``ResNet(config)``; ``form``: it offers ``--form`` (ResNeXt)."""
 
     def network(config: ResNetConfig, num_classes: int) -> Network:
@@ -272,10 +284,19 @@ def resnet_architecture(
         return network(replace(config, form=form), num_classes)
 
     return Architecture(
-        name, family, make_in_form if form else make, resolution, preprocess or imagenet_eval(resolution), head="fc",
-        reference=reference, paper=paper, reference_params=params, reference_gmacs=gmacs,
-        description=description, options=(FORM,) if form else (),
-    )  # fmt: skip
+        name,
+        family,
+        make_in_form if form else make,
+        resolution,
+        preprocess or imagenet_eval(resolution),
+        head="fc",
+        reference=reference,
+        paper=paper,
+        reference_params=params,
+        reference_gmacs=gmacs,
+        description=description,
+        options=(FORM,) if form else (),
+    )
 
 
 def _depth(depth: int, base: ResNetConfig = B) -> ResNetConfig:
@@ -302,27 +323,45 @@ TIMM_TWEAKS = {
 def _registrations() -> list[Architecture]:
     archs = []
     for depth, (_, _, params, gmacs) in DEPTHS.items():
-        archs.append(resnet_architecture(
-            f"resnet{depth}", _depth(depth), reference=f"torchvision.models.resnet{depth}", params=params,
-            gmacs=gmacs, description=f"ResNet-{depth} (torchvision: ResNet-B, stride on the 3x3)",
-        ))  # fmt: skip
+        archs.append(
+            resnet_architecture(
+                f"resnet{depth}",
+                _depth(depth),
+                reference=f"torchvision.models.resnet{depth}",
+                params=params,
+                gmacs=gmacs,
+                description=f"ResNet-{depth} (torchvision: ResNet-B, stride on the 3x3)",
+            )
+        )
         if DEPTHS[depth][0] == "bottleneck":
             # The paper's own figures (3.8/7.6/11.3 G multiply-adds) are rounded too far to check to 1%.
-            archs.append(resnet_architecture(
-                f"resnet{depth}_v1", replace(_depth(depth), stride_on="1x1", stem_pool="caffe"),
-                reference=f"KaimingHe/deep-residual-networks ResNet-{depth}-deploy.prototxt (= torchvision "
-                f"resnet{depth} with the stride on the first 1x1 and Caffe's unpadded ceil-mode pool1)",
-                params=params, gmacs=None,
-                description=f"ResNet-{depth} as He et al. released it in Caffe: stride 2 on the first 1x1 "
-                "of each downsampling bottleneck, unpadded ceil-mode pool1 (torchvision keys)",
-            ))  # fmt: skip
+            archs.append(
+                resnet_architecture(
+                    f"resnet{depth}_v1",
+                    replace(_depth(depth), stride_on="1x1", stem_pool="caffe"),
+                    reference=f"KaimingHe/deep-residual-networks ResNet-{depth}-deploy.prototxt (= torchvision "
+                    f"resnet{depth} with the stride on the first 1x1 and Caffe's unpadded ceil-mode pool1)",
+                    params=params,
+                    gmacs=None,
+                    description=f"ResNet-{depth} as He et al. released it in Caffe: stride 2 on the first 1x1 "
+                    "of each downsampling bottleneck, unpadded ceil-mode pool1 (torchvision keys)",
+                )
+            )
     for name, (base, depth, params, gmacs, resolution, crop_pct) in TIMM_TWEAKS.items():
         tweak = "three-3x3 stem" + (", 2x2 avg-pool before a stride-1 projection" if base is D else "")
-        archs.append(resnet_architecture(
-            name, _depth(depth, base), reference=f"timm.{name}", params=params, gmacs=gmacs,
-            description=f"ResNet-{depth}-{name[-1].upper()} ({tweak})", paper=BAG_OF_TRICKS,
-            resolution=resolution, preprocess=timm_eval(resolution, crop_pct),
-        ))  # fmt: skip
+        archs.append(
+            resnet_architecture(
+                name,
+                _depth(depth, base),
+                reference=f"timm.{name}",
+                params=params,
+                gmacs=gmacs,
+                description=f"ResNet-{depth}-{name[-1].upper()} ({tweak})",
+                paper=BAG_OF_TRICKS,
+                resolution=resolution,
+                preprocess=timm_eval(resolution, crop_pct),
+            )
+        )
     return archs
 
 

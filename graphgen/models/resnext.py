@@ -29,11 +29,17 @@ def _resnext(name: str) -> Architecture:
     depth, groups, width, params, gmacs, resize = VARIANTS[name]
     config = replace(B, layers=DEPTHS[depth][1], groups=groups, width_per_group=width)
     return resnet_architecture(
-        name, config, reference=f"torchvision.models.{name}", params=params, gmacs=gmacs,
-        family="resnext", paper="Xie, Girshick, Dollár, Tu, He 2017, Aggregated Residual Transformations",
+        name,
+        config,
+        reference=f"torchvision.models.{name}",
+        params=params,
+        gmacs=gmacs,
+        family="resnext",
+        paper="Xie, Girshick, Dollár, Tu, He 2017, Aggregated Residual Transformations",
         description=f"ResNeXt-{depth} {groups}x{width}d (--form branches: {groups} parallel paths)",
-        preprocess=imagenet_eval(224, resize), form=True,
-    )  # fmt: skip
+        preprocess=imagenet_eval(224, resize),
+        form=True,
+    )
 
 
 ARCHITECTURES = [_resnext(name) for name in VARIANTS]

@@ -37,10 +37,16 @@ DESCRIPTIONS = {
 def _senet(name: str) -> Architecture:
     config, params, gmacs, crop_pct = VARIANTS[name]
     return resnet_architecture(
-        name, config, reference=f"timm.{name}", params=params, gmacs=gmacs, family="senet",
-        paper="Hu, Shen, Sun 2018, Squeeze-and-Excitation Networks", description=DESCRIPTIONS[name],
+        name,
+        config,
+        reference=f"timm.{name}",
+        params=params,
+        gmacs=gmacs,
+        family="senet",
+        paper="Hu, Shen, Sun 2018, Squeeze-and-Excitation Networks",
+        description=DESCRIPTIONS[name],
         preprocess=timm_eval(224, crop_pct),
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [_senet(name) for name in VARIANTS]

@@ -82,12 +82,18 @@ class SqueezeNet(nn.Module):
 def _squeezenet(version: str) -> Architecture:
     spec = VERSIONS[version]
     return Architecture(
-        f"squeezenet{version}", "squeezenet", lambda n: Network(SqueezeNet(version, n)), 224, imagenet_eval(224),
-        head="classifier.1", reference=f"torchvision.models.squeezenet{version}",
+        f"squeezenet{version}",
+        "squeezenet",
+        lambda n: Network(SqueezeNet(version, n)),
+        224,
+        imagenet_eval(224),
+        head="classifier.1",
+        reference=f"torchvision.models.squeezenet{version}",
         paper="Iandola et al. 2016, SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size",
-        reference_params=spec["params"], reference_gmacs=spec["gmacs"],
+        reference_params=spec["params"],
+        reference_gmacs=spec["gmacs"],
         description=f"SqueezeNet {version.replace('_', '.')} (torchvision): Fire modules, conv classifier",
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [_squeezenet(version) for version in VERSIONS]

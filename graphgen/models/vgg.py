@@ -49,10 +49,14 @@ class VGG(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
-            nn.Linear(channels * 49, 4096), nn.ReLU(), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(),
+            nn.Linear(channels * 49, 4096),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Dropout(),
             nn.Linear(4096, num_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, op: OpBuilder, x: ir.Value) -> ir.Value:
         return self.classifier(op, self.flatten(op, self.avgpool(op, self.features(op, x))))
@@ -62,12 +66,18 @@ def _vgg(depth: int, batch_norm: bool) -> Architecture:
     plain, with_bn, gmacs = REFERENCE[depth]
     name = f"vgg{depth}_bn" if batch_norm else f"vgg{depth}"
     return Architecture(
-        name, "vgg", lambda n: Network(VGG(CONFIGS[depth], batch_norm, n)), 224, imagenet_eval(224),
-        head="classifier.6", reference=f"torchvision.models.{name}",
+        name,
+        "vgg",
+        lambda n: Network(VGG(CONFIGS[depth], batch_norm, n)),
+        224,
+        imagenet_eval(224),
+        head="classifier.6",
+        reference=f"torchvision.models.{name}",
         paper="Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",
-        reference_params=with_bn if batch_norm else plain, reference_gmacs=gmacs,
+        reference_params=with_bn if batch_norm else plain,
+        reference_gmacs=gmacs,
         description=f"VGG-{depth}{' with BatchNorm' if batch_norm else ''}",
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [_vgg(depth, bn) for depth in CONFIGS for bn in (False, True)]

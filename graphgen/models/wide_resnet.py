@@ -55,9 +55,15 @@ def _conv(op: OpBuilder, x: ir.Value, weight: nn.Parameter, stride: int, name: s
         raise ValueError(f"weight {weight.name} has no static kernel size")
     pad = kernel // 2
     return nn.emit(
-        op, "Conv", x, weight, suffix=name, kernel_shape=[kernel, kernel], strides=[stride, stride],
+        op,
+        "Conv",
+        x,
+        weight,
+        suffix=name,
+        kernel_shape=[kernel, kernel],
+        strides=[stride, stride],
         pads=[pad] * 4,
-    )  # fmt: skip
+    )
 
 
 def _conv_weight(cin: int, cout: int, kernel: int) -> nn.Parameter:
@@ -127,20 +133,30 @@ class WideResNetCifar(nn.Module):
 def _torchvision(name: str) -> Architecture:
     depth, params, gmacs = TORCHVISION[name]
     return resnet_architecture(
-        name, replace(B, layers=DEPTHS[depth][1], width_per_group=128), reference=f"torchvision.models.{name}",
-        params=params, gmacs=gmacs, family="wide_resnet", paper=PAPER,
+        name,
+        replace(B, layers=DEPTHS[depth][1], width_per_group=128),
+        reference=f"torchvision.models.{name}",
+        params=params,
+        gmacs=gmacs,
+        family="wide_resnet",
+        paper=PAPER,
         description=f"Wide ResNet-{depth}-2: ResNet-{depth} with the bottleneck's inner width doubled",
-    )  # fmt: skip
+    )
 
 
 ARCHITECTURES = [
     *(_torchvision(name) for name in TORCHVISION),
     Architecture(
-        "wrn28_10", "wide_resnet", lambda n: Network(WideResNetCifar(WRN_DEPTH, WRN_WIDEN, n)), 32,
-        Preprocess(32, 32, CIFAR10_MEAN, CIFAR10_STD), head="fc",
+        "wrn28_10",
+        "wide_resnet",
+        lambda n: Network(WideResNetCifar(WRN_DEPTH, WRN_WIDEN, n)),
+        32,
+        Preprocess(32, 32, CIFAR10_MEAN, CIFAR10_STD),
+        head="fc",
         reference="szagoruyko/wide-residual-networks pytorch/resnet.py (the authors' code; not in torchvision/timm)",
-        paper=PAPER, reference_params=WRN_PARAMS,
+        paper=PAPER,
+        reference_params=WRN_PARAMS,
         description="WRN-28-10 for CIFAR-10: pre-activation blocks, widths 160/320/640, 32x32 input",
         num_classes=10,
     ),
-]  # fmt: skip
+]

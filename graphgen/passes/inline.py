@@ -74,10 +74,16 @@ def _inline_call(graph: ir.Graph, call: ir.Node, function: ir.Function) -> None:
             mapping[id(inner.outputs[0])] = graph.initializers[name]
             continue
         node = ir.Node(
-            inner.domain, inner.op_type, [mapping[id(v)] if v is not None else None for v in inner.inputs],
-            attributes=list(inner.attributes.values()), overload=inner.overload, num_outputs=len(inner.outputs),
-            version=inner.version, name=f"{path}.{inner.name}", metadata_props=global_metadata(inner, call),
-        )  # fmt: skip
+            inner.domain,
+            inner.op_type,
+            [mapping[id(v)] if v is not None else None for v in inner.inputs],
+            attributes=list(inner.attributes.values()),
+            overload=inner.overload,
+            num_outputs=len(inner.outputs),
+            version=inner.version,
+            name=f"{path}.{inner.name}",
+            metadata_props=global_metadata(inner, call),
+        )
         node.doc_string = describe_node(node) or inner.doc_string
         for old, new in zip(inner.outputs, node.outputs):
             new.name, new.shape, new.type = f"v_{path}.{old.name}", old.shape, old.type

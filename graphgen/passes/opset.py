@@ -35,10 +35,17 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 AXES_INPUT_SINCE = {
     op: 18
     for op in (
-        "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-        "ReduceProd", "ReduceSumSquare",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceSumSquare",
     )
-} | {"ReduceSum": 13}  # fmt: skip
+} | {"ReduceSum": 13}
 SPLIT_NUM_OUTPUTS_SINCE = 18
 
 
@@ -114,11 +121,18 @@ def _check(node: ir.Node, schema: defs.OpSchema, target: int) -> None:
         inputs.pop()
     if not schema.min_input <= len(inputs) <= schema.max_input:
         raise OpsetError(
-            _where(node, f"{node.op_type} takes {schema.min_input}..{schema.max_input} inputs at opset {target}, "
-                   f"this one has {len(inputs)}")
-        )  # fmt: skip
+            _where(
+                node,
+                f"{node.op_type} takes {schema.min_input}..{schema.max_input} inputs at opset {target}, "
+                f"this one has {len(inputs)}",
+            )
+        )
     if not schema.min_output <= len(node.outputs) <= schema.max_output:
-        raise OpsetError(_where(node, f"{node.op_type} has {len(node.outputs)} outputs, at most {schema.max_output} at opset {target}"))  # fmt: skip
+        raise OpsetError(
+            _where(
+                node, f"{node.op_type} has {len(node.outputs)} outputs, at most {schema.max_output} at opset {target}"
+            )
+        )
     allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
     for index, value in enumerate(inputs):
         if value is None or value.dtype is None or not schema.inputs:

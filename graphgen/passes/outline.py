@@ -191,11 +191,16 @@ def _function(block: Block, name: str, opsets: dict[str, int]) -> ir.Function:
         body.append(constant)
     for node in block.nodes:
         copy = ir.Node(
-            node.domain, node.op_type, [mapping[id(v)] if v is not None else None for v in node.inputs],
-            attributes=list(node.attributes.values()), overload=node.overload, num_outputs=len(node.outputs),
-            version=node.version, name=node_names.fresh(relative_name(node.name, path) or node.op_type),
+            node.domain,
+            node.op_type,
+            [mapping[id(v)] if v is not None else None for v in node.inputs],
+            attributes=list(node.attributes.values()),
+            overload=node.overload,
+            num_outputs=len(node.outputs),
+            version=node.version,
+            name=node_names.fresh(relative_name(node.name, path) or node.op_type),
             metadata_props=local_metadata(node, block.scope),
-        )  # fmt: skip
+        )
         copy.doc_string = describe_node(copy) or node.doc_string  # relative to the block, as the metadata
         for old, new in zip(node.outputs, copy.outputs):
             new.name, new.shape, new.type = (
@@ -218,12 +223,18 @@ def _call(block: Block, function: ir.Function, graph: ir.Graph) -> ir.Node:
     ops = Counter(node.op_type for node in block.nodes)
     summary = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in ops.items())
     call = ir.Node(
-        BLOCKS_DOMAIN, function.name, block.inputs, num_outputs=len(block.outputs),
-        name=scope.path, doc_string=f"{scope.class_name} {scope.path}: {summary}",
+        BLOCKS_DOMAIN,
+        function.name,
+        block.inputs,
+        num_outputs=len(block.outputs),
+        name=scope.path,
+        doc_string=f"{scope.class_name} {scope.path}: {summary}",
         metadata_props={
-            NAMESPACE: scope.namespace, CLASS_HIERARCHY: str(list(scope.classes)), NAME_SCOPES: str(list(scope.scopes)),
+            NAMESPACE: scope.namespace,
+            CLASS_HIERARCHY: str(list(scope.classes)),
+            NAME_SCOPES: str(list(scope.scopes)),
         },
-    )  # fmt: skip
+    )
     graph.insert_after(block.nodes[-1], call)
     for old, new in zip(block.outputs, call.outputs):
         for user, index in list(old.uses()):

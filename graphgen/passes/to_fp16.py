@@ -105,10 +105,14 @@ def _cast_at_boundaries(graph: ir.Graph, float_inputs: list[ir.Value], float_out
         if not users or all(user.metadata_props.get(BOUNDARY) for user, _ in users):
             continue  # unused, or already cast by an earlier run
         cast = ir.node(
-            "Cast", [value], {"to": HALF}, name=names.fresh(f"{value.name}.to_fp16"), metadata_props={BOUNDARY: "in"},
+            "Cast",
+            [value],
+            {"to": HALF},
+            name=names.fresh(f"{value.name}.to_fp16"),
+            metadata_props={BOUNDARY: "in"},
             doc_string=f"Cast of input '{value.name}' to float16: callers feed float32, the model computes in float16 "
             "(--fp16 --keep-io-types)",
-        )  # fmt: skip
+        )
         half = cast.outputs[0]
         half.name, half.type, half.shape = names.fresh(f"{value.name}_fp16"), ir.TensorType(HALF), value.shape
         for user, index in users:
@@ -123,10 +127,14 @@ def _cast_at_boundaries(graph: ir.Graph, float_inputs: list[ir.Value], float_out
         name = value.name
         value.name = names.fresh(f"{name}_fp16")
         cast = ir.node(
-            "Cast", [value], {"to": FLOAT}, name=names.fresh(f"{name}.to_fp32"), metadata_props={BOUNDARY: "out"},
+            "Cast",
+            [value],
+            {"to": FLOAT},
+            name=names.fresh(f"{name}.to_fp32"),
+            metadata_props={BOUNDARY: "out"},
             doc_string=f"Cast of output '{name}' back to float32: the model computes in float16, callers read "
             "float32 (--fp16 --keep-io-types)",
-        )  # fmt: skip
+        )
         single = cast.outputs[0]
         single.name, single.type, single.shape = name, ir.TensorType(FLOAT), value.shape
         graph.append(cast)

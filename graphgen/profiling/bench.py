@@ -27,9 +27,18 @@ from graphgen.profiling.session import DEFAULT_WARMUP_RUNS, Providers
 from graphgen.profiling.summary import SPREAD, Spread
 
 CSV_COLUMNS = (
-    "model", "infer_img_size", "infer_samples_per_sec", "infer_step_time", "infer_step_time_p10",
-    "infer_step_time_p90", "infer_batch_size", "param_count", "infer_gmacs", "infer_macts", "provider",
-)  # fmt: skip
+    "model",
+    "infer_img_size",
+    "infer_samples_per_sec",
+    "infer_step_time",
+    "infer_step_time_p10",
+    "infer_step_time_p90",
+    "infer_batch_size",
+    "param_count",
+    "infer_gmacs",
+    "infer_macts",
+    "provider",
+)
 
 
 @dataclass(frozen=True)
@@ -95,9 +104,17 @@ def bench_architecture(
             times.append((time.perf_counter() - started) * 1e6)
         activations = sum(row.activations for row in stats.rows if row.op != "Input")
         rows.append(
-            BenchRow(label, shape[-1], batch, session.get_providers()[0], stats.params, stats.macs / 1e9,
-                     activations / 1e6, Spread.of(times))
-        )  # fmt: skip
+            BenchRow(
+                label,
+                shape[-1],
+                batch,
+                session.get_providers()[0],
+                stats.params,
+                stats.macs / 1e9,
+                activations / 1e6,
+                Spread.of(times),
+            )
+        )
     return rows
 
 
@@ -127,9 +144,19 @@ def to_csv(rows: Sequence[BenchRow]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow([
-            r.name, r.resolution, round(r.samples_per_s, 2), round(r.latency.median / 1e3, 3),
-            round(r.latency.p10 / 1e3, 3), round(r.latency.p90 / 1e3, 3), r.batch, round(r.params / 1e6, 2),
-            round(r.gmacs, 2), round(r.macts, 2), r.provider,
-        ])  # fmt: skip
+        writer.writerow(
+            [
+                r.name,
+                r.resolution,
+                round(r.samples_per_s, 2),
+                round(r.latency.median / 1e3, 3),
+                round(r.latency.p10 / 1e3, 3),
+                round(r.latency.p90 / 1e3, 3),
+                r.batch,
+                round(r.params / 1e6, 2),
+                round(r.gmacs, 2),
+                round(r.macts, 2),
+                r.provider,
+            ]
+        )
     return out.getvalue()

@@ -54,10 +54,22 @@ def plot_roofline(
     low, high = min(min(intensity) / 2, roof.ridge / 4), max(max(intensity) * 2, roof.ridge * 4)
     xs = [low * (high / low) ** (i / 200) for i in range(201)]
     ax.plot(xs, [min(roof.peak_gmacs, roof.bandwidth_gbs * x) for x in xs], color="#333333", linewidth=2)
-    ax.annotate(f"peak {roof.peak_gmacs:,.1f} GMAC/s", (high, roof.peak_gmacs), xytext=(-4, 6),
-                textcoords="offset points", ha="right", fontsize=10)  # fmt: skip
-    ax.annotate(f"memory {roof.bandwidth_gbs:,.1f} GB/s", (low, roof.bandwidth_gbs * low), xytext=(4, 8),
-                textcoords="offset points", fontsize=10, rotation=0)  # fmt: skip
+    ax.annotate(
+        f"peak {roof.peak_gmacs:,.1f} GMAC/s",
+        (high, roof.peak_gmacs),
+        xytext=(-4, 6),
+        textcoords="offset points",
+        ha="right",
+        fontsize=10,
+    )
+    ax.annotate(
+        f"memory {roof.bandwidth_gbs:,.1f} GB/s",
+        (low, roof.bandwidth_gbs * low),
+        xytext=(4, 8),
+        textcoords="offset points",
+        fontsize=10,
+        rotation=0,
+    )
     for row, x, y in sorted(zip(points, intensity, achieved), key=lambda p: p[0].best.median, reverse=True)[:LABELLED]:
         ax.annotate(row.layer.split(" + ")[0], (x, y), xytext=(6, -10), textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
@@ -89,8 +101,10 @@ def plot_bench(rows: Sequence[BenchRow], path: str | Path, size: tuple[int, int]
         series = sorted((r for r in rows if r.batch == batch), key=lambda r: r.gmacs)
         xs = [r.gmacs for r in series]
         ys = [r.latency.median / 1e3 for r in series]
-        errors = [[r.latency.median / 1e3 - r.latency.p10 / 1e3 for r in series],
-                  [r.latency.p90 / 1e3 - r.latency.median / 1e3 for r in series]]  # fmt: skip
+        errors = [
+            [r.latency.median / 1e3 - r.latency.p10 / 1e3 for r in series],
+            [r.latency.p90 / 1e3 - r.latency.median / 1e3 for r in series],
+        ]
         colour = STAGE_COLOURS[index % len(STAGE_COLOURS)]
         ax.errorbar(xs, ys, yerr=errors, fmt="o", color=colour, capsize=3, label=f"batch {batch}")
         for row, x, y in zip(series, xs, ys):
@@ -158,10 +172,15 @@ def plot_profile(
     ax.barh(positions, [t for _, _, t, _ in bars], color=colours, height=0.75)
     if any(low or high for low, high in errors):
         ax.errorbar(
-            [t for _, _, t, _ in bars], list(positions), xerr=[[max(0.0, e[0]) for e in errors],
-            [max(0.0, e[1]) for e in errors]], fmt="none", ecolor="#333333", elinewidth=1.2, capsize=3,
+            [t for _, _, t, _ in bars],
+            list(positions),
+            xerr=[[max(0.0, e[0]) for e in errors], [max(0.0, e[1]) for e in errors]],
+            fmt="none",
+            ecolor="#333333",
+            elinewidth=1.2,
+            capsize=3,
             label=f"spread ({spread})" if spread else "spread",
-        )  # fmt: skip
+        )
         ax.legend(loc="lower right", fontsize=9)
     ax.set_yticks(list(positions))
     fontsize = max(6.0, min(10.0, 0.55 * size[1] / len(bars) / 1.4))

@@ -184,7 +184,13 @@ def test_inlining_flattens_any_local_function(ort_cpu, tmp_path):
     x = ir.Value(name="input", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT))
     inner_in = ir.Value(name="a", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT))
     relu = ir.node("Relu", [inner_in])
-    inner = ir.Function("custom", "Inner", "", graph=ir.Graph([inner_in], relu.outputs, nodes=[relu], opset_imports={"": 21}), attributes=[])  # fmt: skip
+    inner = ir.Function(
+        "custom",
+        "Inner",
+        "",
+        graph=ir.Graph([inner_in], relu.outputs, nodes=[relu], opset_imports={"": 21}),
+        attributes=[],
+    )
     outer_in = ir.Value(name="b", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT))
     call_inner = ir.node("Inner", [outer_in], domain="custom")
     neg = ir.node("Neg", call_inner.outputs)

@@ -23,9 +23,13 @@ from tests.cli.test_plots import assert_picture
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "netron"
 VIEWPORT = {"width": 1400, "height": 1000}
 LOAD_MS = 120_000  # parsing and laying out a few hundred nodes on a busy 2-core machine
@@ -106,11 +110,19 @@ def click_node(page, label: str) -> None:
 # architecture: nodes Netron draws (graph nodes + input + outputs), shapes on edges, layer names, and
 # a node to click (Netron shortens names over 21 characters in the node's header)
 FLAT = {
-    "resnet50": (124, ["batch×3×224×224", "batch×256×56×56", "batch×2048×7×7", "batch×1000"],
-                 ["layer1.0.conv1", "layer1.0.downsample.0", "layer4.2.add", "fc"], "layer1.0.downsample.0"),
-    "inception_v3": (217, ["batch×3×299×299", "batch×288×35×35", "batch×2048×8×8"],
-                     ["Conv2d_1a_3x3.conv", "Mixed_5b.branch5x5_2.conv", "Mixed_7c.cat", "fc"], "Conv2d_2b_3x3.conv"),
-}  # fmt: skip
+    "resnet50": (
+        124,
+        ["batch×3×224×224", "batch×256×56×56", "batch×2048×7×7", "batch×1000"],
+        ["layer1.0.conv1", "layer1.0.downsample.0", "layer4.2.add", "fc"],
+        "layer1.0.downsample.0",
+    ),
+    "inception_v3": (
+        217,
+        ["batch×3×299×299", "batch×288×35×35", "batch×2048×8×8"],
+        ["Conv2d_1a_3x3.conv", "Mixed_5b.branch5x5_2.conv", "Mixed_7c.cat", "fc"],
+        "Conv2d_2b_3x3.conv",
+    ),
+}
 
 
 @pytest.mark.parametrize("name", list(FLAT))

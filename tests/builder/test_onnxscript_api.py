@@ -47,9 +47,12 @@ def test_no_other_graphgen_module_imports_onnxscript():
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             modules = (
-                [alias.name for alias in node.names] if isinstance(node, ast.Import)
-                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            )  # fmt: skip
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(module.split(".")[0] == "onnxscript" for module in modules):
                 importers.append(path.relative_to(package).as_posix())
     assert sorted(set(importers)) == ["onnxscript_api.py"]

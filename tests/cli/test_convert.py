@@ -38,10 +38,14 @@ def resnet18_with_bn(tmp_path_factory) -> Path:
 
 def _path() -> torch.nn.Sequential:
     return torch.nn.Sequential(
-        torch.nn.Conv2d(16, 4, 1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 4, 1, bias=False),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
         torch.nn.Conv2d(4, 16, 1, bias=False),
-    )  # fmt: skip
+    )
 
 
 class Paths(torch.nn.Module):
@@ -79,7 +83,9 @@ def test_group_and_fold_then_verify(capsys, tmp_path) -> None:
 
 
 def test_a_pass_that_finds_nothing_says_so(capsys, resnet18_with_bn: Path, tmp_path) -> None:
-    code, out, _ = convert(capsys, str(resnet18_with_bn), "-o", str(tmp_path / "out.onnx"), "--fold-repvgg", "--group-branches")  # fmt: skip
+    code, out, _ = convert(
+        capsys, str(resnet18_with_bn), "-o", str(tmp_path / "out.onnx"), "--fold-repvgg", "--group-branches"
+    )
     assert code == 0
     assert "fold-repvgg: found no RepVGG blocks; nothing changed" in out
     assert "group-branches: found no multibranch blocks; nothing changed" in out
@@ -88,9 +94,19 @@ def test_a_pass_that_finds_nothing_says_so(capsys, resnet18_with_bn: Path, tmp_p
 def test_fold_bn_fp16_and_new_head_verified(capsys, resnet18_with_bn: Path, tmp_path) -> None:
     target = tmp_path / "out.onnx"
     code, out, _ = convert(
-        capsys, str(resnet18_with_bn), "-o", str(target), "--fold-bn", "--num-classes", "10", "--fp16",
-        "--keep-io-types", "--verify", "--batch", "2",
-    )  # fmt: skip
+        capsys,
+        str(resnet18_with_bn),
+        "-o",
+        str(target),
+        "--fold-bn",
+        "--num-classes",
+        "10",
+        "--fp16",
+        "--keep-io-types",
+        "--verify",
+        "--batch",
+        "2",
+    )
     assert code == 0, out
     assert "fold-bn: 20 BatchNormalization(s)" in out and "head: new classifier, 10 classes (random, seed 0)" in out
     assert "tolerance 0.005): ok" in out
@@ -99,7 +115,9 @@ def test_fold_bn_fp16_and_new_head_verified(capsys, resnet18_with_bn: Path, tmp_
 
 
 def test_verify_fails_beyond_tolerance(capsys, resnet18_with_bn: Path, tmp_path) -> None:
-    code, out, _ = convert(capsys, str(resnet18_with_bn), "-o", str(tmp_path / "out.onnx"), "--fp16", "--verify", "--tolerance", "1e-9")  # fmt: skip
+    code, out, _ = convert(
+        capsys, str(resnet18_with_bn), "-o", str(tmp_path / "out.onnx"), "--fp16", "--verify", "--tolerance", "1e-9"
+    )
     assert code == 1
     assert "FAILED: beyond tolerance" in out
 

@@ -93,8 +93,11 @@ def test_version_on_every_command(capsys):
     from graphgen_client.cli import make_parser as client_parser
     from graphgen_server.cli import make_parser as server_parser
 
-    for parse, program in ((main, "graphgen"), (server_parser().parse_args, "graphgen-server"),
-                           (client_parser().parse_args, "graphgen-client")):  # fmt: skip
+    for parse, program in (
+        (main, "graphgen"),
+        (server_parser().parse_args, "graphgen-server"),
+        (client_parser().parse_args, "graphgen-client"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             parse(["--version"])
         assert exit_info.value.code == 0

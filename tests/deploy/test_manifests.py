@@ -186,26 +186,102 @@ def test_dockerfile_and_manifests_agree_on_ports_user_and_paths(rendered):
 
 # -- KServe -------------------------------------------------------------------------------------
 PROTOCOLS = {"v1", "v2", "grpc-v1", "grpc-v2"}  # constants.InferenceServiceProtocol
-SERVING_RUNTIME_POD = {"containers", "volumes", "nodeSelector", "affinity", "tolerations", "labels", "annotations",
-                       "imagePullSecrets", "hostIPC"}  # fmt: skip
+SERVING_RUNTIME_POD = {
+    "containers",
+    "volumes",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "labels",
+    "annotations",
+    "imagePullSecrets",
+    "hostIPC",
+}
 SERVING_RUNTIME_SPEC = SERVING_RUNTIME_POD | {
-    "supportedModelFormats", "multiModel", "disabled", "protocolVersions", "workerSpec", "grpcEndpoint",
-    "grpcDataEndpoint", "httpDataEndpoint", "replicas", "storageHelper", "builtInAdapter",
-}  # fmt: skip
+    "supportedModelFormats",
+    "multiModel",
+    "disabled",
+    "protocolVersions",
+    "workerSpec",
+    "grpcEndpoint",
+    "grpcDataEndpoint",
+    "httpDataEndpoint",
+    "replicas",
+    "storageHelper",
+    "builtInAdapter",
+}
 SUPPORTED_MODEL_FORMAT = {"name", "version", "autoSelect", "priority"}
 INFERENCE_SERVICE_SPEC = {"predictor", "explainer", "transformer"}
-COMPONENT_EXTENSION = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "containerConcurrency", "timeout",
-                       "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy"}  # fmt: skip
-POD_SPEC = {"volumes", "initContainers", "containers", "ephemeralContainers", "restartPolicy",
-            "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "nodeSelector",
-            "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "nodeName", "hostNetwork",
-            "hostPID", "hostIPC", "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname",
-            "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority",
-            "dnsConfig", "readinessGates", "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
-            "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates",
-            "resourceClaims"}  # fmt: skip
-PREDICTOR_FRAMEWORKS = {"sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx", "huggingface", "pmml",
-                        "lightgbm", "paddle", "model", "storageUris", "workerSpec"}  # fmt: skip
+COMPONENT_EXTENSION = {
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "labels",
+    "annotations",
+    "deploymentStrategy",
+}
+POD_SPEC = {
+    "volumes",
+    "initContainers",
+    "containers",
+    "ephemeralContainers",
+    "restartPolicy",
+    "terminationGracePeriodSeconds",
+    "activeDeadlineSeconds",
+    "dnsPolicy",
+    "nodeSelector",
+    "serviceAccountName",
+    "serviceAccount",
+    "automountServiceAccountToken",
+    "nodeName",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "shareProcessNamespace",
+    "securityContext",
+    "imagePullSecrets",
+    "hostname",
+    "subdomain",
+    "affinity",
+    "schedulerName",
+    "tolerations",
+    "hostAliases",
+    "priorityClassName",
+    "priority",
+    "dnsConfig",
+    "readinessGates",
+    "runtimeClassName",
+    "enableServiceLinks",
+    "preemptionPolicy",
+    "overhead",
+    "topologySpreadConstraints",
+    "setHostnameAsFQDN",
+    "os",
+    "hostUsers",
+    "schedulingGates",
+    "resourceClaims",
+}
+PREDICTOR_FRAMEWORKS = {
+    "sklearn",
+    "xgboost",
+    "tensorflow",
+    "pytorch",
+    "triton",
+    "onnx",
+    "huggingface",
+    "pmml",
+    "lightgbm",
+    "paddle",
+    "model",
+    "storageUris",
+    "workerSpec",
+}
 PREDICTOR_SPEC = PREDICTOR_FRAMEWORKS | POD_SPEC | COMPONENT_EXTENSION
 MODEL_SPEC_OWN = {"modelFormat", "runtime", "storageUri", "runtimeVersion", "protocolVersion", "storage"}
 MODEL_FORMAT = {"name", "version"}
@@ -218,8 +294,12 @@ def _kserve(name: str) -> dict:
 
 def _validate_as_pod(containers: list[dict], volumes: list[dict] | None = None) -> None:
     """Embedded core/v1 Containers and Volumes, validated strictly inside a Pod."""
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"},
-           "spec": {"containers": containers, **({"volumes": volumes} if volumes else {})}}  # fmt: skip
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "check"},
+        "spec": {"containers": containers, **({"volumes": volumes} if volumes else {})},
+    }
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
 
 

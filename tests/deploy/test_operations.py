@@ -40,15 +40,46 @@ from tests.support.manifests import (
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 METRICS_PATH = "/metrics"  # the path graphgen-server's metrics port serves (README: HTTP/REST and metrics)
 SERVICE_MONITOR_SPEC = {
-    "jobLabel", "targetLabels", "podTargetLabels", "endpoints", "selector", "namespaceSelector", "sampleLimit",
-    "scrapeProtocols", "targetLimit", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit",
-    "keepDroppedTargets", "attachMetadata", "scrapeClass", "bodySizeLimit",
-}  # fmt: skip
+    "jobLabel",
+    "targetLabels",
+    "podTargetLabels",
+    "endpoints",
+    "selector",
+    "namespaceSelector",
+    "sampleLimit",
+    "scrapeProtocols",
+    "targetLimit",
+    "labelLimit",
+    "labelNameLengthLimit",
+    "labelValueLengthLimit",
+    "keepDroppedTargets",
+    "attachMetadata",
+    "scrapeClass",
+    "bodySizeLimit",
+}
 SERVICE_MONITOR_ENDPOINT = {
-    "port", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout", "honorLabels", "honorTimestamps",
-    "trackTimestampsStaleness", "metricRelabelings", "relabelings", "filterRunning", "bearerTokenFile", "tlsConfig",
-    "authorization", "basicAuth", "oauth2", "bearerTokenSecret", "followRedirects", "enableHttp2",
-}  # fmt: skip
+    "port",
+    "targetPort",
+    "path",
+    "scheme",
+    "params",
+    "interval",
+    "scrapeTimeout",
+    "honorLabels",
+    "honorTimestamps",
+    "trackTimestampsStaleness",
+    "metricRelabelings",
+    "relabelings",
+    "filterRunning",
+    "bearerTokenFile",
+    "tlsConfig",
+    "authorization",
+    "basicAuth",
+    "oauth2",
+    "bearerTokenSecret",
+    "followRedirects",
+    "enableHttp2",
+}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)

@@ -26,8 +26,10 @@ def _nested_concats() -> ir.Model:
         nodes.append(node)
         return node.outputs[0]
 
-    weights = [ir.Value(name=f"w{i}", const_value=ir.Tensor(rng.standard_normal((2, 3, 1, 1)).astype(np.float32)))
-               for i in range(5)]  # fmt: skip
+    weights = [
+        ir.Value(name=f"w{i}", const_value=ir.Tensor(rng.standard_normal((2, 3, 1, 1)).astype(np.float32)))
+        for i in range(5)
+    ]
     a, b, c, d, e = (op("Conv", [x, w]) for w in weights)
     middle = op("Concat", [op("Concat", [b, c], axis=1), d], axis=-3)  # the rank tells that -3 is axis 1
     middle.shape = ir.Shape([1, 6, 4, 4])

@@ -176,8 +176,11 @@ def test_graphgen_built_paths(fold_first: bool) -> None:
     grouped = check_contract(group_branches, model, expect=1)
     convs = [node for node in grouped.graph if node.op_type == "Conv"]
     assert [(conv.name, conv.attributes.get_int("group", 1)) for conv in convs] == [
-        ("stem", 1), ("branches.conv1", 1), ("branches.conv2", 4), ("project", 1),
-    ]  # fmt: skip
+        ("stem", 1),
+        ("branches.conv1", 1),
+        ("branches.conv2", 4),
+        ("project", 1),
+    ]
     assert grouped.graph.initializers["branches.conv2.weight"].const_value.shape == (24, 6, 3, 3)
     assert_equivalent(model, grouped)
 

@@ -74,9 +74,12 @@ def _conv_bn_through_identities() -> ir.Model:
         node.outputs[0].name = f"{node.name}_out"
     bn.outputs[0].name = "y"
     graph = ir.Graph(
-        [x], [bn.outputs[0]], nodes=[identity, conv, bn, dead], initializers=[weight, gamma, beta, mean, var],
+        [x],
+        [bn.outputs[0]],
+        nodes=[identity, conv, bn, dead],
+        initializers=[weight, gamma, beta, mean, var],
         opset_imports={"": 21},
-    )  # fmt: skip
+    )
     return ir.Model(graph, ir_version=10)
 
 
@@ -95,8 +98,12 @@ def test_fresh_names_avoid_values_and_nodes() -> None:
     model = _conv_bn_through_identities()
     names = Names(model.graph)
     assert [names.fresh(base) for base in ("conv", "conv", "y", "gamma", "new")] == [
-        "conv_1", "conv_2", "y_1", "gamma_1", "new",
-    ]  # fmt: skip
+        "conv_1",
+        "conv_2",
+        "y_1",
+        "gamma_1",
+        "new",
+    ]
 
 
 def test_made_nodes_say_what_they_replaced(resnet18_bn: ir.Model) -> None:

@@ -87,8 +87,10 @@ def test_two_successive_profiles_rank_the_layers_alike(stubs, name):
         rho = spearman([a[k] for k in large], [b[k] for k in large])
         if not (_disturbed(first) or _disturbed(second)):
             break
-        busy.append(f"runs {first.inference_us} µs ({first.inference_p10_us:.0f}–{first.inference_p90_us:.0f}) "
-                    f"vs layers {first.layers_us} µs, Spearman {rho:.2f}")  # fmt: skip
+        busy.append(
+            f"runs {first.inference_us} µs ({first.inference_p10_us:.0f}–{first.inference_p90_us:.0f}) "
+            f"vs layers {first.layers_us} µs, Spearman {rho:.2f}"
+        )
     else:
         pytest.skip(f"this machine is too busy for a stability check (every profile says so): {busy}")
     assert len(large) >= 8, large  # enough rows for a rank correlation to mean something

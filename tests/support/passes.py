@@ -32,9 +32,14 @@ def export(module, shape: tuple[int, ...], path: Path, *, dynamo: bool = False, 
         if dynamo:
             kwargs = {"optimize": not keep_bn, "verbose": False}
         torch.onnx.export(
-            module, (torch.randn(*shape),), str(path), dynamo=dynamo, input_names=["input"], output_names=["output"],
+            module,
+            (torch.randn(*shape),),
+            str(path),
+            dynamo=dynamo,
+            input_names=["input"],
+            output_names=["output"],
             **kwargs,
-        )  # fmt: skip
+        )
     return ir.external_data.load_to_model(ir.load(path))  # the dynamo exporter writes weights beside the file
 
 

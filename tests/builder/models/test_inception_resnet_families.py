@@ -209,8 +209,11 @@ def wrn_reference(params: dict, x, blocks: int = 4):
         for i in range(blocks):
             base, s = f"group{group}.block{i}", stride if i == 0 else 1
             o1 = bn_relu(o, f"{base}.bn0")
-            z = F.conv2d(bn_relu(F.conv2d(o1, params[f"{base}.conv0"], stride=s, padding=1), f"{base}.bn1"),
-                         params[f"{base}.conv1"], padding=1)  # fmt: skip
+            z = F.conv2d(
+                bn_relu(F.conv2d(o1, params[f"{base}.conv0"], stride=s, padding=1), f"{base}.bn1"),
+                params[f"{base}.conv1"],
+                padding=1,
+            )
             o = z + (F.conv2d(o1, params[f"{base}.convdim"], stride=s) if f"{base}.convdim" in params else o)
     o = F.avg_pool2d(bn_relu(o, "bn"), 8, 1, 0).flatten(1)
     return F.linear(o, params["fc.weight"], params["fc.bias"])

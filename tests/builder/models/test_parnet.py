@@ -94,11 +94,13 @@ class TorchParNet(tnn.Module):
     def __init__(self, planes, last, act):
         super().__init__()
         p0, p1, p2 = planes
-        self.inits = tnn.ModuleList([
-            tnn.Sequential(Block(3, min(64, p0), 2, act), Block(min(64, p0), p0, 2, act)),
-            Block(p0, p1, 2, act),
-            Block(p1, p2, 2, act),
-        ])  # fmt: skip
+        self.inits = tnn.ModuleList(
+            [
+                tnn.Sequential(Block(3, min(64, p0), 2, act), Block(min(64, p0), p0, 2, act)),
+                Block(p0, p1, 2, act),
+                Block(p1, p2, 2, act),
+            ]
+        )
         self.streams = tnn.ModuleList(
             tnn.Sequential(*(Block(p, p, 1, act) for _ in range(n))) for p, n in zip(planes, STREAM_BLOCKS)
         )

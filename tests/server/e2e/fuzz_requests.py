@@ -23,13 +23,35 @@ from graphgen_protos import kserve_v2_pb2 as kpb
 
 SIZE, CLASSES, MAX_IMAGES, MAX_PIXELS, MAX_MESSAGE = 32, 10, 8, 1_000_000, 1 << 20
 LIMITS = [
-    "--max-images", str(MAX_IMAGES), "--max-image-pixels", str(MAX_PIXELS), "--max-message-mib", "1",
-    "--max-queue", "64", "--max-batch", "4",
-]  # fmt: skip
+    "--max-images",
+    str(MAX_IMAGES),
+    "--max-image-pixels",
+    str(MAX_PIXELS),
+    "--max-message-mib",
+    "1",
+    "--max-queue",
+    "64",
+    "--max-batch",
+    "4",
+]
 INVALID, NOT_FOUND, EXHAUSTED = "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED"
 CLASSIFY, INFER = "/graphgen.v1.Classifier/Classify", "/inference.GRPCInferenceService/ModelInfer"
-KSERVE_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                    "FP16", "FP32", "FP64", "BYTES", "BF16"]  # fmt: skip
+KSERVE_DATATYPES = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+    "BF16",
+]
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
@@ -251,10 +273,23 @@ def classify_cases(draw) -> Case:
 
 
 CLASSIFY_FAULTS = [
-    "unknown model", "no model", "unknown version", "top_k above classes", "images and tensor",
-    "nothing to classify", "too many images", "bad image", "oversize message", "undecodable", "bad shape",
-    "empty batch", "wrong shape", "byte count", "too many rows", "non-finite",
-]  # fmt: skip
+    "unknown model",
+    "no model",
+    "unknown version",
+    "top_k above classes",
+    "images and tensor",
+    "nothing to classify",
+    "too many images",
+    "bad image",
+    "oversize message",
+    "undecodable",
+    "bad shape",
+    "empty batch",
+    "wrong shape",
+    "byte count",
+    "too many rows",
+    "non-finite",
+]
 
 
 @st.composite
@@ -361,10 +396,23 @@ def infer_cases(draw) -> Case:
 
 
 INFER_FAULTS = [
-    "unknown model", "unknown version", "input count", "input name", "datatype", "bad shape", "wrong shape",
-    "byte count", "raw entries", "value count", "too many rows", "non-finite", "output name", "classification",
-    "oversize message", "undecodable",
-]  # fmt: skip
+    "unknown model",
+    "unknown version",
+    "input count",
+    "input name",
+    "datatype",
+    "bad shape",
+    "wrong shape",
+    "byte count",
+    "raw entries",
+    "value count",
+    "too many rows",
+    "non-finite",
+    "output name",
+    "classification",
+    "oversize message",
+    "undecodable",
+]
 
 
 @st.composite
@@ -373,8 +421,9 @@ def chaos_cases(draw) -> Case:
     names = st.one_of(st.just("tiny"), unknown_names)
     any_code = {c.name for c in grpc.StatusCode} - {"INTERNAL", "UNKNOWN"}
     if draw(st.booleans()):
-        request = cpb.ClassifyRequest(model=draw(names), version=draw(st.sampled_from(["", "1", "2"])),
-                                      top_k=draw(st.integers(0, 2**32 - 1)))  # fmt: skip
+        request = cpb.ClassifyRequest(
+            model=draw(names), version=draw(st.sampled_from(["", "1", "2"])), top_k=draw(st.integers(0, 2**32 - 1))
+        )
         request.images.extend(draw(st.lists(st.one_of(st.sampled_from(IMAGES), st.binary(max_size=100)), max_size=3)))
         if draw(st.booleans()):
             request.tensor.CopyFrom(

@@ -155,10 +155,14 @@ def test_past_the_grace_period_running_calls_are_cancelled_and_the_server_exits_
     stop = threading.Event()
     with ServerProcess(repository, ["--grace", "0.05", "--max-batch", "1", "--workers", "2"]) as server:
         threads = [
-            _sender(server.address, lambda ch: kserve_v2_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(
-                _infer(ROWS), timeout=120), outcomes, stop)
+            _sender(
+                server.address,
+                lambda ch: kserve_v2_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(_infer(ROWS), timeout=120),
+                outcomes,
+                stop,
+            )
             for _ in range(8)
-        ]  # fmt: skip
+        ]
         time.sleep(1.0)
         signal_at = time.monotonic()
         server.signal(signal.SIGTERM)

@@ -67,12 +67,17 @@ def seen(tmp_path_factory):
         helper.make_node("Greater", ["af", "bf"], ["mask"]),
     ]
     graph = helper.make_graph(
-        nodes, "two",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT16, ["N", 4]),
-         helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 4])],
-        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 4]),
-         helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 4])],
-    )  # fmt: skip
+        nodes,
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT16, ["N", 4]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 4]),
+        ],
+    )
     (repo / "two" / "1").mkdir(parents=True)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     onnx.save(model, repo / "two" / "1" / "model.onnx")

@@ -112,8 +112,10 @@ def server(tmp_path_factory):
 def seen(server):
     done = subprocess.run(
         [sys.executable, "-c", CLIENT_SCRIPT, server.http_address, server.address],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 

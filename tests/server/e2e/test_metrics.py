@@ -19,10 +19,16 @@ from tests.support.server import ServerProcess, add_tiny_model
 
 SUCCEEDED, FAILED, ROWS, HTTP_SUCCEEDED = 5, 3, 2, 2
 TRITON_COUNTERS = [
-    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count",
-    "nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
-    "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us",
-]  # fmt: skip
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+]
 
 
 def infer_request(shape: tuple[int, ...]) -> pb.ModelInferRequest:
@@ -87,8 +93,11 @@ def test_counters_equal_the_requests_made(scraped):
     assert value(after, "nv_inference_request_failure", reason="OTHER", **labels) == FAILED  # the request's fault
     assert value(after, "graphgen_profiled_requests", **labels) == 1
     assert {s.labels["reason"] for s in after["nv_inference_request_failure"].samples} == {
-        "REJECTED", "CANCELED", "BACKEND", "OTHER"
-    }  # fmt: skip
+        "REJECTED",
+        "CANCELED",
+        "BACKEND",
+        "OTHER",
+    }
     assert value(after, "nv_inference_count", **labels) == SUCCEEDED * ROWS + HTTP_SUCCEEDED + 1
     # One execution per call at a time (a profiled call may run its model more than once).
     assert value(after, "nv_inference_exec_count", **labels) >= SUCCEEDED + HTTP_SUCCEEDED + 1

@@ -117,8 +117,10 @@ def test_sigterm_under_16_tritonclient_loops_ends_no_call_cancelled(repository):
     trials = 10
     done = subprocess.run(
         [sys.executable, str(TRIALS_SCRIPT), str(repository), "lite", str(SIZE), str(trials), "--device", "cpu"],
-        capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout)
     totals: dict[str, int] = {}

@@ -38,10 +38,18 @@ def test_a_busy_port_stops_the_server_before_any_model_loads(repository, option)
         port = str(taken.getsockname()[1])
         ports = {"--port": "0", "--http-port": "auto", "--metrics-port": "auto", option: port}
         done = subprocess.run(
-            [sys.executable, "-m", "graphgen_server", "--repository", str(repository),
-             *(item for pair in ports.items() for item in pair)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "graphgen_server",
+                "--repository",
+                str(repository),
+                *(item for pair in ports.items() for item in pair),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 2, done.stderr
     assert "cannot listen" in done.stderr and f"127.0.0.1:{port}" in done.stderr
     assert "model tiny" not in done.stderr and "Traceback" not in done.stderr  # nothing was loaded

@@ -107,8 +107,9 @@ def test_get_model_config_says_what_is_enforced(seen):
     pair = seen["pair_config"]  # no config.pbtxt: derived from the model
     assert pair["max_batch_size"] == 16  # --max-images
     assert [(i["name"], i["data_type"], i["dims"]) for i in pair["input"]] == [
-        ("a", "TYPE_FP32", ["3"]), ("b", "TYPE_INT64", ["3"]),
-    ]  # fmt: skip
+        ("a", "TYPE_FP32", ["3"]),
+        ("b", "TYPE_INT64", ["3"]),
+    ]
 
 
 def test_a_stream_answers_as_unary_calls_and_goes_on_after_a_bad_request(seen):

@@ -115,9 +115,14 @@ def test_the_default_follows_the_device_and_a_config_overrides_it(tmp_path):
 
 @pytest.mark.parametrize(
     ("flags", "mode", "max_batch"),
-    [([], "auto", 8), (["--max-batch", "4"], "on", 4), (["--max-batch", "1"], "off", 1),
-     (["--dynamic-batching", "off", "--max-batch", "4"], "off", 4), (["--dynamic-batching", "on"], "on", 8)],
-)  # fmt: skip
+    [
+        ([], "auto", 8),
+        (["--max-batch", "4"], "on", 4),
+        (["--max-batch", "1"], "off", 1),
+        (["--dynamic-batching", "off", "--max-batch", "4"], "off", 4),
+        (["--dynamic-batching", "on"], "on", 8),
+    ],
+)
 def test_the_flags_choose_the_mode(tmp_path, flags, mode, max_batch):
     from graphgen_server.cli import config_from_args, make_parser
 

@@ -39,12 +39,15 @@ def test_json_and_binary_inputs_mix_and_keep_their_order():
     call = infer_request(body, length)
     assert call.id == "r7"
     assert [(t.name, t.datatype, list(t.shape), t.field) for t in call.inputs] == [
-        ("a", "FP32", [2, 3], "inputs[0]"), ("b", "INT64", [1, 2], "inputs[1]"), ("c", "FP16", [2], "inputs[2]")
-    ]  # fmt: skip
+        ("a", "FP32", [2, 3], "inputs[0]"),
+        ("b", "INT64", [1, 2], "inputs[1]"),
+        ("c", "FP16", [2], "inputs[2]"),
+    ]
     assert [to_bytes(to_array(t)) for t in call.inputs] == [x.tobytes(), ids.tobytes(), half.tobytes()]
     assert [(o.name, o.field, o.classification) for o in call.outputs] == [
-        ("logits", "outputs[0]", 3), ("other", "outputs[1]", None)
-    ]  # fmt: skip
+        ("logits", "outputs[0]", 3),
+        ("other", "outputs[1]", None),
+    ]
     assert call.profile == Profiling(False, 0, "parameters.profile_runs")  # (priority: accepted, not used)
     assert call.binary == {"logits": True, "other": False}
 
@@ -73,15 +76,25 @@ def test_profile_parameters_follow_the_grpc_rules():
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32"}]}', None, "inputs[0]"),
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}', "1000", "Inference-Header"),
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}', b"xyz", "binary data"),
-        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
-         b"1234", "inputs[0].parameters.binary_data_size"),
+        (
+            b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
+            b"1234",
+            "inputs[0].parameters.binary_data_size",
+        ),
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": {}}', None, "outputs"),
-        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"p": null}}',
-         None, "parameters.p"),
-        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],'
-         b' "outputs": [{"name": "y", "parameters": {"classification": [3]}}]}', None, "outputs[0].parameters.classification"),
+        (
+            b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"p": null}}',
+            None,
+            "parameters.p",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],'
+            b' "outputs": [{"name": "y", "parameters": {"classification": [3]}}]}',
+            None,
+            "outputs[0].parameters.classification",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_requests_name_the_field(body, length, field):
     if isinstance(length, bytes):  # binary data after the JSON
         body, length = body + length, str(len(body))
@@ -110,8 +123,11 @@ def test_response_outputs_as_json_or_binary():
     assert list(document["parameters"]) == ["graphgen_profile"]
     assert json.loads(document["parameters"]["graphgen_profile"])["runs"] == 3
     assert document["outputs"][1] == {
-        "name": "top", "datatype": "BYTES", "shape": [1, 2], "data": ["0.250000:0:cat", "-1.000000:1:dog"]
-    }  # fmt: skip
+        "name": "top",
+        "datatype": "BYTES",
+        "shape": [1, 2],
+        "data": ["0.250000:0:cat", "-1.000000:1:dog"],
+    }
 
     body, length = infer_response(inferred, "", {"": True})  # binary_data_output: every output
     header = json.loads(body[:length])

@@ -68,17 +68,23 @@ def run(requests, runtime: FakeRuntime | None = None, gate: CallGate | None = No
 
 def test_runtime_answers_and_errors_map_to_http_statuses():
     (ok, missing, busy, versioned), seen, _ = run(
-        [("GET", "/v2/models/m", None), ("GET", "/v2/models/x", None), ("GET", "/v2/models/busy", None),
-         ("GET", "/v2/models/m/versions/2", None)]
-    )  # fmt: skip
+        [
+            ("GET", "/v2/models/m", None),
+            ("GET", "/v2/models/x", None),
+            ("GET", "/v2/models/busy", None),
+            ("GET", "/v2/models/m/versions/2", None),
+        ]
+    )
     assert ok == (
         200,
         {
-            "name": "m", "versions": ["1", "2"], "platform": "onnxruntime_onnx",
+            "name": "m",
+            "versions": ["1", "2"],
+            "platform": "onnxruntime_onnx",
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
             "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
         },
-    )  # fmt: skip
+    )
     assert missing == (404, {"error": "model 'x' is not in the repository"})
     assert busy == (429, {"error": "model busy: queue full"})
     assert versioned[0] == 200 and seen[-1] == ("m", "2")

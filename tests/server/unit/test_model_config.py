@@ -262,12 +262,21 @@ def test_max_batch_size_zero_means_no_batch_dimension(served):
 
 @pytest.mark.parametrize(
     ("model", "words"),
-    [("wrong_type", "input 'x' is FP32 in the model, not INT64"), ("wrong_name", "input 'pixels' is not in the model"),
-     ("cold", "model_warmup 'bad' failed"), ("ensemble", "ensemble_scheduling"), ("sequence", "sequence_batching"),
-     ("on_gpu", "KIND_GPU, but CUDA cannot be used"), ("renamed", "name 'other' is not the model's directory name"),
-     ("misspelled", "'max_batch_sise' is not a field of Triton's model configuration; did you mean 'max_batch_size'?"),
-     ("misspelled_inside", "'dynamic_batching.max_queue_delay_microsecond' is not a field")],
-)  # fmt: skip
+    [
+        ("wrong_type", "input 'x' is FP32 in the model, not INT64"),
+        ("wrong_name", "input 'pixels' is not in the model"),
+        ("cold", "model_warmup 'bad' failed"),
+        ("ensemble", "ensemble_scheduling"),
+        ("sequence", "sequence_batching"),
+        ("on_gpu", "KIND_GPU, but CUDA cannot be used"),
+        ("renamed", "name 'other' is not the model's directory name"),
+        (
+            "misspelled",
+            "'max_batch_sise' is not a field of Triton's model configuration; did you mean 'max_batch_size'?",
+        ),
+        ("misspelled_inside", "'dynamic_batching.max_queue_delay_microsecond' is not a field"),
+    ],
+)
 def test_what_cannot_be_honoured_leaves_the_model_not_ready_with_the_reason(served, model, words):
     version = served.runtime.find(model)
     assert not version.ready and words in version.reason

@@ -90,6 +90,12 @@ def test_kserve_messages_are_wire_compatible_with_tritonclient():
     # The RPCs the issue names are all there.
     served = {m.split("/")[1] for m in ours["methods"]}
     assert served >= {
-        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
-        "ModelInfer", "ModelStatistics", "RepositoryIndex",
-    }  # fmt: skip
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+        "ModelStatistics",
+        "RepositoryIndex",
+    }

@@ -12,10 +12,10 @@ import pytest
 from graphgen_server.config import CudaOptions
 from graphgen_server.core import providers
 
-LINES = [f"Failed to load lib{name}.so.13: lib{name}.so.13: cannot open shared object file: No such file or directory"
-         for name in ("cublasLt", "cublas", "cufft")] + [
-    "Please follow https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install CUDA."
-]  # fmt: skip
+LINES = [
+    f"Failed to load lib{name}.so.13: lib{name}.so.13: cannot open shared object file: No such file or directory"
+    for name in ("cublasLt", "cublas", "cufft")
+] + ["Please follow https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install CUDA."]
 
 
 @pytest.fixture

@@ -27,14 +27,23 @@ STATUSES = {"supported", "ignored with a warning", "refused"}
 ROW = re.compile(r"^\| `([^`]+)` \| ([a-z ]+) \|", re.M)
 # Triton's HTTP/REST routes (its http_server.cc), as the README writes them.
 TRITON_HTTP = [
-    "GET /v2", "GET /v2/health/live", "GET /v2/health/ready", "GET /v2/models/{m}[/versions/{v}]",
-    "GET /v2/models/{m}[/versions/{v}]/ready", "GET /v2/models/{m}[/versions/{v}]/config",
-    "GET /v2/models[/{m}[/versions/{v}]]/stats", "POST /v2/models/{m}[/versions/{v}]/infer",
-    "POST /v2/models/{m}[/versions/{v}]/generate[_stream]", "POST /v2/repository/index",
-    "POST /v2/repository/models/{m}/load", "POST /v2/repository/models/{m}/unload",
-    "GET\\|POST /v2/systemsharedmemory[/region/{r}]/…", "GET\\|POST /v2/cudasharedmemory[/region/{r}]/…",
-    "GET\\|POST /v2[/models/{m}]/trace/setting", "GET\\|POST /v2/logging",
-]  # fmt: skip
+    "GET /v2",
+    "GET /v2/health/live",
+    "GET /v2/health/ready",
+    "GET /v2/models/{m}[/versions/{v}]",
+    "GET /v2/models/{m}[/versions/{v}]/ready",
+    "GET /v2/models/{m}[/versions/{v}]/config",
+    "GET /v2/models[/{m}[/versions/{v}]]/stats",
+    "POST /v2/models/{m}[/versions/{v}]/infer",
+    "POST /v2/models/{m}[/versions/{v}]/generate[_stream]",
+    "POST /v2/repository/index",
+    "POST /v2/repository/models/{m}/load",
+    "POST /v2/repository/models/{m}/unload",
+    "GET\\|POST /v2/systemsharedmemory[/region/{r}]/…",
+    "GET\\|POST /v2/cudasharedmemory[/region/{r}]/…",
+    "GET\\|POST /v2[/models/{m}]/trace/setting",
+    "GET\\|POST /v2/logging",
+]
 TRITON_NAMES = r"""
 import json
 from tritonclient.grpc import model_config_pb2, service_pb2

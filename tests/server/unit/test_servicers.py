@@ -66,14 +66,16 @@ def kserve(runtime: FakeRuntime) -> KServeServicer:
 
 def test_model_infer_hands_raw_inputs_over_and_sends_every_output_type_back():
     inferred = Inferred(
-        "m", "3",
+        "m",
+        "3",
         [
             OutputTensor("half", "FP16", np.array([[1.5, -2.0]], np.float16)),
             OutputTensor("flags", "BOOL", np.array([True, False, True])),
             OutputTensor("top", "BYTES", np.array([[b"0.9:1:cat", b"0.1:0"]], dtype=object)),
         ],
-        TIMINGS, None,
-    )  # fmt: skip
+        TIMINGS,
+        None,
+    )
     runtime = FakeRuntime(inferred)
     request = kpb.ModelInferRequest(model_name="m", model_version="3", id="r7")
     request.inputs.add(name="a", datatype="FP16", shape=[1, 2])
@@ -102,8 +104,10 @@ def test_model_infer_hands_raw_inputs_over_and_sends_every_output_type_back():
 
     assert (response.model_name, response.model_version, response.id) == ("m", "3", "r7")
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
-        ("half", "FP16", [1, 2]), ("flags", "BOOL", [3]), ("top", "BYTES", [1, 2]),
-    ]  # fmt: skip
+        ("half", "FP16", [1, 2]),
+        ("flags", "BOOL", [3]),
+        ("top", "BYTES", [1, 2]),
+    ]
     half, flags, top = response.raw_output_contents
     np.testing.assert_array_equal(np.frombuffer(half, "<f2"), [1.5, -2.0])
     assert flags == b"\x01\x00\x01"
@@ -112,9 +116,15 @@ def test_model_infer_hands_raw_inputs_over_and_sends_every_output_type_back():
 
 @pytest.mark.parametrize(
     ("datatype", "field", "values"),
-    [("FP32", "fp32_contents", [0.5, 1.5]), ("INT64", "int64_contents", [-3, 4]), ("UINT8", "uint_contents", [7, 8]),
-     ("BOOL", "bool_contents", [True, False]), ("FP64", "fp64_contents", [1e300, 2.0]), ("INT8", "int_contents", [-1, 1])],
-)  # fmt: skip
+    [
+        ("FP32", "fp32_contents", [0.5, 1.5]),
+        ("INT64", "int64_contents", [-3, 4]),
+        ("UINT8", "uint_contents", [7, 8]),
+        ("BOOL", "bool_contents", [True, False]),
+        ("FP64", "fp64_contents", [1e300, 2.0]),
+        ("INT8", "int_contents", [-1, 1]),
+    ],
+)
 def test_typed_contents_are_read_from_the_datatypes_own_field(datatype, field, values):
     runtime = FakeRuntime(Inferred("m", "1", [], TIMINGS, None))
     request = kpb.ModelInferRequest(model_name="m")
@@ -138,9 +148,13 @@ def test_raw_contents_not_one_per_input_are_refused_after_the_names_are_checked(
 
 @pytest.mark.parametrize(
     ("setter", "expected"),
-    [(lambda p: setattr(p, "int64_param", 3), 3), (lambda p: setattr(p, "bool_param", True), True),
-     (lambda p: setattr(p, "string_param", "3"), "3"), (lambda p: None, "nothing")],
-)  # fmt: skip
+    [
+        (lambda p: setattr(p, "int64_param", 3), 3),
+        (lambda p: setattr(p, "bool_param", True), True),
+        (lambda p: setattr(p, "string_param", "3"), "3"),
+        (lambda p: None, "nothing"),
+    ],
+)
 def test_the_classification_parameter_reaches_the_runtime_as_sent(setter, expected):
     runtime = FakeRuntime(Inferred("m", "1", [], TIMINGS, None))
     request = kpb.ModelInferRequest(model_name="m")
@@ -160,8 +174,13 @@ def test_classify_hands_images_or_a_tensor_over_and_answers_classes_and_timings(
     assert [(c.index, c.label, c.score) for c in response.results[0].classes] == [(4, "cat", 0.75)]
     t = response.timings
     assert (t.queue_us, t.preprocess_us, t.inference_us, t.postprocess_us, t.total_us, t.batch_size) == (
-        1000, 2000, 3000, 4000, 10000, 2,
-    )  # fmt: skip
+        1000,
+        2000,
+        3000,
+        4000,
+        10000,
+        2,
+    )
 
     data = np.ones((1, 3, 2, 2), "<f4").tobytes()
     call(

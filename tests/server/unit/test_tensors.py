@@ -21,16 +21,32 @@ from graphgen_server.tensors import DATATYPES, InputTensor
 from tests.support.server import Aborted, FakeContext, InProcessServer, save_onnx_model
 
 ONNX_TYPES = {
-    "BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
-    "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "INT8": TensorProto.INT8,
-    "INT16": TensorProto.INT16, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64,
-    "FP16": TensorProto.FLOAT16, "FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE,
-}  # fmt: skip
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+}
 CONTENTS = {
-    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
-}  # fmt: skip
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 
 
 def _value(name: str, datatype: str, shape: list) -> object:
@@ -70,8 +86,12 @@ def served(tmp_path_factory):
         [_value("sum", "FP32", ["N", 3]), _value("twice_b", "INT64", ["N", 3])],
     )
     text = helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])
-    save_onnx_model(repo / "strings" / "1" / "model.onnx", [helper.make_node("Identity", ["text"], ["echo"])],
-                    [text], [helper.make_tensor_value_info("echo", TensorProto.STRING, ["N"])])  # fmt: skip
+    save_onnx_model(
+        repo / "strings" / "1" / "model.onnx",
+        [helper.make_node("Identity", ["text"], ["echo"])],
+        [text],
+        [helper.make_tensor_value_info("echo", TensorProto.STRING, ["N"])],
+    )
     server = InProcessServer(repo, max_batch=8, batching_mode="on")
     yield server
     server.close()
@@ -188,13 +208,25 @@ def test_a_two_input_model_takes_its_inputs_in_any_order_and_batches(served):
     ("arrays", "words"),
     [
         ({"a": np.zeros((1, 3), np.float32)}, "inputs: model pair takes 2 inputs (a, b), got 1"),
-        ({"a": np.zeros((1, 3), np.float32), "c": np.zeros((1, 3), np.int64)}, "inputs[1].name: model pair has inputs ['a', 'b'], not 'c'"),
-        ({"a": np.zeros((2, 3), np.float32), "b": np.zeros((1, 3), np.int64)}, "inputs: every input must have the same batch size"),
-        ({"a": np.zeros((1, 3), np.float32), "b": np.zeros((1, 3), np.int32)}, "inputs[1].datatype: model pair's input 'b' takes INT64, got 'INT32'"),
-        ({"a": np.zeros((1, 4), np.float32), "b": np.zeros((1, 3), np.int64)}, "inputs[0].shape: shape [1, 4] does not fit [N, 3] (axis 1)"),
+        (
+            {"a": np.zeros((1, 3), np.float32), "c": np.zeros((1, 3), np.int64)},
+            "inputs[1].name: model pair has inputs ['a', 'b'], not 'c'",
+        ),
+        (
+            {"a": np.zeros((2, 3), np.float32), "b": np.zeros((1, 3), np.int64)},
+            "inputs: every input must have the same batch size",
+        ),
+        (
+            {"a": np.zeros((1, 3), np.float32), "b": np.zeros((1, 3), np.int32)},
+            "inputs[1].datatype: model pair's input 'b' takes INT64, got 'INT32'",
+        ),
+        (
+            {"a": np.zeros((1, 4), np.float32), "b": np.zeros((1, 3), np.int64)},
+            "inputs[0].shape: shape [1, 4] does not fit [N, 3] (axis 1)",
+        ),
     ],
     ids=["missing", "unknown name", "batch sizes differ", "datatype", "shape"],
-)  # fmt: skip
+)
 def test_two_input_mistakes_name_the_input(served, arrays, words):
     with pytest.raises(Aborted) as refused:
         served.call("k", "ModelInfer", _request("pair", arrays))
@@ -204,9 +236,12 @@ def test_two_input_mistakes_name_the_input(served, arrays, words):
 
 @pytest.mark.parametrize(
     ("values", "datatype", "words"),
-    [([300, 1], "UINT8", "values do not fit UINT8"), ([1, 70000], "UINT16", "values do not fit UINT16"),
-     ([-129, 0], "INT8", "values do not fit INT8")],
-)  # fmt: skip
+    [
+        ([300, 1], "UINT8", "values do not fit UINT8"),
+        ([1, 70000], "UINT16", "values do not fit UINT16"),
+        ([-129, 0], "INT8", "values do not fit INT8"),
+    ],
+)
 def test_typed_values_that_do_not_fit_the_datatype_are_refused(served, values, datatype, words):
     request = kpb.ModelInferRequest(model_name="typed")
     for t, field in CONTENTS.items():
@@ -231,10 +266,17 @@ def test_bytes_is_refused_with_a_clear_message(served):
 
 @pytest.mark.parametrize(
     ("values", "datatype", "fits"),
-    [([0, 2**64 - 1], "UINT64", True), ([-1, 1], "UINT64", False), ([1.5, 2.0], "INT64", False),
-     ([2**63, 0], "INT64", False), ([1.0, 2.5], "FP16", True), ([True, False], "BOOL", True), ([2, 0], "BOOL", False),
-     (["1", "2"], "INT32", False)],
-)  # fmt: skip
+    [
+        ([0, 2**64 - 1], "UINT64", True),
+        ([-1, 1], "UINT64", False),
+        ([1.5, 2.0], "INT64", False),
+        ([2**63, 0], "INT64", False),
+        ([1.0, 2.5], "FP16", True),
+        ([True, False], "BOOL", True),
+        ([2, 0], "BOOL", False),
+        (["1", "2"], "INT32", False),
+    ],
+)
 def test_values_from_json_are_converted_only_where_they_fit(values, datatype, fits):
     """Values as an HTTP/JSON body gives them (a list of Python numbers): exact or refused, never rounded."""
     tensor = InputTensor("x", datatype, (2,), values, "inputs[0]", "inputs[0].data")
