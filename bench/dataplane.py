@@ -120,10 +120,19 @@ def perf_analyzer(
     binary: str, address: str, model: str, clients: int, window_ms: int, extra: list[str], out: Path
 ) -> dict[str, float]:
     """One perf_analyzer run; its CSV row (throughput, p50...). No stability asked: the machine is shared."""
-    command = [
-        binary, "-m", model, "-x", "1", "-u", address, "-i", "grpc", "--concurrency-range", str(clients),
-        "--input-data", "zero", "-p", str(window_ms), "-s", "1000", "-r", "3", "-f", str(out), *extra,
-    ]  # fmt: skip
+    flags = {
+        "-m": model,
+        "-x": "1",
+        "-u": address,
+        "-i": "grpc",
+        "--concurrency-range": str(clients),
+        "--input-data": "zero",
+        "-p": str(window_ms),
+        "-s": "1000",
+        "-r": "3",
+        "-f": str(out),
+    }  # one flag and its value each
+    command = [binary, *(part for flag, value in flags.items() for part in (flag, value)), *extra]
     out.unlink(missing_ok=True)
     done = subprocess.run(command, capture_output=True, text=True, timeout=120 + window_ms * 10 / 1000)
     if done.returncode != 0 or not out.exists():
@@ -175,7 +184,7 @@ class Floor:
 def has_frontends_option() -> bool:
     done = subprocess.run(
         [sys.executable, "-m", "graphgen_server", "--help"], capture_output=True, text=True, timeout=60
-    )  # fmt: skip
+    )
     return "--frontends" in done.stdout
 
 
@@ -185,8 +194,11 @@ def measure(args: argparse.Namespace, repository: Path, out: Path) -> tuple[list
         save(build(architecture, options), paths[name])
     wall_us, cpu_us = in_process(paths["tiny"], 1.0 if args.quick else 3.0)
     baseline = {"wall_us": wall_us, "cpu_us": cpu_us, "load": os.getloadavg()[0]}
-    print(f"in-process tiny session.run, batch 1: {wall_us:.0f} µs wall, {cpu_us:.0f} µs CPU per call "
-          f"(load {baseline['load']:.2f})", flush=True)  # fmt: skip
+    print(
+        f"in-process tiny session.run, batch 1: {wall_us:.0f} µs wall, {cpu_us:.0f} µs CPU per call "
+        f"(load {baseline['load']:.2f})",
+        flush=True,
+    )
     frontends = args.frontends if has_frontends_option() else [1]
     servers: dict[str, tuple[str, int]] = {}  # name: (address, pid)
     with contextlib.ExitStack() as stack:
@@ -208,19 +220,27 @@ def measure(args: argparse.Namespace, repository: Path, out: Path) -> tuple[list
                     before = (tree_cpu_s(pid), served(address, model), children_cpu_s())
                     figures = perf_analyzer(
                         args.perf_analyzer, address, model, clients, args.window_ms, args.pa_arg, out / "pa.csv"
-                    )  # fmt: skip
+                    )
                     cpu, count, client = tree_cpu_s(pid), served(address, model), children_cpu_s()
                     requests = max(count - before[1], 1)
                     row = Measured(
-                        round_, name, scenario, figures["requests_per_s"], figures["p50_us"],
-                        (cpu - before[0]) / requests * 1e6, (client - before[2]) / requests * 1e6, requests,
+                        round_,
+                        name,
+                        scenario,
+                        figures["requests_per_s"],
+                        figures["p50_us"],
+                        (cpu - before[0]) / requests * 1e6,
+                        (client - before[2]) / requests * 1e6,
+                        requests,
                         os.getloadavg()[0],
-                    )  # fmt: skip
+                    )
                     results.append(row)
-                    print(f"round {round_} {scenario:8} {name:11} {row.requests_per_s:7.0f} req/s  p50 "
-                          f"{row.p50_us:6.0f} µs  server CPU {row.server_cpu_us:5.0f} µs/req  client CPU "
-                          f"{row.client_cpu_us:5.0f} µs/req  ({requests} requests, load {row.load:.2f})",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"round {round_} {scenario:8} {name:11} {row.requests_per_s:7.0f} req/s  p50 "
+                        f"{row.p50_us:6.0f} µs  server CPU {row.server_cpu_us:5.0f} µs/req  client CPU "
+                        f"{row.client_cpu_us:5.0f} µs/req  ({requests} requests, load {row.load:.2f})",
+                        flush=True,
+                    )
     return results, baseline
 
 
@@ -232,9 +252,11 @@ def median(results: list[Measured], server: str, scenario: str, attribute: str) 
 def summarize(results: list[Measured], baseline: dict[str, float]) -> list[str]:
     servers = list(dict.fromkeys(r.server for r in results))
     loads = [r.load for r in results]
-    lines = [f"medians over rounds (load {min(loads):.2f}-{max(loads):.2f}; in-process tiny: "
-             f"{baseline['wall_us']:.0f} µs wall, {baseline['cpu_us']:.0f} µs CPU per call)",
-             f"{'server':11} {'tiny@32 req/s':>14} {'CPU µs/req':>11} {'tiny@1 p50 µs':>14} {'lite0@8 req/s':>14}"]  # fmt: skip
+    lines = [
+        f"medians over rounds (load {min(loads):.2f}-{max(loads):.2f}; in-process tiny: "
+        f"{baseline['wall_us']:.0f} µs wall, {baseline['cpu_us']:.0f} µs CPU per call)",
+        f"{'server':11} {'tiny@32 req/s':>14} {'CPU µs/req':>11} {'tiny@1 p50 µs':>14} {'lite0@8 req/s':>14}",
+    ]
     for server in servers:
         lines.append(
             f"{server:11} {median(results, server, 'tiny@32', 'requests_per_s'):14.0f} "
@@ -253,9 +275,13 @@ def summarize(results: list[Measured], baseline: dict[str, float]) -> list[str]:
     ]
     if "graphgen/2" in servers:
         checks.append(
-            ("req/s at 32 graphgen/2 ÷ graphgen/1", ratio("graphgen/2", "graphgen/1", "tiny@32", "requests_per_s"),
-             "≥", 1.7)
-        )  # fmt: skip
+            (
+                "req/s at 32 graphgen/2 ÷ graphgen/1",
+                ratio("graphgen/2", "graphgen/1", "tiny@32", "requests_per_s"),
+                "≥",
+                1.7,
+            )
+        )
         checks.append(
             ("lite0@8 graphgen/2 ÷ graphgen/1", ratio("graphgen/2", "graphgen/1", "lite0@8", "requests_per_s"), "", 0)
         )

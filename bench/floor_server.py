@@ -63,9 +63,12 @@ class Floor(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         model = self.models[request.name]
         return pb.ModelMetadataResponse(
-            name=model.name, versions=["1"], platform="onnxruntime_onnx", inputs=[_tensor(model.input)],
+            name=model.name,
+            versions=["1"],
+            platform="onnxruntime_onnx",
+            inputs=[_tensor(model.input)],
             outputs=[_tensor(o) for o in model.session.get_outputs()],
-        )  # fmt: skip
+        )
 
     async def ModelConfig(self, request, context):
         response = pb.ModelConfigResponse()  # what perf_analyzer reads: the batch limit

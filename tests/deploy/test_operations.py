@@ -102,8 +102,11 @@ def test_liveness_asks_whether_the_process_works_readiness_whether_a_model_serve
 def test_with_tls_the_https_probes_keep_live_apart_from_ready(tmp_path):
     server = server_container(render_with_components(tmp_path, "gpu", ("tls",)))
     paths = {probe: server[probe]["httpGet"]["path"] for probe in PROBES}
-    assert paths == {"startupProbe": "/v2/health/live", "livenessProbe": "/v2/health/live",
-                     "readinessProbe": "/v2/health/ready"}  # fmt: skip
+    assert paths == {
+        "startupProbe": "/v2/health/live",
+        "livenessProbe": "/v2/health/live",
+        "readinessProbe": "/v2/health/ready",
+    }
 
 
 def test_grpc_connections_age_so_clients_spread_over_new_replicas(rendered):
