@@ -69,22 +69,40 @@ def trace_events(forms: Sequence[tuple[str, Profile]]) -> dict[str, Any]:
         laid_end = 0.0  # where the last end-to-end span ended: a run's laid nodes never overlap the last run's
         for number, run in enumerate(profile.timeline, start=1):
             shift = max(0.0, laid_end - run.start_us)
-            events.append({
-                "name": f"run {number}", "cat": "run", "ph": "X", "ts": run.start_us, "dur": run.dur_us,
-                "pid": pid, "tid": RUNS_TRACK,
-                "args": {"run": number, "of": len(profile.timeline), "batch": profile.batch, "timing": profile.timing},
-            })  # fmt: skip
+            events.append(
+                {
+                    "name": f"run {number}",
+                    "cat": "run",
+                    "ph": "X",
+                    "ts": run.start_us,
+                    "dur": run.dur_us,
+                    "pid": pid,
+                    "tid": RUNS_TRACK,
+                    "args": {
+                        "run": number,
+                        "of": len(profile.timeline),
+                        "batch": profile.batch,
+                        "timing": profile.timing,
+                    },
+                }
+            )
             for span in run.spans:
                 row = profile.rows[span.row]
                 start = run.start_us + span.start_us + (0.0 if span.thread else shift)
                 if not span.thread:
                     laid_end = max(laid_end, start + span.dur_us)
-                events.append({
-                    "name": row.layer, "cat": row.kind or row.kernel_op or "kernel", "ph": "X",
-                    "ts": start, "dur": span.dur_us,
-                    "pid": pid, "tid": span.thread or SEQUENTIAL_THREAD,
-                    "args": _kernel_args(profile, span.row, number),
-                })  # fmt: skip
+                events.append(
+                    {
+                        "name": row.layer,
+                        "cat": row.kind or row.kernel_op or "kernel",
+                        "ph": "X",
+                        "ts": start,
+                        "dur": span.dur_us,
+                        "pid": pid,
+                        "tid": span.thread or SEQUENTIAL_THREAD,
+                        "args": _kernel_args(profile, span.row, number),
+                    }
+                )
     other = {
         "generator": "graphgen profile",
         "forms": [

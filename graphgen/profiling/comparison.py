@@ -203,7 +203,12 @@ def compare(forms: Sequence[Form]) -> Comparison:
         spreads = tuple(Spread.of(t) if t is not None else None for t in inserted)
         rows.append(ComparedRow(INSERTED, (), "", 0, spreads, tuple(counts[INSERTED])))
     others = range(1, len(forms))
-    rows.sort(key=lambda row: max((abs(row.change_us(i)) for i in others), default=row.times[0].median if row.times[0] else 0.0), reverse=True)  # fmt: skip
+    rows.sort(
+        key=lambda row: max(
+            (abs(row.change_us(i)) for i in others), default=row.times[0].median if row.times[0] else 0.0
+        ),
+        reverse=True,
+    )
     return Comparison(tuple(form.label for form in forms), tuple(form.profile for form in forms), rows)
 
 
@@ -224,8 +229,10 @@ def format_comparison(comparison: Comparison, *, limit: int = 0) -> str:
     labels, profiles = comparison.labels, comparison.profiles
     shown = comparison.rows[:limit] if limit else comparison.rows
     width = min(max([len(r.layer) for r in shown] + [5]), 48)
-    lines = [f"form {i}: {label} — {p.provider}, {p.runs} runs of a batch of {p.batch}; {p.timing_text}"
-             for i, (label, p) in enumerate(zip(labels, profiles))]  # fmt: skip
+    lines = [
+        f"form {i}: {label} — {p.provider}, {p.runs} runs of a batch of {p.batch}; {p.timing_text}"
+        for i, (label, p) in enumerate(zip(labels, profiles))
+    ]
     header = f"{'layer':<{width}}  {'kind':<14}"
     for i in range(len(labels)):
         header += f"  {f'{i}: median µs':>9} {_spread(profiles[i]):>13}" + (f"  {f'{i} ÷ 0':>10}" if i else "")

@@ -154,9 +154,11 @@ def test_chromiums_devtools_performance_panel_opens_the_trace(real_trace, tmp_pa
     path, trace = real_trace
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path), executable_path=str(CHROMIUM), viewport={"width": 1600, "height": 1000},
+            str(tmp_path),
+            executable_path=str(CHROMIUM),
+            viewport={"width": 1600, "height": 1000},
             args=["--no-sandbox", "--disable-gpu", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"],
-        )  # fmt: skip
+        )
         try:
             page = context.new_page()
             page.goto(f"http://127.0.0.1:{_devtools_port(tmp_path)}/devtools/trace_app.html", timeout=LOAD_MS)

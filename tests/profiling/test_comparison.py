@@ -53,18 +53,30 @@ INT8 = LayerMap(
 
 def _synthetic() -> tuple[Form, Form]:
     fp32 = summarize(
-        _runs({"conv1": [100] * 5, "fused_conv3": [400, 410, 390, 400, 405], "branch": [50] * 5,
-               "ReorderOutput": [5] * 5}),
-        FP32, batch=1, warmup_runs=1,
-    )  # fmt: skip
+        _runs(
+            {"conv1": [100] * 5, "fused_conv3": [400, 410, 390, 400, 405], "branch": [50] * 5, "ReorderOutput": [5] * 5}
+        ),
+        FP32,
+        batch=1,
+        warmup_runs=1,
+    )
     # In int8 conv3's three parts are three kernels whose slow runs differ: the row's median is the
     # median of each run's sum (100+20+10 = 130 in most runs), not the sum of the three medians.
     int8 = summarize(
-        _runs({"conv1_quant": [98, 99, 101, 100, 102], "qconv3": [100, 100, 300, 100, 100],
-               "add": [20, 200, 20, 20, 20], "relu_Q": [10, 10, 10, 10, 10], "folded": [70] * 5,
-               "Transpose_token_1": [30] * 5}),
-        INT8, batch=1, warmup_runs=1,
-    )  # fmt: skip
+        _runs(
+            {
+                "conv1_quant": [98, 99, 101, 100, 102],
+                "qconv3": [100, 100, 300, 100, 100],
+                "add": [20, 200, 20, 20, 20],
+                "relu_Q": [10, 10, 10, 10, 10],
+                "folded": [70] * 5,
+                "Transpose_token_1": [30] * 5,
+            }
+        ),
+        INT8,
+        batch=1,
+        warmup_runs=1,
+    )
     order = ("conv1", "conv3", "add", "relu", "branch1x1")
     return Form("fp32", fp32, {}, order), Form("int8", int8, {"v_relu_QuantizeLinear": "relu"}, order)
 

@@ -72,8 +72,9 @@ def test_resnet50_on_openvino_maps_its_time_to_graphgen_layers_at_float32_with_o
     fraction = mapped / sum(row.time.median for row in profile.rows)
     assert fraction >= 0.95, fraction
     assert any(f"{fraction:.1%} of OpenVINO's node time maps to graphgen layers" in note for note in profile.notes)
-    assert any("INFERENCE_PRECISION_HINT f32 (asked for" in note and "1 thread, pinning off" in note
-               for note in profile.notes)  # fmt: skip
+    assert any(
+        "INFERENCE_PRECISION_HINT f32 (asked for" in note and "1 thread, pinning off" in note for note in profile.notes
+    )
     assert profile.runtime == "openvino" and profile.provider == "OpenVINO CPU f32"
     assert all(row.layer.startswith("[openvino] ") for row in profile.rows if not row.mapped)
     # Every convolution is named, joined with graphgen stats (MACs), and ReLUs and residual adds fused in.

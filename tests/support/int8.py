@@ -22,7 +22,12 @@ def quantize(fp32: Path, int8: Path, shape: tuple[int, ...], input_name: str = "
             return next(self.feeds, None)
 
     quantize_static(
-        str(fp32), str(int8), Random(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-    )  # fmt: skip
+        str(fp32),
+        str(int8),
+        Random(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     return int8
