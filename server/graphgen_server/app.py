@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from graphgen_protos import classifier_pb2, kserve_v2_pb2
 from graphgen_server.config import ServerConfig
 from graphgen_server.core.model_control import ModelControl
-from graphgen_server.core.runtime import Runtime
+from graphgen_server.core.runtime import LocalRuntime
 from graphgen_server.frontends.disconnect import disconnect_port
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.grpc_classify import ClassifierServicer
@@ -82,7 +82,7 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
 class GraphgenServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.runtime = Runtime(config)
+        self.runtime = LocalRuntime(config)
         self.health = Health()
         self.gate = CallGate()
         self.hurry = asyncio.Event()  # set by a second SIGTERM/SIGINT: the pre-stop delay ends at once

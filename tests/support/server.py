@@ -89,12 +89,12 @@ class InProcessServer:
         import asyncio
 
         from graphgen_server.config import ServerConfig
-        from graphgen_server.core.runtime import Runtime
+        from graphgen_server.core.runtime import LocalRuntime
         from graphgen_server.frontends.gate import CallGate
         from graphgen_server.frontends.grpc_classify import ClassifierServicer
         from graphgen_server.frontends.grpc_kserve import KServeServicer
 
-        self.runtime = Runtime(ServerConfig(repository=repository, **{"device": "cpu", "workers": 2, **settings}))
+        self.runtime = LocalRuntime(ServerConfig(repository=repository, **{"device": "cpu", "workers": 2, **settings}))
         self.runtime.load()
         self.loop = asyncio.new_event_loop()
         gate = CallGate()

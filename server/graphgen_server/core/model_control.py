@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from graphgen_server.core.errors import InvalidArgument, NotFound, Refused
 from graphgen_server.core.model_version import ModelVersion
-from graphgen_server.core.runtime import Runtime
+from graphgen_server.core.runtime import LocalRuntime
 from graphgen_server.repository.layout import MODEL_FILE, BadModelName, ModelFile, check_model_name
 from graphgen_server.repository.model_config import ReadConfig, plan_model
 
@@ -31,7 +31,7 @@ UNLOADED = "unloaded (RepositoryModelUnload); RepositoryModelLoad serves it agai
 
 
 class ModelControl:
-    def __init__(self, runtime: Runtime, on_change: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, runtime: LocalRuntime, on_change: Callable[[], Awaitable[None]]) -> None:
         self.runtime = runtime
         self.on_change = on_change  # after the table changed (the health service follows it)
         self._lock = asyncio.Lock()  # one load or unload at a time

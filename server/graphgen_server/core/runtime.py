@@ -19,13 +19,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
-from graphgen.profiling.summary import Profile
 from graphgen_server.config import ServerConfig
 from graphgen_server.core import providers, requests
+from graphgen_server.core.api import Classified, ClassScore, Inferred, OutputTensor, Timings
 from graphgen_server.core.errors import InvalidArgument, NotFound, failure_reason
 from graphgen_server.core.loaded import LoadedVersion
 from graphgen_server.core.model_version import ModelVersion, RunOutcome
@@ -40,57 +39,11 @@ log = logging.getLogger("graphgen_server")
 CLASSIFICATION_DATATYPE = "BYTES"
 
 
-@dataclass(frozen=True)
-class Timings:
-    """Where a request's time went, in seconds (``batch_size``: rows of the batch it ran in)."""
-
-    queue_s: float
-    input_s: float
-    infer_s: float
-    output_s: float
-    total_s: float
-    batch_size: int
-    profile_setup_s: float = 0.0  # a profiled call: waiting for its profiling session, and warm-up runs
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    index: int
-    label: str
-    score: float  # softmax probability
-
-
-@dataclass(frozen=True)
-class Classified:
-    model: str
-    version: str
-    provider: str
-    results: list[list[ClassScore]]  # per image, best first
-    timings: Timings
-    profile: Profile | None
-
-
-@dataclass(frozen=True)
-class OutputTensor:
-    name: str
-    datatype: str
-    array: np.ndarray  # for BYTES (classification): an object array of bytes
-
-
-@dataclass(frozen=True)
-class Inferred:
-    model: str
-    version: str
-    outputs: list[OutputTensor]
-    timings: Timings
-    profile: Profile | None
-
-
 RequestListener = Callable[[ModelVersion, RequestRecord], None]
 
 
-class Runtime:
-    """Every model version of the repository, and the calls on them."""
+class LocalRuntime:
+    """Every model version of the repository, and the calls on them, in this process (a :class:`Runtime`)."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -133,6 +86,12 @@ class Runtime:
         ordered = sorted(versions.values(), key=lambda m: int(m.version))
         ready = [m for m in ordered if m.ready]
         return (ready or ordered)[-1]
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of model ``name`` in the table, in order (NotFound for an unknown model)."""
+        if name not in self.models:
+            self.find(name)  # raises NotFound naming the models there are
+        return sorted(self.models[name], key=int)
 
     def ready(self, name: str, version: str = "") -> ModelVersion:
         """The named version (as :meth:`find`), ModelUnavailable with the reason unless it is ready."""

@@ -82,6 +82,17 @@ class ModelStats:
             self.profiled_count += record.profiled
             self.last_inference_ms = int(time.time() * 1000)
 
+    def stages(self) -> dict[str, Duration]:
+        """Each request stage's cumulative duration, under Triton's names (ModelStatistics' inference_stats)."""
+        return {
+            "success": self.success,
+            "fail": self.fail,
+            "queue": self.queue,
+            "compute_input": self.compute_input,
+            "compute_infer": self.compute_infer,
+            "compute_output": self.compute_output,
+        }
+
     def record_execution(self, batch_size: int, infer_s: float) -> None:
         with self.lock:
             self.execution_count += 1

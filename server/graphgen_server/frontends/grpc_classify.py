@@ -7,9 +7,9 @@ import grpc
 from graphgen.metadata import ARCHITECTURE
 from graphgen_protos import classifier_pb2 as pb
 from graphgen_protos import classifier_pb2_grpc
+from graphgen_server.core.api import Runtime
 from graphgen_server.core.model_version import ModelVersion
 from graphgen_server.core.requests import Profiling
-from graphgen_server.core.runtime import Runtime
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.profiles import profile_message
 from graphgen_server.frontends.status import abort_with_status

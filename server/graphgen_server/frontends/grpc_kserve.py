@@ -23,10 +23,10 @@ from google.protobuf import json_format
 
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
+from graphgen_server.core.api import Runtime
 from graphgen_server.core.errors import InvalidArgument
 from graphgen_server.core.model_control import ModelControl
 from graphgen_server.core.requests import RequestedOutput
-from graphgen_server.core.runtime import Runtime
 from graphgen_server.frontends import kserve_common
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.grpc_wire import Undecodable

@@ -22,9 +22,9 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from graphgen_server.core.api import Inferred
 from graphgen_server.core.errors import InvalidArgument
 from graphgen_server.core.requests import Profiling, RequestedOutput, to_array
-from graphgen_server.core.runtime import Inferred
 from graphgen_server.frontends import kserve_common
 from graphgen_server.frontends.kserve_common import PROFILE_RESPONSE, deserialize_bytes, serialize_bytes
 from graphgen_server.tensors import DATATYPES, InputTensor, to_bytes

@@ -20,9 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from graphgen_server.config import ServerConfig
+from graphgen_server.core.api import Runtime
 from graphgen_server.core.errors import InvalidArgument
 from graphgen_server.core.model_control import ModelControl
-from graphgen_server.core.runtime import Runtime
 from graphgen_server.frontends import http_codec, kserve_common
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.status import clamp, http_status_of
@@ -91,7 +91,7 @@ def bearer_token(token: str, open_paths: Iterable[str] = OPEN_PATHS) -> Any:
 
 
 class KServeHttp:
-    """Triton's REST endpoints over the :class:`~graphgen_server.core.runtime.Runtime`."""
+    """Triton's REST endpoints over the :class:`~graphgen_server.core.api.Runtime`."""
 
     def __init__(
         self, runtime: Runtime, gate: CallGate, config: ServerConfig, control: ModelControl | None = None,

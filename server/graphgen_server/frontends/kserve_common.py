@@ -17,10 +17,10 @@ from google.protobuf import json_format
 
 import graphgen
 from graphgen.profiling.summary import Profile
+from graphgen_server.core.api import Runtime
 from graphgen_server.core.errors import InvalidArgument, NotFound, Refused
 from graphgen_server.core.model_control import ModelControl
 from graphgen_server.core.requests import Profiling
-from graphgen_server.core.runtime import Runtime
 from graphgen_server.core.statistics import Duration, ModelStats
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.profiles import profile_message
@@ -65,7 +65,7 @@ def model_metadata(runtime: Runtime, name: str, version: str) -> dict[str, Any]:
 
     return {
         "name": model.name,
-        "versions": sorted(runtime.models[model.name], key=int),
+        "versions": runtime.versions(model.name),
         "platform": PLATFORM,
         "inputs": [tensor(i) for i in loaded.inputs],
         "outputs": [tensor(o) for o in loaded.outputs],
@@ -99,14 +99,13 @@ def _duration(duration: Duration) -> dict[str, int]:
 
 def _statistics(name: str, version: str, stats: ModelStats) -> dict[str, Any]:
     stats = stats.snapshot()
-    stages = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
     return {
         "name": name,
         "version": version,
         "last_inference": stats.last_inference_ms,
         "inference_count": stats.inference_count,
         "execution_count": stats.execution_count,
-        "inference_stats": {stage: _duration(getattr(stats, stage)) for stage in stages},
+        "inference_stats": {stage: _duration(duration) for stage, duration in stats.stages().items()},
         "batch_stats": [
             {"batch_size": size, "compute_infer": _duration(d.compute_infer)}
             for size, d in sorted(stats.batches.items())

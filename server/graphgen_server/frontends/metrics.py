@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from graphgen_server.core.api import Runtime
 from graphgen_server.frontends.http_routes import answer_errors
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -33,7 +33,7 @@ LABELS = ["model", "version"]
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
-# (name, help, ModelStats duration attribute) — Triton's latency counters, in microseconds.
+# (name, help, request stage in ModelStats.stages()) — Triton's latency counters, in microseconds.
 TRITON_DURATIONS = (
     ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds", "success"),
     ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds", "queue"),
@@ -45,29 +45,14 @@ TRITON_DURATIONS = (
 )  # fmt: skip
 
 
-class ServedModel(Protocol):
-    """What a scrape reads of a model version (the runtime's ModelVersion has it all)."""
-
-    name: str
-    version: str
-    ready: bool
-    loaded: Any  # LoadedVersion | None: its provider
-    pending_rows: int
-    stats: object
-
-
-class ModelSource(Protocol):
-    def all(self) -> list: ...
-
-
 class RuntimeCollector(Collector):
     """Every model version's counters, gauges and batch sizes, read when Prometheus scrapes."""
 
-    def __init__(self, runtime: ModelSource) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        models = list(self.runtime.all())
+        models = self.runtime.all()
         success = CounterMetricFamily(
             "nv_inference_request_success", "Number of successful inference requests, all batch sizes", labels=LABELS
         )
@@ -82,7 +67,7 @@ class RuntimeCollector(Collector):
         executions = CounterMetricFamily(
             "nv_inference_exec_count", "Number of model executions performed (batches run)", labels=LABELS
         )
-        durations = [(CounterMetricFamily(name, text, labels=LABELS), attr) for name, text, attr in TRITON_DURATIONS]
+        durations = [(CounterMetricFamily(name, text, labels=LABELS), stage) for name, text, stage in TRITON_DURATIONS]
         queued = GaugeMetricFamily(
             "graphgen_queued_images", "Images (batch rows) queued or running, per model version", labels=LABELS
         )
@@ -102,13 +87,14 @@ class RuntimeCollector(Collector):
             stats = model.stats
             with stats.lock:
                 success.add_metric(labels, stats.success.count)
-                reasons = failure_counts(stats)
+                reasons = dict(stats.failures)
                 count.add_metric(labels, stats.inference_count)
                 executions.add_metric(labels, stats.execution_count)
-                for family, attr in durations:
-                    family.add_metric(labels, getattr(stats, attr).ns // 1000)
+                stages = stats.stages()
+                for family, stage in durations:
+                    family.add_metric(labels, stages[stage].ns // 1000)
                 sizes = {size: batch.compute_infer.count for size, batch in stats.batches.items()}
-                profiled.add_metric(labels, getattr(stats, "profiled_count", 0))
+                profiled.add_metric(labels, stats.profiled_count)
             for reason in FAILURE_REASONS:
                 failure.add_metric([*labels, reason], reasons.get(reason, 0))
             batches.add_metric(labels, histogram_buckets(sizes), sum_value=sum(s * n for s, n in sizes.items()))
@@ -148,14 +134,6 @@ class CpuCollector(Collector):
         yield GaugeMetricFamily("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", value=ratio)
         yield GaugeMetricFamily("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes", value=total)
         yield GaugeMetricFamily("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", value=total - available)
-
-
-def failure_counts(stats) -> dict[str, int]:
-    """Failed requests per Triton reason: the statistics' own split where they keep one, else all OTHER."""
-    by_reason = getattr(stats, "failures", None)
-    if isinstance(by_reason, dict):
-        return {str(reason): int(n) for reason, n in by_reason.items()}
-    return {"OTHER": stats.fail.count}
 
 
 def histogram_buckets(sizes: dict[int, int]) -> list[tuple[str, float]]:
@@ -204,14 +182,14 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return b"".join(parts)
 
 
-def make_registry(runtime: ModelSource) -> CollectorRegistry:
+def make_registry(runtime: Runtime) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RuntimeCollector(runtime))
     registry.register(CpuCollector())
     return registry
 
 
-def metrics_app(runtime: ModelSource) -> web.Application:
+def metrics_app(runtime: Runtime) -> web.Application:
     """``GET /metrics`` for Prometheus.
 
     Open without the bearer token, as Triton's is and as health checks are: Prometheus and

@@ -9,9 +9,9 @@ import pytest
 
 from graphgen.profiling.summary import Profile, Spread
 from graphgen_protos import kserve_v2_pb2 as pb
+from graphgen_server.core.api import Inferred, OutputTensor, Timings
 from graphgen_server.core.errors import InvalidArgument
 from graphgen_server.core.requests import Profiling, to_array
-from graphgen_server.core.runtime import Inferred, OutputTensor, Timings
 from graphgen_server.frontends.http_codec import deserialize_bytes, infer_request, infer_response, message_json
 from graphgen_server.tensors import to_bytes
 

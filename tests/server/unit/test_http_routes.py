@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from graphgen_server.config import ServerConfig
+from graphgen_server.core.api import Inferred, OutputTensor, Timings
 from graphgen_server.core.errors import NotFound, QueueFull
 from graphgen_server.core.requests import to_array
-from graphgen_server.core.runtime import Inferred, OutputTensor, Timings
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.http_routes import KServeHttp
 from graphgen_server.tensors import TensorInfo
@@ -25,7 +25,6 @@ class FakeRuntime:
     """Model "m" (versions 1 and 2; version 9 is not ready); "busy" has a full queue; ``infer`` answers ``inferred``."""
 
     def __init__(self, inferred: Inferred | None = None) -> None:
-        self.models = {"m": {"1": None, "2": None}}
         self.seen: list = []
         self.inferred = inferred
 
@@ -35,11 +34,26 @@ class FakeRuntime:
             raise QueueFull("model busy: queue full")
         if name != "m":
             raise NotFound(f"model {name!r} is not in the repository")
+        return self._model(version or "2")
+
+    @staticmethod
+    def _model(version: str) -> SimpleNamespace:
         x, y = TensorInfo("x", "FP32", (None, 3)), TensorInfo("y", "FP32", (None, 2))
         loaded = SimpleNamespace(inputs=[x], outputs=[y])
-        return SimpleNamespace(name="m", version=version or "2", ready=version != "9", served=lambda: loaded)
+        return SimpleNamespace(name="m", version=version, ready=version != "9", served=lambda: loaded)
 
     ready = find
+
+    def all(self) -> list:
+        return [self._model(version) for version in ("1", "2", "9")]
+
+    def versions(self, name: str) -> list[str]:
+        if name != "m":
+            raise NotFound(f"model {name!r} is not in the repository")
+        return ["1", "2"]
+
+    async def classify(self, *args, **kwargs):
+        raise AssertionError("REST has no Classify")
 
     async def infer(self, name, version="", *, inputs, outputs=(), profile):
         self.seen.append(("infer", name, version, list(inputs), list(outputs), profile))

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from graphgen_protos import kserve_v2_pb2
 from graphgen_server.config import ServerConfig
-from graphgen_server.core.runtime import Runtime
+from graphgen_server.core.runtime import LocalRuntime
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.http_routes import KServeHttp
 
@@ -101,7 +101,7 @@ def test_every_triton_endpoint_has_a_row_true_to_the_http_server(tmp_path):
     assert set(TRITON_HTTP) <= set(rows), set(TRITON_HTTP) - set(rows)
 
     async def statuses() -> dict[str, tuple[int, str]]:
-        runtime = Runtime(ServerConfig(repository=tmp_path))  # no model: calls reach the runtime and its NOT_FOUND
+        runtime = LocalRuntime(ServerConfig(repository=tmp_path))  # no model: calls reach the runtime and its NOT_FOUND
         app = KServeHttp(runtime, CallGate(), ServerConfig(repository=tmp_path)).app()
         async with TestClient(TestServer(app)) as client:
             out = {}

@@ -17,9 +17,10 @@ import pytest
 from graphgen.preprocess import ImageError
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import kserve_v2_pb2 as kpb
+from graphgen_server.core.api import Classified, ClassScore, Inferred, OutputTensor, Runtime, Timings
 from graphgen_server.core.errors import InvalidArgument, ModelUnavailable, NotFound, QueueFull, Refused
 from graphgen_server.core.requests import Profiling, to_array
-from graphgen_server.core.runtime import Classified, ClassScore, Inferred, OutputTensor, Timings
+from graphgen_server.core.runtime import LocalRuntime
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.grpc_classify import ClassifierServicer
 from graphgen_server.frontends.grpc_kserve import KServeServicer
@@ -31,7 +32,7 @@ TIMINGS = Timings(queue_s=0.001, input_s=0.002, infer_s=0.003, output_s=0.004, t
 
 
 class FakeRuntime:
-    """Records each call; answers with ``result`` or raises ``error``."""
+    """A :class:`Runtime` holding no model: records each call; answers with ``result`` or raises ``error``."""
 
     def __init__(self, result=None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -43,11 +44,37 @@ class FakeRuntime:
             raise self.error
         return self.result
 
+    def all(self) -> list:
+        return []
+
+    def find(self, name: str, version: str = ""):
+        self.calls.append(("find", (name, version), {}))
+        raise self.error or NotFound(f"model {name!r} is not in the repository")
+
+    ready = find
+
+    def versions(self, name: str) -> list[str]:
+        return self.find(name)
+
     async def classify(self, *args, **kwargs):
         return await self._answer("classify", args, kwargs)
 
     async def infer(self, *args, **kwargs):
         return await self._answer("infer", args, kwargs)
+
+
+def test_the_fake_runtimes_and_the_real_one_are_runtimes():
+    """The servicers are typed against the Runtime protocol: the fakes here must implement all of it."""
+    from tests.server.unit.test_http_routes import FakeRuntime as HttpFakeRuntime
+
+    assert (
+        issubclass(LocalRuntime, Runtime) and issubclass(FakeRuntime, Runtime) and issubclass(HttpFakeRuntime, Runtime)
+    )
+
+    class Partial:  # (the check can fail: a runtime without infer is none)
+        all, find, ready, versions, classify = FakeRuntime.all, FakeRuntime.find, FakeRuntime.ready, None, None
+
+    assert not issubclass(Partial, Runtime)
 
 
 def call(servicer, method: str, request):
