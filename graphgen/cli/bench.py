@@ -13,7 +13,8 @@ from pathlib import Path
 
 from graphgen import registry
 from graphgen.argtypes import output_file
-from graphgen.cli.common import add_run_arguments, architecture_options
+from graphgen.cli.common import add_run_arguments, add_runtime_arguments, architecture_options
+from graphgen.errors import UserError
 from graphgen.plots import plot_path_argument
 from graphgen.profiling.inprocess import providers, session_options
 
@@ -33,6 +34,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     names = registry.expand(args.names)
     variant = architecture_options(args)
+    runtimes = list(dict.fromkeys(args.runtime or ["onnxruntime"]))
+    if "openvino" in runtimes:
+        from graphgen.profiling import openvino
+
+        if args.device != "cpu":
+            raise UserError("--runtime openvino runs on OpenVINO's CPU plugin: use --device cpu")
+        if (reason := openvino.unavailable_reason()) is not None:
+            raise UserError(f"--runtime openvino: {reason}")
     rows = []
     for name in names:
         rows += bench_architecture(
@@ -42,6 +51,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             variant=variant,
             providers=providers(args.device, args.cudnn_conv_algo_search),
             make_options=session_options(args.threads),
+            runtimes=runtimes,
+            threads=args.threads,
+            openvino_precision=args.openvino_precision,
         )
         print(f"  {name}: done", file=sys.stderr)
     print(format_table(rows))
@@ -65,4 +77,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--deploy", action="store_true", default=None, help="RepVGG/ParNet: the deploy form (others unaffected)"
     )
     add_run_arguments(bench)
+    add_runtime_arguments(bench)
     bench.set_defaults(func=cmd_bench)

@@ -99,7 +99,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--runs", type=positive_int, default=DEFAULT_RUNS, help=f"measured runs (default {DEFAULT_RUNS})"
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="execution provider (default cpu)")
-    parser.add_argument("--threads", type=count, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument(
+        "--threads",
+        type=count,
+        default=0,
+        help="intra-op threads (0: the runtime's default, one per core, pinned; N: N threads, not pinned)",
+    )
     parser.add_argument(
         "--cudnn-conv-algo-search",
         choices=CONV_ALGO_SEARCHES,
@@ -108,6 +113,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "HEURISTIC picks the same ones every time, for comparing two profiles)",
     )
     parser.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--runtime`` (repeatable) and OpenVINO's precision, for the commands that run models here."""
+    from graphgen.profiling.inprocess import RUNTIMES
+    from graphgen.profiling.openvino import DEFAULT_PRECISION, PRECISIONS
+
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        choices=RUNTIMES,
+        help="onnxruntime (default) or openvino (pip install 'graphgen-onnx[openvino]'); repeat to compare them",
+    )
+    parser.add_argument(
+        "--openvino-precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help=f"OpenVINO's INFERENCE_PRECISION_HINT (default {DEFAULT_PRECISION}, as onnxruntime computes; "
+        "'default': the CPU plugin's own, bf16 where the CPU has it)",
+    )
 
 
 def architecture_options(args: argparse.Namespace) -> dict[str, object]:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import onnx
 
@@ -131,6 +132,28 @@ class Comparison:
     def total_ratio(self, form: int) -> float:
         return self.total(form) / self.total(0) if self.total(0) else math.nan
 
+    def as_dict(self) -> dict[str, Any]:
+        forms = range(len(self.labels))
+        rows = [
+            {
+                "layer": row.layer,
+                "nodes": list(row.nodes),
+                "kind": row.kind,
+                "macs": row.macs,
+                "times_us": [asdict(time) if time is not None else None for time in row.times],
+                "kernels": list(row.kernels),
+                "ratios": [row.ratio(form) for form in forms],
+                "tied": [row.tied(form) for form in forms],
+                "only_in": list(row.only_in),
+            }
+            for row in self.rows
+        ]
+        forms_out = [
+            {"label": label, "total_us": self.total(form), "total_ratio": self.total_ratio(form)}
+            for form, label in zip(forms, self.labels)
+        ]
+        return {"forms": forms_out, "rows": rows}
+
 
 class _Union:
     def __init__(self) -> None:
@@ -149,6 +172,42 @@ class _Union:
             self.parent[self.find(other)] = self.find(items[0])
 
 
+def _join_renamed_blocks(union: _Union, covered: list[list[tuple[str, ...]]]) -> dict[str, str]:
+    """Join the rows of a block that a conversion renamed, so the forms meet again at the block.
+
+    Folding RepVGG turns ``stages.2.7.conv_kxk.conv``, ``.conv_1x1.conv``, ``.identity`` and their
+    adds into one ``stages.2.7.reparam_conv``: no node is in both forms. A row some forms lack is
+    joined with every row under its nearest name prefix (``stages.2.7``, else ``stages.2``, …)
+    under which all forms that have any row have one. Returns each joined prefix, by one member node.
+    """
+    every = {form for form, rows in enumerate(covered) if any(rows)}
+    joined: dict[str, str] = {}
+    while True:
+        groups: dict[str, set[str]] = {}
+        present: dict[str, set[int]] = {}
+        for form, rows in enumerate(covered):
+            for nodes in rows:
+                if nodes:
+                    root = union.find(nodes[0])
+                    groups.setdefault(root, set()).update(nodes)
+                    present.setdefault(root, set()).add(form)
+        for root in [r for r in groups if present[r] != every]:
+            depth = max(name.count(".") for name in groups[root])
+            merged = False
+            for cut in range(depth, 0, -1):
+                prefixes = {".".join(name.split(".")[:cut]) + "." for name in groups[root] if name.count(".") >= cut}
+                members = [r for r in groups if any(n.startswith(tuple(prefixes)) for n in groups[r])]
+                if set().union(*(present[m] for m in members)) == every:
+                    union.join([next(iter(groups[m])) for m in members])
+                    joined[next(iter(groups[root]))] = min(prefixes)[:-1]
+                    merged = True
+                    break
+            if merged:
+                break
+        else:
+            return joined
+
+
 def compare(forms: Sequence[Form]) -> Comparison:
     """One table of ``forms`` (the first is the baseline of the ratios) by graphgen layer."""
     if len(forms) < 1:
@@ -163,6 +222,7 @@ def compare(forms: Sequence[Form]) -> Comparison:
                 union.join(nodes)
             form_nodes.append(nodes)
         covered.append(form_nodes)
+    blocks = _join_renamed_blocks(union, covered)
     order: dict[str, int] = {}  # graph order, first form first, so rows read as the network runs
     for name in [n for form in forms for n in form.order] + [
         n for form_nodes in covered for nodes in form_nodes for n in nodes
@@ -175,7 +235,7 @@ def compare(forms: Sequence[Form]) -> Comparison:
     per_group: dict[str, list[list[float] | None]] = {root: [None] * len(forms) for root in groups}
     inserted: list[list[float] | None] = [None] * len(forms)
     counts: dict[str, list[int]] = {root: [0] * len(forms) for root in [*groups, INSERTED]}
-    info: dict[str, tuple[str, int]] = {}
+    info: dict[str, tuple[int, str, int, int]] = {}  # root -> (form, kind of its heaviest row, MACs, those MACs)
     for index, form in enumerate(forms):
         profile = form.profile
         runs = profile.per_run() if profile.timing != "device" else []
@@ -186,13 +246,20 @@ def compare(forms: Sequence[Form]) -> Comparison:
             slot = target[index]
             target[index] = list(per_run) if slot is None else [a + b for a, b in zip(slot, per_run)]
             counts[root][index] += 1
-            if nodes and (row.macs or row.kind) and root not in info:
-                info[root] = (row.kind, row.macs)
+            if nodes and info.get(root, (index, "", 0, 0))[0] == index:  # the first form that has the row
+                _, kind, macs, heaviest = info.get(root, (index, "", 0, -1))
+                info[root] = (
+                    index,
+                    row.kind if row.macs > heaviest else kind,
+                    macs + row.macs,
+                    max(heaviest, row.macs),
+                )
+    block_of = {union.find(name): prefix for name, prefix in blocks.items()}
     rows = [
         ComparedRow(
-            " + ".join(groups[root]),
+            f"{block_of[root]}.* ({len(groups[root])} nodes)" if root in block_of else " + ".join(groups[root]),
             tuple(groups[root]),
-            *info.get(root, ("", 0)),
+            *info[root][1:3],
             tuple(Spread.of(t) if t is not None else None for t in per_group[root]),
             tuple(counts[root]),
         )

@@ -1,8 +1,9 @@
 """Profiles in this process (no server): ``graphgen profile`` and ``graphgen bench``'s library.
 
 The execution providers a ``--device`` means, the session options they run with (threads, no
-spinning, as graphgen-server), one model file profiled on random input, and the profile's table.
-The measuring itself is the core the server uses too (:mod:`.session`).
+spinning, as graphgen-server), one model file profiled on random input on onnxruntime or OpenVINO,
+and the profile's table. The measuring itself is the core the server uses too (:mod:`.session`);
+OpenVINO's is :mod:`.openvino`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from graphgen.profiling.session import CUDA, ModelProfiler, Providers
 from graphgen.profiling.summary import Profile
 
 CPU = "CPUExecutionProvider"
+ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
+RUNTIMES = (ONNXRUNTIME, OPENVINO)
 
 
 def providers(device: str, conv_algo_search: str = "EXHAUSTIVE") -> Providers:
@@ -49,6 +52,26 @@ def session_options(threads: int) -> Callable[[], ort.SessionOptions]:
     return make
 
 
+def random_feeds(path: Path, batch: int) -> dict[str, np.ndarray]:
+    """Random input of ``batch`` images for the model at ``path`` (its first input; float32 or float16)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    first = next((value for value in graph.input if value.name not in initializers), None)
+    if first is None:
+        raise UserError(f"{path}: the model has no input")
+    element = first.type.tensor_type.elem_type
+    if element not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+        name = onnx.TensorProto.DataType.Name(element).lower()
+        raise UserError(f"{path}: the first input is tensor({name}); graphgen profiles float image models")
+    dims = first.type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in dims]
+    shape[0] = batch
+    dtype = np.float16 if element == onnx.TensorProto.FLOAT16 else np.float32
+    return {first.name: np.random.default_rng(0).standard_normal(shape).astype(dtype)}
+
+
 def profile_model(
     path: Path,
     batch: int,
@@ -57,22 +80,38 @@ def profile_model(
     device: str,
     threads: int,
     conv_algo_search: str = "EXHAUSTIVE",
+    *,
+    runtime: str = ONNXRUNTIME,
+    openvino_precision: str = "f32",
 ) -> Profile:
-    """Profile the model file at ``path`` on random input of ``batch`` images."""
+    """Profile the model file at ``path`` on random input of ``batch`` images, on ``runtime``."""
+    feeds = random_feeds(path, batch)
+    if runtime == OPENVINO:
+        return _profile_on_openvino(path, feeds, runs, warmup_runs, device, threads, openvino_precision)
     profiler = ModelProfiler(path, providers(device, conv_algo_search), session_options(threads))
     try:
         session = profiler.build()
         if device == "cuda" and session.provider != CUDA:
             raise UserError(f"--device cuda: onnxruntime could not start CUDA and ran on {session.provider}")
-        first = session.session.get_inputs()[0]
-        if first.type != "tensor(float)" and first.type != "tensor(float16)":
-            raise UserError(f"{path}: the first input is {first.type}; graphgen profiles float image models")
-        shape = [d if isinstance(d, int) and d > 0 else batch for d in first.shape]
-        shape[0] = batch
-        dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-        feeds = {first.name: np.random.default_rng(0).standard_normal(shape).astype(dtype)}
         _, profile = session.measure(feeds, runs, warmup_runs)
         return profile
+    finally:
+        profiler.close()
+
+
+def _profile_on_openvino(
+    path: Path, feeds: dict[str, np.ndarray], runs: int, warmup_runs: int, device: str, threads: int, precision: str
+) -> Profile:
+    from graphgen.profiling import openvino
+
+    if device != "cpu":
+        raise UserError("--runtime openvino runs on OpenVINO's CPU plugin: use --device cpu")
+    reason = openvino.unavailable_reason()
+    if reason is not None:
+        raise UserError(f"--runtime openvino: {reason}")
+    profiler = openvino.OpenVinoProfiler(path, threads=threads, precision=precision)
+    try:
+        return profiler.measure(feeds, runs, warmup_runs)[1]
     finally:
         profiler.close()
 

@@ -16,6 +16,7 @@ from graphgen.plots import DEFAULT_SIZE, OP_COLOURS, STAGE_COLOURS, PlotError, _
 if TYPE_CHECKING:
     from graphgen.profiling.bench import BenchRow
     from graphgen.profiling.calibrate import Roof
+    from graphgen.profiling.comparison import Comparison
     from graphgen.profiling.summary import Profile
 
 KIND_COLOURS = {
@@ -28,6 +29,7 @@ KIND_COLOURS = {
 OTHER_CONV = "#76b7b2"
 LABELLED = 8  # the slowest layers get their names on the picture
 PROFILE_LIMIT = 40  # slowest layers drawn; the rest share one bar
+COMPARED_LIMIT = 24  # rows of a comparison drawn: those that changed most
 
 
 def plot_roofline(
@@ -92,13 +94,17 @@ def plot_roofline(
 
 
 def plot_bench(rows: Sequence[BenchRow], path: str | Path, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
-    """Median latency against GMACs per image, log-log, one series per batch size, p10–p90 as error bars."""
+    """Median latency against GMACs per image, log-log, one series per batch size (and runtime), p10–p90 bars."""
     if not rows:
         raise PlotError("no benchmark rows to draw")
     figure = _figure(size)
     ax = figure.subplots()
-    for index, batch in enumerate(sorted({r.batch for r in rows})):
-        series = sorted((r for r in rows if r.batch == batch), key=lambda r: r.gmacs)
+    providers = list(dict.fromkeys(r.provider for r in rows))
+    series_keys = [(batch, provider) for batch in sorted({r.batch for r in rows}) for provider in providers]
+    for index, (batch, provider) in enumerate(series_keys):
+        series = sorted((r for r in rows if r.batch == batch and r.provider == provider), key=lambda r: r.gmacs)
+        if not series:
+            continue
         xs = [r.gmacs for r in series]
         ys = [r.latency.median / 1e3 for r in series]
         errors = [
@@ -106,7 +112,8 @@ def plot_bench(rows: Sequence[BenchRow], path: str | Path, size: tuple[int, int]
             [r.latency.p90 / 1e3 - r.latency.median / 1e3 for r in series],
         ]
         colour = STAGE_COLOURS[index % len(STAGE_COLOURS)]
-        ax.errorbar(xs, ys, yerr=errors, fmt="o", color=colour, capsize=3, label=f"batch {batch}")
+        label = f"batch {batch}" + (f", {provider}" if len(providers) > 1 else "")
+        ax.errorbar(xs, ys, yerr=errors, fmt="o", color=colour, capsize=3, label=label)
         for row, x, y in zip(series, xs, ys):
             ax.annotate(row.name, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=9)
     ax.set_xscale("log")
@@ -115,8 +122,7 @@ def plot_bench(rows: Sequence[BenchRow], path: str | Path, size: tuple[int, int]
     ax.set_ylabel("latency per batch, ms (median, p10–p90)")
     ax.grid(which="both", alpha=0.3)
     ax.legend(loc="upper left")
-    provider = rows[0].provider
-    ax.set_title(f"Latency vs compute on this machine ({provider})", loc="left", fontsize=13)
+    ax.set_title(f"Latency vs compute on this machine ({', '.join(providers)})", loc="left", fontsize=13)
     return _save(figure, path)
 
 
@@ -200,4 +206,69 @@ def plot_profile(
     if rest:
         heading += f"; the {limit} slowest in execution order, then the rest"
     figure.suptitle(f"{title}\n{heading}" if title else heading, x=0.01, ha="left", fontsize=12)
+    return _save(figure, path)
+
+
+def plot_comparison(
+    comparison: Comparison, path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, *, limit: int = COMPARED_LIMIT
+) -> Path:
+    """The rows that changed most, one bar per form (median, p10–p90 whiskers), each form's ratio to the first.
+
+    The x-axis ends a little past the longest median, so that medians stay readable when a
+    disturbed run stretches a whisker far out: such whiskers are cut at the edge and marked ▸.
+    """
+    rows = comparison.rows[:limit]
+    if not rows:
+        raise PlotError("the comparison has no rows to draw")
+    forms = len(comparison.labels)
+    figure = _figure(size)
+    ax = figure.subplots()
+    height = 0.8 / forms
+    longest = max(t.median for row in rows for t in row.times if t is not None) or 1.0
+    right = longest * 1.15
+    fontsize = max(6.0, min(10.0, 0.5 * size[1] / (len(rows) * 1.3)))
+    for form in range(forms):
+        colour = STAGE_COLOURS[form % len(STAGE_COLOURS)]
+        ys, medians, low, high, cut = [], [], [], [], []
+        for index, row in enumerate(rows):
+            time = row.times[form]
+            if time is None:
+                continue
+            y = index - 0.4 + height * (form + 0.5)
+            ys.append(y)
+            medians.append(time.median)
+            low.append(max(0.0, time.median - time.p10))
+            high.append(max(0.0, min(time.p90, right) - time.median))
+            if time.p90 > right:
+                cut.append(y)
+        label = f"{form}: {comparison.labels[form]} ({comparison.profiles[form].provider})"
+        ax.barh(ys, medians, height=height * 0.92, color=colour, label=label)
+        ax.errorbar(medians, ys, xerr=[low, high], fmt="none", ecolor="#333333", elinewidth=1, capsize=2)
+        ax.plot([right] * len(cut), cut, linestyle="", marker=">", color="#333333", markersize=5, clip_on=False)
+    for index, row in enumerate(rows):
+        ratios = []
+        for form in range(1, forms):
+            ratio = row.ratio(form)
+            if ratio is not None:
+                ratios.append(("≈" if row.tied(form) else "") + f"{ratio:.2f}×")
+            else:
+                ratios.append("only here" if row.times[form] is not None else "absent")
+        text = "  ".join(ratios) if forms > 1 else ""
+        ax.text(right * 1.01, index, text, va="center", fontsize=fontsize)
+    ax.set_yticks(list(range(len(rows))))
+    ax.set_yticklabels([row.layer if len(row.layer) <= 60 else row.layer[:59] + "…" for row in rows], fontsize=fontsize)
+    ax.invert_yaxis()  # the largest change on top
+    ax.set_xlim(0, right)
+    ax.set_xlabel("time per run, µs (median; whiskers p10–p90, cut at the edge ▸ when longer)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    totals = "; ".join(
+        f"{i}: {comparison.profiles[i].total_us:,.0f} µs" + (f" = {comparison.total_ratio(i):.2f}× 0" if i else "")
+        for i in range(forms)
+    )
+    heading = (
+        f"{len(rows)} of {len(comparison.rows)} rows, largest change first; ratios to form 0 at the right "
+        f"(≈: spreads overlap)\nmedian runs: {totals}"
+    )
+    figure.suptitle(heading, x=0.01, ha="left", fontsize=12)
     return _save(figure, path)
