@@ -261,7 +261,7 @@ def plot_comparison(
     ax.set_xlim(0, right)
     ax.set_xlabel("time per run, µs (median; whiskers p10–p90, cut at the edge ▸ when longer)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncols=min(forms, 3), fontsize=9, frameon=False)
     totals = "; ".join(
         f"{i}: {comparison.profiles[i].total_us:,.0f} µs" + (f" = {comparison.total_ratio(i):.2f}× 0" if i else "")
         for i in range(forms)
@@ -270,5 +270,15 @@ def plot_comparison(
         f"{len(rows)} of {len(comparison.rows)} rows, largest change first; ratios to form 0 at the right "
         f"(≈: spreads overlap)\nmedian runs: {totals}"
     )
-    figure.suptitle(heading, x=0.01, ha="left", fontsize=12)
+    notes = [
+        f"{form}: {_short(note)}" for form, p in enumerate(comparison.profiles) for note in p.notes if _short(note)
+    ]
+    figure.suptitle("\n".join([heading, *notes]), x=0.01, ha="left", fontsize=11)
     return _save(figure, path)
+
+
+def _short(note: str) -> str:
+    """The part of a profile's note a picture must carry: disturbed runs, rows that do not add up."""
+    if "runs were disturbed" in note or "rows add up to" in note:
+        return note.split("; ")[0]
+    return ""
