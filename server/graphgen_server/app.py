@@ -121,9 +121,13 @@ class GraphgenServer:
         tls = "mutual TLS" if self.config.tls_client_ca else "TLS" if self.credentials else "plaintext"
         log.info(
             "graphgen-server listening on %s:%d (%s%s; %d of %d models ready)",
-            self.config.host, self.port, tls, ", bearer token" if self.config.token else "", ready,
+            self.config.host,
+            self.port,
+            tls,
+            ", bearer token" if self.config.token else "",
+            ready,
             len(self.runtime.all()),
-        )  # fmt: skip
+        )
         # The chosen ports (--port 0, auto), one per line on stdout, for scripts to read.
         ports = {"grpc_port": self.port, "http_port": self.http and self.http.port}
         ports["metrics_port"] = self.metrics and self.metrics.port
@@ -175,8 +179,9 @@ class GraphgenServer:
         self.draining = True
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, watchers told
         if self.config.pre_stop_s > 0:
-            log.info("NOT_SERVING; still answering for %.1fs while load balancers drop this server",
-                     self.config.pre_stop_s)  # fmt: skip
+            log.info(
+                "NOT_SERVING; still answering for %.1fs while load balancers drop this server", self.config.pre_stop_s
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.hurry.wait(), self.config.pre_stop_s)
                 log.info("second signal: the drain starts now")

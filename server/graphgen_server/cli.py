@@ -61,28 +61,60 @@ def make_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )
     parser.add_argument("--port", type=_port, default=8001, help="port (default 8001; 0 picks a free one)")
-    parser.add_argument("--http-port", type=_side_port, default=8000, metavar="PORT",
-                        help="KServe v2 HTTP/REST port (default 8000; 0: off; auto: a free one)")  # fmt: skip
-    parser.add_argument("--metrics-port", type=_side_port, default=8002, metavar="PORT",
-                        help="Prometheus /metrics port (default 8002; 0: off; auto: a free one)")  # fmt: skip
+    parser.add_argument(
+        "--http-port",
+        type=_side_port,
+        default=8000,
+        metavar="PORT",
+        help="KServe v2 HTTP/REST port (default 8000; 0: off; auto: a free one)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_side_port,
+        default=8002,
+        metavar="PORT",
+        help="Prometheus /metrics port (default 8002; 0: off; auto: a free one)",
+    )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA where it works, else CPU")
     parser.add_argument(
-        "--dynamic-batching", choices=BATCHING_MODES, default=None,
+        "--dynamic-batching",
+        choices=BATCHING_MODES,
+        default=None,
         help="for models without a config.pbtxt (a config.pbtxt's dynamic_batching decides for its model); "
         "auto (default): per device, as measured by bench/server_batching.py",
-    )  # fmt: skip
-    parser.add_argument("--max-batch", type=positive_int, default=None, metavar="N",
-                        help="dynamic batches of up to N images (default 8; 1: off; given alone: on)")  # fmt: skip
-    parser.add_argument("--batch-delay-us", type=_non_negative, default=0, metavar="T",
-                        help="a batch waits up to T µs for more requests (default 0: takes what is queued)")  # fmt: skip
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="dynamic batches of up to N images (default 8; 1: off; given alone: on)",
+    )
+    parser.add_argument(
+        "--batch-delay-us",
+        type=_non_negative,
+        default=0,
+        metavar="T",
+        help="a batch waits up to T µs for more requests (default 0: takes what is queued)",
+    )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--max-images", type=positive_int, default=64, metavar="N", help="images per request (default 64)"
     )
-    limits.add_argument("--max-image-pixels", type=positive_int, default=40_000_000, metavar="P",
-                        help="pixels per image, read from its header before decoding (default 40M)")  # fmt: skip
-    limits.add_argument("--max-queue", type=positive_int, default=256, metavar="N",
-                        help="images queued or running per model before RESOURCE_EXHAUSTED (default 256)")  # fmt: skip
+    limits.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=40_000_000,
+        metavar="P",
+        help="pixels per image, read from its header before decoding (default 40M)",
+    )
+    limits.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="images queued or running per model before RESOURCE_EXHAUSTED (default 256)",
+    )
     limits.add_argument(
         "--max-message-mib", type=positive_int, default=64, metavar="MIB", help="request size (default 64)"
     )
@@ -90,25 +122,47 @@ def make_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=None, help="inference threads (default: cores, at least 2)"
     )
     limits.add_argument(
-        "--intra-op-threads", type=_non_negative, default=0,
+        "--intra-op-threads",
+        type=_non_negative,
+        default=0,
         help="onnxruntime threads per run (default 0: the CPUs this process may use, cgroup quota included, "
         "shared by the model's instances)",
-    )  # fmt: skip
+    )
     limits.add_argument("--spin", action="store_true", help="onnxruntime threads spin when idle (default: sleep)")
-    limits.add_argument("--max-profile-runs", type=positive_int, default=100, metavar="N",
-                        help="most runs one profiled request may ask for (default 100; 10 when it names none)")  # fmt: skip
+    limits.add_argument(
+        "--max-profile-runs",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="most runs one profiled request may ask for (default 100; 10 when it names none)",
+    )
     limits.add_argument(
         "--grace", type=_seconds, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM (default 10)"
     )
-    limits.add_argument("--pre-stop-delay", type=_seconds, default=0.0, metavar="S",
-                        help="on SIGTERM, health says NOT_SERVING but calls are still answered for S seconds "
-                        "(load balancers drop the server meanwhile), then the drain starts (default 0)")  # fmt: skip
-    limits.add_argument("--max-connection-age", type=_seconds, default=0.0, metavar="S",
-                        help="gRPC connections older than S seconds are closed (GOAWAY; calls in flight finish) "
-                        "so that clients reconnect and spread over new replicas (default 0: never)")  # fmt: skip
-    limits.add_argument("--max-connection-age-grace", type=_seconds, default=None, metavar="S",
-                        help="after that GOAWAY, calls in flight get S seconds before the connection is closed "
-                        "(default: as long as they take)")  # fmt: skip
+    limits.add_argument(
+        "--pre-stop-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="on SIGTERM, health says NOT_SERVING but calls are still answered for S seconds "
+        "(load balancers drop the server meanwhile), then the drain starts (default 0)",
+    )
+    limits.add_argument(
+        "--max-connection-age",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="gRPC connections older than S seconds are closed (GOAWAY; calls in flight finish) "
+        "so that clients reconnect and spread over new replicas (default 0: never)",
+    )
+    limits.add_argument(
+        "--max-connection-age-grace",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="after that GOAWAY, calls in flight get S seconds before the connection is closed "
+        "(default: as long as they take)",
+    )
     cuda = parser.add_argument_group("CUDA")
     cuda.add_argument("--device-id", type=_non_negative, default=0)
     cuda.add_argument("--cudnn-conv-algo-search", choices=["EXHAUSTIVE", "HEURISTIC", "DEFAULT"], default="EXHAUSTIVE")
@@ -117,15 +171,26 @@ def make_parser() -> argparse.ArgumentParser:
         "--arena-extend-strategy", choices=["kNextPowerOfTwo", "kSameAsRequested"], default="kNextPowerOfTwo"
     )
     cuda.add_argument("--no-io-binding", action="store_true", help="plain run() instead of IO binding on CUDA")
-    parser.add_argument("--model-control", action="store_true",
-                        help="accept RepositoryModelLoad/Unload calls: (re)load and unload models while serving")  # fmt: skip
+    parser.add_argument(
+        "--model-control",
+        action="store_true",
+        help="accept RepositoryModelLoad/Unload calls: (re)load and unload models while serving",
+    )
     security = parser.add_argument_group("security (for listening beyond this machine)")
     security.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate (chain)")
     security.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
-    security.add_argument("--tls-client-ca", type=Path, metavar="PEM",
-                          help="mutual TLS: clients must present a certificate signed by this CA")  # fmt: skip
-    security.add_argument("--token-file", type=Path, metavar="FILE",
-                          help="calls must carry 'authorization: Bearer <the token in FILE>' (health checks excepted)")  # fmt: skip
+    security.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="mutual TLS: clients must present a certificate signed by this CA",
+    )
+    security.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="calls must carry 'authorization: Bearer <the token in FILE>' (health checks excepted)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -149,17 +214,34 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
     extra = {"workers": args.workers} if args.workers else {}
     return ServerConfig(
-        repository=args.repository, host=args.host, port=args.port, http_port=args.http_port,
-        metrics_port=args.metrics_port, device=args.device, cuda=cuda,
-        max_batch=args.max_batch or 8, batch_delay_us=args.batch_delay_us, batching_mode=batching_mode(args), max_images=args.max_images,
-        max_image_pixels=args.max_image_pixels, max_queue=args.max_queue,
-        max_message_bytes=args.max_message_mib * MIB, intra_op_threads=args.intra_op_threads,
-        spin_threads=args.spin, model_control=args.model_control, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca, token=read_token(args.token_file) if args.token_file else "",
-        grace_s=args.grace, pre_stop_s=args.pre_stop_delay, max_profile_runs=args.max_profile_runs,
-        max_connection_age_s=args.max_connection_age, max_connection_age_grace_s=args.max_connection_age_grace,
+        repository=args.repository,
+        host=args.host,
+        port=args.port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        device=args.device,
+        cuda=cuda,
+        max_batch=args.max_batch or 8,
+        batch_delay_us=args.batch_delay_us,
+        batching_mode=batching_mode(args),
+        max_images=args.max_images,
+        max_image_pixels=args.max_image_pixels,
+        max_queue=args.max_queue,
+        max_message_bytes=args.max_message_mib * MIB,
+        intra_op_threads=args.intra_op_threads,
+        spin_threads=args.spin,
+        model_control=args.model_control,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        token=read_token(args.token_file) if args.token_file else "",
+        grace_s=args.grace,
+        pre_stop_s=args.pre_stop_delay,
+        max_profile_runs=args.max_profile_runs,
+        max_connection_age_s=args.max_connection_age,
+        max_connection_age_grace_s=args.max_connection_age_grace,
         **extra,
-    )  # fmt: skip
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,15 +89,26 @@ class Runtime(Protocol):
         ...
 
     async def classify(
-        self, name: str, version: str = "", *, images: Sequence[bytes] = ..., tensor: InputTensor | None = ...,
-        top_k: int = ..., profile: Profiling = ...,
-    ) -> Classified:  # fmt: skip
+        self,
+        name: str,
+        version: str = "",
+        *,
+        images: Sequence[bytes] = ...,
+        tensor: InputTensor | None = ...,
+        top_k: int = ...,
+        profile: Profiling = ...,
+    ) -> Classified:
         """The top ``top_k`` classes of each encoded image (or of each row of a preprocessed tensor)."""
         ...
 
     async def infer(
-        self, name: str, version: str = "", *, inputs: Sequence[InputTensor], outputs: Sequence[RequestedOutput] = ...,
+        self,
+        name: str,
+        version: str = "",
+        *,
+        inputs: Sequence[InputTensor],
+        outputs: Sequence[RequestedOutput] = ...,
         profile: Profiling = ...,
-    ) -> Inferred:  # fmt: skip
+    ) -> Inferred:
         """Run the model on ``inputs``; the requested outputs (all, in the model's order, if none named)."""
         ...

@@ -100,9 +100,12 @@ def batching_choice(
                 f"preferred_batch_size {list(preferred)} must lie within 1..max_batch_size {max_batch_size}"
             )
         return BatchingChoice(
-            max(preferred) if preferred else max_batch_size, batching.max_queue_delay_microseconds / 1e6, preferred,
-            batching.default_queue_policy.max_queue_size, "config.pbtxt",
-        )  # fmt: skip
+            max(preferred) if preferred else max_batch_size,
+            batching.max_queue_delay_microseconds / 1e6,
+            preferred,
+            batching.default_queue_policy.max_queue_size,
+            "config.pbtxt",
+        )
     if not batched:
         return BatchingChoice(0, 0.0, (), 0, "the model has no batch dimension")
     if server.batching_mode == "auto" and server.max_batch > 1:

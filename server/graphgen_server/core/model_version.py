@@ -91,9 +91,12 @@ class ModelVersion:
         batching = loaded.batching
         if batching.max_batch > 1:
             self.batcher = DynamicBatcher(
-                self._run_batch, batching.max_batch, batching.delay_s, slots=len(loaded.instances),
+                self._run_batch,
+                batching.max_batch,
+                batching.delay_s,
+                slots=len(loaded.instances),
                 preferred=batching.preferred,
-            )  # fmt: skip
+            )
         self.loaded, self.reason = loaded, ""
 
     # -- running --------------------------------------------------------------------------

@@ -204,9 +204,14 @@ def check_profile(profile: Profiling, limits: ServerConfig) -> None:
 
 
 def check_classify(
-    model: str, loaded: LoadedVersion, images: Sequence[bytes], tensor: InputTensor | None, top_k: int,
-    profile: Profiling, limits: ServerConfig,
-) -> None:  # fmt: skip
+    model: str,
+    loaded: LoadedVersion,
+    images: Sequence[bytes],
+    tensor: InputTensor | None,
+    top_k: int,
+    profile: Profiling,
+    limits: ServerConfig,
+) -> None:
     """Refuse a Classify call this model cannot answer (before its inputs are read)."""
     if len(loaded.inputs) != 1 or not loaded.num_classes:
         raise InvalidArgument("model", f"model {model} is not a classifier (one input, logits out)")

@@ -111,9 +111,15 @@ class LocalRuntime:
 
     # -- calls ----------------------------------------------------------------------------
     async def classify(
-        self, name: str, version: str = "", *, images: Sequence[bytes] = (), tensor: InputTensor | None = None,
-        top_k: int = 5, profile: Profiling = NO_PROFILE,
-    ) -> Classified:  # fmt: skip
+        self,
+        name: str,
+        version: str = "",
+        *,
+        images: Sequence[bytes] = (),
+        tensor: InputTensor | None = None,
+        top_k: int = 5,
+        profile: Profiling = NO_PROFILE,
+    ) -> Classified:
         """The top ``top_k`` classes of each encoded image (or of each row of a preprocessed tensor)."""
         arrived = time.perf_counter()
         async with self.use(name, version) as model:
@@ -121,9 +127,14 @@ class LocalRuntime:
                 return await self._classify(model, record, images, tensor, top_k, profile)
 
     async def _classify(
-        self, model: ModelVersion, record: Callable[..., Timings], images: Sequence[bytes],
-        tensor: InputTensor | None, top_k: int, profile: Profiling,
-    ) -> Classified:  # fmt: skip
+        self,
+        model: ModelVersion,
+        record: Callable[..., Timings],
+        images: Sequence[bytes],
+        tensor: InputTensor | None,
+        top_k: int,
+        profile: Profiling,
+    ) -> Classified:
         loaded = model.served()
         requests.check_classify(model.name, loaded, images, tensor, top_k, profile, self.config)
         if tensor is not None:
@@ -147,9 +158,14 @@ class LocalRuntime:
         return Classified(model.name, model.version, loaded.provider, results, timings, outcome.profile)
 
     async def infer(
-        self, name: str, version: str = "", *, inputs: Sequence[InputTensor], outputs: Sequence[RequestedOutput] = (),
+        self,
+        name: str,
+        version: str = "",
+        *,
+        inputs: Sequence[InputTensor],
+        outputs: Sequence[RequestedOutput] = (),
         profile: Profiling = NO_PROFILE,
-    ) -> Inferred:  # fmt: skip
+    ) -> Inferred:
         """Run the model on ``inputs``; the requested outputs (all, in the model's order, if none named)."""
         arrived = time.perf_counter()
         async with self.use(name, version) as model:
@@ -157,9 +173,13 @@ class LocalRuntime:
                 return await self._infer(model, record, inputs, outputs, profile)
 
     async def _infer(
-        self, model: ModelVersion, record: Callable[..., Timings], inputs: Sequence[InputTensor],
-        outputs: Sequence[RequestedOutput], profile: Profiling,
-    ) -> Inferred:  # fmt: skip
+        self,
+        model: ModelVersion,
+        record: Callable[..., Timings],
+        inputs: Sequence[InputTensor],
+        outputs: Sequence[RequestedOutput],
+        profile: Profiling,
+    ) -> Inferred:
         loaded = model.served()
         feeds = requests.checked_feeds(model.name, loaded, inputs, self.config)
         wanted = requests.checked_outputs(model.name, loaded, outputs)
@@ -190,14 +210,25 @@ class LocalRuntime:
         def record(outcome: RunOutcome, prepared: float, inferred: float, rows: int) -> Timings:
             now = time.perf_counter()
             timings = Timings(
-                outcome.queue_s, prepared - arrived, outcome.infer_s, now - inferred, now - arrived,
-                outcome.batch_size, outcome.profile_setup_s,
-            )  # fmt: skip
+                outcome.queue_s,
+                prepared - arrived,
+                outcome.infer_s,
+                now - inferred,
+                now - arrived,
+                outcome.batch_size,
+                outcome.profile_setup_s,
+            )
             succeeded = RequestRecord(
-                ok=True, total_s=timings.total_s, queue_s=timings.queue_s, input_s=timings.input_s,
-                infer_s=timings.infer_s, output_s=timings.output_s, rows=rows, batch_size=timings.batch_size,
+                ok=True,
+                total_s=timings.total_s,
+                queue_s=timings.queue_s,
+                input_s=timings.input_s,
+                infer_s=timings.infer_s,
+                output_s=timings.output_s,
+                rows=rows,
+                batch_size=timings.batch_size,
                 profiled=profile,
-            )  # fmt: skip
+            )
             done.append(succeeded)
             return timings
 

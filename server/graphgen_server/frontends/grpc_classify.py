@@ -21,9 +21,14 @@ DEFAULT_TOP_K = 5
 def input_tensor(tensor: pb.Tensor) -> InputTensor:
     """The request's preprocessed batch (float32, little-endian) for the model's only input."""
     return InputTensor(
-        name=None, datatype="FP32", shape=tuple(tensor.shape), data=tensor.data, field="tensor",
-        data_field="tensor.data", fit_field="tensor",
-    )  # fmt: skip
+        name=None,
+        datatype="FP32",
+        shape=tuple(tensor.shape),
+        data=tensor.data,
+        field="tensor",
+        data_field="tensor.data",
+        fit_field="tensor",
+    )
 
 
 def model_info(model: ModelVersion) -> pb.ModelInfo:
@@ -47,10 +52,13 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
     @abort_with_status
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         classified = await self.runtime.classify(
-            request.model, request.version, images=list(request.images),
+            request.model,
+            request.version,
+            images=list(request.images),
             tensor=input_tensor(request.tensor) if request.HasField("tensor") else None,
-            top_k=request.top_k or DEFAULT_TOP_K, profile=Profiling(request.profile, request.profile_runs),
-        )  # fmt: skip
+            top_k=request.top_k or DEFAULT_TOP_K,
+            profile=Profiling(request.profile, request.profile_runs),
+        )
         response = pb.ClassifyResponse(
             model=classified.model,
             version=classified.version,
@@ -64,10 +72,14 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
             response.profile.CopyFrom(profile_message(classified.profile))
         t = classified.timings
         timings = pb.Timings(
-            queue_us=int(t.queue_s * 1e6), preprocess_us=int(t.input_s * 1e6), inference_us=int(t.infer_s * 1e6),
-            postprocess_us=int(t.output_s * 1e6), total_us=int(t.total_s * 1e6), batch_size=t.batch_size,
+            queue_us=int(t.queue_s * 1e6),
+            preprocess_us=int(t.input_s * 1e6),
+            inference_us=int(t.infer_s * 1e6),
+            postprocess_us=int(t.output_s * 1e6),
+            total_us=int(t.total_s * 1e6),
+            batch_size=t.batch_size,
             profile_setup_us=int(t.profile_setup_s * 1e6),
-        )  # fmt: skip
+        )
         response.timings.CopyFrom(timings)
         return response
 

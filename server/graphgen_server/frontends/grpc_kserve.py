@@ -39,10 +39,19 @@ log = logging.getLogger("graphgen_server")
 STREAM_IN_FLIGHT = 64  # requests of one ModelStreamInfer stream running at once
 # The typed ``contents`` field that carries each datatype (FP16 has none: raw bytes only).
 CONTENTS_FIELD = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
-}  # fmt: skip
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
 
 
 def parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,9 +185,12 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         inferred = await self.runtime.infer(
-            request.model_name, request.model_version, inputs=input_tensors(request),
-            outputs=requested_outputs(request), profile=kserve_common.profiling(parameter_values(request.parameters)),
-        )  # fmt: skip
+            request.model_name,
+            request.model_version,
+            inputs=input_tensors(request),
+            outputs=requested_outputs(request),
+            profile=kserve_common.profiling(parameter_values(request.parameters)),
+        )
         response = pb.ModelInferResponse(model_name=inferred.model, model_version=inferred.version, id=request.id)
         if inferred.profile is not None:
             response.parameters[PROFILE_RESPONSE].string_param = kserve_common.profile_json(inferred.profile)

@@ -94,9 +94,13 @@ class KServeHttp:
     """Triton's REST endpoints over the :class:`~graphgen_server.core.api.Runtime`."""
 
     def __init__(
-        self, runtime: Runtime, gate: CallGate, config: ServerConfig, control: ModelControl | None = None,
+        self,
+        runtime: Runtime,
+        gate: CallGate,
+        config: ServerConfig,
+        control: ModelControl | None = None,
         draining: Callable[[], bool] = lambda: False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.runtime = runtime
         self.gate = gate  # the gRPC servicers' gate: a shutdown refuses both protocols alike
         self.config = config

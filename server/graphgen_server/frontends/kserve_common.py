@@ -83,9 +83,7 @@ def repository_index(runtime: Runtime, ready_only: bool) -> list[dict[str, str]]
 def statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:
     """Triton's ModelStatistics of the named model (one version, or all), or of every model if none named."""
     if name:
-        models = (
-            [runtime.find(name, version)] if version else [m for m in runtime.all() if m.name == name]
-        )  # fmt: skip
+        models = [runtime.find(name, version)] if version else [m for m in runtime.all() if m.name == name]
         if not models:
             runtime.find(name)  # raises NotFound
     else:

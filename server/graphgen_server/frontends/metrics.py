@@ -38,10 +38,8 @@ TRITON_DURATIONS = (
     ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds", "success"),
     ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds", "queue"),
     ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds", "compute_input"),
-    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds",
-     "compute_infer"),
-    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds",
-     "compute_output"),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds", "compute_infer"),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds", "compute_output"),
 )  # fmt: skip
 
 
@@ -73,9 +71,10 @@ class RuntimeCollector(Collector):
         )
         ready = GaugeMetricFamily("graphgen_model_ready", "1 while the model version serves, else 0", labels=LABELS)
         provider = GaugeMetricFamily(
-            "graphgen_model_provider", "The onnxruntime execution provider running the model version (value 1)",
+            "graphgen_model_provider",
+            "The onnxruntime execution provider running the model version (value 1)",
             labels=[*LABELS, "provider"],
-        )  # fmt: skip
+        )
         profiled = CounterMetricFamily(
             "graphgen_profiled_requests", "Requests run with the per-layer profiler", labels=LABELS
         )

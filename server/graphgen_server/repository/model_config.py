@@ -171,8 +171,11 @@ class ServedTensor:
 
 
 def serve_tensors(
-    configured: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput], model: list[TensorInfo], batched: bool, kind: str,
-) -> list[ServedTensor]:  # fmt: skip
+    configured: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput],
+    model: list[TensorInfo],
+    batched: bool,
+    kind: str,
+) -> list[ServedTensor]:
     """The model's tensors as the config describes them, checked against the model; all of them if none is listed."""
     by_name = {t.name: t for t in model}
     if not configured:
