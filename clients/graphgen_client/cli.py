@@ -1,4 +1,4 @@
-"""``graphgen-client classify IMG... --model M [--top-k 5] [--profile [--plot PNG]]`` (and ``models``, ``health``).
+"""``graphgen-client classify IMG... --model M [--top-k 5] [--profile [--plot PNG] [--trace FILE.json]]`` (and ``models``, ``health``).
 
 Exit status: 0 done, 1 the server answered with an error (printed as CODE: message), 2 a usage
 error or an unreadable image file.
@@ -22,9 +22,11 @@ from graphgen import __version__
 from graphgen.argtypes import positive_int, positive_seconds
 from graphgen.files import not_a_file
 from graphgen.plots import DEFAULT_SIZE, PlotError, plot_path_argument, size_argument
+from graphgen.profiling.chrome_trace import trace_path_argument, write_trace
 from graphgen.profiling.plots import ProfileRow, plot_profile
 from graphgen_client.client import DEFAULT_ADDRESS, TOKEN_VARIABLE, Client, ClientError
 from graphgen_client.tables import classes_table, models_table, profile_table
+from graphgen_client.traces import profile_from_message
 
 EXIT_SERVER, EXIT_USAGE = 1, 2
 
@@ -117,6 +119,7 @@ class Classify:
     json: bool = False
     plot: Path | None = None
     plot_size: tuple[int, int] = DEFAULT_SIZE
+    trace: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,12 @@ def make_parser() -> argparse.ArgumentParser:
         "--plot", type=plot_path_argument, metavar="PNG", help="with --profile: draw the layer times to this PNG"
     )
     classify.add_argument("--plot-size", type=size_argument, default=DEFAULT_SIZE, metavar="WxH", help="in pixels")
+    classify.add_argument(
+        "--trace",
+        type=trace_path_argument,
+        metavar="FILE.json",
+        help="with --profile: every measured run's layers as Chrome trace events (Perfetto, DevTools)",
+    )
     classify.set_defaults(kind=Classify)
 
     commands.add_parser("models", help="list the server's models and their state", parents=common).set_defaults(
@@ -217,6 +226,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Connection, Command]:
             parser.error("--plot draws the per-layer profile: add --profile")
         if command.profile_runs and not command.profile:
             parser.error("--profile-runs says how many runs to profile: add --profile")
+        if command.trace and not command.profile:
+            parser.error("--trace writes the profile's runs: add --profile")
     if (connection.tls_cert is None) != (connection.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     return connection, command
@@ -264,6 +275,7 @@ def run(client: Client, command: Command) -> int:
         profile=command.profile,
         version=command.version,
         profile_runs=command.profile_runs,
+        profile_timeline=command.trace is not None,
     )
     if command.json:
         print(json.dumps(json_format.MessageToDict(response), indent=2))
@@ -274,6 +286,10 @@ def run(client: Client, command: Command) -> int:
             print(profile_table(response.profile))
     if command.plot:
         written = plot_profile_of(response, command.plot, command.plot_size)
+        print(f"wrote {written}", file=sys.stderr if command.json else sys.stdout)
+    if command.trace:
+        label = f"{response.model} v{response.version} (graphgen-server)"
+        written = write_trace(command.trace, [(label, profile_from_message(response.profile))])
         print(f"wrote {written}", file=sys.stderr if command.json else sys.stdout)
     return 0
 

@@ -142,8 +142,12 @@ class Client:
         profile: bool = False,
         version: str = "",
         profile_runs: int = 0,
+        profile_timeline: bool = False,
     ) -> pb.ClassifyResponse:
-        """Classify encoded images (file paths or bytes: JPEG, PNG, ... of any size) in one request."""
+        """Classify encoded images (file paths or bytes: JPEG, PNG, ... of any size) in one request.
+
+        ``profile_timeline``: with ``profile``, also every measured run's kernels (for a trace).
+        """
         batch = [images] if isinstance(images, str | Path | bytes) else list(images)
         request = pb.ClassifyRequest(
             model=model,
@@ -152,6 +156,7 @@ class Client:
             top_k=top_k,
             profile=profile,
             profile_runs=profile_runs,
+            profile_timeline=profile_timeline,
         )
         return self._call(self._classifier.Classify, request, idempotent=True)
 

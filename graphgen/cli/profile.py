@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from graphgen.argtypes import count, output_file, positive_int
+from graphgen.argtypes import count, positive_int
 from graphgen.cli.common import add_build_arguments, add_run_arguments, add_runtime_arguments, model_file
 from graphgen.errors import UserError
 from graphgen.plots import plot_path_argument
+from graphgen.profiling.chrome_trace import trace_path_argument
 from graphgen.profiling.inprocess import ONNXRUNTIME, format_profile, profile_model, providers, session_options
 from graphgen.profiling.session import DEFAULT_WARMUP_RUNS
 from graphgen.profiling.summary import Profile
@@ -165,13 +166,6 @@ def _plot_layer_times(profile: Profile, title: str, path: Path, size: tuple[int,
     return plot_profile(rows, path, size, title=heading, inference_us=profile.total_us, spread=spread)
 
 
-def _trace_path(text: str) -> Path:
-    path = output_file(text)
-    if path.suffix.lower() != ".json":
-        raise argparse.ArgumentTypeError(f"{text}: traces are written as JSON; give a path ending in .json")
-    return path
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     profile = subparsers.add_parser("profile", help="per-layer time over repeated runs, beside MACs and bytes")
     profile.add_argument(
@@ -195,7 +189,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     profile.add_argument(
         "--trace",
-        type=_trace_path,
+        type=trace_path_argument,
         metavar="FILE.json",
         help="every measured run's layers on a timeline, as Chrome trace events (Perfetto, DevTools)",
     )

@@ -16,6 +16,7 @@ the next run's start, that run's are laid after them).
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,6 +112,16 @@ def trace_events(forms: Sequence[tuple[str, Profile]]) -> dict[str, Any]:
         ],
     }
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
+
+
+def trace_path_argument(text: str) -> Path:
+    """An argparse ``type=`` for ``--trace``: a writable path ending in .json."""
+    from graphgen.argtypes import output_file
+
+    path = output_file(text)
+    if path.suffix.lower() != ".json":
+        raise argparse.ArgumentTypeError(f"{text}: traces are written as JSON; give a path ending in .json")
+    return path
 
 
 def write_trace(path: str | Path, forms: Sequence[tuple[str, Profile]]) -> Path:

@@ -15,7 +15,7 @@ class Tensor(_message.Message):
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "version", "images", "tensor", "top_k", "profile", "profile_runs")
+    __slots__ = ("model", "version", "images", "tensor", "top_k", "profile", "profile_runs", "profile_timeline")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class ClassifyRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     PROFILE_RUNS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_TIMELINE_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     images: _containers.RepeatedScalarFieldContainer[bytes]
@@ -30,7 +31,8 @@ class ClassifyRequest(_message.Message):
     top_k: int
     profile: bool
     profile_runs: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., top_k: _Optional[int] = ..., profile: _Optional[bool] = ..., profile_runs: _Optional[int] = ...) -> None: ...
+    profile_timeline: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., top_k: _Optional[int] = ..., profile: _Optional[bool] = ..., profile_runs: _Optional[int] = ..., profile_timeline: _Optional[bool] = ...) -> None: ...
 
 class ClassScore(_message.Message):
     __slots__ = ("index", "label", "score")
@@ -67,7 +69,7 @@ class Timings(_message.Message):
     def __init__(self, queue_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., postprocess_us: _Optional[int] = ..., total_us: _Optional[int] = ..., batch_size: _Optional[int] = ..., profile_setup_us: _Optional[int] = ...) -> None: ...
 
 class LayerTime(_message.Message):
-    __slots__ = ("layer", "nodes", "op_types", "kernel", "kernel_op", "provider", "time_us", "share", "mapped", "median_us", "p10_us", "p90_us", "min_us", "max_us", "device_us", "device_p10_us", "device_p90_us", "bytes", "params", "macs", "activation_bytes")
+    __slots__ = ("layer", "nodes", "op_types", "kernel", "kernel_op", "provider", "time_us", "share", "mapped", "median_us", "p10_us", "p90_us", "min_us", "max_us", "device_us", "device_p10_us", "device_p90_us", "bytes", "params", "macs", "activation_bytes", "kind")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     OP_TYPES_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +91,7 @@ class LayerTime(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     MACS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     layer: str
     nodes: _containers.RepeatedScalarFieldContainer[str]
     op_types: _containers.RepeatedScalarFieldContainer[str]
@@ -110,10 +113,33 @@ class LayerTime(_message.Message):
     params: int
     macs: int
     activation_bytes: int
-    def __init__(self, layer: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., op_types: _Optional[_Iterable[str]] = ..., kernel: _Optional[str] = ..., kernel_op: _Optional[str] = ..., provider: _Optional[str] = ..., time_us: _Optional[int] = ..., share: _Optional[float] = ..., mapped: _Optional[bool] = ..., median_us: _Optional[float] = ..., p10_us: _Optional[float] = ..., p90_us: _Optional[float] = ..., min_us: _Optional[float] = ..., max_us: _Optional[float] = ..., device_us: _Optional[float] = ..., device_p10_us: _Optional[float] = ..., device_p90_us: _Optional[float] = ..., bytes: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., activation_bytes: _Optional[int] = ...) -> None: ...
+    kind: str
+    def __init__(self, layer: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., op_types: _Optional[_Iterable[str]] = ..., kernel: _Optional[str] = ..., kernel_op: _Optional[str] = ..., provider: _Optional[str] = ..., time_us: _Optional[int] = ..., share: _Optional[float] = ..., mapped: _Optional[bool] = ..., median_us: _Optional[float] = ..., p10_us: _Optional[float] = ..., p90_us: _Optional[float] = ..., min_us: _Optional[float] = ..., max_us: _Optional[float] = ..., device_us: _Optional[float] = ..., device_p10_us: _Optional[float] = ..., device_p90_us: _Optional[float] = ..., bytes: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., activation_bytes: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class KernelSpan(_message.Message):
+    __slots__ = ("layer", "start_us", "dur_us", "thread")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    START_US_FIELD_NUMBER: _ClassVar[int]
+    DUR_US_FIELD_NUMBER: _ClassVar[int]
+    THREAD_FIELD_NUMBER: _ClassVar[int]
+    layer: int
+    start_us: float
+    dur_us: float
+    thread: int
+    def __init__(self, layer: _Optional[int] = ..., start_us: _Optional[float] = ..., dur_us: _Optional[float] = ..., thread: _Optional[int] = ...) -> None: ...
+
+class ProfileRun(_message.Message):
+    __slots__ = ("start_us", "dur_us", "kernels")
+    START_US_FIELD_NUMBER: _ClassVar[int]
+    DUR_US_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    start_us: float
+    dur_us: float
+    kernels: _containers.RepeatedCompositeFieldContainer[KernelSpan]
+    def __init__(self, start_us: _Optional[float] = ..., dur_us: _Optional[float] = ..., kernels: _Optional[_Iterable[_Union[KernelSpan, _Mapping]]] = ...) -> None: ...
 
 class Profile(_message.Message):
-    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider", "runs", "warmup_runs", "batch_size", "spread", "inference_p10_us", "inference_p90_us", "timing", "timing_text", "device_run_us", "setup_us", "build_us", "notes", "between_kernels_us")
+    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider", "runs", "warmup_runs", "batch_size", "spread", "inference_p10_us", "inference_p90_us", "timing", "timing_text", "device_run_us", "setup_us", "build_us", "notes", "between_kernels_us", "timeline", "runtime")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_US_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +159,8 @@ class Profile(_message.Message):
     BUILD_US_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     BETWEEN_KERNELS_US_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedCompositeFieldContainer[LayerTime]
     layers_us: int
     inference_us: int
@@ -152,7 +180,9 @@ class Profile(_message.Message):
     build_us: int
     notes: _containers.RepeatedScalarFieldContainer[str]
     between_kernels_us: float
-    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., runs: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., batch_size: _Optional[int] = ..., spread: _Optional[str] = ..., inference_p10_us: _Optional[float] = ..., inference_p90_us: _Optional[float] = ..., timing: _Optional[str] = ..., timing_text: _Optional[str] = ..., device_run_us: _Optional[float] = ..., setup_us: _Optional[int] = ..., build_us: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., between_kernels_us: _Optional[float] = ...) -> None: ...
+    timeline: _containers.RepeatedCompositeFieldContainer[ProfileRun]
+    runtime: str
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., runs: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., batch_size: _Optional[int] = ..., spread: _Optional[str] = ..., inference_p10_us: _Optional[float] = ..., inference_p90_us: _Optional[float] = ..., timing: _Optional[str] = ..., timing_text: _Optional[str] = ..., device_run_us: _Optional[float] = ..., setup_us: _Optional[int] = ..., build_us: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., between_kernels_us: _Optional[float] = ..., timeline: _Optional[_Iterable[_Union[ProfileRun, _Mapping]]] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model", "version", "provider", "results", "timings", "profile")

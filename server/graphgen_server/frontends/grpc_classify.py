@@ -69,7 +69,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
             ],
         )
         if classified.profile is not None:
-            response.profile.CopyFrom(profile_message(classified.profile))
+            response.profile.CopyFrom(profile_message(classified.profile, timeline=request.profile_timeline))
         t = classified.timings
         timings = pb.Timings(
             queue_us=int(t.queue_s * 1e6),

@@ -10,8 +10,12 @@ from graphgen.profiling.summary import Profile
 from graphgen_protos import classifier_pb2 as pb
 
 
-def profile_message(profile: Profile) -> pb.Profile:
-    """The wire form of a profile (Classify's ``profile``; ModelInfer's ``graphgen_profile`` as JSON)."""
+def profile_message(profile: Profile, *, timeline: bool = False) -> pb.Profile:
+    """The wire form of a profile (Classify's ``profile``; ModelInfer's ``graphgen_profile`` as JSON).
+
+    ``timeline``: also every measured run's kernels (asked for by ``profile_timeline``; a profile of
+    100 runs of a large model holds tens of thousands of them, so only when asked).
+    """
     layers = []
     for row in profile.rows:
         device = row.device
@@ -38,6 +42,7 @@ def profile_message(profile: Profile) -> pb.Profile:
                 params=row.params,
                 macs=row.macs,
                 activation_bytes=row.activation_bytes,
+                kind=row.kind,
             )
         )
     return pb.Profile(
@@ -60,4 +65,19 @@ def profile_message(profile: Profile) -> pb.Profile:
         build_us=round(profile.build_us),
         between_kernels_us=profile.between_kernels.median if profile.between_kernels else 0.0,
         notes=profile.notes,
+        runtime=profile.runtime,
+        timeline=_timeline(profile) if timeline else [],
     )
+
+
+def _timeline(profile: Profile) -> list[pb.ProfileRun]:
+    return [
+        pb.ProfileRun(
+            start_us=run.start_us,
+            dur_us=run.dur_us,
+            kernels=[
+                pb.KernelSpan(layer=s.row, start_us=s.start_us, dur_us=s.dur_us, thread=s.thread) for s in run.spans
+            ],
+        )
+        for run in profile.timeline
+    ]
