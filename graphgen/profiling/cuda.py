@@ -18,7 +18,7 @@ profile that cannot use them says so (its ``timing`` is ``launch``, and a note s
   time. CUPTI's span is the figure the rows are compared with.
 * **Failures never hang or poison the process.** CUPTI's buffers are per process, so one
   collector runs at a time (a lock); every CUPTI failure while starting or stopping releases that
-  lock and is raised (or returned) as :class:`GpuTimingError`, so the profile falls back to launch
+  lock and is raised (or returned) as :class:`CudaError`, so the profile falls back to launch
   timing with a note and the next profile starts afresh. Whether CUPTI works at all is probed
   once per process by really starting it (cupti-python imports fine without a driver, and then
   raises ``NotSupportedError``, a RuntimeError, on first use).
@@ -45,8 +45,8 @@ _registered = False
 BUFFER_BYTES = 8 * 1024 * 1024
 
 
-class GpuTimingError(RuntimeError):
-    """CUPTI or the CUDA runtime failed; the profile goes on with launch times and says why."""
+class CudaError(RuntimeError):
+    """A CUPTI or CUDA runtime call failed (its status named): a profile goes on with launch times and says why."""
 
 
 def describe(error: BaseException) -> str:
@@ -101,25 +101,25 @@ def status_text(status: Any) -> str:
 
 
 def check(result: Any, call: str) -> Any:
-    """A cuda-bindings ``(status, *values)`` result: the value(s), or GpuTimingError naming the status."""
+    """A cuda-bindings ``(status, *values)`` result: the value(s), or CudaError naming the status."""
     status, *values = result if isinstance(result, tuple) else (result,)
     if int(status) != 0:
-        raise GpuTimingError(f"{call} failed: {status_text(status)}")
+        raise CudaError(f"{call} failed: {status_text(status)}")
     if not values:
         return None
     return values[0] if len(values) == 1 else values
 
 
 @functools.cache
-def cuda_events_unavailable_reason() -> str | None:
-    """None when CUDA events can time runs here, else why not (the driver's status code included)."""
+def cuda_runtime_unavailable_reason() -> str | None:
+    """None when cuda-bindings' runtime works here (events, streams, copies), else why not (the driver's status code included)."""
     try:
         from cuda.bindings import runtime
     except ImportError as error:
         return f"cuda-bindings is not installed (pip install 'graphgen-onnx[gpu]'): {error}"
     try:
         count = check(runtime.cudaGetDeviceCount(), "cudaGetDeviceCount")
-    except GpuTimingError as error:
+    except CudaError as error:
         return f"{error}{_versions(runtime)}"
     return None if count else "the CUDA runtime sees no device"
 
@@ -213,7 +213,7 @@ def _memcpy_direction(cupti: Any, copy_kind: int) -> str:
 class CuptiCollector:
     """Collects kernel/memcpy/memset and API-call records between :meth:`start` and :meth:`stop`.
 
-    :meth:`start` raises :class:`GpuTimingError` (having released everything) when CUPTI fails;
+    :meth:`start` raises :class:`CudaError` (having released everything) when CUPTI fails;
     :meth:`stop` never raises: it returns why the records cannot be trusted, or None.
     """
 
@@ -253,7 +253,7 @@ class CuptiCollector:
 
     def start(self) -> None:
         if not _CUPTI_LOCK.acquire(timeout=CUPTI_WAIT_S):
-            raise GpuTimingError(f"another profile held CUPTI for {CUPTI_WAIT_S:.0f} s")
+            raise CudaError(f"another profile held CUPTI for {CUPTI_WAIT_S:.0f} s")
         self._holding = True
         cupti = self._cupti
         try:
@@ -265,7 +265,7 @@ class CuptiCollector:
             self.records.offset_ns, self.records.offset_bracket_ns = clock_offset(cupti.get_timestamp)
         except Exception as error:
             self._release()
-            raise GpuTimingError(f"CUPTI failed to start ({describe(error)})") from error
+            raise CudaError(f"CUPTI failed to start ({describe(error)})") from error
 
     def now(self) -> int:
         """CUPTI's clock, in ns (0, and the collection marked failed, if CUPTI fails)."""

@@ -100,7 +100,7 @@ class ModelProfiler:
         self.layer_map: LayerMap | None = None
         self.static = StaticTable(self.model_path)
         self._created = 0
-        self.no_events = gpu.cuda_events_unavailable_reason() if self.on_cuda else None  # why no CUDA events
+        self.no_events = gpu.cuda_runtime_unavailable_reason() if self.on_cuda else None  # why no CUDA events
 
     @property
     def on_cuda(self) -> bool:
@@ -124,7 +124,7 @@ class ModelProfiler:
             assert self.cuda_options is not None
             try:
                 timer = gpu.EventTimer(int(self.cuda_options.get("device_id", 0)))
-            except gpu.GpuTimingError as error:  # no driver, no device: the session itself will say more
+            except gpu.CudaError as error:  # no driver, no device: the session itself will say more
                 self.no_events = str(error)
             else:
                 cuda_options = self.cuda_options | {"user_compute_stream": timer.stream_handle}
@@ -217,7 +217,7 @@ class ProfilingSession:
         if collector is not None:
             try:
                 collector.start()
-            except gpu.GpuTimingError as error:
+            except gpu.CudaError as error:
                 no_cupti, collector = str(error), None
         started = time.perf_counter()
         try:

@@ -164,7 +164,12 @@ def make_parser() -> argparse.ArgumentParser:
         "(default: as long as they take)",
     )
     cuda = parser.add_argument_group("CUDA")
-    cuda.add_argument("--device-id", type=_non_negative, default=0)
+    cuda.add_argument(
+        "--device-id",
+        type=_non_negative,
+        default=None,
+        help="the GPU of instance groups whose config.pbtxt lists no gpus (default: every visible GPU, as Triton)",
+    )
     cuda.add_argument("--cudnn-conv-algo-search", choices=["EXHAUSTIVE", "HEURISTIC", "DEFAULT"], default="EXHAUSTIVE")
     cuda.add_argument("--gpu-mem-limit-mib", type=_non_negative, default=0, help="CUDA memory arena cap (0: none)")
     cuda.add_argument(

@@ -14,21 +14,24 @@ BATCHING_MODES = ("auto", "on", "off")
 class CudaOptions:
     """onnxruntime CUDA execution provider options (used when the device is CUDA)."""
 
-    device_id: int = 0
+    # The GPU of instance groups that list none; None: every visible GPU, as Triton places them.
+    device_id: int | None = None
     # cuDNN convolution algorithm search: EXHAUSTIVE (best kernels, slower first run), HEURISTIC, DEFAULT.
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
     # Memory arena: cap in bytes (0: no cap) and how it grows (kNextPowerOfTwo or kSameAsRequested).
     gpu_mem_limit: int = 0
     arena_extend_strategy: str = "kNextPowerOfTwo"
-    # Bind inputs and outputs explicitly (one host→device and one device→host copy per run).
+    # Bind inputs and outputs explicitly: on the instance's own CUDA stream where cuda-bindings is
+    # installed (one host→device and one device→host copy there, one synchronisation per run).
     io_binding: bool = True
 
     def provider_options(self) -> dict[str, str]:
         options = {
-            "device_id": str(self.device_id),
             "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
             "arena_extend_strategy": self.arena_extend_strategy,
         }
+        if self.device_id is not None:
+            options["device_id"] = str(self.device_id)
         if self.gpu_mem_limit:
             options["gpu_mem_limit"] = str(self.gpu_mem_limit)
         return options

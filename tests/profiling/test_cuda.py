@@ -55,7 +55,7 @@ def test_the_real_modules_without_a_driver_are_reported_unavailable():
         pytest.skip("a GPU is usable here: tests/profiling/test_gpu.py covers it")
     reason = cuda.cupti_unavailable_reason()
     assert reason is not None and "CUPTI cannot start here" in reason  # imports fine, then NotSupportedError
-    events = cuda.cuda_events_unavailable_reason()
+    events = cuda.cuda_runtime_unavailable_reason()
     assert events is not None and "cudaError" in events  # the runtime's own status, e.g. cudaErrorInsufficientDriver
 
 
@@ -88,7 +88,7 @@ def test_a_working_cupti_probes_available_and_registers_once(monkeypatch):
 def test_a_cupti_failure_while_starting_releases_everything_and_the_next_collection_finishes(monkeypatch):
     fake, _ = install(monkeypatch, FakeCupti(fail={"get_timestamp": NotSupportedError("driver gone")}), session=False)
     collector = cuda.CuptiCollector()
-    with pytest.raises(cuda.GpuTimingError, match=r"CUPTI failed to start.*NotSupportedError: driver gone"):
+    with pytest.raises(cuda.CudaError, match=r"CUPTI failed to start.*NotSupportedError: driver gone"):
         collector.start()
     assert fake.enabled == set()  # the kinds enabled before the failure are disabled again
     fake.fail.clear()
@@ -146,7 +146,7 @@ def test_a_failed_event_timer_leaks_nothing_and_names_the_status(monkeypatch):
     _, runtime = install(
         monkeypatch, runtime=FakeRuntime(fail={"cudaEventCreate": CudaError.cudaErrorMemoryAllocation}), session=False
     )
-    with pytest.raises(cuda.GpuTimingError, match=r"cudaEventCreate failed: cudaErrorMemoryAllocation \(2\)"):
+    with pytest.raises(cuda.CudaError, match=r"cudaEventCreate failed: cudaErrorMemoryAllocation \(2\)"):
         cuda.EventTimer(0)
     assert runtime.created_streams and runtime.live == 0
 
@@ -154,7 +154,7 @@ def test_a_failed_event_timer_leaks_nothing_and_names_the_status(monkeypatch):
 def test_a_too_old_driver_is_not_reported_as_no_device(monkeypatch):
     runtime = FakeRuntime(fail={"cudaGetDeviceCount": CudaError.cudaErrorInsufficientDriver}, driver_version=12040)
     install(monkeypatch, runtime=runtime, session=False)
-    reason = cuda.cuda_events_unavailable_reason()
+    reason = cuda.cuda_runtime_unavailable_reason()
     assert reason is not None and "cudaErrorInsufficientDriver (35)" in reason
     assert "driver: CUDA 12.4; runtime: CUDA 13.0" in reason and "no CUDA device" not in reason
 

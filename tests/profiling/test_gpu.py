@@ -26,7 +26,7 @@ from graphgen_server.core.providers import cuda_unavailable_reason
 from tests.support.gpu import hang_guard
 
 NO_CUDA = cuda_unavailable_reason()
-NO_CUPTI = None if NO_CUDA else gpu.cupti_unavailable_reason() or gpu.cuda_events_unavailable_reason()
+NO_CUPTI = None if NO_CUDA else gpu.cupti_unavailable_reason() or gpu.cuda_runtime_unavailable_reason()
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(NO_CUDA is not None, reason=f"no usable CUDA: {NO_CUDA}"),
@@ -103,7 +103,7 @@ def test_without_cupti_the_profile_says_it_reports_launch_times(resnet50, monkey
 
 def test_a_second_profile_after_a_cupti_failure_finishes(resnet50, monkeypatch):
     def broken(self):
-        raise gpu.GpuTimingError("CUPTI failed to start (simulated)")
+        raise gpu.CudaError("CUPTI failed to start (simulated)")
 
     with monkeypatch.context() as patch:
         patch.setattr(gpu.CuptiCollector, "start", broken)

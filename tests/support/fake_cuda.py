@@ -182,10 +182,22 @@ ERROR_TEXT = {
 }
 
 
+class MemcpyKind(enum.IntEnum):
+    cudaMemcpyHostToHost = 0
+    cudaMemcpyHostToDevice = 1
+    cudaMemcpyDeviceToHost = 2
+    cudaMemcpyDeviceToDevice = 3
+
+
 class FakeRuntime:
-    """``cuda.bindings.runtime``: every call answers ``(status, value…)``; streams and events are counted."""
+    """``cuda.bindings.runtime``: every call answers ``(status, value…)``; streams, events and memory are counted.
+
+    Device memory is host memory here (``cudaMalloc`` hands out the address of a numpy buffer), so copies
+    really move the bytes and a run through device buffers computes what the model computes.
+    """
 
     cudaError_t = CudaError
+    cudaMemcpyKind = MemcpyKind
     cudaStreamDefault = 0
     cudaStreamNonBlocking = 1
 
@@ -199,6 +211,9 @@ class FakeRuntime:
         self.device = 0
         self._handles = itertools.count(0x7F00_0000)
         self._recorded: dict[int, float] = {}
+        self.memory: dict[int, Any] = {}  # device pointer -> the numpy buffer behind it
+        self.copies: list[tuple[MemcpyKind, int]] = []  # (kind, stream) of every cudaMemcpyAsync
+        self.synchronized: list[int] = []  # streams synchronised, in order
 
     def _status(self, name: str) -> CudaError:
         return self.fail.get(name, CudaError.cudaSuccess)
@@ -260,10 +275,35 @@ class FakeRuntime:
     def cudaEventElapsedTime(self, start: int, end: int):
         return (CudaError.cudaSuccess, (self._recorded[end] - self._recorded[start]) * 1e3)
 
+    def cudaMalloc(self, size: int):
+        import numpy as np
+
+        status = self._status("cudaMalloc")
+        if status:
+            return (status, None)
+        buffer = np.zeros(size, np.uint8)
+        self.memory[buffer.ctypes.data] = buffer
+        return (status, buffer.ctypes.data)
+
+    def cudaFree(self, pointer: int):
+        del self.memory[pointer]
+        return (CudaError.cudaSuccess,)
+
+    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: MemcpyKind, stream: int):
+        assert stream in self.streams, "a copy on a stream that is not (or no longer) there"
+        ctypes.memmove(dst, src, count)
+        self.copies.append((MemcpyKind(kind), stream))
+        return (self._status("cudaMemcpyAsync"),)
+
+    def cudaStreamSynchronize(self, stream: int):
+        assert stream in self.streams
+        self.synchronized.append(stream)
+        return (CudaError.cudaSuccess,)
+
     @property
     def live(self) -> int:
-        """Streams and events not destroyed: 0 when nothing leaked."""
-        return len(self.streams) + len(self.events)
+        """Streams, events and device buffers not freed: 0 when nothing leaked."""
+        return len(self.streams) + len(self.events) + len(self.memory)
 
 
 @dataclass
@@ -318,6 +358,7 @@ class FakeCudaSession:
         self._kernels = self._kernel_list(path) if on_cuda else []
         self._profiling_start_ns = time.time_ns()
         self._events: list[dict] = []
+        self.run_options: list[Any] = []  # of each run_with_iobinding
         FakeCudaSession.built.append(self)
 
     def _kernel_list(self, path: str) -> list[dict]:
@@ -342,6 +383,27 @@ class FakeCudaSession:
 
     def get_providers(self) -> list[str]:
         return list(self._providers)
+
+    def __getattr__(self, name: str) -> Any:  # get_modelmeta and the rest: the real session's
+        if name == "_real":
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+    def io_binding(self) -> FakeBinding:
+        return FakeBinding()
+
+    def run_with_iobinding(self, binding: FakeBinding, run_options=None) -> None:
+        """Inputs read where they were bound (device buffers are host memory here), outputs left "on the device"."""
+        import numpy as np
+
+        self.run_options.append(run_options)
+        feeds = dict(binding.host_inputs)
+        for name, (dtype, shape, pointer) in binding.inputs.items():
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            raw = (ctypes.c_char * nbytes).from_address(pointer)
+            feeds[name] = np.frombuffer(raw, dtype).reshape(shape).copy()
+        names = [name for name, _, _ in binding.outputs]
+        binding.values = [DeviceValue(array) for array in self.run(names, feeds)]
 
     def get_inputs(self):
         return self._real.get_inputs()
@@ -389,6 +451,47 @@ class FakeCudaSession:
         return str(path)
 
 
+class DeviceValue:
+    """An OrtValue "on the device": its buffer is host memory here."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def data_ptr(self) -> int:
+        return int(self.array.ctypes.data)
+
+    def shape(self) -> list[int]:
+        return list(self.array.shape)
+
+
+class FakeBinding:
+    """onnxruntime's IOBinding as the server uses it on CUDA."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, tuple[Any, tuple[int, ...], int]] = {}  # name -> (dtype, shape, device pointer)
+        self.outputs: list[tuple[str, str, int]] = []  # (name, device type, device id)
+        self.values: list[DeviceValue] = []
+        self.host_inputs: dict[str, Any] = {}
+
+    def bind_input(self, name: str, device_type: str, device_id: int, element_type, shape, buffer_ptr: int) -> None:
+        import numpy as np
+
+        assert device_type == "cuda"
+        self.inputs[name] = (np.dtype(element_type), tuple(shape), buffer_ptr)
+
+    def bind_cpu_input(self, name: str, array: Any) -> None:  # onnxruntime copies it to the device at bind time
+        self.host_inputs[name] = array.copy()
+
+    def bind_output(self, name: str, device_type: str = "cpu", device_id: int = 0) -> None:
+        self.outputs.append((name, device_type, device_id))
+
+    def get_outputs(self) -> list[DeviceValue]:
+        return self.values
+
+    def copy_outputs_to_cpu(self) -> list[Any]:
+        return [value.array.copy() for value in self.values]
+
+
 def install(monkeypatch, cupti: FakeCupti | None = None, runtime: FakeRuntime | None = None, *, session: bool = True):
     """The fakes in place of cupti-python, cuda-bindings and (``session``) onnxruntime's InferenceSession."""
     from graphgen.profiling import cuda as gpu
@@ -413,7 +516,7 @@ def install(monkeypatch, cupti: FakeCupti | None = None, runtime: FakeRuntime | 
     monkeypatch.setattr(gpu, "_registered", False)
     monkeypatch.setattr(gpu, "_CUPTI_LOCK", threading.Lock())
     monkeypatch.setattr(gpu, "_collecting", [])
-    for probe in ("cupti_unavailable_reason", "cuda_events_unavailable_reason"):
+    for probe in ("cupti_unavailable_reason", "cuda_runtime_unavailable_reason"):
         monkeypatch.setattr(gpu, probe, functools.cache(getattr(gpu, probe).__wrapped__))
     monkeypatch.setattr(gpu, "CUPTI_WAIT_S", 5.0)  # a lock left held fails the test in seconds, not forever
     if session:

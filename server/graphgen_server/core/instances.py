@@ -4,7 +4,9 @@ Each instance runs one request (or dynamic batch) at a time, as in Triton; with 
 run at once on two sessions, and a request takes whichever instance is free first. Where a group
 runs (``kind``, ``gpus``), which execution accelerators it asks onnxruntime for
 (``optimization.execution_accelerators``) and the onnxruntime session ``parameters`` come from the
-configuration; what cannot be used here is said in the load line, never dropped silently.
+configuration; what cannot be used here is said in the load line, never dropped silently. A GPU
+group that lists no ``gpus`` gets ``count`` instances on every visible GPU, as Triton places them
+(``--device-id`` names one GPU instead); a GPU it lists that is not visible is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 
@@ -19,6 +22,9 @@ from graphgen_protos import model_config_pb2 as mc
 from graphgen_server.config import ServerConfig
 from graphgen_server.core import providers
 from graphgen_server.repository.model_config import ConfigError
+
+if TYPE_CHECKING:
+    from graphgen_server.core.device_io import InstanceStream
 
 Provider = str | tuple[str, dict[str, str]]
 # An instance_group without a count (or no instance_group at all) gets Triton's default for the
@@ -62,6 +68,15 @@ class Instance:
     gpu: int | None
     io_binding: bool = False  # on CUDA: inputs and outputs bound explicitly (one copy each way)
     runs: int = 0  # runs started (requests spread over the instances: the tests look)
+    providers: list[Provider] = field(default_factory=list)  # as asked of onnxruntime (its stream aside)
+    stream: InstanceStream | None = None  # on CUDA: the instance's own stream, where cuda-bindings is installed
+
+    def close(self) -> None:
+        """Free the session, then the stream it computed on (the version is unloaded: nothing runs)."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            self.__dict__.pop("session", None)
+            stream.close()
 
 
 @dataclass
@@ -95,7 +110,7 @@ def plan_instances(
             raise ConfigError(f"instance_group {name!r} is KIND_CPU but lists gpus {list(group.gpus)}")
         wanted = accelerators.gpu_execution_accelerator if on_gpu else accelerators.cpu_execution_accelerator
         extra = _accelerators(wanted, plan.notes)
-        gpus: list[int | None] = [int(g) for g in group.gpus] if on_gpu and group.gpus else [None]
+        gpus = _gpus(name, group, server) if on_gpu else [None]
         for gpu in gpus:
             base: list[Provider] = [providers.CPU]
             if on_gpu:
@@ -104,6 +119,23 @@ def plan_instances(
             actual_kind = mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU
             plan.groups += [(f"{name}_{i}", actual_kind, gpu, [*extra, *base]) for i in range(count)]
     return plan
+
+
+def _gpus(name: str, group: mc.ModelInstanceGroup, server: ServerConfig) -> list[int | None]:
+    """The GPUs of a GPU group: those it lists, else ``--device-id``, else every visible one (Triton's placement)."""
+    visible = providers.visible_devices()  # None: the runtime cannot be asked; onnxruntime will say
+    if group.gpus:
+        listed = [int(g) for g in group.gpus]
+        missing = [g for g in listed if g < 0 or (visible is not None and g >= visible)]
+        if missing:
+            raise ConfigError(
+                f"instance_group {name!r} lists gpus {missing}, but {visible} CUDA device(s) are visible "
+                f"(0–{(visible or 1) - 1}; CUDA_VISIBLE_DEVICES renumbers them)"
+            )
+        return list(listed)
+    if server.cuda.device_id is not None:
+        return [server.cuda.device_id]
+    return list(range(visible)) if visible else [None]
 
 
 def _accelerators(wanted, notes: list[str]) -> list[Provider]:

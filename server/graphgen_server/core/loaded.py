@@ -22,11 +22,13 @@ import onnxruntime as ort
 from graphgen.metadata import ARCHITECTURE, MetadataError, Preprocess
 from graphgen.onnx_io import ModelFileError, check_model_file
 from graphgen.preprocess import labels_for
+from graphgen.profiling import cuda as gpu_runtime
 from graphgen_protos import model_config_pb2 as mc
 from graphgen_server.config import ServerConfig
 from graphgen_server.core import providers
 from graphgen_server.core.batching import BatchingChoice, Feeds, batching_choice
 from graphgen_server.core.cpus import available_cpus, threads_per_instance
+from graphgen_server.core.device_io import InstanceStream
 from graphgen_server.core.instances import SESSION_PARAMETERS, Instance, plan_instances, session_options
 from graphgen_server.core.profiler import Profiler
 from graphgen_server.repository.layout import ModelFile
@@ -87,7 +89,13 @@ class LoadedVersion:
     provider_reason: str
     batching: BatchingChoice
     config: mc.ModelConfig  # the configuration enforced: what the ModelConfig RPC answers
-    profiler: Profiler
+    profiler: Profiler  # on the first instance's own providers and device
+
+    def close(self) -> None:
+        """Free the profiler, the sessions and their CUDA streams (the version no longer serves)."""
+        self.profiler.close()
+        for instance in self.instances:
+            instance.close()
 
     @property
     def inputs(self) -> tuple[TensorInfo, ...]:
@@ -133,9 +141,12 @@ def run_sync(signature: Signature, instance: Instance, feeds: Feeds) -> tuple[li
             feeds = {**feeds, tensor.info.name: _reshaped(feeds[tensor.info.name], tensor.model_shape)}
     names = [t.name for t in signature.outputs]
     started = time.perf_counter()
-    if instance.io_binding:
-        # Explicit binding on CUDA: each input goes to the device in one copy and the outputs
-        # come back to host memory in one copy each.
+    if instance.io_binding and instance.stream is not None:
+        # On the instance's own stream: copies in, a run that returns once queued, copies out, one sync.
+        outputs = instance.stream.run(session, feeds, names, [t.dtype for t in signature.outputs])
+    elif instance.io_binding:
+        # Explicit binding on CUDA, onnxruntime's way: each input goes to the device in one copy
+        # (at bind time, on the legacy default stream) and the outputs come back in one copy each.
         binding = session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, array)
@@ -186,11 +197,67 @@ def load_version(
         threads = threads_per_instance(cpus, len(plan.groups))
         notes.append(f"{threads} intra-op thread(s) per instance ({cpus:g} CPUs / {len(plan.groups)} instance(s))")
     make_options = functools.partial(make_session_options, server, settings, threads)
-    instances = []
-    for instance_name, kind, gpu, chosen in plan.groups:
-        session = ort.InferenceSession(str(path), make_options(), providers=chosen)
-        bind = session.get_providers()[0] == providers.CUDA and server.cuda.io_binding
-        instances.append(Instance(instance_name, session, kind, gpu, bind))
+    instances: list[Instance] = []
+    try:
+        for instance_name, kind, gpu, chosen in plan.groups:
+            instances.append(_instance(path, make_options, instance_name, kind, gpu, chosen, server, notes))
+        return _loaded(file, settings, server, choice, instances, make_options, notes)
+    except BaseException:
+        for instance in instances:  # their CUDA streams are not left behind
+            instance.close()
+        raise
+
+
+def _instance(
+    path, make_options, name: str, kind, gpu: int | None, chosen: list, server: ServerConfig, notes: list[str]
+) -> Instance:
+    """One instance's session, on a CUDA stream of its own where that can be had; refused if CUDA fell back."""
+    on_cuda = any(providers.provider_name(p) == providers.CUDA for p in chosen)
+    stream, asked = None, chosen
+    if on_cuda:
+        stream = _stream(gpu if gpu is not None else server.cuda.device_id or 0, notes)
+        if stream is not None:
+            asked = [
+                (p[0], {**p[1], "user_compute_stream": stream.handle})
+                if providers.provider_name(p) == providers.CUDA and isinstance(p, tuple)
+                else p
+                for p in chosen
+            ]
+    try:
+        # enable_fallback=0: onnxruntime's Python layer would otherwise retry a failing CUDA or
+        # TensorRT session on CPU (or on CUDA without the options), saying so on stdout only.
+        session = ort.InferenceSession(str(path), make_options(), providers=asked, enable_fallback=0)
+        notes += providers.check_session(name, chosen, session)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
+    bind = on_cuda and server.cuda.io_binding
+    return Instance(name, session, kind, gpu, bind, providers=chosen, stream=stream)
+
+
+def _stream(device: int, notes: list[str]) -> InstanceStream | None:
+    """A stream of the instance's own, or None (and a note, once) where cuda-bindings cannot make one."""
+    unavailable = gpu_runtime.cuda_runtime_unavailable_reason()  # probed once per process
+    if unavailable is None:
+        return InstanceStream(device)
+    note = f"no CUDA stream of its own per instance ({unavailable}): onnxruntime's, inputs bound from host memory"
+    if note not in notes:
+        notes.append(note)
+    return None
+
+
+def _loaded(
+    file: ModelFile,
+    settings: ReadConfig,
+    server: ServerConfig,
+    choice: providers.ProviderChoice,
+    instances: list[Instance],
+    make_options,
+    notes: list[str],
+) -> LoadedVersion:
+    name, version, path = file.name, str(file.version), file.path
+    config = settings.config
     first = instances[0].session
     model_inputs = [TensorInfo.from_ort(a) for a in first.get_inputs()]
     model_outputs = [TensorInfo.from_ort(a) for a in first.get_outputs()]
@@ -213,7 +280,7 @@ def load_version(
     classes = outputs[0].shape[-1] if outputs and outputs[0].shape else None
     num_classes = classes or 0
     labels = tuple(labels_for(metadata, num_classes)) if classes else ()
-    provider, provider_reason = providers.describe_session(choice, first)
+    provider, provider_reason = first.get_providers()[0], choice.reason
     warmup = {t.name: np.zeros([d or 1 for d in t.shape], t.dtype) for t in inputs}
     for instance in instances:
         run_sync(signature, instance, warmup)  # first-run allocations happen now, not in a request
@@ -239,7 +306,8 @@ def load_version(
         provider_reason=provider_reason,
         batching=batching,
         config=effective_config(file, settings, signature, batching, instances),
-        profiler=Profiler(path, choice.providers, make_options, warmup),
+        # The first instance's own providers: its device, its accelerators, CPU for a KIND_CPU model.
+        profiler=Profiler(path, instances[0].providers, make_options, warmup),
     )
     shown = "; ".join(f"{t.name} {t.datatype} {describe(t.shape)}" for t in inputs)
     log.info(

@@ -172,4 +172,4 @@ class ModelVersion:
         if self.batcher is not None:
             await self.batcher.close()
         if self.loaded is not None:
-            self.loaded.profiler.close()
+            self.loaded.close()

@@ -71,23 +71,50 @@ def _cuda_check() -> tuple[str | None, str]:
     except OSError as error:
         missing = str(error).split(":")[0] if "cannot open shared object" in str(error) else str(error)
         return f"CUDA libraries not found ({missing})", output
-    devices = _cuda_device_count()
+    devices, status = _cuda_devices()
+    if status:
+        return f"CUDA libraries found but the CUDA runtime answered {status}", output
     if devices == 0:
         return "CUDA libraries found but no CUDA device is visible", output
     return None, output
 
 
-def _cuda_device_count() -> int | None:
-    """Devices the CUDA runtime sees (None if it cannot be asked: then session creation decides)."""
+@functools.cache
+def _cuda_devices() -> tuple[int | None, str]:
+    """(devices the CUDA runtime sees, or None if it cannot be asked; its failure status in words, or "").
+
+    The status is kept: cudaErrorInsufficientDriver (a driver older than the runtime) is not
+    "no device", and says what to upgrade.
+    """
     for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
         try:
             runtime = ctypes.CDLL(name)
         except OSError:
             continue
         count = ctypes.c_int(0)
-        status = runtime.cudaGetDeviceCount(ctypes.byref(count))
-        return count.value if status == 0 else 0
-    return None
+        status = int(runtime.cudaGetDeviceCount(ctypes.byref(count)))
+        return (count.value, "") if status == 0 else (0, _status_text(runtime, status))
+    return None, ""
+
+
+def _status_text(runtime, status: int) -> str:
+    """``cudaErrorInsufficientDriver (35): CUDA driver version is insufficient …; driver CUDA 12.4``."""
+    text = f"status {status}"
+    with contextlib.suppress(Exception):
+        runtime.cudaGetErrorName.restype = ctypes.c_char_p
+        runtime.cudaGetErrorString.restype = ctypes.c_char_p
+        text = f"{runtime.cudaGetErrorName(status).decode()} ({status}): {runtime.cudaGetErrorString(status).decode()}"
+    version = ctypes.c_int(0)
+    with contextlib.suppress(Exception):
+        if runtime.cudaDriverGetVersion(ctypes.byref(version)) == 0:
+            driver = version.value
+            text += f" (driver: {f'CUDA {driver // 1000}.{driver % 1000 // 10}' if driver else 'none'})"
+    return text
+
+
+def visible_devices() -> int | None:
+    """How many CUDA devices this process sees (CUDA_VISIBLE_DEVICES applied); None if it cannot tell."""
+    return _cuda_devices()[0]
 
 
 def choose(device: str, cuda: CudaOptions) -> ProviderChoice:
@@ -98,15 +125,40 @@ def choose(device: str, cuda: CudaOptions) -> ProviderChoice:
         return ProviderChoice([CPU], "--device cpu")
     unavailable, printed = _cuda_check()
     if unavailable is None:
-        return ProviderChoice([(CUDA, cuda.provider_options()), CPU], f"CUDA device {cuda.device_id} available")
+        count = visible_devices()
+        seen = f"{count} CUDA device(s) visible" if count else "CUDA available"
+        where = f"device {cuda.device_id} (--device-id)" if cuda.device_id is not None else "every visible device"
+        return ProviderChoice([(CUDA, cuda.provider_options()), CPU], f"{seen}; GPU instances on {where}")
     if device == "cuda":
         raise DeviceError(f"--device cuda: {unavailable}" + (f"\nonnxruntime said:\n{printed}" if printed else ""))
     return ProviderChoice([CPU], f"{unavailable}; running on CPU")
 
 
-def describe_session(choice: ProviderChoice, session: ort.InferenceSession) -> tuple[str, str]:
-    """The provider a session actually runs on first, and the reason to log for it."""
-    used = session.get_providers()[0]
-    if choice.wants_cuda and used != CUDA:
-        return used, "the CUDA provider failed to initialise (onnxruntime's log says why); running on CPU"
-    return used, choice.reason
+def provider_name(provider: str | tuple[str, dict[str, str]]) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
+class FellBack(RuntimeError):
+    """onnxruntime built a session without the GPU provider it was asked for."""
+
+
+def check_session(instance: str, asked: list, session: ort.InferenceSession) -> list[str]:
+    """What onnxruntime really built, against what was asked: FellBack without CUDA, notes for the rest.
+
+    onnxruntime drops a provider it cannot create with a warning in its own log only (a missing
+    CUDA library: the session is built on CPU, whatever ``enable_fallback`` says); an instance that
+    asked for a GPU and got the CPU would serve as "KIND_GPU, gpu N" at CPU speed. So it is refused
+    (the version is not ready, with this reason); an accelerator left out is said in the load line.
+    """
+    used = session.get_providers()
+    notes = []
+    for provider in (provider_name(p) for p in asked):
+        if provider in used:
+            continue
+        if provider == CUDA:
+            raise FellBack(
+                f"instance {instance}: asked for {CUDA}, onnxruntime built the session on {used[0]} (the CUDA "
+                "provider failed to start; onnxruntime's log says why): refused rather than served on the CPU"
+            )
+        notes.append(f"instance {instance}: onnxruntime did not use {provider} (asked for)")
+    return notes
