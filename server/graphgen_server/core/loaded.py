@@ -34,6 +34,7 @@ from graphgen_server.core.profiler import Profiler
 from graphgen_server.repository.layout import ModelFile
 from graphgen_server.repository.model_config import (
     BACKEND,
+    CONFIG_FILE,
     PLATFORM,
     ConfigError,
     ReadConfig,
@@ -185,7 +186,8 @@ def load_version(
     config = settings.config
     notes: list[str] = []  # what the load line says beside the provider and batching
     if settings.ignored:  # Triton's fields that graphgen does not honour: said loudly, once per load
-        log.warning("model %s v%s: ignored config.pbtxt fields: %s", name, version, ", ".join(settings.ignored))
+        what = "config.pbtxt fields" if settings.source == CONFIG_FILE else f"fields of {settings.source}"
+        log.warning("model %s v%s: ignored %s: %s", name, version, what, ", ".join(settings.ignored))
     session_options(ort.SessionOptions(), config.parameters, notes)  # refuses bad values, notes the rest
     plan = plan_instances(name, config, server, choice)
     notes += plan.notes

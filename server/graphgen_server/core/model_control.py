@@ -8,6 +8,11 @@ A version that fails to load is listed not ready with its reason, except where a
 it was serving: that copy stays. ``unload(name)`` leaves every version listed not ready
 ("unloaded") and closes them once their calls have finished.
 
+``load(name, config_json)`` loads with the configuration sent as RepositoryModelLoad's ``config``
+parameter (Triton's JSON form) instead of config.pbtxt, checked as config.pbtxt is (a bad one is
+refused before anything changes) and logged; it stays until the next load, which without one
+reads config.pbtxt again, as in Triton. Uploaded model files (``file:`` parameters) are not taken.
+
 Names are checked before a path is made of them (one directory name inside the repository), and
 a version whose files lead outside the repository through a symlink is refused.
 """
@@ -19,11 +24,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from google.protobuf import text_format
+
 from graphgen_server.core.errors import InvalidArgument, NotFound, Refused
 from graphgen_server.core.model_version import ModelVersion
 from graphgen_server.core.runtime import LocalRuntime
+from graphgen_server.repository.config_json import read_config_json
 from graphgen_server.repository.layout import MODEL_FILE, BadModelName, ModelFile, check_model_name
-from graphgen_server.repository.model_config import ReadConfig, plan_model
+from graphgen_server.repository.model_config import ConfigError, ReadConfig, plan_model
 
 log = logging.getLogger("graphgen_server")
 
@@ -37,16 +45,26 @@ class ModelControl:
         self._lock = asyncio.Lock()  # one load or unload at a time
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="load")  # the inference threads stay free
 
-    def _files(self, name: str) -> list[tuple[ModelFile, ReadConfig]]:
-        """The versions to serve (config.pbtxt's version policy), each with the model's configuration."""
+    def _files(self, name: str, config_json: str | None = None) -> list[tuple[ModelFile, ReadConfig]]:
+        """The versions to serve (the configuration's version policy), each with the model's configuration."""
         try:
             check_model_name(name)
-            return plan_model(self.runtime.config.repository, name)
         except BadModelName as error:
             raise InvalidArgument("model_name", str(error)) from None
+        override = None
+        if config_json is not None:
+            try:
+                override = read_config_json(config_json, name)
+            except ConfigError as error:
+                raise InvalidArgument("parameters.config", str(error)) from None
+            shown = text_format.MessageToString(override.config, as_one_line=True) or "(empty)"
+            log.info(
+                "model %s: RepositoryModelLoad sends its configuration, used instead of config.pbtxt: %s", name, shown
+            )
+        return plan_model(self.runtime.config.repository, name, override)
 
-    async def load(self, name: str) -> None:
-        files = self._files(name)
+    async def load(self, name: str, config_json: str | None = None) -> None:
+        files = self._files(name, config_json)
         if not files:
             raise NotFound(f"model {name!r}: no <version>/{MODEL_FILE} in the repository's {name!r} directory")
         choice = self.runtime.choice

@@ -216,7 +216,8 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context
     ) -> pb.RepositoryModelLoadResponse:
-        await self._model_control(request).load(request.model_name)
+        control = self._model_control(request, allowed={kserve_common.CONFIG_PARAMETER})
+        await control.load(request.model_name, kserve_common.config_override(parameter_values(request.parameters)))
         return pb.RepositoryModelLoadResponse()
 
     @abort_with_status

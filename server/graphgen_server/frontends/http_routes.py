@@ -175,7 +175,8 @@ class KServeHttp:
     async def load(self, request: web.Request) -> web.Response:
         name, parameters = await self._control_request(request)
         async with self.gate.call():
-            await kserve_common.model_control(self.control, "", parameters).load(name)
+            control = kserve_common.model_control(self.control, "", parameters, {kserve_common.CONFIG_PARAMETER})
+            await control.load(name, kserve_common.config_override(parameters))
         return web.Response(status=200)
 
     async def unload(self, request: web.Request) -> web.Response:

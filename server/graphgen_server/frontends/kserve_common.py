@@ -30,6 +30,8 @@ PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["classification", "statistics"]
 CLASSIFICATION = "classification"
 PROFILE, PROFILE_RUNS, PROFILE_RESPONSE = "profile", "profile_runs", "graphgen_profile"
+# RepositoryModelLoad's parameters: a configuration override is taken; uploaded files ("file:<path>") are not.
+CONFIG_PARAMETER, FILE_PARAMETER = "config", "file:"
 
 
 def serialize_bytes(elements: list[bytes]) -> bytes:
@@ -141,14 +143,33 @@ def profile_json(profile: Profile) -> str:
 def model_control(
     control: ModelControl | None, repository_name: str, parameters: Iterable[str], allowed: Iterable[str] = ()
 ) -> ModelControl:
-    """The model control, once the request is one it honours (this server's repository, no parameters)."""
+    """The model control, once the request is one it honours (this server's repository, parameters it takes)."""
     if control is None:
         raise Refused("model control is off: start graphgen-server with --model-control to load and unload models")
     if repository_name:
         raise NotFound(f"repository {repository_name!r}: this server has one (leave repository_name empty)")
-    refused = sorted(set(parameters) - set(allowed))
-    if refused:
+    given = set(parameters)
+    uploads = sorted(p for p in given if p.startswith(FILE_PARAMETER))
+    if uploads:
         raise InvalidArgument(
-            "parameters", f"{refused} not supported (model files and settings come from the repository only)"
+            "parameters", f"{uploads}: uploaded model files are refused (model files come from the repository only)"
         )
+    refused = sorted(given - set(allowed))
+    if refused:
+        taken = f"taken: {sorted(allowed)}" if allowed else "none is taken"
+        raise InvalidArgument("parameters", f"{refused} not supported ({taken})")
     return control
+
+
+def config_override(values: Mapping[str, Any]) -> str | None:
+    """RepositoryModelLoad's ``config`` parameter (a protocol's parameters as Python values): Triton's
+    JSON form of the model configuration, used instead of config.pbtxt; None when not given."""
+    if CONFIG_PARAMETER not in values:
+        return None
+    text = values[CONFIG_PARAMETER]
+    if not isinstance(text, str):
+        raise InvalidArgument(
+            f"parameters.{CONFIG_PARAMETER}",
+            f"must be a string (the model configuration as JSON), got {type(text).__name__}",
+        )
+    return text

@@ -44,8 +44,9 @@ class ConfigError(ValueError):
 @dataclass
 class ReadConfig:
     config: mc.ModelConfig
-    present: bool  # a config.pbtxt exists
-    ignored: list[str] = field(default_factory=list)  # fields set in the file that graphgen does not honour
+    present: bool  # a configuration was given (config.pbtxt, or one sent with RepositoryModelLoad)
+    ignored: list[str] = field(default_factory=list)  # fields set in it that graphgen does not honour
+    source: str = CONFIG_FILE  # where it came from, for messages
 
 
 def read_config(model_dir: Path) -> ReadConfig:
@@ -59,26 +60,32 @@ def read_config(model_dir: Path) -> ReadConfig:
         ignored = unknown_fields(text, mc.ModelConfig.DESCRIPTOR)
     except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
         raise ConfigError(f"{path.name}: {error}") from None
+    return check_config(config, ignored, path.name, model_dir.name)
+
+
+def check_config(config: mc.ModelConfig, ignored: list[str], source: str, model_name: str) -> ReadConfig:
+    """What a configuration says, checked as Triton checks it (and for what graphgen cannot honour),
+    whatever its form: ``ignored`` lists the fields outside graphgen's proto (dotted paths)."""
     for name in ignored:  # Triton refuses a field its configuration does not have: a typo must not pass
         if name not in TRITON_FIELDS:
             close = difflib.get_close_matches(name, TRITON_FIELDS, n=1, cutoff=0.8)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{path.name}: {name!r} is not a field of Triton's model configuration{hint}")
+            raise ConfigError(f"{source}: {name!r} is not a field of Triton's model configuration{hint}")
     for name, reason in REFUSED_FIELDS.items():
         if config.HasField(name):
-            raise ConfigError(f"{path.name} asks for {name}: {reason}")
+            raise ConfigError(f"{source} asks for {name}: {reason}")
     if config.platform and config.platform != PLATFORM:
-        raise ConfigError(f"{path.name}: platform {config.platform!r}: graphgen serves {PLATFORM!r} only")
+        raise ConfigError(f"{source}: platform {config.platform!r}: graphgen serves {PLATFORM!r} only")
     if config.backend and config.backend != BACKEND:
-        raise ConfigError(f"{path.name}: backend {config.backend!r}: graphgen serves {BACKEND!r} only")
+        raise ConfigError(f"{source}: backend {config.backend!r}: graphgen serves {BACKEND!r} only")
     if config.max_batch_size < 0:
-        raise ConfigError(f"{path.name}: max_batch_size {config.max_batch_size} is negative")
+        raise ConfigError(f"{source}: max_batch_size {config.max_batch_size} is negative")
     filename = config.default_model_filename
     if filename and (filename in {".", ".."} or any(c in filename for c in "/\\\0")):
-        raise ConfigError(f"{path.name}: default_model_filename {filename!r} is not a file name")
-    if config.name and config.name != model_dir.name:
-        raise ConfigError(f"{path.name}: name {config.name!r} is not the model's directory name {model_dir.name!r}")
-    return ReadConfig(config, present=True, ignored=ignored)
+        raise ConfigError(f"{source}: default_model_filename {filename!r} is not a file name")
+    if config.name and config.name != model_name:
+        raise ConfigError(f"{source}: name {config.name!r} is not the model's directory name {model_name!r}")
+    return ReadConfig(config, present=True, ignored=ignored, source=source)
 
 
 def unknown_fields(text: str, descriptor: Descriptor) -> list[str]:
@@ -265,15 +272,16 @@ def warmup_feeds(entry: mc.ModelWarmup, inputs: list[TensorInfo], batched: bool,
     return feeds
 
 
-def plan_model(repository: Path, name: str) -> list[tuple[ModelFile, ReadConfig]]:
-    """The versions of model ``name`` to load, each with the model's configuration.
+def plan_model(repository: Path, name: str, override: ReadConfig | None = None) -> list[tuple[ModelFile, ReadConfig]]:
+    """The versions of model ``name`` to load, each with the model's configuration: ``override`` (one
+    sent with RepositoryModelLoad, already checked) or else its config.pbtxt.
 
     A config.pbtxt that cannot be honoured makes every version not ready with the reason (a
     version 1 is listed for it if no model file is found).
     """
     model_dir = repository / name
     try:
-        settings = read_config(model_dir)
+        settings = override or read_config(model_dir)
     except ConfigError as error:
         files = scan_model(repository, name) or [ModelFile(name, 1, model_dir / "1" / MODEL_FILE)]
         empty = ReadConfig(mc.ModelConfig(), present=False)
