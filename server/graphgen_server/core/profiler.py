@@ -96,4 +96,7 @@ class Profiler:
 
     def close(self) -> None:
         self._builder.shutdown(wait=True, cancel_futures=True)
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare.cancelled() and spare.exception() is None:
+            spare.result().close()  # built ahead, never measured: its CUDA stream and events go too
         self._core.close()

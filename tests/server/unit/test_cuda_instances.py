@@ -76,8 +76,10 @@ def test_a_model_on_gpu_1_is_profiled_on_gpu_1(repository, monkeypatch):
     assert done.profile.timing == "device" and done.profile.device_run is not None
     assert FakeCudaSession.built[-1].cuda_options["device_id"] == "1"  # the profiling session's
     assert runtime.created_streams[-1] == (1, runtime.cudaStreamNonBlocking)  # its timer's stream, on device 1
+    assert loaded.profiler._spare is not None
+    loaded.profiler._spare.result(timeout=60)  # the next profiling session, built ahead with a stream of its own
     loaded.close()
-    assert runtime.live == 0
+    assert runtime.live == 0  # that one's too
 
 
 def test_a_kind_cpu_model_is_profiled_on_the_cpu_and_accelerators_are_kept(repository, monkeypatch):
