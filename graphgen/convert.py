@@ -200,8 +200,8 @@ def convert(
             message = step.did.replace("{n}", str(result.rewrites)).replace("{head}", head)
         else:
             message = f"{step.nothing}; nothing changed"
-        report = StepReport(step.flag, result.rewrites, message, tuple(getattr(result, "notes", ())))
-        reports.append(report)  # onnx_ir's own passes' results have no notes
+        report = StepReport(step.flag, result.rewrites, message, result.notes)
+        reports.append(report)
         if on_step is not None:
             on_step(report)
     return Conversion(model, reports)

@@ -2,12 +2,13 @@
 
 Each pass is a class (``FoldBatchNormPass()`` …) that ``onnx_ir.passes.Sequential`` can chain, and
 a function of the same rewrite (``fold_batchnorm(model)``) for a single call. Both return a
-:class:`PassResult`: onnx_ir's result plus the number of blocks rewritten.
+:class:`PassResult`: onnx_ir's result plus the number of blocks rewritten and notes for the user;
+:class:`Sequential` chains passes as onnx_ir's does, keeping every pass's rewrites and notes.
 """
 
 from __future__ import annotations
 
-from graphgen.passes.base import GraphPass, PassResult
+from graphgen.passes.base import GraphPass, PassResult, Sequential
 from graphgen.passes.flatten_concats import FlattenConcatsPass, flatten_concats
 from graphgen.passes.fold_batchnorm import FoldBatchNormPass, fold_batchnorm
 from graphgen.passes.fold_repvgg import FoldRepVGGPass, fold_repvgg
@@ -34,6 +35,7 @@ __all__ = [
     "OutlineBlocksPass",
     "PassResult",
     "ReplaceHeadPass",
+    "Sequential",
     "ToFp16Pass",
     "convert_opset",
     "cut_head",

@@ -3,7 +3,9 @@
 Every graphgen pass is an :class:`onnx_ir.passes.FunctionalPass`: it rewrites a copy of the model,
 never the model itself, so ``onnx_ir.passes.Sequential`` chains graphgen's passes with onnx_ir's
 own. Its result is onnx_ir's :class:`~onnx_ir.passes.PassResult` plus the number of blocks
-rewritten, which the CLI reports. What a rewrite leaves unread (the nodes and initializers it
+rewritten and the notes for the user, which the CLI reports; :class:`Sequential` is onnx_ir's
+chain keeping both for every pass in it (composite passes such as the inference form are one).
+A pass holds no per-call state: each call's notes live in that call. What a rewrite leaves unread (the nodes and initializers it
 replaced) is removed by onnx_ir's ``RemoveUnusedNodesPass``.
 """
 
@@ -31,29 +33,69 @@ class PassResult(ir.passes.PassResult):
 
 
 class GraphPass(ir.passes.FunctionalPass):
-    """A pass that rewrites a copy of the model: subclasses say how in :meth:`rewrite`."""
+    """A pass that rewrites a copy of the model: subclasses say how in :meth:`rewrite`.
+
+    A pass keeps no state of its own between or during calls: what one call finds (its notes)
+    lives in that call's frame, so one instance may run on several models at once, or inside
+    itself, and each result says what its own call did.
+    """
 
     def call(self, model: ir.Model) -> PassResult:
         model = model.clone()  # new nodes and values; tensors are shared, so never written into
-        self._notes: list[str] = []
-        rewrites = self.rewrite(model)
+        notes: list[str] = []
+        rewrites = self.rewrite(model, notes)
         cleaned = RemoveUnusedNodesPass()(model).modified
-        return PassResult(model, modified=bool(rewrites) or cleaned, rewrites=rewrites, notes=tuple(self._notes))
+        return PassResult(model, modified=bool(rewrites) or cleaned, rewrites=rewrites, notes=tuple(notes))
 
     def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> PassResult:
         """Run the pass (onnx_ir's checks included), typed as this pass's result."""
-        result = super().__call__(model_or_result)
-        if not isinstance(result, PassResult):
-            raise TypeError(f"{type(self).__name__} returned {type(result).__name__}, not a graphgen PassResult")
-        return result
+        return _graphgen_result(self, super().__call__(model_or_result))
 
     @abc.abstractmethod
-    def rewrite(self, model: ir.Model) -> int:
-        """Rewrite ``model`` (the copy) in place; return how many blocks were rewritten."""
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
+        """Rewrite ``model`` (the copy) in place; return how many blocks were rewritten.
 
-    def note(self, text: str) -> None:
-        """Tell the user something about this result: it goes into :attr:`PassResult.notes`."""
-        self.__dict__.setdefault("_notes", []).append(text)
+        What the user should know about the result besides goes into ``notes`` (this call's; it
+        becomes :attr:`PassResult.notes`).
+        """
+
+
+class Sequential(ir.passes.Sequential):
+    """onnx_ir's ``Sequential`` whose result keeps what each pass reported.
+
+    onnx_ir's own returns a bare :class:`onnx_ir.passes.PassResult`: the model and whether any
+    pass modified it. This one returns a graphgen :class:`PassResult` whose ``rewrites`` sum
+    those of the graphgen passes in the chain and whose ``notes`` are all of theirs, in order
+    (onnx_ir's own passes report neither). Its loop is onnx_ir's, errors included; only the
+    results are kept, in the call's frame.
+    """
+
+    def call(self, model: ir.Model) -> PassResult:
+        modified, rewrites = False, 0
+        notes: list[str] = []
+        for index, pass_ in enumerate(self.passes):
+            try:
+                result = pass_(model)
+            except Exception as error:
+                before = [str(p) for p in self.passes[:index]]
+                raise ir.passes.PassError(
+                    f"An error occurred when running the '{pass_}' pass after the following passes: {before}"
+                ) from error
+            model, modified = result.model, modified or result.modified
+            if isinstance(result, PassResult):
+                rewrites += result.rewrites
+                notes.extend(result.notes)
+        return PassResult(model, modified, rewrites=rewrites, notes=tuple(notes))
+
+    def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> PassResult:
+        """Run the chain (onnx_ir's checks included), typed as a graphgen result."""
+        return _graphgen_result(self, super().__call__(model_or_result))
+
+
+def _graphgen_result(pass_: ir.passes.PassBase, result: ir.passes.PassResult) -> PassResult:
+    if not isinstance(result, PassResult):
+        raise TypeError(f"{type(pass_).__name__} returned {type(result).__name__}, not a graphgen PassResult")
+    return result
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:

@@ -24,7 +24,7 @@ from graphgen.passes.provenance import describe
 class FlattenConcatsPass(GraphPass):
     """Every Concat read only by a Concat along the same axis merged into it (the rule above)."""
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         graph = model.graph
         flattened = 0
         for outer in [node for node in graph if _is_concat(node)]:
@@ -42,6 +42,8 @@ class FlattenConcatsPass(GraphPass):
                 flattened += 1
             if len(_flattened(outer)) > taken_before:
                 describe(outer, f"nested Concat {', '.join(_flattened(outer)[taken_before:])} flattened in")
+        if flattened:
+            notes.append(f"{flattened} nested Concat(s) flattened into the Concat reading them")
         return flattened
 
 

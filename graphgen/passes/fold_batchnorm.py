@@ -42,7 +42,7 @@ from graphgen.passes.provenance import describe, in_module_tree
 class FoldBatchNormPass(GraphPass):
     """Every Conv → BatchNormalization pair, and every Conv → constant Mul, folded into one Conv."""
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         graph = model.graph
         names = Names(graph)
         folded = 0
@@ -50,6 +50,8 @@ class FoldBatchNormPass(GraphPass):
             conv, affine = _conv_and_affine(node)
             if conv is not None and affine is not None and _fold(graph, conv, node, *affine, names):
                 folded += 1
+        if folded:
+            notes.append(f"{folded} BatchNormalization(s) and constant scale(s) folded into convolutions")
         return folded
 
 

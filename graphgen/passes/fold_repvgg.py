@@ -67,7 +67,7 @@ class Term:
 class FoldRepVGGPass(GraphPass):
     """Every RepVGG-style block folded into one convolution (the rule above)."""
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         return rewrite_blocks(model.graph, _next_block, _fold)
 
 

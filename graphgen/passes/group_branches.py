@@ -76,17 +76,16 @@ class GroupBranchesPass(GraphPass):
     otherwise it leaves them, as the rest of the graph, and notes that ``--fold-bn`` folds them.
     """
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         graph = model.graph
         training_form = bool(foldable(graph))  # the input still has Conv → BatchNorm pairs of its own
         rewrites = rewrite_blocks(graph, _next_block, _rewrite)
         pairs = foldable(graph)
         uncovered = sum(1 for conv, _ in pairs if GROUPED_FROM in conv.metadata_props)
-        if uncovered and not training_form:
-            FoldBatchNormPass().rewrite(model)
-            self.note(f"folded the {uncovered} BatchNormalization(s) after the grouped convolutions into them")
+        if uncovered and not training_form:  # on this copy: its note says how many it folded
+            FoldBatchNormPass().rewrite(model, notes)
         elif uncovered:
-            self.note(
+            notes.append(
                 f"{uncovered} BatchNormalization(s) follow the grouped convolutions and stay, as the input's own "
                 f"Conv -> BatchNormalization pairs do: --fold-bn folds them ({len(pairs)} in all)"
             )

@@ -2,7 +2,7 @@
 
 Rewrite rules: those of :mod:`~graphgen.passes.fold_batchnorm` (BatchNormalization and constant
 scales into the convolution before them), then :mod:`~graphgen.passes.flatten_concats` (nested
-same-axis Concats into one). Both run on one copy of the model. The result is a fixed point of
+same-axis Concats into one), chained as onnx_ir chains passes. The result is a fixed point of
 onnxsim and onnxslim: they find nothing to remove or fold in it.
 """
 
@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphgen.passes.base import GraphPass, PassResult
+from graphgen.passes.base import PassResult, Sequential
 from graphgen.passes.flatten_concats import FlattenConcatsPass
 from graphgen.passes.fold_batchnorm import FoldBatchNormPass
 
 
-class InferenceFormPass(GraphPass):
+class InferenceFormPass(Sequential):
     """BatchNorm and constant scales folded into convolutions, nested Concats flattened.
 
-    ``rewrites`` counts the nodes folded away; the notes say how many of each kind.
+    ``rewrites`` counts the nodes folded away; the notes are each sub-pass's, saying how many of each kind.
     """
 
-    def rewrite(self, model: ir.Model) -> int:
-        folded = FoldBatchNormPass().rewrite(model)
-        flattened = FlattenConcatsPass().rewrite(model)
-        if folded:
-            self.note(f"{folded} BatchNormalization(s) and constant scale(s) folded into convolutions")
-        if flattened:
-            self.note(f"{flattened} nested Concat(s) flattened into the Concat reading them")
-        return folded + flattened
+    def __init__(self) -> None:
+        super().__init__(FoldBatchNormPass(), FlattenConcatsPass())
 
 
 def inference_form(model: ir.Model) -> PassResult:

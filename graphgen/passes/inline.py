@@ -25,7 +25,7 @@ from graphgen.scopes import describe_node, global_metadata
 class InlineFunctionsPass(GraphPass):
     """Every call of a local function replaced by its body (the rule in the module doc)."""
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         if not model.functions:
             return 0
         graph = model.graph

@@ -62,7 +62,7 @@ class ConvertOpsetPass(GraphPass):
             raise OpsetError(f"--opset must be from {MIN_OPSET} to {MAX_OPSET}, got {target}")
         self.target = target
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         source = _default_opset(model.opset_imports)
         if source is None:
             return 0  # nothing of the default domain: nothing to convert

@@ -299,7 +299,7 @@ def _is_stage(nodes: list[ir.Node], candidates: dict[int, list[BlockScope]], dep
 class OutlineBlocksPass(GraphPass):
     """Every block a call of a uniquely named local function (the rule in the module doc)."""
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         graph = model.graph
         position = {id(node): index for index, node in enumerate(graph)}
         blocks = [block for block in blocks_of(graph) if len(block.nodes) > 1 and block.analyse(graph, position)]

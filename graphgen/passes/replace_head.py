@@ -56,7 +56,7 @@ class ReplaceHeadPass(GraphPass):
             raise HeadError(f"a head needs at least one class, got {num_classes}")
         self.num_classes, self.weights, self.seed, self.output = num_classes, weights, seed, output
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         graph = model.graph
         head = _find_head(graph, self.output)
         new_weight, new_bias, source = self._new_head(head)
@@ -130,7 +130,7 @@ class CutHeadPass(GraphPass):
     def __init__(self, at: str = FEATURES_OUTPUT) -> None:
         self.at = at
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         graph, at = model.graph, self.at
         if model.metadata_props.get(FEATURES) == at and [v.name for v in graph.outputs] == [FEATURES_OUTPUT]:
             return 0  # cut there already

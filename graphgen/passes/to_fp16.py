@@ -33,7 +33,7 @@ class ToFp16Pass(GraphPass):
     def __init__(self, *, keep_io_types: bool = False) -> None:
         self.keep_io_types = keep_io_types
 
-    def rewrite(self, model: ir.Model) -> int:
+    def rewrite(self, model: ir.Model, notes: list[str]) -> int:
         """The tensors, casts and graph inputs/outputs converted."""
         graph = model.graph  # shares type objects with the input: assign new types, never set .dtype
         pinned = _always_float32(graph)

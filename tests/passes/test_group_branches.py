@@ -113,7 +113,7 @@ def test_torchscript_exported_block(tmp_path, form: str, keep_bn: bool) -> None:
         assert len(notes) == 1 and notes[0].endswith("--fold-bn folds them (3 in all)")
     else:
         assert notes == (
-            ("folded the 1 BatchNormalization(s) after the grouped convolutions into them",) if form == "a" else ()
+            ("1 BatchNormalization(s) and constant scale(s) folded into convolutions",) if form == "a" else ()
         )
 
 
