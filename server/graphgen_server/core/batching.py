@@ -86,11 +86,12 @@ DEFAULT_BATCHING = {
 def batching_choice(
     settings: ReadConfig, batched: bool, max_batch_size: int, server: ServerConfig, provider: str
 ) -> BatchingChoice:
-    """config.pbtxt's dynamic_batching where the model has a config; the server's default otherwise."""
+    """The configuration's dynamic_batching where the model has one (config.pbtxt, or sent with
+    RepositoryModelLoad); the server's default otherwise."""
     config = settings.config
     if settings.present:
         if not config.HasField("dynamic_batching"):
-            return BatchingChoice(0, 0.0, (), 0, "config.pbtxt sets no dynamic_batching")
+            return BatchingChoice(0, 0.0, (), 0, f"{settings.source} sets no dynamic_batching")
         if not batched:
             raise ConfigError("dynamic_batching needs max_batch_size > 0 (a batch dimension)")
         batching = config.dynamic_batching
@@ -104,7 +105,7 @@ def batching_choice(
             batching.max_queue_delay_microseconds / 1e6,
             preferred,
             batching.default_queue_policy.max_queue_size,
-            "config.pbtxt",
+            settings.source,
         )
     if not batched:
         return BatchingChoice(0, 0.0, (), 0, "the model has no batch dimension")

@@ -84,6 +84,7 @@ def test_load_with_a_configuration_over_grpc_and_http(tmp_path):
     assert seen["answer"] == [1, 10]
     assert log.count("RepositoryModelLoad sends its configuration, used instead of config.pbtxt") == 2
     assert "instance_group { count: 3 kind: KIND_CPU }" in log
+    assert "the configuration sent with RepositoryModelLoad sets no dynamic_batching" in log  # the load line
     refused = seen["refused"]
     for status, message in refused[:2] + refused[3:5]:  # the configurations, over gRPC then HTTP
         assert status in {"StatusCode.INVALID_ARGUMENT", "400"}, (status, message)
