@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,11 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# On a machine with an NVIDIA GPU: every gpu-marked test and the GPU figures in one report
+# (artifacts/gpu-check.md), within 8 minutes. It runs on that machine's own python3, with the wheels
+# carried there by bench/gpu_carry.py installed offline (README: Checking on a GPU); no venv.
+# Exit 2 where CUDA cannot run (it says why and measures nothing).
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py
