@@ -102,7 +102,7 @@ class MakeNetwork(Protocol):
     def __call__(self, num_classes: int, /, *args: Any, **options: Any) -> Network: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Architecture:
     """One buildable network: a row of its family's table.
 

@@ -264,11 +264,11 @@ def _released(variant: str) -> Architecture:
         return Network(EfficientNet(config, num_classes), metadata={SCALING: scaling})
 
     return Architecture(
-        f"efficientnet_{variant}",
-        "efficientnet",
-        make,
-        row.resolution,
-        Preprocess(row.resize, row.resolution, interpolation="bicubic"),
+        name=f"efficientnet_{variant}",
+        family="efficientnet",
+        make=make,
+        resolution=row.resolution,
+        preprocess=Preprocess(row.resize, row.resolution, interpolation="bicubic"),
         head="classifier.1",
         reference=f"torchvision.models.efficientnet_{variant}",
         paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
@@ -303,11 +303,11 @@ V2_EVAL = {
 def _v2(size: str) -> Architecture:
     resolution, resize, interpolation, mean, std, params, gmacs = V2_EVAL[size]
     return Architecture(
-        f"efficientnet_v2_{size}",
-        "efficientnet_v2",
-        lambda n: Network(EfficientNet(V2[size], n)),
-        resolution,
-        Preprocess(resize, resolution, mean, std, interpolation),
+        name=f"efficientnet_v2_{size}",
+        family="efficientnet_v2",
+        make=lambda n: Network(EfficientNet(V2[size], n)),
+        resolution=resolution,
+        preprocess=Preprocess(resize, resolution, mean, std, interpolation),
         head="classifier.1",
         reference=f"torchvision.models.efficientnet_v2_{size}",
         paper="Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training",
@@ -320,11 +320,11 @@ def _v2(size: str) -> Architecture:
 ARCHITECTURES = [
     *(_released(variant) for variant in RELEASED),
     Architecture(
-        "efficientnet",
-        "efficientnet",
-        _make_compound,
-        BASE_RESOLUTION,
-        Preprocess(256, 224, interpolation="bicubic"),
+        name="efficientnet",
+        family="efficientnet",
+        make=_make_compound,
+        resolution=BASE_RESOLUTION,
+        preprocess=Preprocess(256, 224, interpolation="bicubic"),
         head="classifier.1",
         reference="compound scaling of torchvision's efficientnet_b0 by pure powers (Tan & Le 2019, eq. 3)",
         paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",

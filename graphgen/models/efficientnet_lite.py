@@ -97,11 +97,11 @@ class EfficientNetLite(nn.Module):
 def _lite(index: int) -> Architecture:
     width, depth, resolution = RELEASED[f"b{index}"].width, RELEASED[f"b{index}"].depth, RESOLUTIONS[index]
     return Architecture(
-        f"efficientnet_lite{index}",
-        "efficientnet_lite",
-        lambda n: Network(EfficientNetLite(width, depth, n)),
-        resolution,
-        Preprocess(resolution + 32, resolution, TF_MEAN, TF_STD, "bicubic"),
+        name=f"efficientnet_lite{index}",
+        family="efficientnet_lite",
+        make=lambda n: Network(EfficientNetLite(width, depth, n)),
+        resolution=resolution,
+        preprocess=Preprocess(resolution + 32, resolution, TF_MEAN, TF_STD, "bicubic"),
         head="_fc",
         reference=f"efficientnet_pytorch 'efficientnet-lite{index}' (TensorFlow efficientnet/lite port)",
         paper="Tan & Le 2019, EfficientNet; Liu 2020, EfficientNet-Lite (TensorFlow blog)",

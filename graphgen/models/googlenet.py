@@ -182,11 +182,11 @@ def _googlenet(num_classes: int, aux: bool) -> Network:  # torchvision's order: 
 
 ARCHITECTURES = [
     Architecture(
-        "googlenet",
-        "inception",
-        _googlenet,
-        224,
-        Preprocess(256, 224, HALF, HALF),
+        name="googlenet",
+        family="inception",
+        make=_googlenet,
+        resolution=224,
+        preprocess=Preprocess(256, 224, HALF, HALF),
         head="fc",
         aux_heads=("aux1.fc2", "aux2.fc2"),
         reference="torchvision.models.googlenet",

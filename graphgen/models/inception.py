@@ -225,11 +225,11 @@ def _inception_v3(num_classes: int, aux: bool) -> Network:
 
 ARCHITECTURES = [
     Architecture(
-        "inception_v3",
-        "inception",
-        _inception_v3,
-        299,
-        Preprocess(342, 299, HALF, HALF),
+        name="inception_v3",
+        family="inception",
+        make=_inception_v3,
+        resolution=299,
+        preprocess=Preprocess(342, 299, HALF, HALF),
         head="fc",
         aux_heads=("AuxLogits.fc",),
         reference="torchvision.models.inception_v3",

@@ -151,11 +151,11 @@ class InceptionResnetV2(nn.Module):
 
 ARCHITECTURES = [
     Architecture(
-        "inception_resnet_v2",
-        "inception",
-        lambda n: Network(InceptionResnetV2(n)),
-        299,
-        timm_eval(299, 0.8975, HALF, HALF),
+        name="inception_resnet_v2",
+        family="inception",
+        make=lambda n: Network(InceptionResnetV2(n)),
+        resolution=299,
+        preprocess=timm_eval(299, 0.8975, HALF, HALF),
         head="classif",
         reference="timm.inception_resnet_v2",
         paper="Szegedy, Ioffe, Vanhoucke, Alemi 2016, Inception-v4, Inception-ResNet and the Impact of Residual "

@@ -165,11 +165,11 @@ class InceptionV4(nn.Module):
 
 ARCHITECTURES = [
     Architecture(
-        "inception_v4",
-        "inception",
-        lambda n: Network(InceptionV4(n)),
-        299,
-        timm_eval(299, 0.875, HALF, HALF),
+        name="inception_v4",
+        family="inception",
+        make=lambda n: Network(InceptionV4(n)),
+        resolution=299,
+        preprocess=timm_eval(299, 0.875, HALF, HALF),
         head="last_linear",
         reference="timm.inception_v4",
         paper="Szegedy, Ioffe, Vanhoucke, Alemi 2016, Inception-v4, Inception-ResNet and the Impact of Residual "

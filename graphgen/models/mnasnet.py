@@ -158,11 +158,11 @@ def _make(alpha: float) -> Callable[[int], Network]:
 
 ARCHITECTURES = [
     Architecture(
-        name,
-        "mnasnet",
-        _make(row.alpha),
-        224,
-        imagenet_eval(224, row.resize),
+        name=name,
+        family="mnasnet",
+        make=_make(row.alpha),
+        resolution=224,
+        preprocess=imagenet_eval(224, row.resize),
         head="classifier.1",
         reference=f"torchvision.models.{name}",
         paper="Tan et al. 2019, MnasNet: Platform-Aware Neural Architecture Search for Mobile",

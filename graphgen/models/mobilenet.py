@@ -155,11 +155,11 @@ class MobileNetV2(nn.Module):
 
 ARCHITECTURES = [
     Architecture(
-        "mobilenetv1_100",
-        "mobilenet",
-        lambda n, width: Network(MobileNetV1(n, width)),
-        224,
-        timm_eval(224, 0.875, TIMM_HALF, TIMM_HALF),
+        name="mobilenetv1_100",
+        family="mobilenet",
+        make=lambda n, width: Network(MobileNetV1(n, width)),
+        resolution=224,
+        preprocess=timm_eval(224, 0.875, TIMM_HALF, TIMM_HALF),
         head="classifier",
         reference="timm.mobilenetv1_100",
         paper="Howard et al. 2017, MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications",
@@ -169,11 +169,11 @@ ARCHITECTURES = [
         options=(WIDTH,),
     ),
     Architecture(
-        "mobilenet_v2",
-        "mobilenet",
-        lambda n, width: Network(MobileNetV2(n, width)),
-        224,
-        imagenet_eval(224),
+        name="mobilenet_v2",
+        family="mobilenet",
+        make=lambda n, width: Network(MobileNetV2(n, width)),
+        resolution=224,
+        preprocess=imagenet_eval(224),
         head="classifier.1",
         reference="torchvision.models.mobilenet_v2",
         paper="Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks",

@@ -200,11 +200,11 @@ class ParNet(nn.Module):
 def _parnet(name: str) -> Architecture:
     size = SIZES[name]
     return Architecture(
-        f"parnet_{name}",
-        "parnet",
-        lambda n, activation, deploy: Network(ParNet(size, n, activation, deploy)),
-        224,
-        imagenet_eval(224),
+        name=f"parnet_{name}",
+        family="parnet",
+        make=lambda n, activation, deploy: Network(ParNet(size, n, activation, deploy)),
+        resolution=224,
+        preprocess=imagenet_eval(224),
         head="head.fc",
         reference="official NonDeepNetworks simplenet_repvgg (imagenet/timm/models/simplenet_impl); no torch package",
         paper="Goyal, Bochkovskiy, Deng, Koltun 2021, Non-deep Networks (arXiv 2110.07641)",

@@ -112,11 +112,11 @@ def _repvgg(name: str) -> Architecture:
         f", {variant.deploy_gmacs} GMACs" if variant.deploy_gmacs else ""
     )
     return Architecture(
-        f"repvgg_{name}",
-        "repvgg",
-        lambda n, deploy: Network(RepVGG(variant, n, deploy)),
-        224,
-        imagenet_eval(224),
+        name=f"repvgg_{name}",
+        family="repvgg",
+        make=lambda n, deploy: Network(RepVGG(variant, n, deploy)),
+        resolution=224,
+        preprocess=imagenet_eval(224),
         head="head.fc",
         reference=reference,
         paper="Ding et al. 2021, RepVGG: Making VGG-style ConvNets Great Again",

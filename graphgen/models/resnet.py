@@ -284,11 +284,11 @@ def resnet_architecture(
         return network(replace(config, form=form), num_classes)
 
     return Architecture(
-        name,
-        family,
-        make_in_form if form else make,
-        resolution,
-        preprocess or imagenet_eval(resolution),
+        name=name,
+        family=family,
+        make=make_in_form if form else make,
+        resolution=resolution,
+        preprocess=preprocess or imagenet_eval(resolution),
         head="fc",
         reference=reference,
         paper=paper,

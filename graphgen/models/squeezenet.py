@@ -82,11 +82,11 @@ class SqueezeNet(nn.Module):
 def _squeezenet(version: str) -> Architecture:
     spec = VERSIONS[version]
     return Architecture(
-        f"squeezenet{version}",
-        "squeezenet",
-        lambda n: Network(SqueezeNet(version, n)),
-        224,
-        imagenet_eval(224),
+        name=f"squeezenet{version}",
+        family="squeezenet",
+        make=lambda n: Network(SqueezeNet(version, n)),
+        resolution=224,
+        preprocess=imagenet_eval(224),
         head="classifier.1",
         reference=f"torchvision.models.squeezenet{version}",
         paper="Iandola et al. 2016, SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size",

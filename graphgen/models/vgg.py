@@ -66,11 +66,11 @@ def _vgg(depth: int, batch_norm: bool) -> Architecture:
     plain, with_bn, gmacs = REFERENCE[depth]
     name = f"vgg{depth}_bn" if batch_norm else f"vgg{depth}"
     return Architecture(
-        name,
-        "vgg",
-        lambda n: Network(VGG(CONFIGS[depth], batch_norm, n)),
-        224,
-        imagenet_eval(224),
+        name=name,
+        family="vgg",
+        make=lambda n: Network(VGG(CONFIGS[depth], batch_norm, n)),
+        resolution=224,
+        preprocess=imagenet_eval(224),
         head="classifier.6",
         reference=f"torchvision.models.{name}",
         paper="Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",

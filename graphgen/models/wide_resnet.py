@@ -147,11 +147,11 @@ def _torchvision(name: str) -> Architecture:
 ARCHITECTURES = [
     *(_torchvision(name) for name in TORCHVISION),
     Architecture(
-        "wrn28_10",
-        "wide_resnet",
-        lambda n: Network(WideResNetCifar(WRN_DEPTH, WRN_WIDEN, n)),
-        32,
-        Preprocess(32, 32, CIFAR10_MEAN, CIFAR10_STD),
+        name="wrn28_10",
+        family="wide_resnet",
+        make=lambda n: Network(WideResNetCifar(WRN_DEPTH, WRN_WIDEN, n)),
+        resolution=32,
+        preprocess=Preprocess(32, 32, CIFAR10_MEAN, CIFAR10_STD),
         head="fc",
         reference="szagoruyko/wide-residual-networks pytorch/resnet.py (the authors' code; not in torchvision/timm)",
         paper=PAPER,

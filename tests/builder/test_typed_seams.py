@@ -20,7 +20,17 @@ def test_every_make_takes_exactly_its_declared_options_without_defaults() -> Non
 
 
 def _row(make, options: tuple[Option, ...] = ()) -> Architecture:
-    return Architecture("probe", "probe", make, 224, imagenet_eval(224), "fc", "prose", "paper", options=options)
+    return Architecture(
+        name="probe",
+        family="probe",
+        make=make,
+        resolution=224,
+        preprocess=imagenet_eval(224),
+        head="fc",
+        reference="prose",
+        paper="paper",
+        options=options,
+    )
 
 
 def test_each_way_a_make_can_depart_is_named() -> None:
