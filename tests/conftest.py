@@ -1,7 +1,28 @@
+"""Markers set from what a test does, and the fixtures every folder shares.
+
+Markers (registered in pyproject.toml; ``make test-fast`` runs ``-m "not e2e and not zoo and not gpu"``):
+
+- ``e2e``: the test starts a graphgen server process. Set on every test in a folder named ``e2e``
+  and on every test whose function, fixtures or the repository's helpers they call by name use
+  ``tests.support.server.ServerProcess`` (graphgen_client.local.LocalServer) or run
+  ``python -m graphgen_server`` / ``python -m graphgen_client.demo`` (tests/support/markers.py).
+  A test the rules miss cannot slip into the fast loop unnoticed: without ``e2e``, starting a
+  server fails the test (``refusing_servers``).
+- ``zoo``: a registry-wide sweep — a parametrization whose architectures (registered names or
+  ``Architecture`` objects) cover at least half of the registry. New architectures join the sweep
+  by themselves; a hand-picked list of a few (one per family) stays in the fast loop.
+- ``gpu``: needs a CUDA device; set by hand on those tests (they skip without one).
+"""
+
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
+from tests.support.markers import ZOO_SHARE, architecture_name, names_a_server, refusing_servers
 
 
 def unit_std_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -19,3 +40,50 @@ def ort_cpu():
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     return session
+
+
+def _starts_a_server(item: pytest.Item) -> bool:
+    if "e2e" in item.path.relative_to(item.config.rootpath).parts:
+        return True
+    functions: list[object] = [getattr(item, "obj", None)]
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    if fixture_info is not None:
+        functions += [definitions[-1].func for definitions in fixture_info.name2fixturedefs.values() if definitions]
+    return any(names_a_server(function) for function in functions)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from graphgen import registry
+
+    registered = frozenset(registry.names())
+    swept: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # (module, test, argument) -> architectures
+    for item in items:
+        if _starts_a_server(item):
+            item.add_marker(pytest.mark.e2e)
+        callspec = getattr(item, "callspec", None)
+        for argument, value in (callspec.params.items() if callspec else ()):
+            if (name := architecture_name(value, registered)) is not None:
+                swept[(item.path.as_posix(), getattr(item, "originalname", item.name), argument)].add(name)
+    sweeps = {key for key, names in swept.items() if len(names) >= ZOO_SHARE * len(registered)}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        test = (item.path.as_posix(), getattr(item, "originalname", item.name))
+        if callspec and any((*test, argument) in sweeps for argument in callspec.params):
+            item.add_marker(pytest.mark.zoo)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _guarded(item))
+
+
+def _guarded(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("e2e") is not None:
+        return (yield)
+    with refusing_servers(item.nodeid):
+        return (yield)

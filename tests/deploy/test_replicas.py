@@ -16,7 +16,6 @@ from bench.replicas import REPLICAS, build_tiny, run
 PRE_STOP_S = 1.0
 
 
-@pytest.mark.slow
 def test_rolling_restart_of_three_replicas_fails_no_call(tmp_path):
     model_path = build_tiny(tmp_path)
     report = run(tmp_path, model_path, clients=16, seconds=20, pre_stop_delay=PRE_STOP_S)

@@ -107,7 +107,6 @@ def _health_statuses(address: str, seconds: float) -> list[str]:
     return seen
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None, reason="tritonclient not installed")
 def test_sigterm_under_16_tritonclient_loops_ends_no_call_cancelled(repository):
     """10 trials: 16 threads send ModelInfer in a tight loop, SIGTERM once all have had answers.
