@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _starts_a_server(item):
             item.add_marker(pytest.mark.e2e)
         callspec = getattr(item, "callspec", None)
-        for argument, value in (callspec.params.items() if callspec else ()):
+        for argument, value in callspec.params.items() if callspec else ():
             if (name := architecture_name(value, registered)) is not None:
                 swept[(item.path.as_posix(), getattr(item, "originalname", item.name), argument)].add(name)
     sweeps = {key for key, names in swept.items() if len(names) >= ZOO_SHARE * len(registered)}

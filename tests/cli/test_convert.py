@@ -177,3 +177,17 @@ def test_weights_in_external_data(capsys, tmp_path) -> None:
     assert code == 0 and "): ok" in out
     proto = onnx.load(str(target), load_external_data=False)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+
+
+def test_fp16_with_kept_io_types_says_the_io_stays_float32(tmp_path, capsys):
+    """`convert --fp16 --keep-io-types` reported 'inputs/outputs -> float16' while it kept them float32."""
+    import onnx
+
+    from graphgen.cli import main
+    from tests.support.server import add_tiny_model
+
+    source = add_tiny_model(tmp_path / "repository")
+    assert main(["convert", str(source), "-o", str(tmp_path / "half.onnx"), "--fp16", "--keep-io-types"]) == 0
+    assert "inputs and outputs kept float32" in capsys.readouterr().out
+    graph = onnx.load(str(tmp_path / "half.onnx"), load_external_data=False).graph
+    assert {value.type.tensor_type.elem_type for value in [*graph.input, *graph.output]} == {onnx.TensorProto.FLOAT}

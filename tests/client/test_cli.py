@@ -80,3 +80,24 @@ def test_cli_errors_exit_1_for_the_server_and_2_for_usage(server, images, tmp_pa
     not_an_image.write_text("hello")
     assert main(["--address", server.address, "classify", str(not_an_image), "--model", "tiny"]) == 1
     assert "INVALID_ARGUMENT: images[0]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_top_k_must_be_positive(server, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--address", server.address, "classify", "x.png", "--model", "tiny", "--top-k", value])
+    assert exit_.value.code == 2
+    assert "argument --top-k: expected a positive integer" in capsys.readouterr().err
+
+
+def test_global_options_go_before_or_after_the_command(server, capsys):
+    assert main(["health", "--address", server.address, "--timeout", "20"]) == 0
+    assert main(["--address", "127.0.0.1:1", "models", "--address", server.address]) == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_an_unknown_health_service_is_named(server, capsys):
+    assert main(["--address", server.address, "health", "--service", "no.such.Service"]) == 1
+    err = capsys.readouterr().err
+    assert "NOT_FOUND: no health status for service 'no.such.Service'" in err
+    assert "'inference.GRPCInferenceService'" in err  # the services it knows

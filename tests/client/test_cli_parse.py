@@ -54,3 +54,14 @@ def test_the_token_and_pem_files_are_read_when_the_client_is_made(tmp_path, monk
     assert Connection().client_options()["token"] == "from-env"
     with pytest.raises(OSError):
         Connection(token_file=tmp_path / "missing").client_options()
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "soon"])
+def test_a_client_timeout_that_cannot_work_is_refused(timeout, capsys):
+    """`graphgen-client --timeout -1` went on to dial the server and failed with a gRPC error."""
+    from graphgen_client.cli import main as client_main
+
+    with pytest.raises(SystemExit) as stop:
+        client_main(["--timeout", timeout, "health"])
+    assert stop.value.code == 2
+    assert "expected a positive number of seconds" in capsys.readouterr().err

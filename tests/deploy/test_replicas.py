@@ -9,8 +9,6 @@ printed (``pytest -s``); ``python bench/replicas.py`` prints the same table.
 
 from __future__ import annotations
 
-import pytest
-
 from bench.replicas import REPLICAS, build_tiny, run
 
 PRE_STOP_S = 1.0

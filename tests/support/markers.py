@@ -8,6 +8,7 @@ fix the rule or move the test under an ``e2e`` folder). ``make test-fast`` desel
 from __future__ import annotations
 
 import inspect
+import itertools
 import subprocess
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -77,7 +78,7 @@ def starts_a_server(argv: Sequence[str] | str) -> bool:
     args = [argv] if isinstance(argv, str) else [str(arg) for arg in argv]
     if args and Path(args[0]).name == "graphgen-server":
         return True
-    return any(flag == "-m" and module in SERVER_MODULES for flag, module in zip(args, args[1:]))
+    return any(flag == "-m" and module in SERVER_MODULES for flag, module in itertools.pairwise(args))
 
 
 @contextmanager

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -23,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import classifier_pb2_grpc
-from tests.support.server import ServerProcess, add_model
+from tests.support.server import ServerProcess, add_model, add_tiny_model
 
 TRIALS_SCRIPT = Path(__file__).with_name("sigterm_trials.py")
 CLIENTS = 8
@@ -206,3 +208,31 @@ def _watch_health(address: str) -> list[tuple[float, str]]:
     while not seen and time.monotonic() < deadline:
         time.sleep(0.01)
     return seen
+
+
+@pytest.fixture(scope="module")
+def tiny_repository(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("tiny")
+    add_tiny_model(repo)
+    return repo
+
+
+def test_http_readiness_turns_400_on_sigterm_while_calls_are_still_answered(tiny_repository):
+    def status(url: str) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    with ServerProcess(tiny_repository, ["--pre-stop-delay", "3"]) as server:
+        base = f"http://{server.http_address}/v2"
+        assert status(f"{base}/health/ready") == 200
+        server.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2.5
+        while status(f"{base}/health/ready") == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Readiness probes move traffic away, and calls are still answered meanwhile.
+        assert status(f"{base}/health/ready") == 400 and status(f"{base}/health/live") == 200
+        assert status(f"{base}/models/tiny") == 200
+        assert server.wait() == 0

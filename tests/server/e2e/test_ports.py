@@ -1,4 +1,4 @@
-"""What a new user met first: ports (bound before loading, printed for scripts) and the client's options."""
+"""graphgen-server's ports: bound before any model loads, printed one per line for scripts, side ports optional."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 
 import pytest
@@ -22,12 +20,6 @@ def repository(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repository")
     add_tiny_model(repo)
     return repo
-
-
-@pytest.fixture(scope="module")
-def server(repository):
-    with ServerProcess(repository) as process:
-        yield process
 
 
 @pytest.mark.parametrize("option", ["--port", "--http-port", "--metrics-port"])
@@ -81,45 +73,3 @@ def test_side_ports_can_be_turned_off(repository):
     with ServerProcess(repository, ["--http-port", "0", "--metrics-port", "0"]) as server:
         assert server.http_port == 0 and server.metrics_port == 0
     assert "HTTP/REST" not in server.log and server.returncode == 0
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "two"])
-def test_top_k_must_be_positive(server, value, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        client_main(["--address", server.address, "classify", "x.png", "--model", "tiny", "--top-k", value])
-    assert exit_.value.code == 2
-    assert "argument --top-k: expected a positive integer" in capsys.readouterr().err
-
-
-def test_global_options_go_before_or_after_the_command(server, capsys):
-    assert client_main(["health", "--address", server.address, "--timeout", "20"]) == 0
-    assert client_main(["--address", "127.0.0.1:1", "models", "--address", server.address]) == 0
-    assert "tiny" in capsys.readouterr().out
-
-
-def test_an_unknown_health_service_is_named(server, capsys):
-    assert client_main(["--address", server.address, "health", "--service", "no.such.Service"]) == 1
-    err = capsys.readouterr().err
-    assert "NOT_FOUND: no health status for service 'no.such.Service'" in err
-    assert "'inference.GRPCInferenceService'" in err  # the services it knows
-
-
-def test_http_readiness_turns_400_on_sigterm_while_calls_are_still_answered(repository):
-    def status(url: str) -> int:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status
-        except urllib.error.HTTPError as error:
-            return error.code
-
-    with ServerProcess(repository, ["--pre-stop-delay", "3"]) as server:
-        base = f"http://{server.http_address}/v2"
-        assert status(f"{base}/health/ready") == 200
-        server.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 2.5
-        while status(f"{base}/health/ready") == 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # Readiness probes move traffic away, and calls are still answered meanwhile.
-        assert status(f"{base}/health/ready") == 400 and status(f"{base}/health/live") == 200
-        assert status(f"{base}/models/tiny") == 200
-        assert server.wait() == 0
