@@ -6,7 +6,6 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from graphgen import registry
 from graphgen.build import BuildOptions, build
 from graphgen.passes import fold_repvgg
 from tests.support.passes import assert_equivalent, check_contract, export, op_counts, randomize_batchnorm
@@ -138,7 +137,6 @@ def _repvgg_train_and_deploy(name: str) -> tuple[ir.Model, ir.Model]:
     return training, deploy
 
 
-@pytest.mark.skipif("repvgg_a0" not in registry.names(), reason="RepVGG not in the zoo yet")
 @pytest.mark.parametrize("name", ["repvgg_a0", "repvgg_b1g4"])
 def test_graphgen_training_form_equals_native_deploy(name: str) -> None:
     """graphgen's RepVGG training form (--keep-bn) folded = the natively built --deploy graph.
@@ -158,7 +156,6 @@ def test_graphgen_training_form_equals_native_deploy(name: str) -> None:
     assert_equivalent(folded, reloaded, batch=1)
 
 
-@pytest.mark.skipif("parnet_s" not in registry.names(), reason="ParNet not in the zoo yet")
 def test_parnet_folds_around_its_gated_identity() -> None:
     """ParNet's stride-1 blocks: 3×3 + 1×1 fold into one conv, the SE-gated identity term stays added.
 

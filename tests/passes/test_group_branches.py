@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from graphgen import nn, registry
+from graphgen import nn
 from graphgen.architecture import Network
 from graphgen.build import IR_VERSION, BuildOptions, build, fill_weights, trace
 from graphgen.metadata import GROUPED_FROM
@@ -212,7 +212,6 @@ def test_leaves_other_multibranch_shapes_alone(tmp_path) -> None:
     assert op_counts(result) == op_counts(model)
 
 
-@pytest.mark.skipif("resnext50_32x4d" not in registry.names(), reason="ResNeXt not in the zoo yet")
 def test_resnext50_branches_form_equals_grouped_build() -> None:
     """graphgen's --form branches (32 paths per block) → group_branches = the --form grouped build."""
     state = _random_batchnorm_state(build("resnext50_32x4d", BuildOptions(keep_bn=True, batch=1, resolution=64)))
