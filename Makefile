@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck bench clean gpu-check
+.PHONY: demo test test-fast lint typecheck bench clean gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(VENV)/.installed-test $(VENV)/.chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
+
+# The loop to run while working (about two minutes): no server processes (e2e), no sweep of the whole
+# registry (zoo), nothing that needs a GPU. tests/conftest.py sets these markers; `make test` runs all.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not e2e and not zoo and not gpu"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.support.markers import ZOO_SHARE, architecture_name, names_a_server, refusing_servers
+from tests.support.markers import covers_the_registry, names_a_server, refusing_servers
 
 
 def unit_std_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -55,21 +55,26 @@ def _starts_a_server(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from graphgen import registry
 
-    registered = frozenset(registry.names())
-    swept: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # (module, test, argument) -> architectures
+    values: dict[tuple[str, str, str], list[object]] = defaultdict(list)  # (file, test, argument) -> its values
     for item in items:
         if _starts_a_server(item):
             item.add_marker(pytest.mark.e2e)
-        callspec = getattr(item, "callspec", None)
-        for argument, value in callspec.params.items() if callspec else ():
-            if (name := architecture_name(value, registered)) is not None:
-                swept[(item.path.as_posix(), getattr(item, "originalname", item.name), argument)].add(name)
-    sweeps = {key for key, names in swept.items() if len(names) >= ZOO_SHARE * len(registered)}
+        for argument, value in _parameters(item).items():
+            values[(*_test(item), argument)].append(value)
+    registered = registry.names()
+    sweeps = {key for key, seen in values.items() if covers_the_registry(seen, registered)}
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        test = (item.path.as_posix(), getattr(item, "originalname", item.name))
-        if callspec and any((*test, argument) in sweeps for argument in callspec.params):
+        if any((*_test(item), argument) in sweeps for argument in _parameters(item)):
             item.add_marker(pytest.mark.zoo)
+
+
+def _test(item: pytest.Item) -> tuple[str, str]:
+    return item.path.as_posix(), getattr(item, "originalname", item.name)
+
+
+def _parameters(item: pytest.Item) -> dict[str, object]:
+    callspec = getattr(item, "callspec", None)
+    return dict(callspec.params) if callspec is not None else {}
 
 
 @pytest.hookimpl(wrapper=True)

@@ -11,7 +11,7 @@ import inspect
 import itertools
 import subprocess
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,9 +101,13 @@ def refusing_servers(nodeid: str) -> Iterator[None]:
         subprocess.Popen.__init__ = original  # type: ignore[method-assign]
 
 
-def architecture_name(value: object, registered: frozenset[str]) -> str | None:
-    """The architecture a parameter value stands for (a registered name or an Architecture), else None."""
+def covers_the_registry(values: Iterable[object], registered: Collection[str]) -> bool:
+    """Parameter values that stand for (registered names, Architecture objects) at least ZOO_SHARE of the registry."""
     from graphgen.registry import Architecture
 
-    name = value.name if isinstance(value, Architecture) else value
-    return name if isinstance(name, str) and name in registered else None
+    names = {
+        value.name if isinstance(value, Architecture) else value
+        for value in values
+        if isinstance(value, (str, Architecture))
+    }
+    return len(names & set(registered)) >= ZOO_SHARE * len(registered)
