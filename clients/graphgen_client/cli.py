@@ -199,7 +199,7 @@ def plot_profile_of(response, path: Path, size: tuple[int, int]) -> Path:
         ProfileRow(
             r.layer,
             tuple(r.op_types) if r.mapped else (r.kernel_op,),
-            r.device_us if device else r.median_us,
+            r.device_us if device else (r.min_us if profile.headline == "min" else r.median_us),
             r.share,
             r.device_p10_us if device else r.p10_us,
             r.device_p90_us if device else r.p90_us,
@@ -208,11 +208,12 @@ def plot_profile_of(response, path: Path, size: tuple[int, int]) -> Path:
     ]
     title = (
         f"{response.model} v{response.version} on {profile.provider}, batch {profile.batch_size}, "
-        f"median of {profile.runs} runs ({profile.timing_text or profile.timing})"
+        f"{'fastest' if profile.headline == 'min' else 'median'} of {profile.runs} runs "
+        f"({profile.timing_text or profile.timing})"
     )
     total = profile.device_run_us if device else profile.inference_us
     spread = f"{profile.spread} over {profile.runs} runs"
-    return plot_profile(rows, path, size, title=title, inference_us=total, spread=spread)
+    return plot_profile(rows, path, size, title=title, inference_us=total, spread=spread, notes=list(profile.notes))
 
 
 def parse(argv: Sequence[str] | None = None) -> tuple[Connection, Command]:

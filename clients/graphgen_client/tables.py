@@ -15,12 +15,18 @@ def classes_table(response: pb.ClassifyResponse, names: Sequence[str]) -> str:
             lines.append(f"  {rank}. {cls.score * 100:6.2f}%  {cls.label}  [{cls.index}]")
     t = response.timings
     setup = f" + profile setup {t.profile_setup_us / 1e3:.1f}" if t.profile_setup_us else ""
+    setup += f" + waiting for the profiler {t.profile_wait_us / 1e3:.1f}" if t.profile_wait_us else ""
     lines.append(
         f"time: total {t.total_us / 1e3:.1f} ms = preprocess {t.preprocess_us / 1e3:.1f} + queue {t.queue_us / 1e3:.1f}"
         f"{setup} + inference {t.inference_us / 1e3:.1f} + postprocess {t.postprocess_us / 1e3:.1f} ms"
         f" (batch of {t.batch_size})"
     )
     return "\n".join(lines)
+
+
+def _figure(profile: pb.Profile, row: pb.LayerTime) -> float:
+    """A row's headline figure: its median, or its fastest run where the profile's runs were disturbed."""
+    return row.min_us if profile.headline == "min" else row.median_us
 
 
 def profile_table(profile: pb.Profile, limit: int | None = None) -> str:
@@ -31,20 +37,23 @@ def profile_table(profile: pb.Profile, limit: int | None = None) -> str:
     rows = list(profile.layers)
     device = profile.timing == "device"
     if limit is not None:
-        rows = sorted(rows, key=lambda r: r.device_us if device else r.median_us, reverse=True)[:limit]
+        rows = sorted(rows, key=lambda r: r.device_us if device else _figure(profile, r), reverse=True)[:limit]
     width = min(max([len(r.layer) for r in rows] + [5]), 70)
     spread = profile.spread or "p10-p90"
+    headline = profile.headline or "median"
     lines = [
         f"{profile.runs} runs of a batch of {profile.batch_size} after {profile.warmup_runs} warm-up runs; "
-        f"times: {profile.timing_text or profile.timing}; median µs and {spread}",
-        f"{'layer':<{width}}  {'ops':<16}  {'median µs':>10}  {spread + ' µs':>17}  {'share':>6}  {'MMACs':>8}"
+        f"times: {profile.timing_text or profile.timing}; {headline} µs and {spread}",
+        f"{'layer':<{width}}  {'ops':<16}  {headline + ' µs':>10}  {spread + ' µs':>17}  {'share':>6}  {'MMACs':>8}"
         f"  {'GMAC/s':>7}" + (f"  {'GPU µs':>9}  {'launch µs':>9}" if device else ""),
     ]
     for row in rows:
         layer = row.layer if len(row.layer) <= width else row.layer[: width - 1] + "…"
         ops = "+".join(row.op_types) if row.mapped else row.kernel_op
         median, low, high = (
-            (row.device_us, row.device_p10_us, row.device_p90_us) if device else (row.median_us, row.p10_us, row.p90_us)
+            (row.device_us, row.device_p10_us, row.device_p90_us)
+            if device
+            else (_figure(profile, row), row.p10_us, row.p90_us)
         )
         rate = f"{row.macs / median / 1e3:7.2f}" if row.macs and median else " " * 7
         line = (

@@ -59,5 +59,7 @@ def profile_from_message(message: pb.Profile) -> Profile:
         notes=list(message.notes),
         spread=message.spread or "p10-p90",
         runtime=message.runtime or "onnxruntime",
+        cpu_waits=list(message.run_cpu_waits),
+        headline=message.headline or "median",
         timeline=timeline,
     )

@@ -158,12 +158,15 @@ def _plot_layer_times(profile: Profile, title: str, path: Path, size: tuple[int,
     from graphgen.profiling.plots import ProfileRow, plot_profile
 
     rows = [
-        ProfileRow(r.layer, r.op_types or (r.kernel_op,), r.best.median, profile.share(r), r.best.p10, r.best.p90)
+        ProfileRow(r.layer, r.op_types or (r.kernel_op,), profile.figure(r), profile.share(r), r.best.p10, r.best.p90)
         for r in profile.rows
     ]
     spread = f"{profile.spread} over {profile.runs} runs"
-    heading = f"{title} on {profile.provider}: median of {profile.runs} runs ({profile.timing_text})"
-    return plot_profile(rows, path, size, title=heading, inference_us=profile.total_us, spread=spread)
+    figure = "fastest" if profile.headline == "min" else "median"
+    heading = f"{title} on {profile.provider}: {figure} of {profile.runs} runs ({profile.timing_text})"
+    return plot_profile(
+        rows, path, size, title=heading, inference_us=profile.total_us, spread=spread, notes=profile.notes
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -124,7 +124,7 @@ def format_profile(profile: Profile, title: str) -> str:
     lines = [
         f"{title}: {profile.runs} runs of a batch of {profile.batch} after {profile.warmup_runs} warm-up runs on "
         f"{profile.provider}; times: {profile.timing_text}",
-        f"{'layer':<{width}}  {'kind':<14}  {'median µs':>10}  {profile.spread + ' µs':>17}  {'time':>6}  {'MACs':>6}"
+        f"{'layer':<{width}}  {'kind':<14}  {profile.headline + ' µs':>10}  {profile.spread + ' µs':>17}  {'time':>6}  {'MACs':>6}"
         f"  {'params':>10}  {'MMACs':>8}  {'act KiB':>8}  {'GMAC/s':>7}  {'GB/s':>6}"
         + (f"  {'launch µs':>9}" if device else ""),
     ]
@@ -132,15 +132,16 @@ def format_profile(profile: Profile, title: str) -> str:
         t = row.best
         layer = row.layer if len(row.layer) <= width else row.layer[: width - 1] + "…"
         kind = row.kind or ("+".join(row.op_types) if row.mapped else row.kernel_op)
-        rate = f"{row.macs / t.median / 1e3:7.2f}" if row.macs and t.median else f"{'':>7}"
-        bandwidth = f"{row.bytes / t.median / 1e3:6.2f}" if row.bytes and t.median else f"{'':>6}"
+        figure = profile.figure(row)
+        rate = f"{row.macs / figure / 1e3:7.2f}" if row.macs and figure else f"{'':>7}"
+        bandwidth = f"{row.bytes / figure / 1e3:6.2f}" if row.bytes and figure else f"{'':>6}"
         line = (
-            f"{layer:<{width}}  {kind[:14]:<14}  {t.median:>10.1f}  {f'{t.p10:.1f}–{t.p90:.1f}':>17}"
+            f"{layer:<{width}}  {kind[:14]:<14}  {profile.figure(row):>10.1f}  {f'{t.p10:.1f}–{t.p90:.1f}':>17}"
             f"  {profile.share(row) * 100:5.1f}%  {row.macs / total_macs * 100:5.1f}%  {row.params:>10,}"
             f"  {row.macs / 1e6:>8.1f}  {row.activation_bytes / 1024:>8.0f}  {rate}  {bandwidth}"
         )
         lines.append(line + (f"  {row.time.median:>9.1f}" if device else ""))
-    total = "GPU run span (CUPTI)" if device else "median run"
+    total = "GPU run span (CUPTI)" if device else profile.run_name
     lines.append(
         f"layers {profile.layers_us:,.0f} µs + overhead {profile.overhead_us:,.0f} µs = {total} "
         f"{profile.total_us:,.0f} µs (whole runs {profile.run.p10:,.0f}–{profile.run.p90:,.0f} µs, {profile.spread}); "

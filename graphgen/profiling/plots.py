@@ -30,6 +30,7 @@ OTHER_CONV = "#76b7b2"
 LABELLED = 8  # the slowest layers get their names on the picture
 PROFILE_LIMIT = 40  # slowest layers drawn; the rest share one bar
 COMPARED_LIMIT = 24  # rows of a comparison drawn: those that changed most
+WHISKER_END = 1.15  # whiskers end this far past the longest median (the axis is the medians')
 
 
 def plot_roofline(
@@ -154,12 +155,14 @@ def plot_profile(
     inference_us: float | None = None,
     limit: int = PROFILE_LIMIT,
     spread: str = "",
+    notes: Sequence[str] = (),
 ) -> Path:
     """Time of every layer of one request, in execution order (the ``limit`` slowest, the rest summed).
 
     ``inference_us``, the whole run's time as the server measured it, goes in the heading beside
     the layers' sum; the shares are of it. Rows with ``low_us``/``high_us`` get an error bar
-    (``spread`` names it in the legend, e.g. "p10-p90 over 10 runs").
+    (``spread`` names it in the legend, e.g. "p10-p90 over 10 runs"). The profile's ``notes`` that a
+    reader of the picture must see (disturbed runs, rows that do not add up, tied rows) go in the heading.
     """
     if not rows:
         raise PlotError("the profile has no layers to draw")
@@ -176,36 +179,43 @@ def plot_profile(
     positions = range(len(bars))
     colours = [OP_COLOURS[_op_kind(ops)] if ops else OP_COLOURS["other"] for _, ops, _, _ in bars]
     ax.barh(positions, [t for _, _, t, _ in bars], color=colours, height=0.75)
+    # The axis is made for the medians: whiskers of disturbed runs longer than that are cut at WHISKER_END
+    # (marked ▸) instead of squeezing every bar to the left.
+    longest = max(t for _, _, t, _ in bars) or 1.0
+    cap = longest * WHISKER_END
+    highs = [min(high, max(0.0, cap - t)) for (_, _, t, _), (_, high) in zip(bars, errors)]
+    cut = [y for y, ((_, _, t, _), (_, high)) in zip(positions, zip(bars, errors)) if t + high > cap]
     if any(low or high for low, high in errors):
         ax.errorbar(
             [t for _, _, t, _ in bars],
             list(positions),
-            xerr=[[max(0.0, e[0]) for e in errors], [max(0.0, e[1]) for e in errors]],
+            xerr=[[max(0.0, e[0]) for e in errors], highs],
             fmt="none",
             ecolor="#333333",
             elinewidth=1.2,
             capsize=3,
             label=f"spread ({spread})" if spread else "spread",
         )
+        ax.plot([cap] * len(cut), cut, linestyle="", marker=">", color="#333333", markersize=5)
         ax.legend(loc="lower right", fontsize=9)
     ax.set_yticks(list(positions))
     fontsize = max(6.0, min(10.0, 0.55 * size[1] / len(bars) / 1.4))
     ax.set_yticklabels([f"{layer}  [{ops}]" if ops else layer for layer, ops, _, _ in bars], fontsize=fontsize)
     ax.invert_yaxis()  # execution order reads top to bottom
-    longest = max(t + high for (_, _, t, _), (_, high) in zip(bars, errors))
-    for y, (_, _, time_us, share), (_, high) in zip(positions, bars, errors):
+    for y, (_, _, time_us, share), high in zip(positions, bars, highs):
         ax.text(
             time_us + high + longest * 0.01, y, f"{time_us:,.0f} µs  {share * 100:.1f}%", va="center", fontsize=fontsize
         )
-    ax.set_xlim(0, longest * 1.3)  # room for the labels right of the bars
-    ax.set_xlabel("time (µs)")
+    ax.set_xlim(0, cap + longest * 0.3)  # room for the labels right of the bars
+    ax.set_xlabel("time (µs)" + (f"; ▸ spread cut at {cap:,.0f} µs" if cut else ""))
     ax.grid(axis="x", alpha=0.3)
     heading = f"{sum(r.time_us for r in rows):,.0f} µs in {len(rows)} layers"
     if inference_us is not None:
         heading += f" of a {inference_us:,.0f} µs inference"
     if rest:
         heading += f"; the {limit} slowest in execution order, then the rest"
-    figure.suptitle(f"{title}\n{heading}" if title else heading, x=0.01, ha="left", fontsize=12)
+    lines = [title, heading, *(short for note in notes if (short := _short(note)))]
+    figure.suptitle("\n".join(line for line in lines if line), x=0.01, ha="left", fontsize=11)
     return _save(figure, path)
 
 
@@ -278,7 +288,7 @@ def plot_comparison(
 
 
 def _short(note: str) -> str:
-    """The part of a profile's note a picture must carry: disturbed runs, rows that do not add up."""
-    if "runs were disturbed" in note or "rows add up to" in note:
-        return note.split("; ")[0]
+    """The part of a profile's note a picture must carry: disturbed runs, rows that do not add up, ties."""
+    if any(key in note for key in ("were disturbed", "rows add up to", "as slow as the slowest", "fastest runs are")):
+        return note.split("; each row")[0].split("; a small model")[0]
     return ""

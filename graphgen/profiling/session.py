@@ -38,6 +38,7 @@ from graphgen.profiling.attribution import (
     attribute,
     spans_from_trace,
 )
+from graphgen.profiling.disturbance import CpuWaits, process_threads
 from graphgen.profiling.join import StaticTable
 from graphgen.profiling.layermap import PRECISION_CAST, LayerMap, map_layers
 from graphgen.profiling.summary import (
@@ -129,6 +130,7 @@ class ModelProfiler:
             else:
                 cuda_options = self.cuda_options | {"user_compute_stream": timer.stream_handle}
                 providers = [(CUDA, cuda_options) if _name(p) == CUDA else p for p in self.providers]
+        threads_before = process_threads()
         started = time.perf_counter()
         try:
             # enable_fallback=0: onnxruntime's Python layer would otherwise retry a failing CUDA or
@@ -139,13 +141,14 @@ class ModelProfiler:
                 timer.close()
             raise
         build_s = time.perf_counter() - started
+        pool = process_threads() - threads_before  # onnxruntime's intra-op threads for this session
         if first:
             original = onnx.load(str(self.model_path), load_external_data=False)
             self.layer_map = map_layers(original.graph, onnx.load(str(optimized), load_external_data=False).graph)
             for side_file in Path(self._workdir.name).glob("*"):
                 if side_file.name.startswith(("optimized", "weights")):
                     side_file.unlink()
-        return ProfilingSession(self, session, build_s, timer)
+        return ProfilingSession(self, session, build_s, timer, pool)
 
     def close(self) -> None:
         self._workdir.cleanup()
@@ -155,9 +158,15 @@ class ProfilingSession:
     """One session with profiling on, used for exactly one profile."""
 
     def __init__(
-        self, owner: ModelProfiler, session: ort.InferenceSession, build_s: float, timer: gpu.EventTimer | None
+        self,
+        owner: ModelProfiler,
+        session: ort.InferenceSession,
+        build_s: float,
+        timer: gpu.EventTimer | None,
+        pool: set[int] | frozenset[int] = frozenset(),
     ) -> None:
         self.owner, self.session, self.build_s, self._timer = owner, session, build_s, timer
+        self.pool = frozenset(pool)  # the session's intra-op threads (for their CPU waits)
         self.provider = session.get_providers()[0]
         self.on_gpu = self.provider in GPU_PROVIDERS
         self.fell_back = owner.on_cuda and not self.on_gpu  # asked for CUDA, built on CPU
@@ -219,14 +228,17 @@ class ProfilingSession:
                 collector.start()
             except gpu.CudaError as error:
                 no_cupti, collector = str(error), None
+        waits = CpuWaits.of_session(self.pool)
         started = time.perf_counter()
         try:
             for run in range(runs):
                 before = collector.now() if collector is not None else 0
+                waits.start()
                 if timer is not None:
                     event_us.append(timer.time(run_once))
                 else:
                     run_once()
+                waits.stop()
                 if collector is not None:
                     windows.append(RunWindow(run, thread, before, collector.now()))
         finally:
@@ -245,6 +257,7 @@ class ProfilingSession:
         batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
         profile = summarize(measured, self.owner.layer_map, batch=batch, warmup_runs=warmup_runs, timing=timing)
         profile.setup_us, profile.build_us, profile.wall_us = warm_s * 1e6, self.build_s * 1e6, wall_s * 1e6
+        profile.cpu_waits = waits.shares if waits.available else []
         if self.fell_back:
             profile.notes.append(
                 f"asked for {CUDA}, onnxruntime built this session on {self.provider} (the CUDA provider failed "

@@ -51,7 +51,7 @@ class Classification(_message.Message):
     def __init__(self, classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("queue_us", "preprocess_us", "inference_us", "postprocess_us", "total_us", "batch_size", "profile_setup_us")
+    __slots__ = ("queue_us", "preprocess_us", "inference_us", "postprocess_us", "total_us", "batch_size", "profile_setup_us", "profile_wait_us")
     QUEUE_US_FIELD_NUMBER: _ClassVar[int]
     PREPROCESS_US_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class Timings(_message.Message):
     TOTAL_US_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     PROFILE_SETUP_US_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_WAIT_US_FIELD_NUMBER: _ClassVar[int]
     queue_us: int
     preprocess_us: int
     inference_us: int
@@ -66,7 +67,8 @@ class Timings(_message.Message):
     total_us: int
     batch_size: int
     profile_setup_us: int
-    def __init__(self, queue_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., postprocess_us: _Optional[int] = ..., total_us: _Optional[int] = ..., batch_size: _Optional[int] = ..., profile_setup_us: _Optional[int] = ...) -> None: ...
+    profile_wait_us: int
+    def __init__(self, queue_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., postprocess_us: _Optional[int] = ..., total_us: _Optional[int] = ..., batch_size: _Optional[int] = ..., profile_setup_us: _Optional[int] = ..., profile_wait_us: _Optional[int] = ...) -> None: ...
 
 class LayerTime(_message.Message):
     __slots__ = ("layer", "nodes", "op_types", "kernel", "kernel_op", "provider", "time_us", "share", "mapped", "median_us", "p10_us", "p90_us", "min_us", "max_us", "device_us", "device_p10_us", "device_p90_us", "bytes", "params", "macs", "activation_bytes", "kind")
@@ -139,7 +141,7 @@ class ProfileRun(_message.Message):
     def __init__(self, start_us: _Optional[float] = ..., dur_us: _Optional[float] = ..., kernels: _Optional[_Iterable[_Union[KernelSpan, _Mapping]]] = ...) -> None: ...
 
 class Profile(_message.Message):
-    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider", "runs", "warmup_runs", "batch_size", "spread", "inference_p10_us", "inference_p90_us", "timing", "timing_text", "device_run_us", "setup_us", "build_us", "notes", "between_kernels_us", "timeline", "runtime")
+    __slots__ = ("layers", "layers_us", "inference_us", "overhead_us", "unprofiled_nodes", "provider", "runs", "warmup_runs", "batch_size", "spread", "inference_p10_us", "inference_p90_us", "timing", "timing_text", "device_run_us", "setup_us", "build_us", "notes", "between_kernels_us", "timeline", "runtime", "run_cpu_waits", "headline")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_US_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +163,8 @@ class Profile(_message.Message):
     BETWEEN_KERNELS_US_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RUN_CPU_WAITS_FIELD_NUMBER: _ClassVar[int]
+    HEADLINE_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedCompositeFieldContainer[LayerTime]
     layers_us: int
     inference_us: int
@@ -182,7 +186,9 @@ class Profile(_message.Message):
     between_kernels_us: float
     timeline: _containers.RepeatedCompositeFieldContainer[ProfileRun]
     runtime: str
-    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., runs: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., batch_size: _Optional[int] = ..., spread: _Optional[str] = ..., inference_p10_us: _Optional[float] = ..., inference_p90_us: _Optional[float] = ..., timing: _Optional[str] = ..., timing_text: _Optional[str] = ..., device_run_us: _Optional[float] = ..., setup_us: _Optional[int] = ..., build_us: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., between_kernels_us: _Optional[float] = ..., timeline: _Optional[_Iterable[_Union[ProfileRun, _Mapping]]] = ..., runtime: _Optional[str] = ...) -> None: ...
+    run_cpu_waits: _containers.RepeatedScalarFieldContainer[float]
+    headline: str
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., overhead_us: _Optional[int] = ..., unprofiled_nodes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., runs: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., batch_size: _Optional[int] = ..., spread: _Optional[str] = ..., inference_p10_us: _Optional[float] = ..., inference_p90_us: _Optional[float] = ..., timing: _Optional[str] = ..., timing_text: _Optional[str] = ..., device_run_us: _Optional[float] = ..., setup_us: _Optional[int] = ..., build_us: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., between_kernels_us: _Optional[float] = ..., timeline: _Optional[_Iterable[_Union[ProfileRun, _Mapping]]] = ..., runtime: _Optional[str] = ..., run_cpu_waits: _Optional[_Iterable[float]] = ..., headline: _Optional[str] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model", "version", "provider", "results", "timings", "profile")

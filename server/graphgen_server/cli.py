@@ -17,6 +17,7 @@ from graphgen_server.frontends.security import read_token
 
 EXIT_USAGE = 2
 MAX_PORT = 65535  # above it the socket layer silently wraps (99999 would bind 34463)
+MAX_NICE = 19  # the lowest CPU priority
 
 
 def _non_negative(text: str) -> int:
@@ -28,6 +29,13 @@ def _port(text: str) -> int:
     if port > MAX_PORT:
         raise argparse.ArgumentTypeError(f"a port is 0 to {MAX_PORT}, not {port}")
     return port
+
+
+def _profile_nice(text: str) -> int:
+    nice = _non_negative(text)
+    if nice > MAX_NICE:
+        raise argparse.ArgumentTypeError(f"a nice value is 0 to {MAX_NICE}, not {nice}")
+    return nice
 
 
 def _seconds(text: str) -> float:
@@ -137,6 +145,21 @@ def make_parser() -> argparse.ArgumentParser:
         help="most runs one profiled request may ask for (default 100; 10 when it names none)",
     )
     limits.add_argument(
+        "--profile-nice",
+        type=_profile_nice,
+        default=0,
+        metavar="N",
+        help="a profile's CPU priority below serving's (nice 0..19; default 0, a fair share: profiles on a "
+        "busy server finish; 19: serving first, profiles starve while the CPU is busy)",
+    )
+    limits.add_argument(
+        "--profile-mode",
+        choices=["exclusive", "shared"],
+        default="shared",
+        help="shared (default): profiles run beside serving and say how disturbed their runs were; exclusive: a "
+        "profile holds its model's instances while it runs, so its runs get the CPU (the model's calls wait)",
+    )
+    limits.add_argument(
         "--grace", type=_seconds, default=10.0, metavar="S", help="seconds for in-flight calls on SIGTERM (default 10)"
     )
     limits.add_argument(
@@ -243,6 +266,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         grace_s=args.grace,
         pre_stop_s=args.pre_stop_delay,
         max_profile_runs=args.max_profile_runs,
+        profile_nice=args.profile_nice,
+        profile_exclusive=args.profile_mode == "exclusive",
         max_connection_age_s=args.max_connection_age,
         max_connection_age_grace_s=args.max_connection_age_grace,
         **extra,

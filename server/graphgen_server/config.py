@@ -73,6 +73,14 @@ class ServerConfig:
     # runs), and the most a request may ask for (a profile holds a worker for all of them).
     profile_runs: int = 10
     max_profile_runs: int = 100
+    # How much lower than serving a profile's CPU priority is (nice, 0..19; its onnxruntime threads
+    # inherit it). 0: a fair share, so a profile on a busy server finishes and measures; 19: serving
+    # first, profiles starve on a busy CPU (core/profiler.py).
+    profile_nice: int = 0
+    # True: a profile holds every instance of its model while it runs, so the model's calls wait
+    # (queue time) and the profile's runs get the CPU they would take. False (default): profiles
+    # share the CPU with serving and say how disturbed their runs were (bench/profile_under_load.py).
+    profile_exclusive: bool = False
     grace_s: float = 10.0  # in-flight calls get this long to finish on SIGTERM/SIGINT
     # After SIGTERM/SIGINT, health says NOT_SERVING while calls are still answered for this long
     # (load balancers and Kubernetes endpoints drop the server meanwhile); then the drain starts.

@@ -116,3 +116,31 @@ def test_parse_size():
     for bad in ("1600", "axb", "100x100", "9000x500"):
         with pytest.raises(PlotError):
             parse_size(bad)
+
+
+def test_profile_plot_carries_the_notes_and_its_axis_reads_the_figures(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from graphgen.profiling import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or Path(path))
+    rows = [ProfileRow(f"layer{i}", ("Conv",), 100.0 + i, 0.1, 90.0, 110.0 + i) for i in range(5)]
+    rows.append(ProfileRow("disturbed", ("Conv",), 120.0, 0.1, 100.0, 5000.0))  # one run stretched far out
+    notes = [
+        "10 of 10 runs were disturbed: their threads waited for a CPU 88% of the time they were ready to run "
+        "(median run; worst 92%); each row's figure is its fastest run",
+        "the rows add up to 13% of the fastest whole run, beyond the 5% margin: the runs were disturbed",
+        "2 rows' fastest runs are within 5% of the slowest row's: disturbed, layer4",
+        "the model's local functions (--functions blocks) were inlined for profiling",  # not for the picture
+    ]
+    plot_profile(rows, tmp_path / "p.png", (900, 700), title="resnet", notes=notes)
+    (figure,) = figures
+    heading = figure._suptitle.get_text()
+    assert "10 of 10 runs were disturbed" in heading and "(median run; worst 92%)" in heading
+    assert "each row's figure" not in heading and "rows add up to 13%" in heading and "within 5%" in heading
+    assert "inlined" not in heading
+    (axes,) = figure.axes
+    right = axes.get_xlim()[1]
+    assert right < 300  # made for the figures (≤ 120 µs), not for the 5000 µs whisker
+    assert "spread cut at 138 µs" in axes.get_xlabel()

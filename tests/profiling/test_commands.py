@@ -55,7 +55,9 @@ def test_profile_table_plot_and_roofline(capsys, tmp_path):
     argv = ["profile", "efficientnet_lite0", *TINY, "--runs", "3", "--plot", str(plot), "--roofline", str(roofline)]
     code, out, _ = _run(capsys, *argv, "--plot-size", "900x700")
     assert code == 0
-    assert "median µs" in out and "p10-p90 µs" in out and "GMAC/s" in out and "times: kernel time on the host" in out
+    # "min µs" where the runs were disturbed (each row's fastest run then)
+    assert ("median µs" in out or "min µs" in out) and "p10-p90 µs" in out
+    assert "GMAC/s" in out and "times: kernel time on the host" in out
     assert "profiling session: built in" in out and "roof:" in out and "GMAC/s peak" in out
     for path in (plot, roofline):
         assert Image.open(path).size == (900, 700)

@@ -5,9 +5,10 @@ above 2% of the layers' time are ranked alike (Spearman ≥ 0.8) and both profil
 slowest layer (or the same set of layers tied with it within their spread: ResNet-50's
 layer4.{0,1,2}.conv2 have the same MACs and shapes). The server runs onnxruntime on one thread:
 on a machine shared with other work, a two-thread kernel waits for whichever thread was preempted.
-A machine so busy that the profiles themselves say their runs were disturbed (rows off the median
-run by more than the 5% margin) cannot show stability: the pair is taken again, and after three
-disturbed pairs the test is skipped saying so (2 cores shared with several test suites here).
+Where most runs waited for a CPU the profiles head their rows with each row's fastest run (headline
+"min", the figure load disturbs least) and are judged the same. A profile still on medians that says
+its runs were disturbed (rows off the median run by more than the 5% margin) cannot show stability:
+the pair is taken again, and after three disturbed pairs the test is skipped saying so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from google.protobuf import json_format
 
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import kserve_v2_pb2 as kpb
-from tests.support.profiling import check_adds_up, spearman
+from tests.support.profiling import check_adds_up, spearman, top_group
 from tests.support.server import ServerProcess, add_model
 
 RESOLUTION = {"resnet50": 160, "efficientnet_lite0": 224}
@@ -59,16 +60,12 @@ def _classify(stub, name: str, **fields) -> cpb.ClassifyResponse:
     return stub.Classify(request, timeout=300)
 
 
-def _top(profile: cpb.Profile) -> list[str]:
-    """The slowest row and those tied with it (each one's median within the other's p10–p90)."""
-    rows = sorted(profile.layers, key=lambda r: r.median_us, reverse=True)
-    top = rows[0]
-    return [r.layer for r in rows if r.median_us >= top.p10_us and r.p90_us >= top.median_us]
-
-
 def _disturbed(profile: cpb.Profile) -> bool:
-    """The profile's own verdict: rows off the median run by more than the margin (it carries a note)."""
-    return any("runs were disturbed" in note for note in profile.notes)
+    """The profile's own verdict: rows off the median run by more than the margin (it carries a note).
+
+    A profile whose rows are fastest runs (headline "min": most runs waited for a CPU) is judged all the
+    same: that figure is the one made to survive the disturbance."""
+    return profile.headline != "min" and any("runs were disturbed" in note for note in profile.notes)
 
 
 @pytest.mark.parametrize("name", list(RESOLUTION))
@@ -94,10 +91,10 @@ def test_two_successive_profiles_rank_the_layers_alike(stubs, name):
     else:
         pytest.skip(f"this machine is too busy for a stability check (every profile says so): {busy}")
     assert len(large) >= 8, large  # enough rows for a rank correlation to mean something
-    print(f"{name}: Spearman {rho:.3f} over {len(large)} rows; tops {_top(first)[:3]} / {_top(second)[:3]}")
+    print(f"{name}: Spearman {rho:.3f} over {len(large)} rows; tops {top_group(first)[:3]} / {top_group(second)[:3]}")
     assert rho >= MIN_SPEARMAN, (rho, large)
     # The same slowest layer: each profile's slowest is the other's slowest or tied with it.
-    assert _top(first)[0] in _top(second) and _top(second)[0] in _top(first)
+    assert top_group(first)[0] in top_group(second) and top_group(second)[0] in top_group(first)
 
 
 def test_setup_is_reported_under_its_own_name_never_as_queue(stubs):

@@ -33,6 +33,7 @@ class Timings:
     total_s: float
     batch_size: int
     profile_setup_s: float = 0.0  # a profiled call: waiting for its profiling session, and warm-up runs
+    profile_wait_s: float = 0.0  # a profiled call: waiting for the profiler (another profile, its thread, the trace)
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,9 @@ class InstancePool:
 
     def give_back(self, instance: Instance) -> None:
         self._queue().put_nowait(instance)
+
+    async def hold_all(self) -> list[Instance]:
+        """Every instance, each as it comes free (not counted as runs); the model serves nothing until
+        they are given back. One holder at a time (the caller's lock): two would deadlock."""
+        queue = self._queue()
+        return [await queue.get() for _ in self.instances]

@@ -309,7 +309,7 @@ def _loaded(
         batching=batching,
         config=effective_config(file, settings, signature, batching, instances),
         # The first instance's own providers: its device, its accelerators, CPU for a KIND_CPU model.
-        profiler=Profiler(path, instances[0].providers, make_options, warmup),
+        profiler=Profiler(path, instances[0].providers, make_options, warmup, nice=server.profile_nice),
     )
     shown = "; ".join(f"{t.name} {t.datatype} {describe(t.shape)}" for t in inputs)
     log.info(

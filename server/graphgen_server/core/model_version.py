@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,6 +40,7 @@ class RunOutcome:
     batch_size: int
     profile: Profile | None = None
     profile_setup_s: float = 0.0  # a profiled call: waiting for its profiling session, and warm-up runs
+    profile_wait_s: float = 0.0  # a profiled call: waiting for the profiler (another profile, its thread, the trace)
 
 
 class ModelVersion:
@@ -66,6 +67,7 @@ class ModelVersion:
         self.users = 0  # calls holding this version (Runtime.use); it is closed only once none does
         self.batcher: DynamicBatcher | None = None
         self.pool = InstancePool([])
+        self._profile_hold: asyncio.Lock | None = None  # one profile holds the instances at a time
         self._unused: asyncio.Event | None = None
 
     @property
@@ -138,11 +140,13 @@ class ModelVersion:
         if profile:
             loop = asyncio.get_running_loop()
             runs = profile_runs or min(self.config.profile_runs, self.config.max_profile_runs)
-            done = await loop.run_in_executor(self._executor, loaded.profiler.run, feeds, runs)
-            # Queue: the executor and reading the trace; setup (session build, warm-up) is its own figure.
-            queued_s = max(0.0, time.perf_counter() - submitted - done.run_s - done.setup_s)
+            async with self._holding_for_profile():
+                done = await loop.run_in_executor(self._executor, loaded.profiler.run, feeds, runs)
+            # Queue: waiting for a worker thread only; the session's build and warm-up (setup) and
+            # waiting for the profiler (another profile, its thread, reading the trace) are their own.
+            queued_s = max(0.0, done.entered - submitted)
             self.stats.record_execution(rows, done.run_s / runs)
-            return RunOutcome(done.outputs, queued_s, done.run_s, rows, done.profile, done.setup_s)
+            return RunOutcome(done.outputs, queued_s, done.run_s, rows, done.profile, done.setup_s, done.wait_s)
         if self.batcher is not None and rows <= self.batcher.max_batch:
             queue_limit = loaded.batching.max_queue_size
             if queue_limit and self.batcher.waiting >= queue_limit:
@@ -155,6 +159,23 @@ class ModelVersion:
         outputs, infer_s = await self._run_batch(feeds)
         total = time.perf_counter() - submitted
         return RunOutcome(outputs, max(0.0, total - infer_s), infer_s, rows)
+
+    @contextlib.asynccontextmanager
+    async def _holding_for_profile(self) -> AsyncIterator[None]:
+        """With ``profile_exclusive``: every instance held while a profile runs, so that its runs get the
+        CPU this model's serving would take (calls wait meanwhile: their queue time)."""
+        if not self.config.profile_exclusive:
+            yield
+            return
+        if self._profile_hold is None:  # made on first use: it belongs to the serving event loop
+            self._profile_hold = asyncio.Lock()
+        async with self._profile_hold:
+            held = await self.pool.hold_all()
+            try:
+                yield
+            finally:
+                for instance in held:
+                    self.pool.give_back(instance)
 
     # -- retiring -------------------------------------------------------------------------
     def release(self) -> None:

@@ -1,4 +1,4 @@
-"""Per-layer profiles of single requests, without slowing the requests that do not ask.
+"""Per-layer profiles of single requests.
 
 The profiler itself is graphgen's (:mod:`graphgen.profiling`: a profiling session per profile,
 warm-up runs not counted, ``runs`` measured runs, per row the median and p10–p90 spread, joined
@@ -8,10 +8,17 @@ background (a moment after the request, so that building it slows neither the re
 sending of its answer). A request that finds no session ready waits for it to be built: that
 wait and the warm-up runs are reported as the profile's *setup* time, never as queue time.
 
-Serving comes first: profiling sessions are built and run on a thread of the lowest CPU priority
-(``nice`` 19; onnxruntime's pool threads, created by that thread, inherit it), so on a busy CPU
-the kernel scheduler gives the cores to unprofiled requests. A profile taken while the server is
-busy then has disturbed runs, and says so (its rows no longer add up to the median run).
+Priority: by default (``profile_nice`` 0) a profile's thread, and the onnxruntime threads its
+session makes (which inherit it), compete for the CPU like the serving threads: a profile takes
+its fair share, so on a busy server it finishes and measures kernels that ran, rather than kernels
+starved at the lowest priority (nice 19: a ResNet-50 profile under 8 looping clients on 2 cores took
+tens of seconds and its rows added up to a few % of its runs). ``--profile-nice 19`` puts serving
+first again. Either way each run's disturbance is measured (its threads' CPU waits,
+:mod:`graphgen.profiling.disturbance`) and said.
+
+Waiting for the profiler — for another profile of the same version to end, for the profiler's
+thread, and reading the trace after the runs — is the request's *profile wait*, its own figure;
+queue is only the wait for a worker thread before the profiler is reached.
 """
 
 from __future__ import annotations
@@ -32,13 +39,17 @@ from graphgen.profiling.session import DEFAULT_WARMUP_RUNS, ModelProfiler, Profi
 from graphgen.profiling.summary import Profile
 
 SPARE_DELAY_S = 0.05
-PROFILE_NICE = 19  # the lowest CPU priority
 
 
-def _lowest_priority() -> None:
-    """Lower this thread's CPU priority (Linux: nice is per thread, inherited by threads it creates)."""
-    with contextlib.suppress(AttributeError, OSError):  # no setpriority (not Unix) or not allowed
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PROFILE_NICE)
+def _niced(nice: int) -> Callable[[], None]:
+    """A thread initializer that lowers the thread's CPU priority by ``nice`` (Linux: per thread, inherited)."""
+
+    def lower() -> None:
+        if nice:
+            with contextlib.suppress(AttributeError, OSError):  # no setpriority (not Unix) or not allowed
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+    return lower
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class ProfiledRun:
     profile: Profile
     setup_s: float  # waiting for the profiling session to be built, and its warm-up runs
     run_s: float  # the measured runs, wall time
+    wait_s: float = 0.0  # waiting for the profiler: another profile, its thread, reading the trace
+    entered: float = 0.0  # time.perf_counter() when the call reached the profiler (after any queue)
 
 
 class Profiler:
@@ -59,32 +72,41 @@ class Profiler:
         make_options: Callable[[], ort.SessionOptions],
         warmup: dict[str, np.ndarray],
         warmup_runs: int = DEFAULT_WARMUP_RUNS,
+        nice: int = 0,
     ) -> None:
         self._core = ModelProfiler(model_path, providers, make_options)
         self._warmup = warmup
         self._warmup_runs = warmup_runs
         self._lock = threading.Lock()  # one profiled request at a time per model version
-        # One low-priority thread builds the sessions and runs the profiles.
-        self._builder = ThreadPoolExecutor(1, thread_name_prefix="profile-session", initializer=_lowest_priority)
+        # One thread builds the sessions and runs the profiles (at the profile's priority: the
+        # session's onnxruntime threads, made while building, inherit it).
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="profile-session", initializer=_niced(nice))
         self._spare: Future[ProfilingSession] | None = None
 
     def run(self, feeds: dict[str, np.ndarray], runs: int) -> ProfiledRun:
         """Profile ``runs`` runs of ``feeds`` on a fresh profiling session. Blocking: call from a worker."""
+        entered = time.perf_counter()
         with self._lock:
-            waiting = time.perf_counter()
+            locked = time.perf_counter()
             if self._spare is None:
                 self._spare = self._builder.submit(self._create)
             spare, self._spare = self._spare, None  # a failed build is retried by the next call
             try:
                 session = spare.result()
-                waited_s = time.perf_counter() - waiting
-                outputs, profile = self._builder.submit(session.measure, feeds, runs, self._warmup_runs).result()
+                submitted = time.perf_counter()
+                outputs, profile, started = self._builder.submit(
+                    _measure, session, feeds, runs, self._warmup_runs
+                ).result()
+                ended = time.perf_counter()
             finally:
                 # The next session warms up at this call's shape.
                 self._warmup = {name: np.zeros_like(value) for name, value in feeds.items()}
                 self._spare = self._builder.submit(self._create, SPARE_DELAY_S)
-            profile.setup_us += waited_s * 1e6
-            return ProfiledRun(outputs, profile, profile.setup_us / 1e6, profile.wall_us / 1e6)
+        # After the runs: ending the profiling session, reading its trace, joining the layer table.
+        reading_s = max(0.0, ended - started - profile.setup_us / 1e6 - profile.wall_us / 1e6)
+        profile.setup_us += (submitted - locked) * 1e6  # waiting for the session to be built
+        wait_s = (locked - entered) + (started - submitted) + reading_s
+        return ProfiledRun(outputs, profile, profile.setup_us / 1e6, profile.wall_us / 1e6, wait_s, entered)
 
     def _create(self, delay_s: float = 0.0) -> ProfilingSession:
         time.sleep(delay_s)
@@ -100,3 +122,12 @@ class Profiler:
         if spare is not None and not spare.cancelled() and spare.exception() is None:
             spare.result().close()  # built ahead, never measured: its CUDA stream and events go too
         self._core.close()
+
+
+def _measure(
+    session: ProfilingSession, feeds: dict[str, np.ndarray], runs: int, warmup_runs: int
+) -> tuple[list[np.ndarray], Profile, float]:
+    """``session.measure`` and when it started (on the profiler's thread)."""
+    started = time.perf_counter()
+    outputs, profile = session.measure(feeds, runs, warmup_runs)
+    return outputs, profile, started

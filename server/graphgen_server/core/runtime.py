@@ -217,6 +217,7 @@ class LocalRuntime:
                 now - arrived,
                 outcome.batch_size,
                 outcome.profile_setup_s,
+                outcome.profile_wait_s,
             )
             succeeded = RequestRecord(
                 ok=True,

@@ -79,6 +79,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
             total_us=int(t.total_s * 1e6),
             batch_size=t.batch_size,
             profile_setup_us=int(t.profile_setup_s * 1e6),
+            profile_wait_us=int(t.profile_wait_s * 1e6),
         )
         response.timings.CopyFrom(timings)
         return response

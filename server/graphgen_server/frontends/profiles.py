@@ -27,7 +27,7 @@ def profile_message(profile: Profile, *, timeline: bool = False) -> pb.Profile:
                 kernel=row.kernel,
                 kernel_op=row.kernel_op,
                 provider=row.provider,
-                time_us=round(row.time.median),
+                time_us=round(profile.figure(row)),
                 share=profile.share(row),
                 mapped=row.mapped,
                 median_us=row.time.median,
@@ -51,7 +51,7 @@ def profile_message(profile: Profile, *, timeline: bool = False) -> pb.Profile:
         inference_us=round(profile.run.median),
         inference_p10_us=profile.run.p10,
         inference_p90_us=profile.run.p90,
-        overhead_us=round(profile.total_us) - round(profile.layers_us),
+        overhead_us=round(_whole_run_median(profile)) - round(profile.layers_us),
         unprofiled_nodes=profile.unprofiled,
         provider=profile.provider,
         runs=profile.runs,
@@ -66,8 +66,15 @@ def profile_message(profile: Profile, *, timeline: bool = False) -> pb.Profile:
         between_kernels_us=profile.between_kernels.median if profile.between_kernels else 0.0,
         notes=profile.notes,
         runtime=profile.runtime,
+        run_cpu_waits=profile.cpu_waits,
+        headline=profile.headline,
         timeline=_timeline(profile) if timeline else [],
     )
+
+
+def _whole_run_median(profile: Profile) -> float:
+    """What overhead_us is against: the median whole run (the CUPTI run span where measured), whatever the headline."""
+    return profile.device_run.median if profile.device_run and profile.timing == "device" else profile.run.median
 
 
 def _timeline(profile: Profile) -> list[pb.ProfileRun]:

@@ -7,7 +7,7 @@ import grpc
 import onnx
 import pytest
 
-from tests.support.profiling import check_adds_up
+from tests.support.profiling import check_adds_up, figure
 from tests.support.server import ServerProcess, add_model, add_tiny_model, encode, lite0_weights
 
 pytest.importorskip("skimage")
@@ -64,7 +64,7 @@ def test_chelsea_is_a_cat_with_a_profile_in_graphgen_layer_names(client, reposit
     # Rows that onnxruntime inserted are shown, named as its own.
     assert all(row.layer.startswith("[onnxruntime]") for row in profile.layers if not row.mapped)
 
-    assert abs(profile.layers_us - sum(row.median_us for row in profile.layers)) <= 1
+    assert abs(profile.layers_us - sum(figure(profile, row) for row in profile.layers)) <= 1  # median or fastest
     assert profile.layers_us + profile.overhead_us == profile.inference_us
     check_adds_up(profile)
     # The server's clock around the measured runs holds at least 9 of the 10 runs' p10.
