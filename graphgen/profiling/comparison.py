@@ -26,7 +26,7 @@ from typing import Any
 
 import onnx
 
-from graphgen.profiling.summary import Profile, Spread
+from graphgen.profiling.summary import HEADLINE_MEDIAN, HEADLINE_MIN, MIN_TIE, Profile, Spread
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 INSERTED = "(inserted by the runtime: layout reorders, transposes, copies)"
@@ -95,23 +95,35 @@ class ComparedRow:
     macs: int  # of the first form that has the row (the network's; an int8 layer has as many)
     times: tuple[Spread | None, ...]  # per form; None: the form has no kernel for these nodes
     kernels: tuple[int, ...]  # per form: how many of its kernels the row sums
+    headline: str = HEADLINE_MEDIAN  # the figure compared: medians, or fastest runs where a profile was disturbed
+
+    def value(self, form: int) -> float | None:
+        """Form ``form``'s figure for the row (None: it lacks the row)."""
+        time = self.times[form]
+        if time is None:
+            return None
+        return time.min if self.headline == HEADLINE_MIN else time.median
 
     def ratio(self, form: int, baseline: int = 0) -> float | None:
-        """Form ``form``'s median over the baseline's; None where either lacks the row."""
-        mine, base = self.times[form], self.times[baseline]
-        if mine is None or base is None or base.median <= 0:
+        """Form ``form``'s figure over the baseline's; None where either lacks the row."""
+        mine, base = self.value(form), self.value(baseline)
+        if mine is None or base is None or base <= 0:
             return None
-        return mine.median / base.median
+        return mine / base
 
     def tied(self, form: int, baseline: int = 0) -> bool:
-        """Whether the two forms' p10–p90 spreads overlap: then their ratio is within the noise."""
+        """Whether the ratio is within the noise: the p10–p90 spreads overlap (medians), or the fastest
+        runs are within MIN_TIE of each other (the minimum's own error under load)."""
         mine, base = self.times[form], self.times[baseline]
-        return mine is not None and base is not None and mine.p10 <= base.p90 and base.p10 <= mine.p90
+        if mine is None or base is None:
+            return False
+        if self.headline == HEADLINE_MIN:
+            return abs(mine.min - base.min) <= MIN_TIE * max(mine.min, base.min)
+        return mine.p10 <= base.p90 and base.p10 <= mine.p90
 
     def change_us(self, form: int, baseline: int = 0) -> float:
         """What form ``form`` gained (negative) or lost (positive) here against the baseline, in µs."""
-        mine, base = self.times[form], self.times[baseline]
-        return (mine.median if mine else 0.0) - (base.median if base else 0.0)
+        return (self.value(form) or 0.0) - (self.value(baseline) or 0.0)
 
     @property
     def only_in(self) -> tuple[int, ...]:
@@ -126,8 +138,16 @@ class Comparison:
     profiles: tuple[Profile, ...]
     rows: list[ComparedRow]  # the largest change against the first form first
 
+    @property
+    def headline(self) -> str:
+        """Medians, unless a profile's runs were disturbed: then every form's fastest runs, compared alike."""
+        return HEADLINE_MIN if any(p.headline == HEADLINE_MIN for p in self.profiles) else HEADLINE_MEDIAN
+
     def total(self, form: int) -> float:
-        return self.profiles[form].total_us
+        """The form's whole run: its median, or its fastest (see :attr:`headline`)."""
+        profile = self.profiles[form]
+        run = profile.device_run if profile.device_run and profile.timing == "device" else profile.run
+        return run.min if self.headline == HEADLINE_MIN else run.median
 
     def total_ratio(self, form: int) -> float:
         return self.total(form) / self.total(0) if self.total(0) else math.nan
@@ -255,6 +275,7 @@ def compare(forms: Sequence[Form]) -> Comparison:
                     max(heaviest, row.macs),
                 )
     block_of = {union.find(name): prefix for name, prefix in blocks.items()}
+    headline = HEADLINE_MIN if any(form.profile.headline == HEADLINE_MIN for form in forms) else HEADLINE_MEDIAN
     rows = [
         ComparedRow(
             f"{block_of[root]}.* ({len(groups[root])} nodes)" if root in block_of else " + ".join(groups[root]),
@@ -262,25 +283,27 @@ def compare(forms: Sequence[Form]) -> Comparison:
             *info[root][1:3],
             tuple(Spread.of(t) if t is not None else None for t in per_group[root]),
             tuple(counts[root]),
+            headline,
         )
         for root in groups
         if any(t is not None for t in per_group[root])
     ]
     if any(t is not None for t in inserted):
         spreads = tuple(Spread.of(t) if t is not None else None for t in inserted)
-        rows.append(ComparedRow(INSERTED, (), "", 0, spreads, tuple(counts[INSERTED])))
+        rows.append(ComparedRow(INSERTED, (), "", 0, spreads, tuple(counts[INSERTED]), headline))
     others = range(1, len(forms))
     rows.sort(
-        key=lambda row: max(
-            (abs(row.change_us(i)) for i in others), default=row.times[0].median if row.times[0] else 0.0
-        ),
+        key=lambda row: max((abs(row.change_us(i)) for i in others), default=row.value(0) or 0.0),
         reverse=True,
     )
     return Comparison(tuple(form.label for form in forms), tuple(form.profile for form in forms), rows)
 
 
-def _cell(time: Spread | None) -> str:
-    return f"{time.median:>9.1f} {f'{time.p10:.0f}–{time.p90:.0f}':>13}" if time else f"{'—':>9} {'':>13}"
+def _cell(row: ComparedRow, form: int) -> str:
+    time, value = row.times[form], row.value(form)
+    return (
+        f"{value:>9.1f} {f'{time.p10:.0f}–{time.p90:.0f}':>13}" if time and value is not None else f"{'—':>9} {'':>13}"
+    )
 
 
 def _ratio(row: ComparedRow, form: int) -> str:
@@ -300,23 +323,25 @@ def format_comparison(comparison: Comparison, *, limit: int = 0) -> str:
         f"form {i}: {label} — {p.provider}, {p.runs} runs of a batch of {p.batch}; {p.timing_text}"
         for i, (label, p) in enumerate(zip(labels, profiles))
     ]
+    figure = comparison.headline
     header = f"{'layer':<{width}}  {'kind':<14}"
     for i in range(len(labels)):
-        header += f"  {f'{i}: median µs':>9} {_spread(profiles[i]):>13}" + (f"  {f'{i} ÷ 0':>10}" if i else "")
+        header += f"  {f'{i}: {figure} µs':>9} {_spread(profiles[i]):>13}" + (f"  {f'{i} ÷ 0':>10}" if i else "")
     lines.append(header)
     for row in shown:
         layer = row.layer if len(row.layer) <= width else row.layer[: width - 1] + "…"
         line = f"{layer:<{width}}  {row.kind[:14]:<14}"
         for i in range(len(labels)):
-            line += f"  {_cell(row.times[i])}" + (f"  {_ratio(row, i)}" if i else "")
+            line += f"  {_cell(row, i)}" + (f"  {_ratio(row, i)}" if i else "")
         lines.append(line)
     if len(shown) < len(comparison.rows):
         lines.append(f"… {len(comparison.rows) - len(shown)} more rows with smaller changes")
+    run_name = "fastest run" if comparison.headline == HEADLINE_MIN else "median run"
     for i, label in enumerate(labels):
         p = profiles[i]
         ratio = f" = {comparison.total_ratio(i):.2f}× form 0" if i else ""
         lines.append(
-            f"total {i} ({label}): median run {p.total_us:,.0f} µs ({p.run.p10:,.0f}–{p.run.p90:,.0f}){ratio}; "
+            f"total {i} ({label}): {run_name} {comparison.total(i):,.0f} µs ({p.run.p10:,.0f}–{p.run.p90:,.0f}){ratio}; "
             f"layers {p.layers_us:,.0f} µs in {len(p.rows)} kernels"
         )
     alone = [row for row in comparison.rows if row.only_in and row.layer != INSERTED]
@@ -327,7 +352,11 @@ def format_comparison(comparison: Comparison, *, limit: int = 0) -> str:
         )
     lines.append(
         "rows: the smallest sets of graphgen nodes every form computes whole; the largest change first; "
-        "≈: the two forms' p10–p90 spreads overlap (within the noise)"
+        + (
+            f"min: each row's fastest run in every form (some profile's runs were disturbed); ≈: within {MIN_TIE:.0%}"
+            if comparison.headline == HEADLINE_MIN
+            else "≈: the two forms' p10–p90 spreads overlap (within the noise)"
+        )
     )
     for i, p in enumerate(profiles):
         lines.extend(f"note ({i}): {note}" for note in p.notes)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from graphgen.profiling.disturbance import CpuWaits, process_threads
 from graphgen.profiling.join import StaticTable
 from graphgen.profiling.layermap import KernelOrigin, LayerMap
 from graphgen.profiling.summary import Profile, explain, summarize
@@ -176,6 +177,7 @@ class OpenVinoProfiler:
         self.source = Path(model_path)
         self.model_path = _flat(self.source, Path(self._workdir.name))
         self.inlined = self.model_path != self.source
+        threads_before = process_threads()
         started = time.perf_counter()
         self.compiled, self.settings = compile_model(
             self.model_path, threads=threads, precision=precision, perf_count=True
@@ -185,6 +187,7 @@ class OpenVinoProfiler:
         self.layer_map = map_exec_nodes(onnx.load(str(self.model_path), load_external_data=False).graph, self.nodes)
         self.static = StaticTable(self.model_path)
         self._request = self.compiled.create_infer_request()  # the only one: its counters are ours
+        self._threads_before = threads_before  # OpenVINO's threads: those made since (compiling, first runs)
         self._inferences = 0  # since compilation: the counters average over all of them
         self._totals: dict[tuple[int, str], int] = {}
 
@@ -202,13 +205,16 @@ class OpenVinoProfiler:
             self._inferences += 1
         warm_s = time.perf_counter() - started
         self._node_times()  # the counters' totals so far: the warm-up runs are left out by difference
+        waits = CpuWaits.of_session(process_threads() - self._threads_before)
         traces: list[RunTrace] = []
         origin = time.perf_counter()
         outputs: list[np.ndarray] = []
         for _ in range(runs):
+            waits.start()
             begun = time.perf_counter()
             result = self._request.infer(feeds)
             ended = time.perf_counter()
+            waits.stop()
             self._inferences += 1
             traces.append(self._run_trace(self._node_times(), (begun - origin) * 1e6, (ended - begun) * 1e6))
             outputs = [np.array(value) for value in result.values()]
@@ -216,6 +222,7 @@ class OpenVinoProfiler:
         batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
         profile = summarize(traces, self.layer_map, batch=batch, warmup_runs=warmup_runs, runtime=RUNTIME)
         profile.setup_us, profile.build_us, profile.wall_us = warm_s * 1e6, self.build_s * 1e6, wall_s * 1e6
+        profile.cpu_waits = waits.shares if waits.available else []
         profile.notes.extend(self._notes(profile))
         self.static.join(profile)
         explain(profile)

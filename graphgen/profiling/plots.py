@@ -42,7 +42,7 @@ def plot_roofline(
     (pooling, reorders, element-wise) have no place on a compute roofline and are left out
     (counted in the heading).
     """
-    points = [r for r in profile.rows if r.macs and r.bytes and r.best.median > 0]
+    points = [r for r in profile.rows if r.macs and r.bytes and profile.figure(r) > 0]
     if not points:
         raise PlotError("no layer of this profile has both MACs and bytes: nothing to place under the roof")
     figure = _figure(size)
@@ -50,7 +50,7 @@ def plot_roofline(
 
     ax = figure.subplots()
     intensity = [r.macs / r.bytes for r in points]
-    achieved = [r.macs / r.best.median / 1e3 for r in points]  # MACs/µs = 1e-3 GMAC/s
+    achieved = [r.macs / profile.figure(r) / 1e3 for r in points]  # MACs/µs = 1e-3 GMAC/s
     share = [profile.share(r) for r in points]
     colours = [KIND_COLOURS.get(r.kind, OTHER_CONV) for r in points]
     ax.scatter(intensity, achieved, s=[30 + 3000 * s for s in share], c=colours, alpha=0.75, edgecolors="white")
@@ -73,7 +73,9 @@ def plot_roofline(
         fontsize=10,
         rotation=0,
     )
-    for row, x, y in sorted(zip(points, intensity, achieved), key=lambda p: p[0].best.median, reverse=True)[:LABELLED]:
+    for row, x, y in sorted(zip(points, intensity, achieved), key=lambda p: profile.figure(p[0]), reverse=True)[
+        :LABELLED
+    ]:
         ax.annotate(row.layer.split(" + ")[0], (x, y), xytext=(6, -10), textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -234,21 +236,21 @@ def plot_comparison(
     figure = _figure(size)
     ax = figure.subplots()
     height = 0.8 / forms
-    longest = max(t.median for row in rows for t in row.times if t is not None) or 1.0
+    longest = max(v for row in rows for form in range(len(row.times)) if (v := row.value(form)) is not None) or 1.0
     right = longest * 1.15
     fontsize = max(6.0, min(10.0, 0.5 * size[1] / (len(rows) * 1.3)))
     for form in range(forms):
         colour = STAGE_COLOURS[form % len(STAGE_COLOURS)]
         ys, medians, low, high, cut = [], [], [], [], []
         for index, row in enumerate(rows):
-            time = row.times[form]
-            if time is None:
+            time, value = row.times[form], row.value(form)
+            if time is None or value is None:
                 continue
             y = index - 0.4 + height * (form + 0.5)
             ys.append(y)
-            medians.append(time.median)
-            low.append(max(0.0, time.median - time.p10))
-            high.append(max(0.0, min(time.p90, right) - time.median))
+            medians.append(value)
+            low.append(max(0.0, value - time.p10))
+            high.append(max(0.0, min(time.p90, right) - value))
             if time.p90 > right:
                 cut.append(y)
         label = f"{form}: {comparison.labels[form]} ({comparison.profiles[form].provider})"
@@ -269,7 +271,8 @@ def plot_comparison(
     ax.set_yticklabels([row.layer if len(row.layer) <= 60 else row.layer[:59] + "…" for row in rows], fontsize=fontsize)
     ax.invert_yaxis()  # the largest change on top
     ax.set_xlim(0, right)
-    ax.set_xlabel("time per run, µs (median; whiskers p10–p90, cut at the edge ▸ when longer)")
+    figure_name = "fastest run" if comparison.headline == "min" else "median"
+    ax.set_xlabel(f"time per run, µs ({figure_name}; whiskers p10–p90, cut at the edge ▸ when longer)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncols=min(forms, 3), fontsize=9, frameon=False)
     totals = "; ".join(

@@ -174,3 +174,16 @@ def test_fp32_against_int8_names_a_ratio_for_every_convolution(resnet18_forms):
     assert (inserted.kernels[1] if inserted else 0) == sum(not row.mapped for row in int8.rows)
     assert sum(row.kernels[1] for row in comparison.rows) == len(int8.rows)
     assert "1 ÷ 0" in format_comparison(comparison)
+
+
+def test_a_disturbed_profile_makes_every_form_compare_fastest_runs():
+    fp32, int8 = _synthetic()
+    int8.profile.headline = "min"  # its runs waited for a CPU: rows are fastest runs, and so in every form
+    comparison = compare([fp32, int8])
+    rows = {row.layer: row for row in comparison.rows}
+    assert comparison.headline == "min"
+    assert rows["conv3 + add + relu"].ratio(1) == pytest.approx(130 / 390)  # the fastest run of each form
+    assert rows["conv1"].tied(1)  # 100 vs 98: within the minimum's 5%
+    assert comparison.total(0) == fp32.profile.run.min
+    text = format_comparison(comparison)
+    assert "0: min µs" in text and "total 1 (int8): fastest run" in text and "≈: within 5%" in text
