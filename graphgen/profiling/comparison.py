@@ -348,7 +348,7 @@ def format_comparison(comparison: Comparison, *, limit: int = 0) -> str:
     if alone:
         lines.append(
             f"{len(alone)} rows exist in some forms only (shown with — where absent): their nodes were "
-            "renamed, folded or added by a conversion"
+            "renamed, folded or added by a conversion, or optimised away by a runtime"
         )
     lines.append(
         "rows: the smallest sets of graphgen nodes every form computes whole; the largest change first; "

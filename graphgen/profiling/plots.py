@@ -279,9 +279,10 @@ def plot_comparison(
         f"{i}: {comparison.profiles[i].total_us:,.0f} µs" + (f" = {comparison.total_ratio(i):.2f}× 0" if i else "")
         for i in range(forms)
     )
+    fastest = comparison.headline == "min"
     heading = (
         f"{len(rows)} of {len(comparison.rows)} rows, largest change first; ratios to form 0 at the right "
-        f"(≈: spreads overlap)\nmedian runs: {totals}"
+        f"({'≈: within 5%' if fastest else '≈: spreads overlap'})\n{'fastest' if fastest else 'median'} runs: {totals}"
     )
     notes = [
         f"{form}: {_short(note)}" for form, p in enumerate(comparison.profiles) for note in p.notes if _short(note)
