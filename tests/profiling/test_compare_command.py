@@ -42,7 +42,8 @@ def test_fp32_and_int8_files_give_per_layer_ratios_a_plot_and_a_trace(capsys, tm
     assert f"form 0: {fp32}" in out and f"form 1: {int8}" in out and "1 ÷ 0" in out
     line = next(line for line in out.splitlines() if line.startswith("layer4.0.conv2 + layer4.0.add"))
     assert line.rstrip().endswith("×")  # a ratio for the layer, int8 over fp32
-    assert f"total 1 ({int8}): median run" in out and "× form 0" in out
+    # each form's median run, or its fastest where a profile's runs were disturbed (then every form's)
+    assert (f"total 1 ({int8}): median run" in out or f"total 1 ({int8}): fastest run" in out) and "× form 0" in out
     assert Image.open(plot).size == (1000, 800)
     events = json.loads(trace.read_text())
     assert format_errors(events) == []
