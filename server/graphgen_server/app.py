@@ -21,8 +21,10 @@ from grpc_reflection.v1alpha import reflection
 
 from graphgen_protos import classifier_pb2, kserve_v2_pb2
 from graphgen_server.config import ServerConfig
+from graphgen_server.core.control import LocalControl
 from graphgen_server.core.model_control import ModelControl
 from graphgen_server.core.runtime import LocalRuntime
+from graphgen_server.core.shared_memory import SharedMemory
 from graphgen_server.frontends.disconnect import disconnect_port
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.grpc_classify import ClassifierServicer
@@ -87,6 +89,7 @@ class GraphgenServer:
         self.gate = CallGate()
         self.hurry = asyncio.Event()  # set by a second SIGTERM/SIGINT: the pre-stop delay ends at once
         self.control = ModelControl(self.runtime, self.publish_health) if config.model_control else None
+        self.shared_memory = SharedMemory(LocalControl(), config.allow_client_shm)
         self.port = 0
         self.http: HttpListener | None = None
         self.draining = False  # from SIGTERM on: HTTP readiness says no, as the health service does
@@ -100,7 +103,8 @@ class GraphgenServer:
         self._bind()  # every port first: one in use stops the server before any model loads
         self.runtime.load()
         add_servicer(self.server, ClassifierServicer(self.runtime, self.gate), CLASSIFIER_SERVICE)
-        add_servicer(self.server, KServeServicer(self.runtime, self.gate, self.control), KSERVE_SERVICE)
+        kserve = KServeServicer(self.runtime, self.gate, self.control, self.shared_memory)
+        add_servicer(self.server, kserve, KSERVE_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -110,7 +114,9 @@ class GraphgenServer:
         await self.health.set(LIVE, health_pb2.HealthCheckResponse.SERVING)
         await self.publish_health()
         if self.http is not None:
-            http = KServeHttp(self.runtime, self.gate, self.config, self.control, draining=lambda: self.draining)
+            http = KServeHttp(
+                self.runtime, self.gate, self.config, self.control, lambda: self.draining, self.shared_memory
+            )
             await self.http.start(http.app())
         if self.metrics is not None:
             await self.metrics.start(metrics_app(self.runtime))
@@ -201,6 +207,7 @@ class GraphgenServer:
         if self.control is not None:
             self.control.close()
         await self.runtime.close()
+        self.shared_memory.close()
         log.info("stopped")
 
 

@@ -204,6 +204,17 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept RepositoryModelLoad/Unload calls: (re)load and unload models while serving",
     )
+    parser.add_argument(
+        "--allow-client-shm",
+        action="store_true",
+        help="clients may register system shared-memory regions and pass tensors in them (Triton's flag, off by "
+        "default as in Triton: a client can then have the server map any shared-memory object its user can open)",
+    )
+    parser.add_argument(
+        "--refuse-nonfinite",
+        action="store_true",
+        help="refuse floating-point inputs holding NaN or infinity (default: taken as Triton takes them)",
+    )
     security = parser.add_argument_group("security (for listening beyond this machine)")
     security.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate (chain)")
     security.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
@@ -259,6 +270,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         intra_op_threads=args.intra_op_threads,
         spin_threads=args.spin,
         model_control=args.model_control,
+        allow_client_shm=args.allow_client_shm,
+        refuse_nonfinite=args.refuse_nonfinite,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -95,6 +95,11 @@ class ServerConfig:
     # KServe's RepositoryModelLoad/Unload: off unless asked for (anyone who can call them can
     # take models out of service).
     model_control: bool = False
+    # Triton's system shared-memory extension: clients may register regions (Triton's
+    # --allow-client-shm, off by default there too: the server maps what a client names).
+    allow_client_shm: bool = False
+    # Refuse float inputs holding NaN or infinity (Triton takes any value; the scan costs a pass).
+    refuse_nonfinite: bool = False
     # TLS from PEM files (cert and key; with client_ca, clients must present a certificate it signed).
     tls_cert: Path | None = None
     tls_key: Path | None = None

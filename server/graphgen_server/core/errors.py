@@ -31,6 +31,14 @@ class InvalidArgument(ServingError):
         return type(self), (self.field, self.problem)  # (pickled across the control channel)
 
 
+class AlreadyExists(ServingError):
+    """What the request would create exists already (a shared-memory region's name)."""
+
+
+class Unsupported(ServingError):
+    """A feature of Triton's protocols this server does not offer (or not as started): the message says why."""
+
+
 class QueueFull(ServingError):
     """The model's queue cannot take the request's images now."""
 

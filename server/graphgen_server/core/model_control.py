@@ -98,8 +98,9 @@ class ModelControl:
         self._files(name)  # the name's check
         async with self._lock:
             current = self.runtime.models.get(name)
-            if current is None:
-                raise NotFound(f"model {name!r} is not loaded")
+            if current is None:  # nothing to unload: success, as Triton answers (LoadUnloadModel)
+                log.info("model %s: nothing to unload (not in the repository's table)", name)
+                return
             placeholders = {}
             for version, model in current.items():
                 placeholders[version] = ModelVersion(

@@ -110,6 +110,17 @@ def _all_finite(array: np.ndarray) -> bool:
     return bool(np.isfinite(array).all())
 
 
+def check_finite(array: np.ndarray, data_field: str) -> None:
+    """Refuse NaN and infinity (``--refuse-nonfinite``; Triton takes any value), naming the field holding them."""
+    if array.dtype.kind == "f" and not _all_finite(array):
+        first = int(np.flatnonzero(~np.isfinite(array))[0])
+        raise InvalidArgument(
+            data_field,
+            f"holds NaN or infinite values (the first at flat index {first}); the server refuses them "
+            "(--refuse-nonfinite)",
+        )
+
+
 def check_array(
     array: np.ndarray, info: TensorInfo, fit_field: str, loaded: LoadedVersion, limits: ServerConfig
 ) -> None:
@@ -130,11 +141,6 @@ def check_array(
             else f"the model's max_batch_size {loaded.max_batch_size}"
         )
         raise InvalidArgument(fit_field, f"batch of {array.shape[0]} exceeds {limit}")
-    if array.dtype.kind == "f" and not _all_finite(array):
-        first = int(np.flatnonzero(~np.isfinite(array))[0])
-        raise InvalidArgument(
-            fit_field, f"holds NaN or infinite values (the first at flat index {first}); send finite values"
-        )
 
 
 def checked_feeds(model: str, loaded: LoadedVersion, inputs: Sequence[InputTensor], limits: ServerConfig) -> Feeds:
@@ -163,6 +169,8 @@ def checked_feeds(model: str, loaded: LoadedVersion, inputs: Sequence[InputTenso
             )
         array = to_array(tensor)
         check_array(array, info, tensor.fit_field or f"{tensor.field}.shape", loaded, limits)
+        if limits.refuse_nonfinite:
+            check_finite(array, tensor.data_field)
         feeds[name] = array
     if loaded.batched and len({a.shape[0] for a in feeds.values()}) > 1:
         rows = {n: a.shape[0] for n, a in feeds.items()}

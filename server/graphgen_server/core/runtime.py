@@ -75,6 +75,9 @@ class LocalRuntime:
         """The named version (empty: the newest ready one, else the newest); NotFound otherwise."""
         if not name:
             raise InvalidArgument("model", "no model name given")
+        if version and not (version.isascii() and version.isdigit()):
+            # (Triton's GetModelVersionFromString refuses it alike: INVALID_ARG, not NOT_FOUND)
+            raise InvalidArgument("version", f"{version!r} is not a version number (an integer, 0 or more)")
         versions = self.models.get(name)
         if versions is None:
             known = ", ".join(sorted(self.models)) or "none"
@@ -94,8 +97,14 @@ class LocalRuntime:
         return sorted(self.models[name], key=int)
 
     def ready(self, name: str, version: str = "") -> ModelVersion:
-        """The named version (as :meth:`find`), ModelUnavailable with the reason unless it is ready."""
+        """The named version (as :meth:`find`), ModelUnavailable with the reason unless it is ready.
+
+        With no version named and none ready: NotFound, as Triton answers ("has no available
+        versions", its ModelLifeCycle::GetModel), with the newest version's reason.
+        """
         model = self.find(name, version)
+        if not version and not model.ready:
+            raise NotFound(f"model {name!r} has no ready version (version {model.version}: {model.reason})")
         model.served()  # raises ModelUnavailable
         return model
 

@@ -4,8 +4,10 @@ Per-layer profile: request parameters ``profile`` (bool) and ``profile_runs`` (i
 default) ask for one; the response then carries parameter ``graphgen_profile``, a string holding
 the ``graphgen.v1.Profile`` message (classifier.proto) as JSON — the same profile Classify returns.
 
-ModelInfer takes each input as ``raw_input_contents`` (what tritonclient sends) or as typed
-``contents`` (``fp32_contents``, ``int64_contents``...), and answers ``raw_output_contents``. The classification extension:
+ModelInfer takes each input as ``raw_input_contents`` (what tritonclient sends), as typed
+``contents`` (``fp32_contents``, ``int64_contents``...) or in a registered shared-memory region
+(:mod:`graphgen_server.frontends.kserve_shm`), and answers ``raw_output_contents`` (empty for an
+output written to shared memory, as Triton). The classification extension:
 a requested output with parameter ``classification`` = N becomes a BYTES tensor [batch, N] of
 ``"<value>:<index>:<label>"``, best first, where value is the output's own value (a logit), as
 Triton reports it.
@@ -24,10 +26,12 @@ from google.protobuf import json_format
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.core.api import Runtime
-from graphgen_server.core.errors import InvalidArgument
+from graphgen_server.core.control import LocalControl
+from graphgen_server.core.errors import InvalidArgument, Unsupported
 from graphgen_server.core.model_control import ModelControl
 from graphgen_server.core.requests import RequestedOutput
-from graphgen_server.frontends import kserve_common
+from graphgen_server.core.shared_memory import SharedMemory
+from graphgen_server.frontends import kserve_common, kserve_shm
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.grpc_wire import Undecodable
 from graphgen_server.frontends.kserve_common import PROFILE_RESPONSE, serialize_bytes
@@ -63,22 +67,36 @@ def parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
-    """The request's inputs, data from ``raw_input_contents`` (what tritonclient sends) or typed contents."""
+def input_tensors(request: pb.ModelInferRequest, shared_memory: SharedMemory | None = None) -> list[InputTensor]:
+    """The request's inputs, data from ``raw_input_contents`` (what tritonclient sends), typed contents
+    or shared memory (an input there takes no ``raw_input_contents`` entry, as in Triton)."""
+    regions = [
+        kserve_shm.region_reference(parameter_values(tensor.parameters), f"inputs[{index}].parameters")
+        for index, tensor in enumerate(request.inputs)
+    ]
     raw = request.raw_input_contents
+    takers = sum(region is None for region in regions)  # inputs whose bytes are in raw_input_contents
     mismatch = None
-    if raw and len(raw) != len(request.inputs):
+    if raw and len(raw) != takers:
+        in_shm = " not in shared memory" if takers != len(regions) else ""
         mismatch = InvalidArgument(
-            "raw_input_contents", f"{len(raw)} entries for {len(request.inputs)} inputs (one per input when used)"
+            "raw_input_contents", f"{len(raw)} entries for {takers} inputs{in_shm} (one per input when used)"
         )
-    tensors = []
-    for index, tensor in enumerate(request.inputs):
+    tensors, next_raw = [], 0
+    for index, (tensor, region) in enumerate(zip(request.inputs, regions)):
         field = f"inputs[{index}]"
-        data: bytes | Sequence[Any] | InvalidArgument
-        if mismatch is not None:
+        data: bytes | memoryview | Sequence[Any] | InvalidArgument
+        if region is not None:
+            if tensor.HasField("contents"):
+                raise InvalidArgument(f"{field}.contents", f"given with '{kserve_shm.REGION}': send one")
+            if shared_memory is None:
+                raise Unsupported("no shared-memory regions in this server")
+            data, data_field = kserve_shm.input_data(shared_memory, region), region.byte_size_field
+        elif mismatch is not None:
             data, data_field = mismatch, "raw_input_contents"
         elif raw:
-            data, data_field = raw[index], f"raw_input_contents[{index}]"
+            data, data_field = raw[next_raw], f"raw_input_contents[{next_raw}]"
+            next_raw += 1
         elif tensor.datatype in CONTENTS_FIELD:
             contents = CONTENTS_FIELD[tensor.datatype]
             data, data_field = getattr(tensor.contents, contents), f"{field}.contents.{contents}"
@@ -100,11 +118,31 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[RequestedOutput]:
     ]
 
 
+def output_regions(request: pb.ModelInferRequest) -> dict[str, kserve_shm.RegionReference]:
+    """The requested outputs to be written to shared memory, by name."""
+    regions = {}
+    for position, output in enumerate(request.outputs):
+        values, field = parameter_values(output.parameters), f"outputs[{position}].parameters"
+        region = kserve_shm.region_reference(values, field)
+        kserve_shm.check_output(region, kserve_common.classification(values), field)
+        if region is not None:
+            regions[output.name] = region
+    return regions
+
+
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, runtime: Runtime, gate: CallGate, control: ModelControl | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        gate: CallGate,
+        control: ModelControl | None = None,
+        shared_memory: SharedMemory | None = None,
+    ) -> None:
         self.runtime = runtime
         self.gate = gate
         self.control = control  # None: RepositoryModelLoad/Unload are refused
+        # None: no region can be registered (status lists none).
+        self.shared_memory = shared_memory or SharedMemory(LocalControl())
 
     @abort_with_status
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
@@ -116,7 +154,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self.runtime.find(request.name, request.version).ready)
+        return pb.ModelReadyResponse(ready=kserve_common.model_ready(self.runtime, request.name, request.version))
 
     @abort_with_status
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
@@ -184,19 +222,23 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ModelConfigResponse(config=loaded.config)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        in_shared_memory = kserve_shm.output_views(self.shared_memory, output_regions(request))
         inferred = await self.runtime.infer(
             request.model_name,
             request.model_version,
-            inputs=input_tensors(request),
+            inputs=input_tensors(request, self.shared_memory),
             outputs=requested_outputs(request),
             profile=kserve_common.profiling(parameter_values(request.parameters)),
         )
+        written = kserve_shm.write_outputs(inferred.outputs, in_shared_memory)
         response = pb.ModelInferResponse(model_name=inferred.model, model_version=inferred.version, id=request.id)
         if inferred.profile is not None:
             response.parameters[PROFILE_RESPONSE].string_param = kserve_common.profile_json(inferred.profile)
         for output in inferred.outputs:
             response.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
-            if output.datatype == "BYTES":
+            if output.name in written:
+                response.raw_output_contents.append(b"")  # (one entry per output, as Triton)
+            elif output.datatype == "BYTES":
                 response.raw_output_contents.append(serialize_bytes(list(output.array.ravel())))
             else:
                 response.raw_output_contents.append(to_bytes(output.array))
@@ -204,7 +246,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
-        model_stats = kserve_common.statistics(self.runtime, request.name, request.version)
+        model_stats = kserve_common.ready_statistics(self.runtime, request.name, request.version)
         return json_format.ParseDict({"model_stats": model_stats}, pb.ModelStatisticsResponse())
 
     @abort_with_status
@@ -230,3 +272,55 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     def _model_control(self, request, allowed: frozenset[str] | set[str] = frozenset()) -> ModelControl:
         return kserve_common.model_control(self.control, request.repository_name, request.parameters, allowed)
+
+    # -- shared memory, tracing, logging: Triton's other RPCs ------------------------------
+    @abort_with_status
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        regions = kserve_shm.system_status(self.shared_memory, request.name)
+        return json_format.ParseDict(
+            {"regions": {r["name"]: r for r in regions}}, pb.SystemSharedMemoryStatusResponse()
+        )
+
+    @abort_with_status
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        await self.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @abort_with_status
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        await self.shared_memory.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @abort_with_status
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        kserve_shm.cuda_status(self.shared_memory, request.name)
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @abort_with_status
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        raise Unsupported(kserve_shm.cuda_refused(request.name))
+
+    @abort_with_status
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        kserve_shm.cuda_unregister(self.shared_memory)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+    @abort_with_status
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context) -> pb.TraceSettingResponse:
+        raise Unsupported(kserve_common.TRACE_REFUSED)
+
+    @abort_with_status
+    async def LogSettings(self, request: pb.LogSettingsRequest, context) -> pb.LogSettingsResponse:
+        raise Unsupported(kserve_common.LOGGING_REFUSED)

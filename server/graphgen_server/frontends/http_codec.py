@@ -7,7 +7,10 @@ JSON values (nested or flat, row-major) are converted by :func:`graphgen_server.
 the one conversion of request data; they and binary data become the runtime's
 :class:`~graphgen_server.tensors.InputTensor`, checked against the model as any call's.
 Outputs are JSON arrays unless the output asks ``binary_data`` (or the request
-``binary_data_output``); the ``classification`` parameter asks for the top classes.
+``binary_data_output``); the ``classification`` parameter asks for the top classes. An input or
+output may instead be in a registered shared-memory region (``shared_memory_region``,
+``shared_memory_offset``, ``shared_memory_byte_size``: :mod:`graphgen_server.frontends.kserve_shm`);
+such an output goes back without data, as Triton's.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from google.protobuf.message import Message
 from graphgen_server.core.api import Inferred
 from graphgen_server.core.errors import InvalidArgument
 from graphgen_server.core.requests import Profiling, RequestedOutput, to_array
-from graphgen_server.frontends import kserve_common
+from graphgen_server.core.shared_memory import SharedMemory
+from graphgen_server.frontends import kserve_common, kserve_shm
 from graphgen_server.frontends.kserve_common import PROFILE_RESPONSE, deserialize_bytes, serialize_bytes
 from graphgen_server.tensors import DATATYPES, InputTensor, to_bytes
 
@@ -41,7 +45,8 @@ _INT64_TYPES = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDe
 class InferCall:
     """What a REST inference request asks of the runtime, and how its outputs go back.
 
-    ``binary``: per requested output name whether it is answered as binary data ("": every output).
+    ``binary``: per requested output name whether it is answered as binary data ("": every output);
+    ``regions``: the outputs to be written to shared memory, by name.
     """
 
     id: str
@@ -49,6 +54,7 @@ class InferCall:
     outputs: list[RequestedOutput]
     profile: Profiling
     binary: dict[str, bool]
+    regions: dict[str, kserve_shm.RegionReference]
 
 
 def parse_json(text: bytes, what: str) -> Any:
@@ -76,8 +82,9 @@ def parameters(value: Any, field: str, skip: str = "", floats: bool = True) -> d
     return document
 
 
-def infer_request(body: bytes, header_length: str | None) -> InferCall:
-    """What a REST body asks the runtime, and per requested output whether it goes back binary."""
+def infer_request(body: bytes, header_length: str | None, shared_memory: SharedMemory | None = None) -> InferCall:
+    """What a REST body asks the runtime, and per requested output whether it goes back binary
+    (inputs in shared memory are read from ``shared_memory``'s regions)."""
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -101,16 +108,18 @@ def infer_request(body: bytes, header_length: str | None) -> InferCall:
         raise InvalidArgument("inputs", "must be a non-empty list of tensors")
     tensors, offset = [], 0
     for position, tensor in enumerate(inputs):
-        added, offset = _input(_object(tensor, f"inputs[{position}]"), position, binary, offset)
+        added, offset = _input(_object(tensor, f"inputs[{position}]"), position, binary, offset, shared_memory)
         tensors.append(added)
     if offset != len(binary):
         raise InvalidArgument("binary data", f"{len(binary) - offset} bytes after the JSON are claimed by no input")
-    outputs, binary_outputs = _outputs(document.get("outputs", []), binary_default)
+    outputs, binary_outputs, regions = _outputs(document.get("outputs", []), binary_default)
     profile = kserve_common.profiling(request_parameters)
-    return InferCall(request_id, tensors, outputs, profile, binary_outputs)
+    return InferCall(request_id, tensors, outputs, profile, binary_outputs, regions)
 
 
-def _input(tensor: dict, position: int, binary: memoryview, offset: int) -> tuple[InputTensor, int]:
+def _input(
+    tensor: dict, position: int, binary: memoryview, offset: int, shared_memory: SharedMemory | None
+) -> tuple[InputTensor, int]:
     field = f"inputs[{position}]"
     name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
@@ -121,6 +130,23 @@ def _input(tensor: dict, position: int, binary: memoryview, offset: int) -> tupl
         known = ", ".join([*DATATYPES, "BYTES"])
         raise InvalidArgument(f"{field}.datatype", f"unknown datatype {datatype!r} (KServe datatypes: {known})")
     tensor_parameters = parameters(tensor.get("parameters", {}), f"{field}.parameters")
+    region = kserve_shm.region_reference(tensor_parameters, f"{field}.parameters")
+    given = [
+        w
+        for w, there in (
+            ("'data'", "data" in tensor),
+            (f"'{BINARY_DATA_SIZE}'", BINARY_DATA_SIZE in tensor_parameters),
+            (f"'{kserve_shm.REGION}'", region is not None),
+        )
+        if there
+    ]
+    if len(given) > 1:
+        raise InvalidArgument(field, f"sets {' and '.join(given)}: send its values one way")
+    if region is not None:
+        if shared_memory is None:
+            raise InvalidArgument(f"{field}.parameters.{kserve_shm.REGION}", "no shared-memory regions here")
+        data = kserve_shm.input_data(shared_memory, region)
+        return InputTensor(name, datatype, shape, data, field, region.byte_size_field), offset
     size = tensor_parameters.get(BINARY_DATA_SIZE)
     if size is None:
         if "data" not in tensor:
@@ -131,8 +157,6 @@ def _input(tensor: dict, position: int, binary: memoryview, offset: int) -> tupl
         raise InvalidArgument(
             f"{field}.parameters.{BINARY_DATA_SIZE}", f"{size!r} bytes do not fit the {len(binary) - offset} sent"
         )
-    if "data" in tensor:
-        raise InvalidArgument(field, f"has both 'data' and '{BINARY_DATA_SIZE}': send one")
     data = binary[offset : offset + size]
     return InputTensor(name, datatype, shape, data, field, f"{field}.parameters.{BINARY_DATA_SIZE}"), offset + size
 
@@ -147,10 +171,12 @@ def _json_to_raw(name: str, datatype: str, shape: list[int], data: Any, field: s
     return to_bytes(to_array(InputTensor(name, datatype, shape, flat, field, f"{field}.data")))
 
 
-def _outputs(outputs: Any, binary_default: bool) -> tuple[list[RequestedOutput], dict[str, bool]]:
+def _outputs(
+    outputs: Any, binary_default: bool
+) -> tuple[list[RequestedOutput], dict[str, bool], dict[str, kserve_shm.RegionReference]]:
     if not isinstance(outputs, list):
         raise InvalidArgument("outputs", "must be a list")
-    requested, binary = [], {}
+    requested, binary, regions = [], {}, {}
     for position, output in enumerate(outputs):
         field = f"outputs[{position}]"
         output = _object(output, field)
@@ -161,15 +187,30 @@ def _outputs(outputs: Any, binary_default: bool) -> tuple[list[RequestedOutput],
         wants_binary = output_parameters.get(BINARY_DATA, binary_default)
         if not isinstance(wants_binary, bool):
             raise InvalidArgument(f"{field}.parameters.{BINARY_DATA}", "must be true or false")
+        classification = kserve_common.classification(output_parameters)
+        region = kserve_shm.region_reference(output_parameters, f"{field}.parameters")
+        kserve_shm.check_output(region, classification, f"{field}.parameters")
+        if region is not None:
+            if output_parameters.get(BINARY_DATA, False):
+                raise InvalidArgument(
+                    f"{field}.parameters", f"cannot set both '{kserve_shm.REGION}' and '{BINARY_DATA}'"
+                )
+            regions[name] = region
         binary[name] = wants_binary
-        requested.append(RequestedOutput(name, field, kserve_common.classification(output_parameters)))
+        requested.append(RequestedOutput(name, field, classification))
     if not outputs and binary_default:
         binary[""] = True  # every output
-    return requested, binary
+    return requested, binary, regions
 
 
-def infer_response(inferred: Inferred, request_id: str, binary: dict[str, bool]) -> tuple[bytes, int | None]:
-    """The REST body of the runtime's result, and the JSON's length when binary data follows it."""
+def infer_response(
+    inferred: Inferred,
+    request_id: str,
+    binary: dict[str, bool],
+    in_shared_memory: frozenset[str] | set[str] = frozenset(),
+) -> tuple[bytes, int | None]:
+    """The REST body of the runtime's result, and the JSON's length when binary data follows it
+    (the outputs ``in_shared_memory`` were written to their regions: no data)."""
     document: dict[str, Any] = {"model_name": inferred.model, "model_version": inferred.version}
     if request_id:
         document["id"] = request_id
@@ -179,7 +220,9 @@ def infer_response(inferred: Inferred, request_id: str, binary: dict[str, bool])
     for output in inferred.outputs:
         array = output.array
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(array.shape)}
-        if binary.get(output.name, binary.get("", False)):
+        if output.name in in_shared_memory:
+            pass
+        elif binary.get(output.name, binary.get("", False)):
             raw = serialize_bytes(list(array.ravel())) if output.datatype == "BYTES" else to_bytes(array)
             entry["parameters"] = {BINARY_DATA_SIZE: len(raw)}
             blobs.append(raw)

@@ -21,28 +21,29 @@ from aiohttp import web
 
 from graphgen_server.config import ServerConfig
 from graphgen_server.core.api import Runtime
-from graphgen_server.core.errors import InvalidArgument
+from graphgen_server.core.control import LocalControl
+from graphgen_server.core.errors import InvalidArgument, Unsupported
 from graphgen_server.core.model_control import ModelControl
-from graphgen_server.frontends import http_codec, kserve_common
+from graphgen_server.core.shared_memory import SharedMemory
+from graphgen_server.frontends import http_codec, kserve_common, kserve_shm
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.status import clamp, http_status_of
 
 log = logging.getLogger("graphgen_server")
 
 MODEL = r"/v2/models/{model:[^/]+}"
-VERSIONED = r"/v2/models/{model:[^/]+}/versions/{version:[0-9]+}"
+VERSIONED = r"/v2/models/{model:[^/]+}/versions/{version:[^/]+}"  # (a malformed version: 400, as Triton)
 PARSE_ON_LOOP_BYTES = 64 << 10  # larger infer bodies are parsed on a thread
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # probes, as gRPC's health service
+SYSTEM_SHM, CUDA_SHM = "/v2/systemsharedmemory", "/v2/cudasharedmemory"  # [/region/{region}]/status|register|...
+REGION = "/region/{region:[^/]+}"
 # Triton endpoints graphgen does not serve, answered 501 with the reason (not a bare 404).
-_SHARED = "graphgen-server has no shared-memory tensors: send the tensors in the request (binary data extension)"
 REFUSED = {
-    "/v2/systemsharedmemory{tail:(/.*)?}": _SHARED,
-    "/v2/cudasharedmemory{tail:(/.*)?}": _SHARED,
-    "/v2/trace/setting": "graphgen-server has no Triton tracing: ask Classify for a per-layer profile instead",
-    MODEL + "/trace/setting": "graphgen-server has no Triton tracing: ask Classify for a per-layer profile instead",
-    "/v2/logging": "graphgen-server's log settings are its command line (--log-level)",
-    MODEL + "/generate{tail:(_stream)?}": "graphgen-server serves classifiers: no generate extension",
-    VERSIONED + "/generate{tail:(_stream)?}": "graphgen-server serves classifiers: no generate extension",
+    "/v2/trace/setting": kserve_common.TRACE_REFUSED,
+    MODEL + "/trace/setting": kserve_common.TRACE_REFUSED,
+    "/v2/logging": kserve_common.LOGGING_REFUSED,
+    MODEL + "/generate{tail:(_stream)?}": kserve_common.GENERATE_REFUSED,
+    VERSIONED + "/generate{tail:(_stream)?}": kserve_common.GENERATE_REFUSED,
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,12 +101,15 @@ class KServeHttp:
         config: ServerConfig,
         control: ModelControl | None = None,
         draining: Callable[[], bool] = lambda: False,
+        shared_memory: SharedMemory | None = None,
     ) -> None:
         self.runtime = runtime
         self.gate = gate  # the gRPC servicers' gate: a shutdown refuses both protocols alike
         self.config = config
         self.control = control  # None: load and unload are refused
         self.draining = draining  # true from a SIGTERM on: readiness probes must move traffic away
+        # The gRPC servicer's regions (None: no region can be registered, status lists none).
+        self.shared_memory = shared_memory or SharedMemory(LocalControl())
 
     def app(self) -> web.Application:
         middlewares = [answer_errors, *([bearer_token(self.config.token)] if self.config.token else [])]
@@ -128,6 +132,15 @@ class KServeHttp:
                 get(prefix + "/stats", self.statistics),
                 post(prefix + "/infer", self.infer),
             ]
+        for prefix in ("", REGION):  # Triton's /v2/{system,cuda}sharedmemory[/region/{region}]/<action>
+            routes += [
+                get(SYSTEM_SHM + prefix + "/status", self.system_shm_status),
+                post(SYSTEM_SHM + prefix + "/register", self.system_shm_register),
+                post(SYSTEM_SHM + prefix + "/unregister", self.system_shm_unregister),
+                get(CUDA_SHM + prefix + "/status", self.cuda_shm_status),
+                post(CUDA_SHM + prefix + "/register", self.cuda_shm_register),
+                post(CUDA_SHM + prefix + "/unregister", self.cuda_shm_unregister),
+            ]
         for path, why in REFUSED.items():
             routes.append(web.route("*", path, _refuse(why)))
         app.add_routes(routes)
@@ -148,8 +161,8 @@ class KServeHttp:
 
     async def model_ready(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            ready = self.runtime.find(*_model(request)).ready
-        return web.Response(status=200 if ready else 400)
+            ready = kserve_common.model_ready(self.runtime, *_model(request))
+        return web.Response(status=200) if ready else error_response(400, "Model version not ready")
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         async with self.gate.call():
@@ -162,7 +175,7 @@ class KServeHttp:
 
     async def statistics(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            return web.json_response({"model_stats": kserve_common.statistics(self.runtime, *_model(request))})
+            return web.json_response({"model_stats": kserve_common.ready_statistics(self.runtime, *_model(request))})
 
     async def repository_index(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -200,15 +213,17 @@ class KServeHttp:
         header_length = request.headers.get(http_codec.HEADER_LENGTH)
         if len(body) > PARSE_ON_LOOP_BYTES:
             # Parsing megabytes of JSON takes ~100 ms: on a thread, the loop keeps serving meanwhile.
-            parse = functools.partial(http_codec.infer_request, body, header_length)
+            parse = functools.partial(http_codec.infer_request, body, header_length, self.shared_memory)
             call = await asyncio.get_running_loop().run_in_executor(None, parse)
         else:
-            call = http_codec.infer_request(body, header_length)
+            call = http_codec.infer_request(body, header_length, self.shared_memory)
         async with self.gate.call():
+            in_shared_memory = kserve_shm.output_views(self.shared_memory, call.regions)
             inferred = await self.runtime.infer(
                 name, version, inputs=call.inputs, outputs=call.outputs, profile=call.profile
             )
-        content, json_length = http_codec.infer_response(inferred, call.id, call.binary)
+            written = kserve_shm.write_outputs(inferred.outputs, in_shared_memory)
+        content, json_length = http_codec.infer_response(inferred, call.id, call.binary, written)
         binary_follows = json_length is not None
         response = web.Response(
             body=content, content_type="application/octet-stream" if binary_follows else "application/json"
@@ -218,6 +233,48 @@ class KServeHttp:
         if any(e in request.headers.get("Accept-Encoding", "") for e in ("gzip", "deflate")):
             response.enable_compression()  # tritonclient's response_compression_algorithm
         return response
+
+    # -- Triton's shared-memory extensions ------------------------------------------------
+    async def system_shm_status(self, request: web.Request) -> web.Response:
+        async with self.gate.call():
+            regions = kserve_shm.system_status(self.shared_memory, request.match_info.get("region", ""))
+            return web.json_response(regions)
+
+    async def system_shm_register(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        async with self.gate.call():
+            self.shared_memory.check_allowed()  # (Triton refuses before it reads the body)
+            name = request.match_info.get("region", "")
+            if not name:
+                raise InvalidArgument("region", "a region name is needed to register a system shared-memory region")
+            for required in ("key", "byte_size"):
+                if required not in body:
+                    raise InvalidArgument(required, f"the register request has no '{required}' field")
+            key, offset, byte_size = body["key"], body.get("offset", 0), body["byte_size"]
+            if not isinstance(key, str):
+                raise InvalidArgument("key", f"must be a string, got {key!r}")
+            for field, value in (("offset", offset), ("byte_size", byte_size)):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise InvalidArgument(field, f"must be a byte count (an integer, 0 or more), got {value!r}")
+            await self.shared_memory.register(name, key, offset, byte_size)
+        return web.Response(status=200)
+
+    async def system_shm_unregister(self, request: web.Request) -> web.Response:
+        async with self.gate.call():
+            await self.shared_memory.unregister(request.match_info.get("region", ""))
+        return web.Response(status=200)
+
+    async def cuda_shm_status(self, request: web.Request) -> web.Response:
+        async with self.gate.call():
+            return web.json_response(kserve_shm.cuda_status(self.shared_memory, request.match_info.get("region", "")))
+
+    async def cuda_shm_register(self, request: web.Request) -> web.Response:
+        raise Unsupported(kserve_shm.cuda_refused(request.match_info.get("region", "")))
+
+    async def cuda_shm_unregister(self, request: web.Request) -> web.Response:
+        async with self.gate.call():
+            kserve_shm.cuda_unregister(self.shared_memory)
+        return web.Response(status=200)
 
 
 def _refuse(why: str) -> Handler:

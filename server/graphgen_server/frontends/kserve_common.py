@@ -9,6 +9,7 @@ type first), the per-layer profile's wire form, and the checks before model cont
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,11 +28,17 @@ from graphgen_server.frontends.profiles import profile_message
 from graphgen_server.tensors import TensorInfo
 
 PLATFORM = "onnxruntime_onnx"
-EXTENSIONS = ["classification", "statistics"]
+EXTENSIONS = ["classification", "statistics", "system_shared_memory"]
 CLASSIFICATION = "classification"
 PROFILE, PROFILE_RUNS, PROFILE_RESPONSE = "profile", "profile_runs", "graphgen_profile"
 # RepositoryModelLoad's parameters: a configuration override is taken; uploaded files ("file:<path>") are not.
 CONFIG_PARAMETER, FILE_PARAMETER = "config", "file:"
+# Triton features not served, and why (answered UNIMPLEMENTED / HTTP 501). A Triton built without
+# tracing or logging answers UNAVAILABLE ("the server does not support trace"): gRPC clients may
+# retry UNAVAILABLE, and this will not change, so graphgen answers UNIMPLEMENTED.
+TRACE_REFUSED = "graphgen-server has no Triton tracing: ask Classify or ModelInfer for a per-layer profile instead"
+LOGGING_REFUSED = "graphgen-server's log settings are its command line (--log-level)"
+GENERATE_REFUSED = "graphgen-server serves classifiers: no generate extension"
 
 
 def serialize_bytes(elements: list[bytes]) -> bytes:
@@ -58,6 +65,19 @@ def server_ready(runtime: Runtime, gate: CallGate) -> bool:
     return not gate.closed and any(m.ready for m in runtime.all())
 
 
+def model_ready(runtime: Runtime, name: str, version: str) -> bool:
+    """Whether the named version serves: false for an unknown model or version too, as Triton answers
+    (its InferenceServer::ModelIsReady ignores the lookup's failure); only a malformed version is refused."""
+    try:
+        return runtime.find(name, version).ready
+    except NotFound:
+        return False
+    except InvalidArgument as error:
+        if error.field == "model":  # (no name: Triton finds no such model either)
+            return False
+        raise
+
+
 def model_metadata(runtime: Runtime, name: str, version: str) -> dict[str, Any]:
     model = runtime.ready(name, version)
     loaded = model.served()
@@ -65,9 +85,10 @@ def model_metadata(runtime: Runtime, name: str, version: str) -> dict[str, Any]:
     def tensor(info: TensorInfo) -> dict[str, Any]:
         return {"name": info.name, "datatype": info.datatype, "shape": info.dims}
 
+    ready_versions = [v for v in runtime.versions(model.name) if runtime.find(model.name, v).ready]
     return {
         "name": model.name,
-        "versions": runtime.versions(model.name),
+        "versions": [version] if version else ready_versions,  # (Triton's: the one named, else the ready ones)
         "platform": PLATFORM,
         "inputs": [tensor(i) for i in loaded.inputs],
         "outputs": [tensor(o) for o in loaded.outputs],
@@ -80,6 +101,28 @@ def repository_index(runtime: Runtime, ready_only: bool) -> list[dict[str, str]]
         for m in runtime.all()
         if m.ready or not ready_only
     ]
+
+
+def check_statistics_request(runtime: Runtime, name: str, version: str) -> None:
+    """Triton's refusals of a statistics request (TRITONSERVER_ServerModelStatistics): INVALID_ARG
+    when the named model, or the named version, has no ready version."""
+    if not name:
+        return
+    if version:
+        with contextlib.suppress(NotFound):  # (only a malformed version is refused as such)
+            runtime.find(name, version)
+    ready = [m.version for m in runtime.all() if m.name == name and m.ready]
+    if not ready:
+        raise InvalidArgument("name", f"requested model '{name}' is not available (no ready version)")
+    if version and version not in ready:
+        raise InvalidArgument("version", f"requested model version is not available for model '{name}'")
+
+
+def ready_statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:
+    """The statistics Triton answers: of ready versions only, after its refusals."""
+    check_statistics_request(runtime, name, version)
+    ready = {(m.name, m.version) for m in runtime.all() if m.ready}
+    return [s for s in statistics(runtime, name, version) if (s["name"], s["version"]) in ready]
 
 
 def statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:

@@ -18,12 +18,14 @@ import grpc
 
 from graphgen.preprocess import ImageError
 from graphgen_server.core.errors import (
+    AlreadyExists,
     InvalidArgument,
     ModelUnavailable,
     NotFound,
     QueueFull,
     Refused,
     ServingError,
+    Unsupported,
 )
 from graphgen_server.frontends.grpc_wire import Undecodable
 
@@ -37,6 +39,8 @@ GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Refused: grpc.StatusCode.FAILED_PRECONDITION,
     ModelUnavailable: grpc.StatusCode.UNAVAILABLE,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 
@@ -77,14 +81,15 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); the server log has the details"
 
 
-# The HTTP status of each gRPC status, as Triton's REST API answers (client mistakes 400, an
-# unknown model 404, not ready or shutting down 503), with 401 and 429 where HTTP has a name for it.
+# The HTTP status of each gRPC status, as Triton's REST API answers (HttpCodeFromError in its
+# http_server.cc: client mistakes and ALREADY_EXISTS 400, an unknown model 404, not ready or
+# shutting down 503, UNSUPPORTED 501), with 401 and 429 where HTTP has a name for it.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.CANCELLED: 400,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,

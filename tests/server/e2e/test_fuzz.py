@@ -42,7 +42,8 @@ VALID: Counter[str] = Counter()  # "correct" / "wrong" for the valid ones
 def server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("repository")
     add_tiny_model(repository)
-    with ServerProcess(repository, fuzz.LIMITS) as process:
+    # --refuse-nonfinite: NaN and infinity are taken by default (as Triton); the fuzz exercises the check too.
+    with ServerProcess(repository, [*fuzz.LIMITS, "--refuse-nonfinite"]) as process:
         yield process
     total = sum(TALLY.values())
     counts = ", ".join(f"{code} {count}" for code, count in TALLY.most_common())

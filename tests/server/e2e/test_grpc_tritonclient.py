@@ -34,12 +34,14 @@ seen = {
     "ready": client.is_server_ready(),
     "model_ready": client.is_model_ready("lite"),
     "model_ready_v1": client.is_model_ready("lite", "1"),
+    "model_ready_v2": client.is_model_ready("lite", "2"),  # no such version: False, as Triton answers
+    "model_ready_unknown": client.is_model_ready("nope"),
     "server": client.get_server_metadata(as_json=True),
     "metadata": client.get_model_metadata("lite", as_json=True),
     "index": client.get_model_repository_index(as_json=True),
 }
 try:
-    client.is_model_ready("nope")
+    client.get_model_metadata("nope")
     seen["unknown_model"] = "no error"
 except InferenceServerException as error:
     seen["unknown_model"] = error.status()
@@ -85,6 +87,7 @@ def served(tmp_path_factory):
 
 def test_health_and_metadata(served):
     assert served["live"] and served["ready"] and served["model_ready"] and served["model_ready_v1"]
+    assert served["model_ready_v2"] is False and served["model_ready_unknown"] is False  # as Triton, no error
     assert served["unknown_model"] == "StatusCode.NOT_FOUND"
     assert served["server"]["name"] == "graphgen" and "classification" in served["server"]["extensions"]
     metadata = served["metadata"]

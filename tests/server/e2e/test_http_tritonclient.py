@@ -36,6 +36,8 @@ seen = {
     "ready": http.is_server_ready(),
     "model_ready": http.is_model_ready("tiny"),
     "model_ready_v1": http.is_model_ready("tiny", "1"),
+    "model_ready_v7": http.is_model_ready("tiny", "7"),  # no such version: False, as Triton answers
+    "model_ready_unknown": http.is_model_ready("nope"),
     "server": http.get_server_metadata(),
     "metadata": http.get_model_metadata("tiny"),
     "metadata_v1": http.get_model_metadata("tiny", "1"),
@@ -160,6 +162,11 @@ def test_model_config_agrees_with_grpc_and_with_the_model(seen):
     (tensor,) = config["input"]
     assert tensor["name"] == "input" and tensor["data_type"] == "TYPE_FP32"
     assert [*([-1] if config["max_batch_size"] else []), *tensor["dims"]] == [-1, 3, 32, 32]
+
+
+def test_is_model_ready_of_a_missing_model_or_version_is_false(seen):
+    assert seen["model_ready"] and seen["model_ready_v1"]
+    assert seen["model_ready_v7"] is False and seen["model_ready_unknown"] is False
 
 
 def test_unknown_model_and_version_are_404_with_a_message(seen):

@@ -101,7 +101,9 @@ def test_a_corrupt_model_is_not_ready_with_its_reason_and_the_others_serve(clien
     assert models["efficientnet_lite0"].provider_reason  # e.g. "CUDA libraries not found (...); running on CPU"
     with pytest.raises(ClientError) as refused:
         client.classify(b"\x89PNG", model="broken")
-    assert refused.value.code == grpc.StatusCode.UNAVAILABLE and "failed to load" in refused.value.details
+    assert (
+        refused.value.code == grpc.StatusCode.NOT_FOUND and "failed to load" in refused.value.details
+    )  # no ready version
     assert client.classify_tensor(_zeros(1, 32), model="tiny").results[0].classes
 
 

@@ -91,9 +91,11 @@ def test_files_leading_outside_are_listed_not_ready_and_never_served(stubs, layo
         assert index[key].state == "UNAVAILABLE" and "leads outside the repository" in index[key].reason, index[key]
     assert "external data outside the model's directory" in index[("external", "1")].reason
     tensor = cpb.Tensor(shape=BATCH.shape, data=BATCH.tobytes())
-    for model, version in [("linked", ""), ("tiny", "7"), ("external", "")]:
+    # A version named that is not ready: UNAVAILABLE; no version named and none ready: NOT_FOUND (Triton's answers).
+    cases = [("linked", "", "NOT_FOUND", "no ready version"), ("tiny", "7", "UNAVAILABLE", "not ready")]
+    for model, version, expected, words in [*cases, ("external", "", "NOT_FOUND", "no ready version")]:
         code, details = _status(classifier.Classify, cpb.ClassifyRequest(model=model, version=version, tensor=tensor))
-        assert code == "UNAVAILABLE" and "not ready" in details, (model, details)
+        assert code == expected and words in details, (model, details)
 
 
 NAMES = ["../outside/stolen", "..", ".", "/etc", "tiny/../../outside/stolen", "tiny/1", "..\\stolen", "a\0b", ".hidden"]

@@ -102,7 +102,6 @@ CASES = [
     ("infer no model name", "k", "ModelInfer", _infer(model=""), INVALID, "model: no model name"),
     ("infer input twice", "k", "ModelInfer", _twice(), INVALID, "takes 1 input (input), got 2"),
     ("infer raw entries", "k", "ModelInfer", _raw_entries(), INVALID, "raw_input_contents: 2 entries for 1 inputs"),
-    ("infer non-finite", "k", "ModelInfer", _infer(raw=np.full((1, 3, SIZE, SIZE), np.nan, np.float32).tobytes()), INVALID, "NaN or infinite"),
     ("infer too many rows", "k", "ModelInfer", _infer(shape=(9, 3, SIZE, SIZE)), INVALID, "exceeds the limit of 8"),
     ("infer unknown version", "k", "ModelInfer", _infer(model_version="4"), NOT_FOUND, "version '4'"),
     ("infer byte count", "k", "ModelInfer", _infer(raw=b"\0" * 8), INVALID, "raw_input_contents[0]: 8 bytes"),
@@ -114,11 +113,7 @@ CASES = [
     ("classification too many", "k", "ModelInfer", _infer(outputs=[("logits", 11)]), INVALID, "outputs[0].parameters.classification"),
     ("infer queue", "k", "ModelInfer", _infer(shape=(7, 3, SIZE, SIZE)), EXHAUSTED, "queue full"),
     ("metadata unknown version", "k", "ModelMetadata", kpb.ModelMetadataRequest(name="tiny", version="2"), NOT_FOUND, "version '2'"),
-    ("ready unknown model", "k", "ModelReady", kpb.ModelReadyRequest(name="nope"), NOT_FOUND, "'nope'"),
-    ("statistics unknown model", "k", "ModelStatistics", kpb.ModelStatisticsRequest(name="nope"), NOT_FOUND, "'nope'"),
-    ("statistics unknown version", "k", "ModelStatistics", kpb.ModelStatisticsRequest(name="tiny", version="3"), NOT_FOUND, "version '3'"),
     ("metadata unknown model", "k", "ModelMetadata", kpb.ModelMetadataRequest(name="nope"), NOT_FOUND, "'nope'"),
-    ("ready no model name", "k", "ModelReady", kpb.ModelReadyRequest(), INVALID, "model: no model name"),
 ]  # fmt: skip
 
 

@@ -112,8 +112,8 @@ def test_ready_is_a_status_code():
 @pytest.mark.parametrize(
     ("method", "path", "status", "words"),
     [
-        ("POST", "/v2/systemsharedmemory/region/r/register", 501, "shared-memory"),
-        ("GET", "/v2/cudasharedmemory/status", 501, "shared-memory"),
+        ("POST", "/v2/systemsharedmemory/region/r/register", 501, "--allow-client-shm"),
+        ("POST", "/v2/cudasharedmemory/region/r/register", 501, "no CUDA shared memory"),
         ("POST", "/v2/models/m/trace/setting", 501, "tracing"),
         ("GET", "/v2/logging", 501, "--log-level"),
         ("POST", "/v2/models/m/versions/1/generate_stream", 501, "generate"),

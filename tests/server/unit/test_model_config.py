@@ -281,6 +281,8 @@ def test_what_cannot_be_honoured_leaves_the_model_not_ready_with_the_reason(serv
     version = served.runtime.find(model)
     assert not version.ready and words in version.reason
     code, details = _refused(served, _request(model, np.zeros((1, 2))))
+    assert code == grpc.StatusCode.NOT_FOUND and "has no ready version" in details and words in details  # (Triton's)
+    code, details = _refused(served, _request(model, np.zeros((1, 2)), version="1"))
     assert code == grpc.StatusCode.UNAVAILABLE and words in details
 
 

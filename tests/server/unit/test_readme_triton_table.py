@@ -13,14 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from google.protobuf import message_factory
 
 from graphgen_protos import kserve_v2_pb2
 from graphgen_server.config import ServerConfig
+from graphgen_server.core.control import LocalControl
 from graphgen_server.core.runtime import LocalRuntime
+from graphgen_server.core.shared_memory import SharedMemory
 from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.grpc_kserve import KServeServicer
 from graphgen_server.frontends.http_routes import KServeHttp
+from tests.support.server import Aborted, FakeContext
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 STATUSES = {"supported", "ignored with a warning", "refused"}
@@ -39,8 +45,12 @@ TRITON_HTTP = [
     "POST /v2/repository/index",
     "POST /v2/repository/models/{m}/load",
     "POST /v2/repository/models/{m}/unload",
-    "GET\\|POST /v2/systemsharedmemory[/region/{r}]/…",
-    "GET\\|POST /v2/cudasharedmemory[/region/{r}]/…",
+    "GET /v2/systemsharedmemory[/region/{r}]/status",
+    "POST /v2/systemsharedmemory/region/{r}/register",
+    "POST /v2/systemsharedmemory[/region/{r}]/unregister",
+    "GET /v2/cudasharedmemory[/region/{r}]/status",
+    "POST /v2/cudasharedmemory/region/{r}/register",
+    "POST /v2/cudasharedmemory[/region/{r}]/unregister",
     "GET\\|POST /v2[/models/{m}]/trace/setting",
     "GET\\|POST /v2/logging",
 ]
@@ -80,12 +90,32 @@ def triton() -> dict[str, list[str]]:
     return json.loads(done.stdout)
 
 
-def test_every_triton_rpc_has_a_row_true_to_graphgens_service(triton):
+def _unimplemented(tmp_path: Path) -> dict[str, bool]:
+    """Per RPC of graphgen's service: whether it answers UNIMPLEMENTED (called with an empty request)."""
+    service = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    runtime = LocalRuntime(ServerConfig(repository=tmp_path))  # no model: calls reach the runtime and its NOT_FOUND
+    servicer = KServeServicer(runtime, CallGate(), None, SharedMemory(LocalControl(), allowed=True))
+    out = {}
+    for method in service.methods:
+        if method.client_streaming:  # (ModelStreamInfer: served where the servicer defines it)
+            out[method.name] = "ModelStreamInfer" not in vars(KServeServicer)
+            continue
+        request = message_factory.GetMessageClass(method.input_type)()
+        try:
+            asyncio.run(getattr(servicer, method.name)(request, FakeContext()))
+            out[method.name] = False
+        except Aborted as refused:
+            out[method.name] = refused.code == grpc.StatusCode.UNIMPLEMENTED
+    return out
+
+
+def test_every_triton_rpc_has_a_row_true_to_graphgens_service(triton, tmp_path):
     rows = table("Triton gRPC RPC")
     assert sorted(rows) == sorted(triton["rpcs"]), "README rows differ from Triton's GRPCInferenceService"
-    served = {m.name for m in kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods}
+    unimplemented = _unimplemented(tmp_path)
+    assert sorted(unimplemented) == sorted(triton["rpcs"]), "graphgen's proto must declare every Triton RPC"
     for rpc, status in rows.items():
-        assert (rpc in served) == (status == "supported"), f"README says {rpc} is {status}; update the table"
+        assert unimplemented[rpc] == (status == "refused"), f"README says {rpc} is {status}; update the table"
 
 
 def _sample(pattern: str) -> tuple[str, str]:
@@ -102,7 +132,8 @@ def test_every_triton_endpoint_has_a_row_true_to_the_http_server(tmp_path):
 
     async def statuses() -> dict[str, tuple[int, str]]:
         runtime = LocalRuntime(ServerConfig(repository=tmp_path))  # no model: calls reach the runtime and its NOT_FOUND
-        app = KServeHttp(runtime, CallGate(), ServerConfig(repository=tmp_path)).app()
+        shared = SharedMemory(LocalControl(), allowed=True)
+        app = KServeHttp(runtime, CallGate(), ServerConfig(repository=tmp_path), shared_memory=shared).app()
         async with TestClient(TestServer(app)) as client:
             out = {}
             for pattern in TRITON_HTTP:

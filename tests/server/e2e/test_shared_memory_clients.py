@@ -1,0 +1,119 @@
+"""Triton's own clients against graphgen-server: tritonclient's ``utils.shared_memory`` over both protocols, and
+NVIDIA's perf_analyzer (its default random data, NaN and all; ``--shared-memory system``) where it is installed
+(``$PERF_ANALYZER`` or ``perf_analyzer`` on PATH; the tritonclient 2.50.0 wheel ships it).
+
+tritonclient's protobuf names clash with graphgen's, so its side runs as a script in a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.server import ServerProcess, add_tiny_model
+
+CLIENT_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+import tritonclient.utils.shared_memory as shm
+from tritonclient.utils import InferenceServerException
+
+grpc_address, http_address, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+x = np.random.default_rng(7).standard_normal((2, 3, 32, 32), dtype=np.float32)
+seen = {}
+for protocol, client, module in (("grpc", tgrpc.InferenceServerClient(grpc_address), tgrpc),
+                                 ("http", thttp.InferenceServerClient(http_address), thttp)):
+    plain = module.InferInput("input", list(x.shape), "FP32")
+    plain.set_data_from_numpy(x)
+    expected = client.infer("tiny", [plain]).as_numpy("logits")
+    key_in, key_out = f"/graphgen_{tag}_{protocol}_in", f"/graphgen_{tag}_{protocol}_out"
+    region_in = shm.create_shared_memory_region("in", key_in, x.nbytes)
+    region_out = shm.create_shared_memory_region("out", key_out, expected.nbytes)
+    try:
+        shm.set_shared_memory_region(region_in, [x])
+        client.unregister_system_shared_memory()
+        client.register_system_shared_memory("in", key_in, x.nbytes)
+        client.register_system_shared_memory("out", key_out, expected.nbytes)
+        status = client.get_system_shared_memory_status()
+        names = sorted(status.regions) if protocol == "grpc" else sorted(r["name"] for r in status)
+        tensor = module.InferInput("input", list(x.shape), "FP32")
+        tensor.set_shared_memory("in", x.nbytes)
+        output = module.InferRequestedOutput("logits")
+        output.set_shared_memory("out", expected.nbytes)
+        result = client.infer("tiny", [tensor], outputs=[output])
+        answered = result.get_output("logits")
+        shape = list(answered.shape) if protocol == "grpc" else answered["shape"]
+        equal = bool(np.array_equal(shm.get_contents_as_numpy(region_out, np.float32, shape), expected))
+        try:
+            client.register_system_shared_memory("in", key_in, x.nbytes)
+            twice = "no error"
+        except InferenceServerException as error:
+            twice = error.message()
+        client.unregister_system_shared_memory("in")
+        after = client.get_system_shared_memory_status()
+        left = sorted(after.regions) if protocol == "grpc" else sorted(r["name"] for r in after)
+        client.unregister_system_shared_memory()
+    finally:
+        shm.destroy_shared_memory_region(region_in)
+        shm.destroy_shared_memory_region(region_out)
+    seen[protocol] = {"names": names, "equal": equal, "shape": shape,
+                      "twice": twice, "left": left}
+print(json.dumps(seen))
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("repository")
+    add_tiny_model(repository)
+    with ServerProcess(repository, ["--allow-client-shm"]) as process:
+        yield process
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None, reason="tritonclient not installed")
+def test_tritonclient_shared_memory_over_both_protocols(server):
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT_SCRIPT, server.address, server.http_address, str(os.getpid())],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout)
+    for protocol in ("grpc", "http"):
+        answer = seen[protocol]
+        assert answer["names"] == ["in", "out"] and answer["shape"] == [2, 10], answer
+        assert answer["equal"], f"{protocol}: the output written to shared memory differs from the in-request answer"
+        assert "already in manager" in answer["twice"] and answer["left"] == ["out"], answer
+    assert "system shared-memory region 'in' registered" in server.log
+
+
+PERF_ANALYZER = os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer")
+# Short, and finishing on a busy machine: any two windows count as stable (figures are not the point here).
+SHORT_RUN = ["--measurement-interval", "500", "--max-trials", "3", "--stability-percentage", "1000"]
+
+
+def _perf_analyzer(server, protocol: str, *extra: str) -> subprocess.CompletedProcess:
+    address = server.address if protocol == "grpc" else server.http_address
+    command = [PERF_ANALYZER, "-m", "tiny", "-u", address, "-i", protocol, *SHORT_RUN, *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(PERF_ANALYZER is None, reason="perf_analyzer not installed (set PERF_ANALYZER)")
+@pytest.mark.parametrize(
+    ("protocol", "extra"),
+    [("grpc", ()), ("http", ()), ("grpc", ("--shared-memory", "system")), ("http", ("--shared-memory", "system"))],
+    ids=["grpc random data", "http random data", "grpc shared memory", "http shared memory"],
+)
+def test_perf_analyzer_runs(server, protocol, extra):
+    done = _perf_analyzer(server, protocol, *extra)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Throughput:" in done.stdout and "Successful request count" in done.stdout
