@@ -124,6 +124,15 @@ unknown_names = st.one_of(
     st.sampled_from(["../tiny", "tiny/../tiny", "/etc/passwd", "tiny/1", "TINY", " tiny", "tiny\x00", "..", "."]),
     st.text(min_size=2000, max_size=6000),
 ).filter(lambda name: name != "tiny")
+
+
+def unknown_version_answer(version: str) -> tuple[str, str]:
+    """A version number the model lacks: NOT_FOUND; anything else: INVALID_ARGUMENT (Triton's GetModelVersionFromString)."""
+    if version.isascii() and version.isdigit():
+        return NOT_FOUND, "has no version"
+    return INVALID, "is not a version number"
+
+
 unknown_versions = st.one_of(
     st.text(min_size=1, max_size=20),
     st.sampled_from(["0", "-1", "01", "1.0", " 1", "2", "../1", "99999999999999999999", "1/model.onnx"]),
@@ -216,7 +225,7 @@ def classify_cases(draw) -> Case:
         return done(INVALID, "model: no model name")
     if fault == "unknown version":
         request.version = draw(unknown_versions)
-        return done(NOT_FOUND, "has no version")
+        return done(*unknown_version_answer(request.version))
     if fault == "top_k above classes":
         request.top_k = draw(st.integers(CLASSES + 1, 2**32 - 1))
         return done(INVALID, "top_k:")
@@ -313,7 +322,7 @@ def infer_cases(draw) -> Case:
         return done(NOT_FOUND, "is not in the repository")
     if fault == "unknown version":
         request.model_version = draw(unknown_versions)
-        return done(NOT_FOUND, "has no version")
+        return done(*unknown_version_answer(request.model_version))
     if fault == "input count":
         if draw(st.booleans()):  # none, or two to four
             request.ClearField("inputs")
