@@ -308,7 +308,8 @@ def summarize(
 
 def explain(profile: Profile) -> None:
     """Choose the rows' headline figure; add the notes a reader needs: disturbed runs, rows that do not add up, ties."""
-    if profile.cpu_waits and 2 * profile.disturbed_runs > len(profile.cpu_waits):
+    # GPU times (CUPTI) are not the host threads' to lose: only host-timed rows switch to fastest runs.
+    if profile.timing != TIMING_DEVICE and profile.cpu_waits and 2 * profile.disturbed_runs > len(profile.cpu_waits):
         profile.headline = HEADLINE_MIN
         waits = Spread.of(profile.cpu_waits)
         profile.notes.append(

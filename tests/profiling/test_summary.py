@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graphgen.profiling.layermap import KernelOrigin, LayerMap
-from graphgen.profiling.summary import ADD_UP_MARGIN, TIMING_LAUNCH, Spread, explain, summarize
+from graphgen.profiling.summary import ADD_UP_MARGIN, TIMING_DEVICE, TIMING_LAUNCH, Spread, explain, summarize
 from graphgen.profiling.trace import KernelEvent, RunTrace
 
 LAYERS = LayerMap(
@@ -90,3 +90,24 @@ def test_gpu_rows_short_of_the_cupti_run_span_are_explained_as_gpu_idle():
     (note,) = [note for note in profile.notes if "GPU run span (CUPTI)" in note]
     assert "the rest is the GPU idle" in note and "120 µs per run" in note
     assert not any("disturbed" in note for note in profile.notes)
+
+
+def test_rows_are_fastest_runs_where_most_runs_waited_for_a_cpu():
+    runs = [_run(i * 1000, a, 50) for i, a in enumerate([100, 102, 98, 101, 99, 100, 103, 97, 100, 400])]
+    quiet = summarize(runs, LAYERS, batch=1, warmup_runs=2)
+    quiet.cpu_waits = [0.01] * 9 + [0.5]  # one disturbed run: medians stay, and that run is said
+    explain(quiet)
+    assert quiet.headline == "median" and quiet.layers_us == 151
+    assert any("1 of 10 runs were disturbed" in note for note in quiet.notes)
+    busy = summarize(runs, LAYERS, batch=1, warmup_runs=2)
+    busy.cpu_waits = [0.6] * 8 + [0.02] * 2
+    explain(busy)
+    a = busy.rows[0]
+    assert busy.headline == "min" and busy.figure(a) == 97 and busy.layers_us == 97 + 50 + 1
+    assert busy.total_us == busy.run.min and busy.run_name == "fastest whole run"
+    assert any("8 of 10 runs were disturbed" in note and "fastest run" in note for note in busy.notes)
+    assert busy.share(a) == pytest.approx(97 / 148)
+    gpu = summarize(runs, LAYERS, batch=1, warmup_runs=2, timing=TIMING_DEVICE)
+    gpu.cpu_waits = [0.6] * 10
+    explain(gpu)
+    assert gpu.headline == "median"  # GPU times are not the host threads' to lose
