@@ -32,6 +32,7 @@ MIB = 1024**2
 _FOLLOWERS = ACTIVATIONS | {"BatchNormalization"}
 _VIEWS = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity"}
 _BN_STATISTICS = (3, 4)  # BatchNormalization inputs: running mean and variance
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 @dataclass
@@ -132,12 +133,32 @@ def _node_params(node: ir.Node, counted: set[str]) -> tuple[int, int]:
         counted.add(value.name)
         initializers += size
         is_statistic = node.op_type == "BatchNormalization" and index in _BN_STATISTICS
-        # Parameters are float tensors; scalars and integer shapes are constants, not weights.
-        if floating and rank > 0 and not is_statistic:
+        # Parameters are float tensors; scalars and integer shapes are constants, not weights. An
+        # int8 model's weights are counted below, at the node that reads them dequantized.
+        if floating and rank > 0 and not is_statistic and node.op_type not in _QDQ:
             params += size
+    params += _dequantized_params(node, counted)
     if REFERENCE_PARAMS in node.metadata_props:
         params = int(node.metadata_props[REFERENCE_PARAMS])
     return params, initializers
+
+
+def _dequantized_params(node: ir.Node, counted: set[str]) -> int:
+    """The weights and biases ``node`` reads through a DequantizeLinear (an int8 model's), each counted once."""
+    params = 0
+    for value in node.inputs:
+        producer = value.producer() if value is not None else None
+        if producer is None or producer.op_type != "DequantizeLinear" or not producer.inputs:
+            continue
+        stored = producer.inputs[0]
+        key = f"dequantized:{stored.name}" if stored is not None else ""
+        if stored is None or not stored.is_initializer() or key in counted:
+            continue
+        size, rank, _ = _initializer_size(stored)
+        if size is not None and rank > 0:
+            counted.add(key)
+            params += size
+    return params
 
 
 def _initializer_size(value: ir.Value) -> tuple[int | None, int, bool]:
@@ -213,6 +234,62 @@ def count_parameters(model: ir.Model) -> ParameterCount:
     return ParameterCount(params, initializers)
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One layer as graphgen names it: a node with the elementwise nodes that only transform its output.
+
+    ``name`` is the first node's (``layer3.1.conv2``, the reference ``state_dict``'s module path),
+    ``output`` the value the layer hands on (its last node's first output). ``graphgen stats`` gives
+    one row per layer; int8's sensitivity report one SQNR per layer.
+    """
+
+    name: str
+    op: str  # the first node's op with its followers': Conv+Relu, Conv+SiLU
+    nodes: tuple[ir.Node, ...]
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(node.name or "" for node in self.nodes)
+
+    @property
+    def output(self) -> ir.Value:
+        return self.nodes[-1].outputs[0]
+
+    @property
+    def inputs(self) -> list[ir.Value]:
+        """The values the layer reads from outside itself (initializers left out)."""
+        inside = {id(node) for node in self.nodes}
+        return [
+            value
+            for node in self.nodes
+            for value in node.inputs
+            if value is not None and not value.is_initializer() and id(value.producer()) not in inside
+        ]
+
+
+def layers(graph: ir.Graph) -> list[Layer]:
+    """The layers of ``graph`` in order: each node joins the layer of its input when it only transforms it."""
+    groups: list[list[ir.Node]] = []
+    ops: list[str] = []
+    group_of: dict[int, int] = {}  # id(value) -> the group whose output it is
+    for node in graph:
+        source = node.inputs[0] if node.inputs else None
+        # The layer this node may join: its input's, unless that input is also a graph output.
+        index = group_of.get(id(source)) if source is not None and not source.is_graph_output() else None
+        if index is not None and _silu_part(node):
+            # SiLU = x · sigmoid(x): the Sigmoid and the Mul together are the layer's activation.
+            ops[index] += "+SiLU" if node.op_type == "Mul" else ""
+        elif index is not None and source is not None and node.op_type in _FOLLOWERS and len(source.uses()) == 1:
+            ops[index] += f"+{node.op_type}"
+        else:
+            index = len(groups)
+            groups.append([])
+            ops.append(node.op_type)
+        groups[index].append(node)
+        group_of[id(node.outputs[0])] = index
+    return [Layer(nodes[0].name or nodes[0].op_type, op, tuple(nodes)) for nodes, op in zip(groups, ops)]
+
+
 def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
     """Statistics of every layer of ``model`` for a batch of ``batch`` inputs."""
     # a --functions model is counted flat, under its node names
@@ -224,38 +301,20 @@ def layer_stats(model: ir.Model, batch: int = 1) -> ModelStats:
         shape = _shape(value, batch)
         stats.rows.append(LayerStats(value.name or "input", "Input", shape, activations=math.prod(shape)))
 
-    row_of: dict[int, LayerStats] = {}  # id(value) -> the row whose output it is
     counted: set[str] = set()
-    for node in graph:
-        params, initializers = _node_params(node, counted)
-        source = node.inputs[0] if node.inputs else None
-        # The row this node may join: its input's, unless that input is also a graph output.
-        row = row_of.get(id(source)) if source is not None and not source.is_graph_output() else None
-        out = node.outputs[0]
-        if row is not None and _silu_part(node):
-            # SiLU = x · sigmoid(x): the Sigmoid and the Mul together are the layer's activation.
-            row.op += "+SiLU" if node.op_type == "Mul" else ""
+    for layer in layers(graph):
+        first = layer.nodes[0]
+        params, initializers = _node_params(first, counted)
+        shape = _shape(first.outputs[0], batch)
+        activations = 0 if first.op_type in _VIEWS else math.prod(shape)
+        row = LayerStats(layer.name, layer.op, shape, params, initializers, _node_macs(first, batch), activations)
+        for follower in layer.nodes[1:]:
+            params, initializers = _node_params(follower, counted)
             row.params += params
             row.initializer_elements += initializers
-        elif row is not None and source is not None and node.op_type in _FOLLOWERS and len(source.uses()) == 1:
-            row.op += f"+{node.op_type}"
-            row.output_shape = _shape(out, batch)
-            row.params += params
-            row.initializer_elements += initializers
-        else:
-            shape = _shape(out, batch)
-            activations = 0 if node.op_type in _VIEWS else math.prod(shape)
-            row = LayerStats(
-                node.name or node.op_type,
-                node.op_type,
-                shape,
-                params,
-                initializers,
-                _node_macs(node, batch),
-                activations,
-            )
-            stats.rows.append(row)
-        row_of[id(out)] = row
+            if not _silu_part(follower):  # a SiLU's Mul has the shape of its input already
+                row.output_shape = _shape(follower.outputs[0], batch)
+        stats.rows.append(row)
     return stats
 
 
