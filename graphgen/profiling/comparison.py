@@ -26,50 +26,10 @@ from typing import Any
 
 import onnx
 
+from graphgen.profiling.qdq import node_owners
 from graphgen.profiling.summary import HEADLINE_MEDIAN, HEADLINE_MIN, MIN_TIE, Profile, Spread
 
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 INSERTED = "(inserted by the runtime: layout reorders, transposes, copies)"
-
-
-def node_owners(graph: onnx.GraphProto) -> dict[str, str]:
-    """Each Q/DQ node's graphgen node (the layer it quantizes for); nodes not in the map own themselves."""
-    nodes = [node for node in graph.node if node.op_type != "Constant"]
-    producer = {value: node for node in nodes for value in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in nodes:
-        for value in node.input:
-            consumers.setdefault(value, []).append(node)
-
-    def upstream(node: onnx.NodeProto) -> onnx.NodeProto | None:
-        seen = set()
-        while node.op_type in QDQ_OPS and node.name not in seen:
-            seen.add(node.name)
-            before = producer.get(node.input[0]) if node.input else None
-            if before is None:
-                return None
-            node = before
-        return node if node.op_type not in QDQ_OPS else None
-
-    def downstream(node: onnx.NodeProto) -> onnx.NodeProto | None:
-        seen = set()
-        while node.op_type in QDQ_OPS and node.name not in seen:
-            seen.add(node.name)
-            after = [c for value in node.output for c in consumers.get(value, [])]
-            if not after:
-                return None
-            node = after[0]
-        return node if node.op_type not in QDQ_OPS else None
-
-    owners = {}
-    for node in nodes:
-        if node.op_type not in QDQ_OPS or not node.name:
-            continue
-        first, second = (downstream, upstream) if node.op_type == "DequantizeLinear" else (upstream, downstream)
-        owner = first(node) or second(node)
-        if owner is not None and owner.name:
-            owners[node.name] = owner.name
-    return owners
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ Kernels with no anchor are onnxruntime's own (``ReorderInput``/``ReorderOutput``
 they are reported as such, never hidden. Nor are the Casts onnxruntime inserts around float16 nodes it
 runs in float32 (``InsertedPrecisionFreeCast_*``): the nodes it moves there keep their original names
 behind that prefix, which is read through. Original nodes no kernel covers (an Identity the
-optimiser removed) are listed as unprofiled.
+optimiser removed) are listed as unprofiled. In an int8 (QDQ) model the QuantizeLinear and
+DequantizeLinear nodes are named after the layer they quantize for (:mod:`graphgen.profiling.qdq`):
+a Q/DQ kernel onnxruntime left standalone counts to that layer, and those it fused away are not
+listed as unprofiled when their layer's kernel ran.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from dataclasses import dataclass
 import onnx
 
 from graphgen.elementwise import ACTIVATIONS, BINARY
+from graphgen.profiling.qdq import node_owners
 
 # Ops onnxruntime fuses into the kernel of the op before them (activation, residual sum, scaling).
 ELEMENTWISE = ACTIVATIONS | BINARY | {"BatchNormalization", "Identity", "Dropout"}
@@ -150,14 +154,22 @@ def map_layers(original: onnx.GraphProto, optimized: onnx.GraphProto) -> LayerMa
         regions[kernel.name] = sorted(set(region))
         if kernel.output:
             stands_for[kernel.output[0]] = graph.nodes[max(region)].output[0]  # nodes are in topological order
-    origins = {
-        kernel.name: KernelOrigin(
-            tuple(graph.nodes[i].name for i in regions.get(kernel.name, [])),
-            tuple(graph.nodes[i].op_type for i in regions.get(kernel.name, [])),
-        )
-        for kernel in kernels
-    }
-    unprofiled = tuple(node.name for i, node in enumerate(graph.nodes) if i not in assigned)
+    # An int8 (QDQ) model's Q/DQ nodes belong to the layer they quantize for (graphgen.profiling.qdq):
+    # a kernel of a Q or DQ is that layer's, and the Q/DQ nodes fused into a layer's kernel vanish with it.
+    owners = node_owners(original)
+    op_type = {node.name: node.op_type for node in graph.nodes}
+
+    def folded(indices: list[int]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(owners.get(graph.nodes[i].name, graph.nodes[i].name) for i in indices))
+
+    origins = {}
+    for kernel in kernels:
+        names = folded(regions.get(kernel.name, []))
+        origins[kernel.name] = KernelOrigin(names, tuple(op_type.get(name, "") for name in names))
+    covered = {name for origin in origins.values() for name in origin.nodes}
+    unprofiled = tuple(
+        name for name in folded([i for i in range(len(graph.nodes)) if i not in assigned]) if name not in covered
+    )
     return LayerMap(origins, unprofiled)
 
 

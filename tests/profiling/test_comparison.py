@@ -169,7 +169,9 @@ def test_fp32_against_int8_names_a_ratio_for_every_convolution(resnet18_forms):
     assert all(by_node[conv].ratio(1) is not None for conv in convs), "a convolution without a ratio"
     # Q/DQ kernels go to the layers they quantize for, never among the runtime's own kernels.
     int8 = forms[1].profile
-    assert any(node.endswith(("QuantizeLinear", "DequantizeLinear")) for row in int8.rows for node in row.nodes)
+    qdq = [row for row in int8.rows if row.kernel_op in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and all(row.mapped for row in qdq)  # the layer map already names them after their layers
+    assert not any(node.endswith(("QuantizeLinear", "DequantizeLinear")) for row in int8.rows for node in row.nodes)
     inserted = next((row for row in comparison.rows if row.layer == INSERTED), None)
     assert (inserted.kernels[1] if inserted else 0) == sum(not row.mapped for row in int8.rows)
     assert sum(row.kernels[1] for row in comparison.rows) == len(int8.rows)

@@ -112,3 +112,21 @@ def test_runs_are_read_in_order_with_their_kernels_and_inserted_kernels_named(mo
     assert profile.provider == cpu
     with pytest.raises(ValueError, match="model_run"):
         read_runs(events[1:2])
+
+
+def test_an_int8_models_quantize_and_dequantize_kernels_go_to_the_layers_they_surround(models, tmp_path):
+    """QDQ: every kernel is named after graphgen layers (Q/DQ folded into theirs), none after a Q/DQ node."""
+    from tests.support.int8 import quantize
+
+    int8 = quantize(models["resnet18"], tmp_path / "int8.onnx", (1, 3, 64, 64))
+    original = onnx.load(int8, load_external_data=False).graph
+    layer_map = map_layers(original, _optimised(int8, "all", tmp_path))
+    graphgen_nodes = {n.name for n in onnx.load(models["resnet18"], load_external_data=False).graph.node}
+    named = {node for origin in layer_map.kernels.values() for node in origin.nodes}
+    assert named <= graphgen_nodes  # no QuantizeLinear/DequantizeLinear of their own
+    assert {"conv1", "layer1.0.conv1", "layer4.1.add", "fc"} <= named
+    qdq = {n.name for n in original.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert qdq and not qdq & set(layer_map.unprofiled)
+    # signed int8 leaves layer1.0.conv1 in float (its input feeds the residual sum too): the weight's
+    # DequantizeLinear runs at every inference, as a kernel of its own, and counts to that convolution
+    assert layer_map.origin("layer1.0.conv1.weight_DequantizeLinear").nodes == ("layer1.0.conv1",)
