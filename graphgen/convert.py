@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -30,12 +31,23 @@ from graphgen.passes import PassResult, cut_head, fold_repvgg, group_branches, i
 from graphgen.passes.inline import inline_functions
 from graphgen.passes.opset import convert_opset
 
+if TYPE_CHECKING:  # graphgen.int8 imports onnxruntime's quantizer: only a --int8 conversion loads it
+    from graphgen.int8.pipeline import Int8Outcome, Int8Request
+
 FP32_TOLERANCE = 1e-5
 FP16_TOLERANCE = 5e-3  # float16 keeps 11 significant bits; converted CNNs land near 5e-4
 NOTHING_TO_DO = (
     "nothing to do: ask for --inline, --group-branches, --fold-repvgg, --fold-bn, --num-classes, --cut, "
-    "--fp16 or --opset"
+    "--fp16, --opset or --int8"
 )
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+_INT8_ONLY = {  # field: flag, for the flags that only mean something with --int8
+    "calibrate": "--calibrate",
+    "per_tensor": "--per-tensor",
+    "keep_float": "--keep-float",
+    "auto_keep": "--auto-keep",
+    "verify_images": "--verify-images",
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,14 @@ class ConvertOptions:
     verify: bool = False  # compare the result with the input (see reference_for) on onnxruntime
     tolerance: float | None = None  # largest relative difference; None: by precision (verify_tolerance)
     batch: int = 1  # images in verification's random inputs
+    int8: bool = False  # QDQ int8 by onnxruntime's quantizer, calibrated on images (last: after every pass)
+    calibrate: tuple[str, ...] = ()  # image files or folders: the calibration images
+    calibration_method: str = "minmax"  # minmax, entropy or percentile
+    per_tensor: bool = False  # one weight scale per tensor instead of per output channel
+    activations: str = "int8"  # int8 (signed) or uint8 activations; weights are signed int8
+    keep_float: tuple[str, ...] = ()  # graphgen layer names left float
+    auto_keep: int | None = None  # leave this many most sensitive layers float, and report what it bought
+    verify_images: tuple[str, ...] = ()  # held-out images that judge int8 (default: every 4th of --calibrate)
 
     def __post_init__(self) -> None:
         self.check()
@@ -70,6 +90,28 @@ class ConvertOptions:
             raise UserError("--cut removes the head: it does not combine with --num-classes or --head-weights")
         if self.keep_io_types and not self.fp16:
             raise UserError("--keep-io-types only applies with --fp16")
+        self._check_int8()
+
+    def _check_int8(self) -> None:
+        if not self.int8:
+            given = [flag for name, flag in _INT8_ONLY.items() if getattr(self, name) not in ((), False, None)]
+            given += ["--calibration-method"] if self.calibration_method != "minmax" else []
+            given += ["--activations"] if self.activations != "int8" else []
+            if given:
+                raise UserError(f"{given[0]} only applies with --int8")
+            return
+        if self.fp16:
+            raise UserError("--int8 and --fp16 are two precisions: ask for one")
+        if not self.calibrate:
+            raise UserError(
+                "--int8 needs --calibrate DIR|FILE...: images preprocessed as the model says set the int8 ranges "
+                "(a random calibration cannot judge accuracy)"
+            )
+        if self.calibration_method not in CALIBRATION_METHODS:
+            choices = ", ".join(CALIBRATION_METHODS)
+            raise UserError(f"--calibration-method {self.calibration_method}: choose one of {choices}")
+        if self.tolerance is not None:
+            raise UserError("--tolerance judges lossless conversions; --int8 --verify reports agreement instead")
 
     @property
     def verify_tolerance(self) -> float:
@@ -107,6 +149,8 @@ class Conversion:
 
     model: ir.Model
     reports: list[StepReport] = field(default_factory=list)
+    float_model: ir.Model | None = None  # with --int8: the model quantized (after the passes)
+    int8: Int8Outcome | None = None
 
 
 _FP16_ALL = "{n} tensors, casts and inputs/outputs -> float16"
@@ -165,7 +209,7 @@ def plan(options: ConvertOptions) -> list[Step]:
                 f"already at opset {opset}",
             )
         )
-    if not steps:
+    if not steps and not options.int8:
         raise UserError(NOTHING_TO_DO)
     return steps
 
@@ -190,7 +234,10 @@ def head_surgery(options: ConvertOptions) -> Step | None:
 def convert(
     model: ir.Model, options: ConvertOptions, on_step: Callable[[StepReport], None] | None = None
 ) -> Conversion:
-    """Run the steps ``options`` ask for on ``model`` (left untouched); ``on_step`` hears each as it ends."""
+    """Run the steps ``options`` ask for on ``model`` (left untouched); ``on_step`` hears each as it ends.
+
+    ``--int8`` runs last, on the passes' result (:mod:`graphgen.int8.pipeline`).
+    """
     reports = []
     for step in plan(options):
         result = step.run(model)
@@ -204,7 +251,33 @@ def convert(
         reports.append(report)
         if on_step is not None:
             on_step(report)
-    return Conversion(model, reports)
+    if not options.int8:
+        return Conversion(model, reports)
+    from graphgen.int8.pipeline import run_int8
+
+    outcome = run_int8(model, int8_request(options))
+    first, *notes = outcome.lines()
+    report = StepReport("int8", len(outcome.result.int8_layers), first.removeprefix("int8: "), tuple(notes))
+    reports.append(report)
+    if on_step is not None:
+        on_step(report)
+    return Conversion(outcome.result.model, reports, model, outcome)
+
+
+def int8_request(options: ConvertOptions) -> Int8Request:
+    """The int8 part of ``options`` as :mod:`graphgen.int8.pipeline` takes it."""
+    from graphgen.int8.pipeline import Int8Request
+    from graphgen.int8.quantize import Int8Options
+
+    return Int8Request(
+        calibrate=tuple(map(str, options.calibrate)),
+        options=Int8Options(
+            options.calibration_method, not options.per_tensor, tuple(options.keep_float), options.activations
+        ),
+        verify_images=tuple(map(str, options.verify_images)),
+        verify=options.verify,
+        auto_keep=options.auto_keep,
+    )
 
 
 def reference_for(original: ir.Model, options: ConvertOptions) -> ir.Model:

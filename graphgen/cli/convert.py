@@ -21,7 +21,17 @@ from pathlib import Path
 import onnx_ir as ir
 
 from graphgen.argtypes import opset_version, output_file, positive_int
-from graphgen.convert import FP16_TOLERANCE, FP32_TOLERANCE, ConvertOptions, StepReport, convert, plan, reference_for
+from graphgen.convert import (
+    CALIBRATION_METHODS,
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    Conversion,
+    ConvertOptions,
+    StepReport,
+    convert,
+    plan,
+    reference_for,
+)
 from graphgen.convert import verify as verify_outputs
 from graphgen.errors import UserError
 from graphgen.stats import count_parameters
@@ -58,7 +68,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    model = convert(original, options, on_step=_print_step).model
+    conversion = convert(original, options, on_step=_print_step)
+    model = conversion.model
     print(f"nodes: {len(original.graph):,} -> {len(model.graph):,}")
     before, after = count_parameters(original), count_parameters(model)
     print(f"parameters: {before.parameters:,} -> {after.parameters:,}")
@@ -66,6 +77,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     save_model(model, target)
     print(f"wrote {target} ({target.stat().st_size / 1024**2:,.1f} MiB)")
 
+    if options.int8:
+        return _int8_verdict(conversion)
     if not options.verify:
         return 0
     checks = verify_outputs(
@@ -75,6 +88,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
         # the figures go to stdout; outputs that could not even be compared are errors
         print(check.line, file=sys.stdout if check.max_abs is not None else sys.stderr)
     return 0 if all(check.ok for check in checks) else EXIT_MISMATCH
+
+
+def _int8_verdict(conversion: Conversion) -> int:
+    """--int8 --verify's report: every layer's SQNRs, then the agreement and the layers to look at."""
+    outcome = conversion.int8
+    if outcome is None or outcome.report is None:
+        return 0
+    print(f"verify: held out (never calibrated on): {', '.join(path.name for path in outcome.held_out)}")
+    for line in outcome.report.table():
+        print(f"verify: {line}")
+    for line in outcome.report.lines():
+        print(line)
+    return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -113,9 +139,55 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     passes.add_argument(
         "--opset", type=opset_version, metavar="N", help="write ONNX opset N (13 to 21), for older runtimes"
     )
+    int8 = parser.add_argument_group(
+        "int8 (onnxruntime's quantize_static: QDQ, signed int8, per-channel weights; runs after the conversions)"
+    )
+    int8.add_argument("--int8", action="store_true", help="int8 weights and activations, calibrated on images")
+    int8.add_argument(
+        "--calibrate",
+        nargs="+",
+        default=(),
+        metavar="DIR|FILE",
+        help="calibration images (folders are searched for .jpg/.png/...), preprocessed as the model's metadata says",
+    )
+    int8.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default="minmax",
+        help="how activation ranges are chosen from the calibration (default minmax)",
+    )
+    int8.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per output channel")
+    int8.add_argument(
+        "--activations",
+        choices=("int8", "uint8"),
+        default="int8",
+        help="activation type (default int8; onnxruntime's x86 CPU fuses every convolution only with uint8)",
+    )
+    int8.add_argument(
+        "--keep-float",
+        nargs="+",
+        default=(),
+        metavar="LAYER",
+        help="layers left float, by graphgen name (graphgen stats)",
+    )
+    int8.add_argument(
+        "--auto-keep",
+        type=positive_int,
+        metavar="K",
+        help="leave the K layers whose int8 costs the logits most float; report agreement and latency before and after",
+    )
+    int8.add_argument(
+        "--verify-images",
+        nargs="+",
+        default=(),
+        metavar="DIR|FILE",
+        help="held-out images that judge int8 (default: every 4th --calibrate image, then not calibrated on)",
+    )
     check = parser.add_argument_group("verification")
     check.add_argument(
-        "--verify", action="store_true", help="compare with the input on onnxruntime; exit 1 beyond tolerance"
+        "--verify",
+        action="store_true",
+        help="compare with the input on onnxruntime; exit 1 beyond tolerance (--int8: agreement and per-layer SQNR)",
     )
     check.add_argument(
         "--tolerance",
