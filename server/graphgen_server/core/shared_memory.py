@@ -75,6 +75,11 @@ class _Region:
         begin = self.start + offset
         return memoryview(self.mapping)[begin : begin + byte_size]
 
+    def shrank(self) -> bool:
+        """Whether the object was truncated below the region since it was mapped: touching the pages
+        beyond its end would kill the process (SIGBUS), so the region is refused instead."""
+        return self.mapping.size() < self.spec.offset + self.spec.byte_size  # (mmap.size(): fstat of the object)
+
     def close(self) -> None:
         # A request still holding a view keeps the mapping: it is unmapped when the last view is released.
         with contextlib.suppress(BufferError):
@@ -192,6 +197,12 @@ class Regions:
                     raise InvalidArgument(
                         f"{field}.shared_memory_byte_size",
                         f"{byte_size} bytes from offset {offset} go beyond region '{name}' ({size} bytes)",
+                    )
+                if region.shrank():
+                    raise InvalidArgument(
+                        f"{field}.shared_memory_region",
+                        f"the shared-memory object {region.spec.key!r} of region '{name}' was truncated below the "
+                        "region since it was registered: unregister and register it again",
                     )
                 return region.view(offset, byte_size)  # (taken under the lock: an unregister waits for it)
             known = ", ".join(repr(n) for n in sorted(self._regions)) or "none"

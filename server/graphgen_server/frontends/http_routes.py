@@ -241,9 +241,9 @@ class KServeHttp:
             return web.json_response(regions)
 
     async def system_shm_register(self, request: web.Request) -> web.Response:
+        self.shared_memory.check_allowed()  # (Triton refuses before it reads the body)
         body = await _body(request)
         async with self.gate.call():
-            self.shared_memory.check_allowed()  # (Triton refuses before it reads the body)
             name = request.match_info.get("region", "")
             if not name:
                 raise InvalidArgument("region", "a region name is needed to register a system shared-memory region")

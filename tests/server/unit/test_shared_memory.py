@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import mmap
+import os
 import socket
 
 import numpy as np
@@ -104,6 +105,16 @@ def test_names_status_and_unregistering_as_triton():
         regions.unregister("x")  # unknown: no error (Triton's UnregisterHelper)
         regions.unregister("r")
         assert regions.status() == []
+
+
+def test_an_object_truncated_under_its_region_is_refused_not_a_crash():
+    with shm_object(3 * mmap.PAGESIZE) as block:
+        regions = Regions()
+        regions.register(spec("r", block))
+        os.ftruncate(block._fd, mmap.PAGESIZE)  # (the client's mistake: reading past the end would be SIGBUS)
+        with pytest.raises(InvalidArgument, match="was truncated below the region"):
+            regions.view("r", 0, 8, "inputs[0].parameters")
+        regions.unregister_all()
 
 
 def test_a_region_unregistered_while_a_request_reads_it_stays_mapped_until_released():
