@@ -19,6 +19,7 @@ import numpy as np
 from graphgen.profiling.summary import Profile
 from graphgen_server.core.model_version import ModelVersion
 from graphgen_server.core.requests import Profiling, RequestedOutput
+from graphgen_server.core.statistics import VersionStats
 from graphgen_server.tensors import InputTensor
 
 
@@ -87,6 +88,11 @@ class Runtime(Protocol):
 
     def versions(self, name: str) -> list[str]:
         """The versions of model ``name``, in order; NotFound for an unknown model."""
+        ...
+
+    async def statistics(self, name: str = "", version: str = "") -> list[VersionStats]:
+        """The named version's counts (every version of ``name``, or of every model when no name is
+        given), summed over every front-end process; NotFound for a model or version not served."""
         ...
 
     async def classify(

@@ -13,6 +13,10 @@ parameter (Triton's JSON form) instead of config.pbtxt, checked as config.pbtxt 
 refused before anything changes) and logged; it stays until the next load, which without one
 reads config.pbtxt again, as in Triton. Uploaded model files (``file:`` parameters) are not taken.
 
+With several front-end processes, ``load`` and ``unload`` are broadcast over the control channel
+(:mod:`graphgen_server.core.control`): every front-end applies them to its own table, and one that
+starts later (in place of a crashed one) replays the latest per model before it serves.
+
 Names are checked before a path is made of them (one directory name inside the repository), and
 a version whose files lead outside the repository through a symlink is refused.
 """
@@ -36,6 +40,7 @@ from graphgen_server.repository.model_config import ConfigError, ReadConfig, pla
 log = logging.getLogger("graphgen_server")
 
 UNLOADED = "unloaded (RepositoryModelUnload); RepositoryModelLoad serves it again"
+LOAD, UNLOAD = "model.load", "model.unload"  # the control channel's operations: (model name,) -> None
 
 
 class ModelControl:
@@ -44,6 +49,17 @@ class ModelControl:
         self.on_change = on_change  # after the table changed (the health service follows it)
         self._lock = asyncio.Lock()  # one load or unload at a time
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="load")  # the inference threads stay free
+        runtime.channel.handle(LOAD, self._load_here)
+        runtime.channel.handle(UNLOAD, self._unload_here)
+
+    async def load(self, name: str, config_json: str | None = None) -> None:
+        """(Re)load ``name`` from its directory (with ``config_json`` instead of its config.pbtxt) in every
+        front-end process."""
+        await self.runtime.channel.broadcast(LOAD, name, config_json, replay_key=("model", name))
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of ``name`` in every front-end process."""
+        await self.runtime.channel.broadcast(UNLOAD, name, replay_key=("model", name))
 
     def _files(self, name: str, config_json: str | None = None) -> list[tuple[ModelFile, ReadConfig]]:
         """The versions to serve (the configuration's version policy), each with the model's configuration."""
@@ -63,7 +79,7 @@ class ModelControl:
             )
         return plan_model(self.runtime.config.repository, name, override)
 
-    async def load(self, name: str, config_json: str | None = None) -> None:
+    async def _load_here(self, name: str, config_json: str | None = None) -> None:
         files = self._files(name, config_json)
         if not files:
             raise NotFound(f"model {name!r}: no <version>/{MODEL_FILE} in the repository's {name!r} directory")
@@ -94,7 +110,7 @@ class ModelControl:
         if failures:
             raise Refused(f"model {name!r} could not be loaded in full: " + "; ".join(failures))
 
-    async def unload(self, name: str) -> None:
+    async def _unload_here(self, name: str) -> None:
         self._files(name)  # the name's check
         async with self._lock:
             current = self.runtime.models.get(name)

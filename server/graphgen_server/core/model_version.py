@@ -74,6 +74,11 @@ class ModelVersion:
     def ready(self) -> bool:
         return self.loaded is not None
 
+    @property
+    def provider(self) -> str:
+        """The execution provider it runs on ("" while not ready)."""
+        return self.loaded.provider if self.loaded is not None else ""
+
     def served(self) -> LoadedVersion:
         """What loading made of this version; ModelUnavailable (with the reason) while it is not ready."""
         if self.loaded is None:

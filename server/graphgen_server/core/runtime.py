@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from graphgen_server.config import ServerConfig
-from graphgen_server.core import providers, requests
+from graphgen_server.core import providers, requests, serverwide
 from graphgen_server.core.api import Classified, ClassScore, Inferred, OutputTensor, Timings
+from graphgen_server.core.control import Control, LocalControl
 from graphgen_server.core.errors import InvalidArgument, NotFound, failure_reason
 from graphgen_server.core.loaded import LoadedVersion
 from graphgen_server.core.model_version import ModelVersion, RunOutcome
 from graphgen_server.core.requests import NO_PROFILE, Profiling, RequestedOutput
-from graphgen_server.core.statistics import RequestRecord
+from graphgen_server.core.statistics import RequestRecord, VersionStats
 from graphgen_server.repository.layout import model_names, scan
 from graphgen_server.repository.model_config import plan_model
 from graphgen_server.tensors import InputTensor
@@ -45,8 +46,11 @@ RequestListener = Callable[[ModelVersion, RequestRecord], None]
 class LocalRuntime:
     """Every model version of the repository, and the calls on them, in this process (a :class:`Runtime`)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, channel: Control | None = None) -> None:
         self.config = config
+        # Server-wide operations (statistics summed over every front-end process, model control).
+        self.channel: Control = channel or LocalControl()
+        serverwide.register(self.channel, self)
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="infer")
         self.models: dict[str, dict[str, ModelVersion]] = {}
         self.retiring: set[ModelVersion] = set()  # left the table, closed once their calls finish
@@ -117,6 +121,10 @@ class LocalRuntime:
             yield model
         finally:
             model.release()
+
+    async def statistics(self, name: str = "", version: str = "") -> list[VersionStats]:
+        """The named version's counts, summed over every front-end process (see :class:`Runtime`)."""
+        return await serverwide.statistics(self.channel, name, version)
 
     # -- calls ----------------------------------------------------------------------------
     async def classify(

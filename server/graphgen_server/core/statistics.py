@@ -5,6 +5,10 @@ it ran (:meth:`ModelStats.record_execution`); :meth:`ModelStats.snapshot` gives 
 That copy holds what Triton's ``nv_inference_*`` metrics count (success/failure per reason,
 inference and execution counts, cumulative request/queue/compute durations), so an exporter reads
 them at scrape time, never touching a servicer.
+
+With several front-end processes each counts its own requests; :func:`merged` sums what every one
+of them counted (gathered over the control channel, :mod:`graphgen_server.core.control`), so
+ModelStatistics and ``/metrics`` count each request once, whichever process served it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import copy
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -24,6 +30,10 @@ class Duration:
     def add(self, seconds: float, count: int = 1) -> None:
         self.count += count
         self.ns += int(seconds * 1e9)
+
+    def absorb(self, other: Duration) -> None:
+        self.count += other.count
+        self.ns += other.ns
 
 
 @dataclass
@@ -103,3 +113,58 @@ class ModelStats:
         with self.lock:
             fields = {name: copy.deepcopy(getattr(self, name)) for name in self.__dataclass_fields__ if name != "lock"}
         return ModelStats(**fields)
+
+    def absorb(self, other: ModelStats) -> None:
+        """Add ``other``'s counts to these (another front-end's snapshot of the same version)."""
+        for name in DURATIONS:
+            getattr(self, name).absorb(getattr(other, name))
+        self.failures.update(other.failures)
+        self.inference_count += other.inference_count
+        self.execution_count += other.execution_count
+        self.profiled_count += other.profiled_count
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+        for size, batch in other.batches.items():
+            mine = self.batches[size]
+            for name in ("compute_input", "compute_infer", "compute_output"):
+                getattr(mine, name).absorb(getattr(batch, name))
+
+    def __getstate__(self) -> dict[str, Any]:  # (crosses processes pickled: the lock stays behind)
+        return {name: value for name, value in self.__dict__.items() if name != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
+
+
+DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """A model version's statistics as one front-end counted them (or, merged, as all did)."""
+
+    name: str
+    version: str
+    ready: bool
+    provider: str
+    pending_rows: int  # images queued or running
+    stats: ModelStats  # a snapshot
+
+
+def merged(parts: Iterable[list[VersionStats]]) -> list[VersionStats]:
+    """Every front-end's statistics summed per version, in the order the first front-end lists them."""
+    totals: dict[tuple[str, str], VersionStats] = {}
+    for part in parts:
+        for entry in part:
+            key = (entry.name, entry.version)
+            total = totals.get(key)
+            if total is None:
+                totals[key] = VersionStats(
+                    entry.name, entry.version, entry.ready, entry.provider, entry.pending_rows, entry.stats.snapshot()
+                )  # fmt: skip
+                continue
+            total.stats.absorb(entry.stats)
+            totals[key] = VersionStats(
+                total.name, total.version, total.ready and entry.ready, total.provider,
+                total.pending_rows + entry.pending_rows, total.stats,
+            )  # fmt: skip
+    return list(totals.values())

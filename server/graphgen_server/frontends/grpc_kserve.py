@@ -246,7 +246,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @abort_with_status
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
-        model_stats = kserve_common.ready_statistics(self.runtime, request.name, request.version)
+        model_stats = await kserve_common.ready_statistics(self.runtime, request.name, request.version)
         return json_format.ParseDict({"model_stats": model_stats}, pb.ModelStatisticsResponse())
 
     @abort_with_status

@@ -175,7 +175,9 @@ class KServeHttp:
 
     async def statistics(self, request: web.Request) -> web.Response:
         async with self.gate.call():
-            return web.json_response({"model_stats": kserve_common.ready_statistics(self.runtime, *_model(request))})
+            return web.json_response(
+                {"model_stats": await kserve_common.ready_statistics(self.runtime, *_model(request))}
+            )
 
     async def repository_index(self, request: web.Request) -> web.Response:
         body = await _body(request)

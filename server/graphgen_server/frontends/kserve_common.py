@@ -118,22 +118,17 @@ def check_statistics_request(runtime: Runtime, name: str, version: str) -> None:
         raise InvalidArgument("version", f"requested model version is not available for model '{name}'")
 
 
-def ready_statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:
+async def ready_statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:
     """The statistics Triton answers: of ready versions only, after its refusals."""
     check_statistics_request(runtime, name, version)
     ready = {(m.name, m.version) for m in runtime.all() if m.ready}
-    return [s for s in statistics(runtime, name, version) if (s["name"], s["version"]) in ready]
+    return [s for s in await statistics(runtime, name, version) if (s["name"], s["version"]) in ready]
 
 
-def statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:
-    """Triton's ModelStatistics of the named model (one version, or all), or of every model if none named."""
-    if name:
-        models = [runtime.find(name, version)] if version else [m for m in runtime.all() if m.name == name]
-        if not models:
-            runtime.find(name)  # raises NotFound
-    else:
-        models = runtime.all()
-    return [_statistics(m.name, m.version, m.stats) for m in models]
+async def statistics(runtime: Runtime, name: str, version: str) -> list[dict[str, Any]]:
+    """Triton's ModelStatistics of the named model (one version, or all), or of every model if none named:
+    summed over every front-end process."""
+    return [_statistics(v.name, v.version, v.stats) for v in await runtime.statistics(name, version)]
 
 
 def _duration(duration: Duration) -> dict[str, int]:
@@ -141,7 +136,6 @@ def _duration(duration: Duration) -> dict[str, int]:
 
 
 def _statistics(name: str, version: str, stats: ModelStats) -> dict[str, Any]:
-    stats = stats.snapshot()
     return {
         "name": name,
         "version": version,

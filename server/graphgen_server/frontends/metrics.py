@@ -1,7 +1,8 @@
 """Prometheus metrics under Triton's names, read from the runtime's statistics at each scrape.
 
 Triton's per-model series (``nv_inference_*`` with labels ``model`` and ``version``) come from
-the same :class:`~graphgen_server.core.statistics.ModelStats` that KServe's ModelStatistics reports, so
+the same :class:`~graphgen_server.core.statistics.ModelStats` that KServe's ModelStatistics reports,
+summed over every front-end process at each scrape (``Runtime.statistics``), so
 the two never disagree and nothing is counted twice. Durations are cumulative microseconds, as
 Triton's counters are; failures carry Triton's ``reason`` label.
 
@@ -14,7 +15,7 @@ keep their series apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from graphgen_server.core.api import Runtime
+from graphgen_server.core.statistics import VersionStats
 from graphgen_server.frontends.http_routes import answer_errors
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -43,14 +45,17 @@ TRITON_DURATIONS = (
 )  # fmt: skip
 
 
+ModelSource = Callable[[], Iterable[VersionStats]]  # what a scrape reads: each version, summed over the front-ends
+
+
 class RuntimeCollector(Collector):
     """Every model version's counters, gauges and batch sizes, read when Prometheus scrapes."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, models: ModelSource) -> None:
+        self.models = models
 
     def collect(self) -> Iterator[Metric]:
-        models = self.runtime.all()
+        models = list(self.models())
         success = CounterMetricFamily(
             "nv_inference_request_success", "Number of successful inference requests, all batch sizes", labels=LABELS
         )
@@ -83,24 +88,23 @@ class RuntimeCollector(Collector):
         )
         for model in models:
             labels = [model.name, model.version]
-            stats = model.stats
-            with stats.lock:
-                success.add_metric(labels, stats.success.count)
-                reasons = dict(stats.failures)
-                count.add_metric(labels, stats.inference_count)
-                executions.add_metric(labels, stats.execution_count)
-                stages = stats.stages()
-                for family, stage in durations:
-                    family.add_metric(labels, stages[stage].ns // 1000)
-                sizes = {size: batch.compute_infer.count for size, batch in stats.batches.items()}
-                profiled.add_metric(labels, stats.profiled_count)
+            stats = model.stats  # (a snapshot: read without its lock)
+            success.add_metric(labels, stats.success.count)
+            reasons = dict(stats.failures)
+            count.add_metric(labels, stats.inference_count)
+            executions.add_metric(labels, stats.execution_count)
+            stages = stats.stages()
+            for family, stage in durations:
+                family.add_metric(labels, stages[stage].ns // 1000)
+            sizes = {size: batch.compute_infer.count for size, batch in stats.batches.items()}
+            profiled.add_metric(labels, stats.profiled_count)
             for reason in FAILURE_REASONS:
                 failure.add_metric([*labels, reason], reasons.get(reason, 0))
             batches.add_metric(labels, histogram_buckets(sizes), sum_value=sum(s * n for s, n in sizes.items()))
             queued.add_metric(labels, model.pending_rows)
             ready.add_metric(labels, 1 if model.ready else 0)
-            if model.loaded is not None and model.loaded.provider:
-                provider.add_metric([*labels, model.loaded.provider], 1)
+            if model.provider:
+                provider.add_metric([*labels, model.provider], 1)
         yield from (success, failure, count, executions, *(family for family, _ in durations))
         yield from (queued, ready, provider, profiled, batches)
 
@@ -181,9 +185,9 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return b"".join(parts)
 
 
-def make_registry(runtime: Runtime) -> CollectorRegistry:
+def make_registry(models: ModelSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(runtime))
+    registry.register(RuntimeCollector(models))
     registry.register(CpuCollector())
     return registry
 
@@ -195,9 +199,11 @@ def metrics_app(runtime: Runtime) -> web.Application:
     KServe discover scrape targets from pod annotations, which carry no credentials, and the page
     holds counts, durations and model names, never a request's data. TLS applies when configured.
     """
-    registry = make_registry(runtime)
+    scraped: list[VersionStats] = []  # every front-end's counts, summed at this scrape
+    registry = make_registry(lambda: scraped)
 
     async def metrics(request: web.Request) -> web.Response:
+        scraped[:] = await runtime.statistics()
         return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[answer_errors])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from types import SimpleNamespace
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
-from graphgen_server.core.statistics import ModelStats, RequestRecord
+from graphgen_server.core.statistics import ModelStats, RequestRecord, VersionStats
 from graphgen_server.frontends.metrics import CpuCollector, exposition, make_registry
 from tests.support.server import ServerProcess, add_tiny_model
 
@@ -148,12 +148,11 @@ def test_tritons_cpu_metrics(scraped, tmp_path):
 
 
 def test_two_registries_in_one_process_keep_their_series_apart():
-    def runtime(name: str, successes: int) -> SimpleNamespace:
+    def runtime(name: str, successes: int) -> Callable[[], list[VersionStats]]:
         stats = ModelStats()
         for _ in range(successes):
             stats.record_request(RequestRecord(ok=True, total_s=0.001, rows=1))
-        model = SimpleNamespace(name=name, version="1", ready=True, loaded=None, pending_rows=0, stats=stats)
-        return SimpleNamespace(all=lambda: [model])
+        return lambda: [VersionStats(name, "1", True, "", 0, stats)]
 
     first, second = make_registry(runtime("a", 2)), make_registry(runtime("b", 3))
     for registry, name, expected in ((first, "a", 2), (second, "b", 3)):
