@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from graphgen_protos import classifier_pb2, kserve_v2_pb2
 from graphgen_server.config import ServerConfig
-from graphgen_server.core.control import LocalControl
+from graphgen_server.core.control import FrontendControl
 from graphgen_server.core.model_control import ModelControl
 from graphgen_server.core.runtime import LocalRuntime
 from graphgen_server.core.shared_memory import SharedMemory
@@ -52,6 +53,7 @@ SERVICES = (CLASSIFIER, KSERVE)
 # model serves" (readiness). Triton's ServerLive and ServerReady make the same distinction.
 LIVE = "live"
 LINGER_S = 0.5
+HTTP, METRICS = "KServe v2 HTTP/REST", "Prometheus metrics (/metrics)"  # (the log names the listeners so)
 
 
 class Health(health.aio.HealthServicer):
@@ -72,7 +74,9 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     options = [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
-        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+        # A second server on the same port must fail, not share it; this server's own front-end
+        # processes share it (the supervisor probed the port without SO_REUSEPORT first).
+        ("grpc.so_reuseport", 1 if config.frontends > 1 else 0),
     ]
     if config.max_connection_age_s > 0:
         options.append(("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)))
@@ -82,14 +86,21 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 
 class GraphgenServer:
-    def __init__(self, config: ServerConfig) -> None:
+    """One process serving every protocol: the whole server, or one of ``--frontends N`` replicas.
+
+    ``channel``: the server-wide control channel (a :class:`~graphgen_server.core.control.FrontendControl`
+    when a supervising process runs several front-ends; this process alone otherwise).
+    """
+
+    def __init__(self, config: ServerConfig, channel: FrontendControl | None = None) -> None:
         self.config = config
-        self.runtime = LocalRuntime(config)
+        self.channel = channel
+        self.runtime = LocalRuntime(config, channel)
         self.health = Health()
         self.gate = CallGate()
         self.hurry = asyncio.Event()  # set by a second SIGTERM/SIGINT: the pre-stop delay ends at once
         self.control = ModelControl(self.runtime, self.publish_health) if config.model_control else None
-        self.shared_memory = SharedMemory(LocalControl(), config.allow_client_shm)
+        self.shared_memory = SharedMemory(self.runtime.channel, config.allow_client_shm)  # (server-wide)
         self.port = 0
         self.http: HttpListener | None = None
         self.draining = False  # from SIGTERM on: HTTP readiness says no, as the health service does
@@ -110,6 +121,8 @@ class GraphgenServer:
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
+        if self.channel is not None:
+            await self.channel.join()  # model loads and unloads made meanwhile are applied here first
         await self.server.start()
         await self.health.set(LIVE, health_pb2.HealthCheckResponse.SERVING)
         await self.publish_health()
@@ -120,31 +133,12 @@ class GraphgenServer:
             await self.http.start(http.app())
         if self.metrics is not None:
             await self.metrics.start(metrics_app(self.runtime))
-        for listener in (self.http, self.metrics):
-            if listener is not None:
-                log.info("%s on %s", listener.what, self.config.address_of(listener.port))
-        ready = sum(m.ready for m in self.runtime.all())
-        tls = "mutual TLS" if self.config.tls_client_ca else "TLS" if self.credentials else "plaintext"
-        log.info(
-            "graphgen-server listening on %s:%d (%s%s; %d of %d models ready)",
-            self.config.host,
-            self.port,
-            tls,
-            ", bearer token" if self.config.token else "",
-            ready,
-            len(self.runtime.all()),
-        )
-        # The chosen ports (--port 0, auto), one per line on stdout, for scripts to read.
-        ports = {"grpc_port": self.port, "http_port": self.http and self.http.port}
-        ports["metrics_port"] = self.metrics and self.metrics.port
-        print("\n".join(f"{key}={value}" for key, value in ports.items() if value), flush=True)
-        for warning in exposure_warnings(self.config.host, self.credentials is not None, bool(self.config.token)):
-            log.warning("%s", warning)
-        if self.metrics is not None and self.config.token and not is_loopback(self.config.host):
-            log.warning(
-                "metrics on %s need no token (counts and model names, no request data): limit who reaches the port",
-                self.config.address_of(self.metrics.port),
-            )
+        ports = Ports(self.port, self.http.port if self.http else None, self.metrics.port if self.metrics else None)
+        ready, models = sum(m.ready for m in self.runtime.all()), len(self.runtime.all())
+        if self.channel is None:
+            announce(self.config, ports, ready, models)
+        else:  # the supervising process announces the server once every front-end is up
+            await self.channel.notify("ready", (ready, models))
 
     def _bind(self) -> None:
         try:
@@ -156,13 +150,11 @@ class GraphgenServer:
             raise BindError(f"cannot listen on {self.config.address}: {error}") from None
         if self.port == 0:
             raise BindError(f"cannot listen on {self.config.address} (in use, or not an address of this machine)")
-        tls = ssl_context(self.config)
+        tls, shared = ssl_context(self.config), self.config.frontends > 1
         if self.config.http_port is not None:
-            self.http = HttpListener("KServe v2 HTTP/REST", self.config.host, self.config.http_port, tls)
+            self.http = HttpListener(HTTP, self.config.host, self.config.http_port, tls, shared)
         if self.config.metrics_port is not None:
-            self.metrics = HttpListener(
-                "Prometheus metrics (/metrics)", self.config.host, self.config.metrics_port, tls
-            )
+            self.metrics = HttpListener(METRICS, self.config.host, self.config.metrics_port, tls, shared)
 
     async def publish_health(self) -> None:
         """SERVING while at least one model is ready (a broken model is reported per model)."""
@@ -208,13 +200,51 @@ class GraphgenServer:
             self.control.close()
         await self.runtime.close()
         self.shared_memory.close()
+        if self.channel is not None:
+            await self.channel.close()
         log.info("stopped")
 
 
-async def serve(config: ServerConfig, on_started: Callable[[GraphgenServer], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status (0 after a graceful stop)."""
-    server = GraphgenServer(config)
+@dataclass(frozen=True)
+class Ports:
+    grpc: int
+    http: int | None = None  # None: not listening
+    metrics: int | None = None
+
+
+def announce(config: ServerConfig, ports: Ports, ready: int, models: int) -> None:
+    """Say once that the server listens, where, and how exposed it is; print the chosen ports on stdout."""
+    for what, port in ((HTTP, ports.http), (METRICS, ports.metrics)):
+        if port:
+            log.info("%s on %s", what, config.address_of(port))
+    tls = "mutual TLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext"
+    processes = f"; {config.frontends} front-end processes" if config.frontends > 1 else ""
+    log.info(
+        "graphgen-server listening on %s:%d (%s%s; %d of %d models ready%s)",
+        config.host, ports.grpc, tls, ", bearer token" if config.token else "", ready, models, processes,
+    )  # fmt: skip
+    # The chosen ports (--port 0, auto), one per line on stdout, for scripts to read.
+    chosen = {"grpc_port": ports.grpc, "http_port": ports.http, "metrics_port": ports.metrics}
+    print("\n".join(f"{key}={value}" for key, value in chosen.items() if value), flush=True)
+    for warning in exposure_warnings(config.host, config.tls_cert is not None, bool(config.token)):
+        log.warning("%s", warning)
+    if ports.metrics and config.token and not is_loopback(config.host):
+        log.warning(
+            "metrics on %s need no token (counts and model names, no request data): limit who reaches the port",
+            config.address_of(ports.metrics),
+        )
+
+
+async def serve(
+    config: ServerConfig, on_started: Callable[[GraphgenServer], None] | None = None,
+    channel: FrontendControl | None = None,
+) -> int:  # fmt: skip
+    """Run until SIGTERM/SIGINT (or, as a front-end process, until its supervisor is gone); returns
+    the exit status (0 after a graceful stop)."""
+    server = GraphgenServer(config, channel)
     stop = asyncio.Event()
+    if channel is not None:
+        channel.on_lost = stop.set
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,14 @@ def make_parser() -> argparse.ArgumentParser:
         help="Prometheus /metrics port (default 8002; 0: off; auto: a free one)",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA where it works, else CPU")
+    parser.add_argument(
+        "--frontends",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="processes serving the same ports, each with its share of every model's instances (default: one per "
+        "CPU this process may use, cgroup quota included; 1 on CUDA; 1: a single process)",
+    )
     parser.add_argument(
         "--dynamic-batching",
         choices=BATCHING_MODES,
@@ -287,18 +296,33 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def default_frontends(config: ServerConfig) -> int:
+    """One front-end per CPU this process may use; one where the models run on CUDA."""
+    from graphgen_server.core import providers
+    from graphgen_server.core.cpus import available_cpus
+    from graphgen_server.supervisor import default_frontends as frontends_for
+
+    wants_cuda = config.device != "cpu" and providers.choose(config.device, config.cuda).wants_cuda
+    return frontends_for(available_cpus(), wants_cuda)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from graphgen_server.app import BindError, serve
     from graphgen_server.core.providers import DeviceError
     from graphgen_server.frontends.security import SecurityError
     from graphgen_server.repository.layout import RepositoryError
+    from graphgen_server.supervisor import supervise
 
     args = make_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        return asyncio.run(serve(config_from_args(args)))
+        config = config_from_args(args)
+        frontends = args.frontends or default_frontends(config)
+        if frontends > 1:
+            return asyncio.run(supervise(dataclasses.replace(config, frontends=frontends), args.log_level))
+        return asyncio.run(serve(config))
     except (RepositoryError, DeviceError, BindError, SecurityError) as error:
         print(f"graphgen-server: error: {error}", file=sys.stderr)
         return EXIT_USAGE

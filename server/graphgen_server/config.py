@@ -92,6 +92,11 @@ class ServerConfig:
     # before the connection is closed under them (None: as long as they need).
     max_connection_age_s: float = 0.0
     max_connection_age_grace_s: float | None = None
+    # Front-end processes accepting on the same ports (--frontends; each a full replica of the
+    # core, its share of every model's instances), and which of them this process is. Set by the
+    # supervising process (graphgen_server/supervisor.py); 1: one process, no supervisor.
+    frontends: int = 1
+    frontend_index: int = 0
     # KServe's RepositoryModelLoad/Unload: off unless asked for (anyone who can call them can
     # take models out of service).
     model_control: bool = False

@@ -109,3 +109,36 @@ class InProcessServer:
     def close(self) -> None:
         self.run(self.runtime.close())
         self.loop.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a server's front-end processes), from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return sorted(children)
+
+
+def connections_to(pid: int, port: int) -> int:
+    """Established TCP connections on local ``port`` held by process ``pid`` (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            count += local_port == port and state == "01" and inode in inodes
+    return count

@@ -79,14 +79,26 @@ class Instance:
             stream.close()
 
 
+Planned = tuple[str, mc.ModelInstanceGroup.Kind, int | None, list[Provider]]  # name, kind, gpu, providers
+
+
 @dataclass
 class InstancePlan:
     """What the configuration asks for: sessions to make, and the notes for the load line."""
 
-    groups: list[tuple[str, mc.ModelInstanceGroup.Kind, int | None, list[Provider]]] = field(
-        default_factory=list
-    )  # name, kind, gpu, providers
+    groups: list[Planned] = field(default_factory=list)  # every instance, server-wide
     notes: list[str] = field(default_factory=list)
+
+    def server_wide(self, frontends: int) -> list[Planned]:
+        """Every session the server runs: the configured instances, and where there are fewer than
+        front-end processes, one more replica of them per front-end left without one."""
+        return [self.groups[k % len(self.groups)] for k in range(max(len(self.groups), frontends))]
+
+    def here(self, frontends: int, index: int) -> list[Planned]:
+        """The instances front-end ``index`` of ``frontends`` runs: every ``frontends``-th one, so
+        that together they run ``instance_group``'s count (and each front-end at least one)."""
+        every = self.server_wide(frontends)
+        return [planned for k, planned in enumerate(every) if k % frontends == index]
 
 
 def plan_instances(

@@ -29,7 +29,7 @@ from graphgen_server.core import providers
 from graphgen_server.core.batching import BatchingChoice, Feeds, batching_choice
 from graphgen_server.core.cpus import available_cpus, threads_per_instance
 from graphgen_server.core.device_io import InstanceStream
-from graphgen_server.core.instances import SESSION_PARAMETERS, Instance, plan_instances, session_options
+from graphgen_server.core.instances import SESSION_PARAMETERS, Instance, Planned, plan_instances, session_options
 from graphgen_server.core.profiler import Profiler
 from graphgen_server.repository.layout import ModelFile
 from graphgen_server.repository.model_config import (
@@ -191,19 +191,26 @@ def load_version(
     session_options(ort.SessionOptions(), config.parameters, notes)  # refuses bad values, notes the rest
     plan = plan_instances(name, config, server, choice)
     notes += plan.notes
+    here, everywhere = plan.here(server.frontends, server.frontend_index), plan.server_wide(server.frontends)
+    if server.frontends > 1:
+        notes.append(
+            f"front-end {server.frontend_index} of {server.frontends} runs {len(here)} of the server's "
+            f"{len(everywhere)} instance(s)" + (" (one per front-end)" if len(everywhere) > len(plan.groups) else "")
+        )
     threads = 0
     if not server.intra_op_threads and INTRA_OP_PARAMETER not in config.parameters:
         # onnxruntime's default is a thread per core of the machine, not of the container: the
-        # instances, which run at once, share the CPUs this process may use instead.
+        # instances of every front-end process, which run at once, share the CPUs instead.
         cpus = available_cpus()
-        threads = threads_per_instance(cpus, len(plan.groups))
-        notes.append(f"{threads} intra-op thread(s) per instance ({cpus:g} CPUs / {len(plan.groups)} instance(s))")
+        threads = threads_per_instance(cpus / server.frontends, len(here))
+        shared = f" / {server.frontends} front-ends" if server.frontends > 1 else ""
+        notes.append(f"{threads} intra-op thread(s) per instance ({cpus:g} CPUs{shared} / {len(here)} instance(s))")
     make_options = functools.partial(make_session_options, server, settings, threads)
     instances: list[Instance] = []
     try:
-        for instance_name, kind, gpu, chosen in plan.groups:
+        for instance_name, kind, gpu, chosen in here:
             instances.append(_instance(path, make_options, instance_name, kind, gpu, chosen, server, notes))
-        return _loaded(file, settings, server, choice, instances, make_options, notes)
+        return _loaded(file, settings, server, choice, instances, everywhere, make_options, notes)
     except BaseException:
         for instance in instances:  # their CUDA streams are not left behind
             instance.close()
@@ -255,6 +262,7 @@ def _loaded(
     server: ServerConfig,
     choice: providers.ProviderChoice,
     instances: list[Instance],
+    everywhere: list[Planned],  # every instance server-wide (of every front-end process)
     make_options,
     notes: list[str],
 ) -> LoadedVersion:
@@ -307,7 +315,7 @@ def _loaded(
         provider=provider,
         provider_reason=provider_reason,
         batching=batching,
-        config=effective_config(file, settings, signature, batching, instances),
+        config=effective_config(file, settings, signature, batching, everywhere),
         # The first instance's own providers: its device, its accelerators, CPU for a KIND_CPU model.
         profiler=Profiler(path, instances[0].providers, make_options, warmup, nice=server.profile_nice),
     )
@@ -327,9 +335,10 @@ def _loaded(
 
 
 def effective_config(
-    file: ModelFile, settings: ReadConfig, signature: Signature, batching: BatchingChoice, instances: list[Instance]
+    file: ModelFile, settings: ReadConfig, signature: Signature, batching: BatchingChoice, instances: list[Planned]
 ) -> mc.ModelConfig:
-    """What a loaded version enforces, as a ModelConfig (what the ModelConfig RPC answers)."""
+    """What a loaded version enforces, as a ModelConfig (what the ModelConfig RPC answers); ``instances``:
+    every session server-wide (with several front-end processes, theirs together)."""
     config = mc.ModelConfig(
         name=file.name,
         platform=PLATFORM,
@@ -350,14 +359,12 @@ def effective_config(
         config.dynamic_batching.max_queue_delay_microseconds = round(batching.delay_s * 1e6)
         config.dynamic_batching.default_queue_policy.max_queue_size = batching.max_queue_size
     groups: dict[tuple[str, int], mc.ModelInstanceGroup] = {}
-    for instance in instances:
-        group_name = instance.name.rsplit("_", 1)[0]
-        group = groups.setdefault(
-            (group_name, instance.kind), mc.ModelInstanceGroup(name=group_name, kind=instance.kind)
-        )
+    for instance_name, kind, gpu, _ in instances:
+        group_name = instance_name.rsplit("_", 1)[0]
+        group = groups.setdefault((group_name, kind), mc.ModelInstanceGroup(name=group_name, kind=kind))
         group.count += 1
-        if instance.gpu is not None and instance.gpu not in group.gpus:
-            group.gpus.append(instance.gpu)
+        if gpu is not None and gpu not in group.gpus:
+            group.gpus.append(gpu)
     if any(g.gpus for g in groups.values()):  # count is per GPU listed
         for group in groups.values():
             group.count //= max(len(group.gpus), 1)

@@ -15,11 +15,12 @@ class BindError(OSError):
     """The address could not be bound (in use, or not an address of this machine)."""
 
 
-def bind(host: str, port: int, what: str) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: a free one)."""
+def bind(host: str, port: int, what: str, shared: bool = False) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one); ``shared``: with SO_REUSEPORT, beside
+    the other front-end processes of this server (the supervisor made sure no other server holds it)."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=128)
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=128, reuse_port=shared)
     except OSError as error:
         raise BindError(f"cannot listen for {what} on {host}:{port}: {error.strerror or error}") from None
 
@@ -27,9 +28,9 @@ def bind(host: str, port: int, what: str) -> socket.socket:
 class HttpListener:
     """An aiohttp application on a socket bound at construction (before the models load)."""
 
-    def __init__(self, what: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, what: str, host: str, port: int, tls: ssl.SSLContext | None, shared: bool = False) -> None:
         self.what, self.tls = what, tls
-        self.socket = bind(host, port, what)
+        self.socket = bind(host, port, what, shared)
         self.port: int = self.socket.getsockname()[1]
         self._runner: web.AppRunner | None = None
 

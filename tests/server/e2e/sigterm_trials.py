@@ -56,7 +56,10 @@ def trial(repository: str, model: str, size: int, server_args: list[str]) -> dic
         expected = first.infer(model, [tensor]).as_numpy("logits")
 
         def loop() -> None:
-            client = triton.InferenceServerClient(server.address)
+            # A connection of its own (gRPC shares one between channels alike otherwise), as 16
+            # separate clients would have: with several front-end processes they spread over them.
+            options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 1 << 26)]
+            client = triton.InferenceServerClient(server.address, channel_args=options)
             while not stop.is_set():
                 try:
                     answer = client.infer(model, [tensor]).as_numpy("logits")
