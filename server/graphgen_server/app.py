@@ -221,8 +221,14 @@ def announce(config: ServerConfig, ports: Ports, ready: int, models: int) -> Non
     processes = f"; {config.frontends} front-end processes" if config.frontends > 1 else ""
     log.info(
         "graphgen-server listening on %s:%d (%s%s; %d of %d models ready%s)",
-        config.host, ports.grpc, tls, ", bearer token" if config.token else "", ready, models, processes,
-    )  # fmt: skip
+        config.host,
+        ports.grpc,
+        tls,
+        ", bearer token" if config.token else "",
+        ready,
+        models,
+        processes,
+    )
     # The chosen ports (--port 0, auto), one per line on stdout, for scripts to read.
     chosen = {"grpc_port": ports.grpc, "http_port": ports.http, "metrics_port": ports.metrics}
     print("\n".join(f"{key}={value}" for key, value in chosen.items() if value), flush=True)
@@ -236,9 +242,10 @@ def announce(config: ServerConfig, ports: Ports, ready: int, models: int) -> Non
 
 
 async def serve(
-    config: ServerConfig, on_started: Callable[[GraphgenServer], None] | None = None,
+    config: ServerConfig,
+    on_started: Callable[[GraphgenServer], None] | None = None,
     channel: FrontendControl | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Run until SIGTERM/SIGINT (or, as a front-end process, until its supervisor is gone); returns
     the exit status (0 after a graceful stop)."""
     server = GraphgenServer(config, channel)

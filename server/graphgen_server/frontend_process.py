@@ -45,9 +45,10 @@ def main(argv: list[str]) -> int:
     if config.frontend_index > 0 and level == "INFO":
         level = "WARNING"
     logging.basicConfig(
-        level=level, stream=sys.stderr,
+        level=level,
+        stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s %(name)s [front-end {config.frontend_index}]: %(message)s",
-    )  # fmt: skip
+    )
     return asyncio.run(run(config, fd))
 
 

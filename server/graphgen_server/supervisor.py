@@ -108,8 +108,11 @@ class Supervisor:
             if port is not None:
                 held.append(reserve(config.host, port, what))
         chosen = iter(sock.getsockname()[1] for sock in held)
-        self.ports = Ports(next(chosen), next(chosen) if config.http_port is not None else None,
-                           next(chosen) if config.metrics_port is not None else None)  # fmt: skip
+        self.ports = Ports(
+            next(chosen),
+            next(chosen) if config.http_port is not None else None,
+            next(chosen) if config.metrics_port is not None else None,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._forward, sig)
@@ -150,7 +153,7 @@ class Supervisor:
             metrics_port=self.ports.metrics,
             frontend_index=index,
             max_queue=math.ceil(self.config.max_queue / self.config.frontends),
-        )  # fmt: skip  (max_queue: the server-wide bound, shared)
+        )  # (max_queue: the server-wide bound, shared)
         assert process.stdin is not None
         process.stdin.write(pickle.dumps(config))
         await process.stdin.drain()
@@ -188,13 +191,23 @@ class Supervisor:
                 log.error("front-end %d (pid %d) exited while starting (%s)", index, pid, describe_status(status))
             self._stop_all(EXIT_USAGE if frontend.failure else 1)
         elif self._may_restart():
-            log.error("front-end %d (pid %d) exited unexpectedly (%s); starting another in its place",
-                      index, pid, describe_status(status))  # fmt: skip
+            log.error(
+                "front-end %d (pid %d) exited unexpectedly (%s); starting another in its place",
+                index,
+                pid,
+                describe_status(status),
+            )
             await self._start(index)
             return
         else:
-            log.error("front-end %d (pid %d) exited (%s): %d unexpected exits within %.0f s, stopping the server",
-                      index, pid, describe_status(status), len(self.exits), RESTART_WINDOW_S)  # fmt: skip
+            log.error(
+                "front-end %d (pid %d) exited (%s): %d unexpected exits within %.0f s, stopping the server",
+                index,
+                pid,
+                describe_status(status),
+                len(self.exits),
+                RESTART_WINDOW_S,
+            )
             self._stop_all(1)
         if self.frontends.get(index) is frontend:
             del self.frontends[index]

@@ -160,11 +160,15 @@ def merged(parts: Iterable[list[VersionStats]]) -> list[VersionStats]:
             if total is None:
                 totals[key] = VersionStats(
                     entry.name, entry.version, entry.ready, entry.provider, entry.pending_rows, entry.stats.snapshot()
-                )  # fmt: skip
+                )
                 continue
             total.stats.absorb(entry.stats)
             totals[key] = VersionStats(
-                total.name, total.version, total.ready and entry.ready, total.provider,
-                total.pending_rows + entry.pending_rows, total.stats,
-            )  # fmt: skip
+                total.name,
+                total.version,
+                total.ready and entry.ready,
+                total.provider,
+                total.pending_rows + entry.pending_rows,
+                total.stats,
+            )
     return list(totals.values())

@@ -99,8 +99,9 @@ def test_statistics_and_metrics_count_every_request_once(repository):
             with pytest.raises(grpc.RpcError):  # a shape the model does not take: counted as failed
                 stub.ModelInfer(infer_request(size=16), timeout=60)
         x = np.zeros((1, 3, 32, 32), np.float32)
-        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 32, 32],
-                                       "data": x.ravel().tolist()}]})  # fmt: skip
+        body = json.dumps(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 32, 32], "data": x.ravel().tolist()}]}
+        )
         for _ in range(http_calls):  # a connection each: they spread too
             connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
             connection.request("POST", "/v2/models/tiny/infer", body, {"Content-Type": "application/json"})
@@ -167,10 +168,21 @@ def serve_raw(*args: str) -> subprocess.Popen:
 @pytest.mark.parametrize("first, second", [(2, 2), (2, 1), (1, 2)])
 def test_a_second_server_on_the_same_port_fails_to_start(repository, first, second):
     with ServerProcess(repository, ["--frontends", str(first), "--device", "cpu"]) as server:
-        for ports in (["--port", str(server.port), "--http-port", "0"],
-                      ["--port", "0", "--http-port", str(server.http_port)]):  # fmt: skip
-            rival = serve_raw("--repository", str(repository), *ports, "--metrics-port", "0",
-                              "--frontends", str(second), "--device", "cpu")  # fmt: skip
+        for ports in (
+            ["--port", str(server.port), "--http-port", "0"],
+            ["--port", "0", "--http-port", str(server.http_port)],
+        ):
+            rival = serve_raw(
+                "--repository",
+                str(repository),
+                *ports,
+                "--metrics-port",
+                "0",
+                "--frontends",
+                str(second),
+                "--device",
+                "cpu",
+            )
             out, err = rival.communicate(timeout=120)
             assert rival.returncode == 2 and "cannot listen" in err and "Address already in use" in err, err
             assert not out
@@ -179,8 +191,9 @@ def test_a_second_server_on_the_same_port_fails_to_start(repository, first, seco
 
 
 def test_chosen_ports_are_printed_once_and_sigterm_stops_every_frontend(repository):
-    server = serve_raw("--repository", str(repository), "--port", "0", "--http-port", "auto", "--metrics-port",
-                       "auto", *FRONTENDS)  # fmt: skip
+    server = serve_raw(
+        "--repository", str(repository), "--port", "0", "--http-port", "auto", "--metrics-port", "auto", *FRONTENDS
+    )
     try:
         assert server.stdout is not None
         lines = [server.stdout.readline().strip() for _ in range(3)]
@@ -203,8 +216,10 @@ def test_sigterm_under_16_looping_clients_ends_no_call_cancelled(repository):
     trials = 3
     done = subprocess.run(
         [sys.executable, str(TRIALS_SCRIPT), str(repository), "tiny", "32", str(trials), *FRONTENDS],
-        capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout)
     totals: dict[str, int] = {}
