@@ -52,6 +52,11 @@ class FakeRuntime:
             raise NotFound(f"model {name!r} is not in the repository")
         return ["1", "2"]
 
+    async def statistics(self, name: str = "", version: str = "") -> list:
+        if name:
+            self.find(name, version)  # (raises for an unknown model)
+        return []
+
     async def classify(self, *args, **kwargs):
         raise AssertionError("REST has no Classify")
 

@@ -56,6 +56,9 @@ class FakeRuntime:
     def versions(self, name: str) -> list[str]:
         return self.find(name)
 
+    async def statistics(self, name: str = "", version: str = "") -> list:
+        return [self.find(name, version)] if name else []
+
     async def classify(self, *args, **kwargs):
         return await self._answer("classify", args, kwargs)
 
