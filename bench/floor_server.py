@@ -1,12 +1,12 @@
 """The floor: the least a Python gRPC server can do per ModelInfer call (bench/dataplane.py compares with it).
 
-    python bench/floor_server.py NAME=MODEL.onnx [NAME=MODEL.onnx ...] [--port 0]
+    python bench/floor_server.py NAME=MODEL.onnx [NAME=MODEL.onnx ...] [--port 0] [--threads N]
 
-A minimal ``grpc.aio`` KServe v2 server: one onnxruntime session per model, with graphgen-server's session
-settings, run inline on the event loop; raw input bytes become a numpy view, the outputs go back
-as raw bytes. No checks, no statistics beyond a request count (perf_analyzer reads it through
-ModelStatistics, bench/dataplane.py divides CPU time by it), no thread hop, no admission, no
-shutdown gate. Below this, the cost is gRPC's and onnxruntime's, not the server's.
+A minimal ``grpc.aio`` KServe v2 server: one onnxruntime session per model, with graphgen-server's
+session settings (``--threads``: the intra-op threads graphgen gives each instance), run inline on
+the event loop; raw input bytes become a numpy view, the outputs go back as raw bytes. No checks,
+no statistics beyond a request count (perf_analyzer reads it through ModelStatistics,
+bench/dataplane.py divides CPU time by it), no thread hop, no admission, no shutdown gate. Below this, the cost is gRPC's and onnxruntime's, not the server's.
 Prints ``grpc_port=P`` once listening; stops on SIGTERM/SIGINT.
 """
 
@@ -27,9 +27,10 @@ DTYPES = {"tensor(float)": ("FP32", np.float32), "tensor(float16)": ("FP16", np.
 
 
 class Model:
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, threads: int = 0) -> None:
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = threads  # (0: onnxruntime's default, a thread per core)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.name = name
@@ -115,9 +116,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="NAME=MODEL.onnx")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads per session (0: a thread per core)")
     args = parser.parse_args()
     models = dict(entry.split("=", 1) for entry in args.models)
-    asyncio.run(serve({name: Model(name, path) for name, path in models.items()}, args.port))
+    asyncio.run(serve({name: Model(name, path, args.threads) for name, path in models.items()}, args.port))
 
 
 if __name__ == "__main__":

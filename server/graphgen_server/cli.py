@@ -130,7 +130,7 @@ def make_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=256,
         metavar="N",
-        help="images queued or running per model before RESOURCE_EXHAUSTED (default 256)",
+        help="images queued or running per model (in each front-end process) before RESOURCE_EXHAUSTED (default 256)",
     )
     limits.add_argument(
         "--max-message-mib", type=positive_int, default=64, metavar="MIB", help="request size (default 64)"

@@ -57,7 +57,9 @@ class ServerConfig:
     max_images: int = 64  # images (batch rows) in one request
     max_image_pixels: int = 40_000_000  # width x height of one decoded image
     max_top_k: int = 1000
-    max_queue: int = 256  # images waiting or running per model version; beyond: RESOURCE_EXHAUSTED
+    # Images waiting or running per model version (in each front-end process: a client's connection
+    # sees the whole bound, as with one process); beyond: RESOURCE_EXHAUSTED.
+    max_queue: int = 256
     max_message_bytes: int = 64 * MIB
     # Threads running onnxruntime and image decoding (the event loop never does).
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))

@@ -146,14 +146,10 @@ class Supervisor:
             *command, stdin=asyncio.subprocess.PIPE, pass_fds=(child.fileno(),), process_group=0
         )  # (its own process group: a terminal's Ctrl-C reaches this process only, which forwards it once)
         child.close()
+        ports = self.ports
         config = dataclasses.replace(
-            self.config,
-            port=self.ports.grpc,
-            http_port=self.ports.http,
-            metrics_port=self.ports.metrics,
-            frontend_index=index,
-            max_queue=math.ceil(self.config.max_queue / self.config.frontends),
-        )  # (max_queue: the server-wide bound, shared)
+            self.config, port=ports.grpc, http_port=ports.http, metrics_port=ports.metrics, frontend_index=index
+        )
         assert process.stdin is not None
         process.stdin.write(pickle.dumps(config))
         await process.stdin.drain()
@@ -179,40 +175,47 @@ class Supervisor:
 
     async def _watch(self, frontend: Frontend) -> None:
         status = await frontend.process.wait()
-        pid, index = frontend.process.pid, frontend.index
+        replaced = False
+        try:
+            replaced = await self._after_exit(frontend, status)
+        except Exception:  # (a failed restart, say): the server stops rather than run short
+            log.exception("front-end %d: handling its exit failed; stopping the server", frontend.index)
+            self._stop_all(1)
+        finally:
+            if not replaced and self.frontends.get(frontend.index) is frontend:
+                del self.frontends[frontend.index]
+            if self._stopping.is_set() and all(f.process.returncode is not None for f in self.frontends.values()):
+                self._done.set()
+
+    async def _after_exit(self, frontend: Frontend, status: int) -> bool:
+        """Decide what a front-end's exit means (the decision first, then what is said); True if replaced."""
+        pid, index, said = frontend.process.pid, frontend.index, describe_status(status)
         if self._stopping.is_set():
             if status != 0:
-                log.warning("front-end %d (pid %d) stopped with %s", index, pid, describe_status(status))
                 self.status = self.status or 1
+                log.warning("front-end %d (pid %d) stopped with %s", index, pid, said)
         elif not frontend.ready.done():  # it could not start: the server does not either
-            if frontend.failure:
-                print(f"graphgen-server: error: {frontend.failure}", file=sys.stderr, flush=True)
-            else:
-                log.error("front-end %d (pid %d) exited while starting (%s)", index, pid, describe_status(status))
             self._stop_all(EXIT_USAGE if frontend.failure else 1)
+            if frontend.failure:
+                with contextlib.suppress(OSError):  # (stderr closed: the exit status says it)
+                    print(f"graphgen-server: error: {frontend.failure}", file=sys.stderr, flush=True)
+            else:
+                log.error("front-end %d (pid %d) exited while starting (%s)", index, pid, said)
         elif self._may_restart():
-            log.error(
-                "front-end %d (pid %d) exited unexpectedly (%s); starting another in its place",
-                index,
-                pid,
-                describe_status(status),
-            )
+            log.error("front-end %d (pid %d) exited unexpectedly (%s); starting another in its place", index, pid, said)
             await self._start(index)
-            return
+            return True
         else:
+            self._stop_all(1)
             log.error(
                 "front-end %d (pid %d) exited (%s): %d unexpected exits within %.0f s, stopping the server",
                 index,
                 pid,
-                describe_status(status),
+                said,
                 len(self.exits),
                 RESTART_WINDOW_S,
             )
-            self._stop_all(1)
-        if self.frontends.get(index) is frontend:
-            del self.frontends[index]
-        if self._stopping.is_set() and all(f.process.returncode is not None for f in self.frontends.values()):
-            self._done.set()
+        return False
 
     def _may_restart(self) -> bool:
         now = time.monotonic()

@@ -69,7 +69,9 @@ print(json.dumps(seen))
 
 def test_load_with_a_configuration_over_grpc_and_http(tmp_path):
     add_tiny_model(tmp_path)
-    with ServerProcess(tmp_path, ["--model-control"]) as server:
+    # One process: the instance counts answered are the configuration's own (with N front-end
+    # processes a count below N runs, and is answered, as one instance per front-end: test_frontends).
+    with ServerProcess(tmp_path, ["--model-control", "--frontends", "1"]) as server:
         done = subprocess.run(
             [sys.executable, "-c", CLIENT_SCRIPT, server.address, server.http_address],
             capture_output=True,

@@ -122,6 +122,23 @@ def test_statistics_and_metrics_count_every_request_once(repository):
     assert "front-end 0 of 2 runs 1 of the server's 2 instance(s)" in server.log
 
 
+def test_instance_counts_are_shared_by_the_frontends_and_answered_server_wide(tmp_path):
+    add_tiny_model(tmp_path, name="three")
+    add_tiny_model(tmp_path, name="one")
+    for name, count in (("three", 3), ("one", 1)):
+        (tmp_path / name / "config.pbtxt").write_text(f"instance_group [{{ count: {count} kind: KIND_CPU }}]\n")
+    with ServerProcess(tmp_path, FRONTENDS) as server, stubs(server.address, 1) as (stub,):
+        answered = {
+            name: [
+                g.count for g in stub.ModelConfig(pb.ModelConfigRequest(name=name), timeout=30).config.instance_group
+            ]
+            for name in ("three", "one")
+        }
+    assert answered == {"three": [3], "one": [2]}  # a count below the front-ends: one in each
+    assert "model three v1:" in server.log and "front-end 0 of 2 runs 2 of the server's 3 instance(s)" in server.log
+    assert "front-end 0 of 2 runs 1 of the server's 2 instance(s) (one per front-end)" in server.log
+
+
 def test_model_control_is_seen_by_every_frontend(repository):
     with ServerProcess(repository, [*FRONTENDS, "--model-control"]) as server, stubs(server.address) as found:
         assert_both_frontends_hold_connections(server)
