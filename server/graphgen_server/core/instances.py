@@ -181,16 +181,22 @@ def session_options(base: ort.SessionOptions, parameters, notes: list[str]) -> o
 
 
 class InstancePool:
-    """The free instances; ``take`` waits for one (that wait is the request's queue time)."""
+    """The free instances; ``take`` waits for one (that wait is the request's queue time).
+
+    The instance given back last is taken first: its weights and buffers are still in the CPU's
+    caches. Taking them in turn instead made each run of a small model cost 2.5 times the CPU of
+    runs on one session (measured here: 570 against 220 µs), every run evicting the other
+    session's weights; a second instance is taken only while the first is busy.
+    """
 
     def __init__(self, instances: list[Instance]) -> None:
         self.instances = instances
-        self._free: asyncio.Queue[Instance] | None = None
+        self._free: asyncio.LifoQueue[Instance] | None = None
 
-    def _queue(self) -> asyncio.Queue[Instance]:
+    def _queue(self) -> asyncio.LifoQueue[Instance]:
         if self._free is None:  # made on first use: it belongs to the serving event loop
-            self._free = asyncio.Queue()
-            for instance in self.instances:
+            self._free = asyncio.LifoQueue()
+            for instance in reversed(self.instances):  # (the first instance on top)
                 self._free.put_nowait(instance)
         return self._free
 

@@ -48,6 +48,9 @@ from graphgen_server.repository.model_config import (
 from graphgen_server.tensors import TensorInfo, describe
 
 log = logging.getLogger("graphgen_server")
+
+TIMED_WARMUP_RUNS = 5
+INLINE_RUN_S = 0.001  # the longest run made on the event loop (see _inline_rows)
 # config.pbtxt's onnxruntime parameter for the threads, which wins over the server's choice (as in Triton)
 INTRA_OP_PARAMETER = "intra_op_thread_count"
 
@@ -91,6 +94,7 @@ class LoadedVersion:
     batching: BatchingChoice
     config: mc.ModelConfig  # the configuration enforced: what the ModelConfig RPC answers
     profiler: Profiler  # on the first instance's own providers and device
+    inline_rows: int = 0  # runs of at most this many rows happen on the event loop (0: all on worker threads)
 
     def close(self) -> None:
         """Free the profiler, the sessions and their CUDA streams (the version no longer serves)."""
@@ -162,6 +166,30 @@ def run_sync(signature: Signature, instance: Instance, feeds: Feeds) -> tuple[li
         if tensor.model_shape is not None:
             outputs[index] = _reshaped(outputs[index], tensor.info.shape)
     return outputs, elapsed
+
+
+def _inline_rows(signature: Signature, instances: list[Instance], warmup: Feeds, notes: list[str]) -> int:
+    """How many rows a run may have and still be run on the event loop itself (0: none may).
+
+    A hop to a worker thread and back costs about 50 µs of CPU (futures, a wake-up of the loop
+    through its self-pipe, the GIL changing hands twice): as much as a small model's whole run.
+    Where this process runs one instance of the version (one run at a time, as on the loop), a
+    run expected to take at most INLINE_RUN_S (the fastest of a few warm-up runs of one row,
+    robust to a busy machine, times the rows) runs on the loop instead; the loop then answers
+    nothing else for that long (health checks included: bench/dataplane.py measures them under
+    load). With more instances here, runs go to worker threads so that they overlap, as
+    instance_group's count says; GPU instances never run on the loop: their runs wait for the device.
+    """
+    if len(instances) > 1 or any(
+        i.io_binding or i.stream is not None or providers.CUDA in map(providers.provider_name, i.providers)
+        for i in instances
+    ):
+        return 0
+    fastest = min(run_sync(signature, instances[0], warmup)[1] for _ in range(TIMED_WARMUP_RUNS))
+    rows = int(INLINE_RUN_S / max(fastest, 1e-9))
+    if rows:
+        notes.append(f"runs of up to {rows} row(s) on the event loop (fastest warm-up run {fastest * 1e3:.2f} ms)")
+    return rows
 
 
 def make_session_options(server: ServerConfig, settings: ReadConfig, threads: int = 0) -> ort.SessionOptions:
@@ -294,6 +322,7 @@ def _loaded(
     warmup = {t.name: np.zeros([d or 1 for d in t.shape], t.dtype) for t in inputs}
     for instance in instances:
         run_sync(signature, instance, warmup)  # first-run allocations happen now, not in a request
+    inline_rows = _inline_rows(signature, instances, warmup, notes)
     for entry in config.model_warmup:  # config.pbtxt's warm-up runs, before the model is ready
         feeds = warmup_feeds(entry, list(inputs), batched, path.parent.parent / "warmup")
         runs = max(entry.count, 1)
@@ -318,6 +347,7 @@ def _loaded(
         config=effective_config(file, settings, signature, batching, everywhere),
         # The first instance's own providers: its device, its accelerators, CPU for a KIND_CPU model.
         profiler=Profiler(path, instances[0].providers, make_options, warmup, nice=server.profile_nice),
+        inline_rows=inline_rows,
     )
     shown = "; ".join(f"{t.name} {t.datatype} {describe(t.shape)}" for t in inputs)
     log.info(

@@ -1,7 +1,8 @@
 """One version of one model: what loading it made, and the state of serving it.
 
-Runs happen on the runtime's worker threads (onnxruntime releases the GIL), never on the event
-loop, so several requests are in flight at once. A model that fails to load stays in the table,
+Runs happen on the runtime's worker threads (onnxruntime releases the GIL), so several requests
+are in flight at once, except a run measured to take less than a thread hop's worth of time
+(``LoadedVersion.inline_rows``), which happens on the event loop itself. A model that fails to load stays in the table,
 not ready, with its reason; the others serve.
 """
 
@@ -123,18 +124,24 @@ class ModelVersion:
             self.pending_rows -= rows
 
     def _run_sync(self, instance: Instance, feeds: Feeds) -> tuple[list[np.ndarray], float]:
-        """One run on ``instance`` (blocking: on a worker thread)."""
+        """One run on ``instance`` (blocking: on a worker thread, or on the loop for a fast one)."""
         return self.served().run_sync(instance, feeds)
 
     async def _run_batch(self, feeds: Feeds) -> tuple[list[np.ndarray], float]:
-        """Run on the first free instance (waiting for one is queue time)."""
+        """Run on the first free instance (waiting for one is queue time): on the event loop itself
+        for a fast run (``LoadedVersion.inline_rows``), else on a worker thread."""
+        loaded = self.served()
+        rows = loaded.rows_of(feeds)
         instance = await self.pool.take()
         try:
-            loop = asyncio.get_running_loop()
-            outputs, infer_s = await loop.run_in_executor(self._executor, self._run_sync, instance, feeds)
+            if rows <= loaded.inline_rows:
+                outputs, infer_s = self._run_sync(instance, feeds)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs, infer_s = await loop.run_in_executor(self._executor, self._run_sync, instance, feeds)
         finally:
             self.pool.give_back(instance)
-        self.stats.record_execution(self.served().rows_of(feeds), infer_s)
+        self.stats.record_execution(rows, infer_s)
         return outputs, infer_s
 
     async def run(self, feeds: Feeds, *, profile: bool = False, profile_runs: int = 0) -> RunOutcome:
