@@ -53,13 +53,16 @@ KILL_AFTER_S = 30.0  # beyond pre-stop delay + grace, a front-end that has not e
 EXIT_USAGE = 2
 
 
-def reserve(host: str, port: int, what: str) -> socket.socket:
-    """Hold ``host:port`` for this server's front-ends (port 0: a free one); BindError if it is taken."""
+def reserve(host: str, port: int, what: str = "") -> socket.socket:
+    """Hold ``host:port`` for this server's front-ends (port 0: a free one); BindError if it is taken.
+
+    ``what``: the listener named in the error (none: gRPC's, said as one process says it)."""
+    where = f"for {what} on" if what else "on"
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as error:
-        raise BindError(f"cannot listen for {what} on {host}:{port}: {error.strerror or error}") from None
+        raise BindError(f"cannot listen {where} {host}:{port}: {error.strerror or error}") from None
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # as gRPC binds [::]
@@ -71,7 +74,7 @@ def reserve(host: str, port: int, what: str) -> socket.socket:
         sock.listen(1)  # listening: a probe with SO_REUSEADDR alone (another server's) fails too
     except OSError as error:
         sock.close()
-        raise BindError(f"cannot listen for {what} on {host}:{port}: {error.strerror or error}") from None
+        raise BindError(f"cannot listen {where} {host}:{port}: {error.strerror or error}") from None
     return sock
 
 
@@ -103,7 +106,7 @@ class Supervisor:
 
     async def run(self) -> int:
         config = self.config
-        held = [reserve(config.host, config.port, "gRPC")]
+        held = [reserve(config.host, config.port)]
         for port, what in ((config.http_port, "KServe v2 HTTP/REST"), (config.metrics_port, "metrics")):
             if port is not None:
                 held.append(reserve(config.host, port, what))

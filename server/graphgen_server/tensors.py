@@ -106,6 +106,11 @@ class InputTensor:
     fit_field: str = ""  # the field blamed when the shape does not fit the model (default: <field>.shape)
 
 
+def little_endian(array: np.ndarray) -> np.ndarray:
+    """``array`` as KServe sends it: row-major, little-endian (itself where it is already: no copy)."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+
+
 def to_bytes(array: np.ndarray) -> bytes:
     """An output's raw bytes as KServe sends them: row-major, little-endian."""
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    return little_endian(array).tobytes()

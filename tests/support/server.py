@@ -104,7 +104,7 @@ class InProcessServer:
         return self.loop.run_until_complete(awaitable)
 
     def call(self, service: str, method: str, request):
-        return self.run(getattr(self.servicers[service], method)(request, FakeContext()))
+        return as_sent(method, self.run(getattr(self.servicers[service], method)(request, FakeContext())))
 
     def close(self) -> None:
         self.run(self.runtime.close())
@@ -142,3 +142,21 @@ def connections_to(pid: int, port: int) -> int:
             local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
             count += local_port == port and state == "01" and inode in inodes
     return count
+
+
+def as_sent(method: str, answer):
+    """A servicer's answer as the client reads it: a response written in wire form already
+    (graphgen_server.frontends.raw_tensors.Serialized) parsed as the method's response message."""
+    from google.protobuf import message_factory
+    from google.protobuf.message import Message
+
+    from graphgen_protos import classifier_pb2, kserve_v2_pb2
+
+    if answer is None or isinstance(answer, Message) or not hasattr(answer, "SerializeToString"):
+        return answer
+    for module in (kserve_v2_pb2, classifier_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            if method in service.methods_by_name:
+                kind = message_factory.GetMessageClass(service.methods_by_name[method].output_type)
+                return kind.FromString(answer.SerializeToString())
+    raise LookupError(f"no method {method!r}")

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 from google.protobuf import json_format
 
 from graphgen_protos import kserve_v2_pb2 as pb
@@ -35,12 +36,15 @@ from graphgen_server.frontends import kserve_common, kserve_shm
 from graphgen_server.frontends.gate import CallGate
 from graphgen_server.frontends.grpc_wire import Undecodable
 from graphgen_server.frontends.kserve_common import PROFILE_RESPONSE, serialize_bytes
+from graphgen_server.frontends.raw_tensors import Serialized, WithRaw, nested, with_raw
 from graphgen_server.frontends.status import abort_with_status, clamp, status_of
-from graphgen_server.tensors import InputTensor, to_bytes
+from graphgen_server.tensors import InputTensor, little_endian
 
 log = logging.getLogger("graphgen_server")
 
 STREAM_IN_FLIGHT = 64  # requests of one ModelStreamInfer stream running at once
+RAW_INPUT_CONTENTS, RAW_OUTPUT_CONTENTS = 7, 6  # field numbers (ModelInferRequest, ModelInferResponse)
+STREAM_INFER_RESPONSE = 2  # ModelStreamInferResponse.infer_response
 # The typed ``contents`` field that carries each datatype (FP16 has none: raw bytes only).
 CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -67,14 +71,22 @@ def parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def input_tensors(request: pb.ModelInferRequest, shared_memory: SharedMemory | None = None) -> list[InputTensor]:
+def input_tensors(
+    request: pb.ModelInferRequest,
+    shared_memory: SharedMemory | None = None,
+    raw: Sequence[bytes | memoryview] | None = None,
+) -> list[InputTensor]:
     """The request's inputs, data from ``raw_input_contents`` (what tritonclient sends), typed contents
-    or shared memory (an input there takes no ``raw_input_contents`` entry, as in Triton)."""
+    or shared memory (an input there takes no ``raw_input_contents`` entry, as in Triton).
+
+    ``raw``: the raw contents where they were kept out of the parsed message (views of the bytes
+    received: :mod:`graphgen_server.frontends.raw_tensors`).
+    """
     regions = [
         kserve_shm.region_reference(parameter_values(tensor.parameters), f"inputs[{index}].parameters")
         for index, tensor in enumerate(request.inputs)
     ]
-    raw = request.raw_input_contents
+    raw = request.raw_input_contents if raw is None else raw
     takers = sum(region is None for region in regions)  # inputs whose bytes are in raw_input_contents
     mismatch = None
     if raw and len(raw) != takers:
@@ -166,18 +178,18 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
 
     @abort_with_status
-    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest | WithRaw, context) -> Serialized:
         return await self._infer(request)
 
     async def ModelStreamInfer(
-        self, requests: AsyncIterator[pb.ModelInferRequest | Undecodable], context
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self, requests: AsyncIterator[pb.ModelInferRequest | WithRaw | Undecodable], context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse | Serialized]:
         """Each request of the stream answered in order; a failed one answers its error, and the stream goes on.
 
         Requests run concurrently (up to STREAM_IN_FLIGHT at a time), so one stream can keep
         the model as busy as as many unary calls.
         """
-        pending: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
+        pending: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse | Serialized] | None] = asyncio.Queue()
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)
 
         async def read() -> None:
@@ -198,21 +210,24 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    async def _stream_answer(self, request: pb.ModelInferRequest | Undecodable) -> pb.ModelStreamInferResponse:
+    async def _stream_answer(
+        self, request: pb.ModelInferRequest | WithRaw | Undecodable
+    ) -> pb.ModelStreamInferResponse | Serialized:
         try:
             async with self.gate.call():
                 if isinstance(request, Undecodable):
                     raise InvalidArgument("request", f"not a valid {request.message_type} message ({request.error})")
-                return pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                return nested(STREAM_INFER_RESPONSE, await self._infer(request))
         except Exception as error:
             code, message = status_of(error)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("ModelStreamInfer failed")
             answer = pb.ModelStreamInferResponse(error_message=clamp(f"{code.name}: {message}"))
             if not isinstance(request, Undecodable):
-                answer.infer_response.id = request.id
-                answer.infer_response.model_name = request.model_name
-                answer.infer_response.model_version = request.model_version
+                asked = request.message if isinstance(request, WithRaw) else request
+                answer.infer_response.id = asked.id
+                answer.infer_response.model_name = asked.model_name
+                answer.infer_response.model_version = asked.model_version
             return answer
 
     @abort_with_status
@@ -221,28 +236,31 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         loaded = self.runtime.ready(request.name, request.version).served()
         return pb.ModelConfigResponse(config=loaded.config)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        in_shared_memory = kserve_shm.output_views(self.shared_memory, output_regions(request))
+    async def _infer(self, request: pb.ModelInferRequest | WithRaw) -> Serialized:
+        message, raw = (request.message, request.raw) if isinstance(request, WithRaw) else (request, None)
+        in_shared_memory = kserve_shm.output_views(self.shared_memory, output_regions(message))
         inferred = await self.runtime.infer(
-            request.model_name,
-            request.model_version,
-            inputs=input_tensors(request, self.shared_memory),
-            outputs=requested_outputs(request),
-            profile=kserve_common.profiling(parameter_values(request.parameters)),
+            message.model_name,
+            message.model_version,
+            inputs=input_tensors(message, self.shared_memory, raw),
+            outputs=requested_outputs(message),
+            profile=kserve_common.profiling(parameter_values(message.parameters)),
         )
         written = kserve_shm.write_outputs(inferred.outputs, in_shared_memory)
-        response = pb.ModelInferResponse(model_name=inferred.model, model_version=inferred.version, id=request.id)
+        # The response without its tensors, then each tensor's bytes written once after it.
+        head = pb.ModelInferResponse(model_name=inferred.model, model_version=inferred.version, id=message.id)
         if inferred.profile is not None:
-            response.parameters[PROFILE_RESPONSE].string_param = kserve_common.profile_json(inferred.profile)
+            head.parameters[PROFILE_RESPONSE].string_param = kserve_common.profile_json(inferred.profile)
+        contents: list[bytes | np.ndarray] = []
         for output in inferred.outputs:
-            response.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
+            head.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
             if output.name in written:
-                response.raw_output_contents.append(b"")  # (one entry per output, as Triton)
+                contents.append(b"")  # (one entry per output, as Triton)
             elif output.datatype == "BYTES":
-                response.raw_output_contents.append(serialize_bytes(list(output.array.ravel())))
+                contents.append(serialize_bytes(list(output.array.ravel())))
             else:
-                response.raw_output_contents.append(to_bytes(output.array))
-        return response
+                contents.append(little_endian(output.array))
+        return with_raw(head, RAW_OUTPUT_CONTENTS, contents)
 
     @abort_with_status
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:

@@ -26,7 +26,7 @@ from graphgen_server.frontends.grpc_classify import ClassifierServicer
 from graphgen_server.frontends.grpc_kserve import KServeServicer
 from graphgen_server.frontends.grpc_wire import Undecodable
 from graphgen_server.frontends.status import http_status_of
-from tests.support.server import Aborted, FakeContext
+from tests.support.server import Aborted, FakeContext, as_sent
 
 TIMINGS = Timings(queue_s=0.001, input_s=0.002, infer_s=0.003, output_s=0.004, total_s=0.010, batch_size=2)
 
@@ -81,7 +81,7 @@ def test_the_fake_runtimes_and_the_real_one_are_runtimes():
 
 
 def call(servicer, method: str, request):
-    return asyncio.run(getattr(servicer, method)(request, FakeContext()))
+    return as_sent(method, asyncio.run(getattr(servicer, method)(request, FakeContext())))
 
 
 def status(servicer, method: str, request) -> tuple[grpc.StatusCode, str]:

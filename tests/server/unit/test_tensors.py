@@ -18,7 +18,7 @@ from graphgen_protos import kserve_v2_pb2 as kpb
 from graphgen_server.core.errors import InvalidArgument
 from graphgen_server.core.requests import to_array
 from graphgen_server.tensors import DATATYPES, InputTensor
-from tests.support.server import Aborted, FakeContext, InProcessServer, save_onnx_model
+from tests.support.server import Aborted, FakeContext, InProcessServer, as_sent, save_onnx_model
 
 ONNX_TYPES = {
     "BOOL": TensorProto.BOOL,
@@ -197,7 +197,7 @@ def test_a_two_input_model_takes_its_inputs_in_any_order_and_batches(served):
         return await asyncio.gather(*calls)
 
     for (a, b), response in zip(requests, served.run(concurrently())):
-        got = _outputs(response)
+        got = _outputs(as_sent("ModelInfer", response))
         np.testing.assert_array_equal(got["sum"], a + b.astype(np.float32))
         np.testing.assert_array_equal(got["twice_b"], b + b)
     pair = served.runtime.find("pair")
