@@ -2,15 +2,17 @@
 
 Markers (registered in pyproject.toml; ``make test-fast`` runs ``-m "not e2e and not zoo and not gpu"``):
 
-- ``e2e``: the test starts a graphgen server process. Set on every test in a folder named ``e2e``
-  and on every test whose function, fixtures or the repository's helpers they call by name use
-  ``tests.support.server.ServerProcess`` (graphgen_client.local.LocalServer) or run
-  ``python -m graphgen_server`` / ``python -m graphgen_client.demo`` (tests/support/markers.py).
+- ``e2e``: the test starts a graphgen server process or drives a browser. Set on every test in a
+  folder named ``e2e`` and on every test whose function, fixtures or the repository's helpers they
+  call by name use ``tests.support.server.ServerProcess`` (graphgen_client.local.LocalServer),
+  run ``python -m graphgen_server`` / ``python -m graphgen_client.demo``, or open Playwright's
+  ``sync_playwright`` (tests/support/markers.py).
   A test the rules miss cannot slip into the fast loop unnoticed: without ``e2e``, starting a
   server fails the test (``refusing_servers``).
 - ``zoo``: a registry-wide sweep — a parametrization whose architectures (registered names or
-  ``Architecture`` objects) cover at least half of the registry. New architectures join the sweep
-  by themselves; a hand-picked list of a few (one per family) stays in the fast loop.
+  ``Architecture`` objects) cover at least half of the registry's architectures or half of its
+  families (one representative each: the OpenVINO and ``--opset`` sweeps). New architectures and families join the sweeps by themselves; a
+  hand-picked few (``FAMILIES`` of tests/builder/test_functions.py) stay in the fast loop.
 - ``gpu``: needs a CUDA device; set by hand on those tests (they skip without one).
 """
 
@@ -61,8 +63,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
         for argument, value in _parameters(item).items():
             values[(*_test(item), argument)].append(value)
-    registered = registry.names()
-    sweeps = {key for key, seen in values.items() if covers_the_registry(seen, registered)}
+    architectures = registry.architectures()
+    sweeps = {key for key, seen in values.items() if covers_the_registry(seen, architectures)}
     for item in items:
         if any((*_test(item), argument) in sweeps for argument in _parameters(item)):
             item.add_marker(pytest.mark.zoo)

@@ -1,4 +1,4 @@
-"""Which tests start a graphgen server (``e2e``) and which sweep the whole registry (``zoo``).
+"""Which tests run end to end (a server process, a browser: ``e2e``) and which sweep the registry (``zoo``).
 
 tests/conftest.py sets both markers from these rules at collection, so nobody has to remember
 them, and fails at run time any test that starts a server without ``e2e`` (the rules missed it:
@@ -16,12 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from graphgen.registry import Architecture
+
 ROOT = Path(__file__).resolve().parents[2]
-# Names whose use starts a server process: tests/support/server.py's name for graphgen_client.local's class.
-SERVER_CLASSES = frozenset({"ServerProcess", "LocalServer"})
+# Names whose use starts a server process (tests/support/server.py's name for graphgen_client.local's
+# class) or a browser (Playwright driving chromium).
+END_TO_END_NAMES = frozenset({"ServerProcess", "LocalServer", "sync_playwright"})
 # `python -m MODULE` for these starts a server (the demo serves the model it classifies with).
 SERVER_MODULES = frozenset({"graphgen_server", "graphgen_client.demo"})
-# A parametrization is a registry-wide sweep when its architectures cover this share of the registry.
+# A parametrization is a registry-wide sweep when its architectures cover this share of the registry's
+# architectures, or of its families (one architecture per family: the OpenVINO and --opset sweeps).
 ZOO_SHARE = 0.5
 
 
@@ -58,7 +62,7 @@ def names_a_server(function: object, seen: set[types.CodeType] | None = None) ->
     for each in _code_objects(code):
         names.update(each.co_names)
         constants.update(c for c in each.co_consts if isinstance(c, str))
-    if names & SERVER_CLASSES or ("-m" in constants and constants & SERVER_MODULES):
+    if names & END_TO_END_NAMES or ("-m" in constants and constants & SERVER_MODULES):
         return True
     scope = getattr(function, "__globals__", {})
     return any(names_a_server(callee, seen) for name in names for callee in _callees(scope.get(name)))
@@ -101,13 +105,16 @@ def refusing_servers(nodeid: str) -> Iterator[None]:
         subprocess.Popen.__init__ = original  # type: ignore[method-assign]
 
 
-def covers_the_registry(values: Iterable[object], registered: Collection[str]) -> bool:
-    """Parameter values that stand for (registered names, Architecture objects) at least ZOO_SHARE of the registry."""
-    from graphgen.registry import Architecture
-
+def covers_the_registry(values: Iterable[object], architectures: Collection[Architecture]) -> bool:
+    """Parameter values (registered names, Architecture objects) that stand for at least ZOO_SHARE of
+    the registry's architectures, or of its families."""
+    by_name = {architecture.name: architecture for architecture in architectures}
     names = {
         value.name if isinstance(value, Architecture) else value
         for value in values
-        if isinstance(value, (str, Architecture))
+        if isinstance(value, str | Architecture)
     }
-    return len(names & set(registered)) >= ZOO_SHARE * len(registered)
+    covered = [by_name[name] for name in names if name in by_name]
+    families = {architecture.family for architecture in by_name.values()}
+    covered_families = {architecture.family for architecture in covered}
+    return len(covered) >= ZOO_SHARE * len(by_name) or len(covered_families) >= ZOO_SHARE * len(families)
