@@ -9,6 +9,7 @@ import pytest
 from graphgen import registry
 from graphgen.build import BuildOptions, build, save
 from graphgen.stats import layer_stats
+from tests.support.models import built
 
 ARCHITECTURES = registry.names()
 
@@ -16,7 +17,7 @@ ARCHITECTURES = registry.names()
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_builds_checks_runs_and_counts(name, tmp_path, ort_cpu):
     arch = registry.get(name)
-    path = save(build(name), tmp_path / f"{name}.onnx")
+    path = save(built(name), tmp_path / f"{name}.onnx")
 
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -45,15 +46,15 @@ def onnx_ir_load(path):
 
 @pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "efficientnet_lite0"])
 def test_keep_bn_form_has_batchnorm_and_the_same_parameters(name):
-    folded = build(name)
-    kept = build(name, BuildOptions(keep_bn=True))
+    folded = built(name)
+    kept = built(name, BuildOptions(keep_bn=True))
     assert not any(node.op_type == "BatchNormalization" for node in folded.graph)
     assert any(node.op_type == "BatchNormalization" for node in kept.graph)
     assert layer_stats(folded).params == layer_stats(kept).params
 
 
 def test_names_mirror_state_dict_keys():
-    model = build("resnet50", BuildOptions(keep_bn=True))
+    model = built("resnet50", BuildOptions(keep_bn=True))
     assert "layer3.1.conv2.weight" in model.graph.initializers
     assert "layer3.1.bn2.running_var" in model.graph.initializers
     names = [node.name for node in model.graph]

@@ -7,12 +7,13 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from graphgen.build import BuildOptions, build, save
+from graphgen.build import BuildOptions, save
 from graphgen.cli import main
 from graphgen.onnxscript_api import CLASS_HIERARCHY, NAME_SCOPES
 from graphgen.passes.inline import inline_functions
 from graphgen.passes.outline import BLOCKS_DOMAIN, outline_blocks
 from graphgen.stats import layer_stats
+from tests.support.models import built
 
 # One architecture per kind of block: basic residual, inverted residual with ReLU6 constants,
 # MBConv with squeeze-excitation, Inception modules, a stage written as a plain module (WRN's
@@ -27,7 +28,7 @@ def _run(ort_cpu, model: ir.Model, path, x: np.ndarray) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_outlined_model_runs_like_the_flat_one(name, tmp_path, ort_cpu):
-    flat = build(name, BuildOptions(batch=1))
+    flat = built(name, BuildOptions(batch=1))
     if name.startswith("repvgg"):
         from graphgen.passes.fold_repvgg import fold_repvgg
 
@@ -50,7 +51,7 @@ def test_outlined_model_runs_like_the_flat_one(name, tmp_path, ort_cpu):
 
 
 def test_resnet152_reads_as_a_chain_of_blocks(tmp_path):
-    model = build("resnet152", BuildOptions(functions=True))
+    model = built("resnet152", BuildOptions(functions=True))
     graph = model.graph
     blocks = [f"layer{s + 1}.{b}" for s, n in enumerate((3, 8, 36, 3)) for b in range(n)]
     assert [node.name for node in graph] == ["conv1", "relu", "maxpool", *blocks, "avgpool", "flatten", "fc"]
@@ -91,7 +92,7 @@ def test_resnet152_reads_as_a_chain_of_blocks(tmp_path):
 
 @pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0"])
 def test_inlining_restores_the_flat_graph(name):
-    flat = build(name)
+    flat = built(name)
     restored = inline_functions(outline_blocks(flat).model).model
     assert not restored.functions and BLOCKS_DOMAIN not in restored.opset_imports
     pairs = list(zip(restored.graph, flat.graph, strict=True))
@@ -148,7 +149,7 @@ def test_cli_build_functions_then_stats(tmp_path, capsys):
 
 
 def test_every_node_says_which_module_and_block_emitted_it():
-    graph = build("resnet50").graph
+    graph = built("resnet50").graph
     described = {node.name: node.doc_string for node in graph}
     assert (
         described["layer3.1.conv2"]
@@ -162,7 +163,7 @@ def test_every_node_says_which_module_and_block_emitted_it():
 def test_resnet50_functions_survive_onnxslim(tmp_path, ort_cpu):
     """Uniquely named functions: onnxslim (which keys functions by name) merges none, onnxruntime runs it."""
     onnxslim = pytest.importorskip("onnxslim")
-    path = save(build("resnet50", BuildOptions(batch=1, resolution=64, functions=True)), tmp_path / "r50.onnx")
+    path = save(built("resnet50", BuildOptions(batch=1, resolution=64, functions=True)), tmp_path / "r50.onnx")
     proto = onnx.load(str(path))
     names = [function.name for function in proto.functions]
     assert len(names) == len(set(names)) == 8 and not any(function.overload for function in proto.functions)
@@ -218,7 +219,7 @@ def test_convert_inline_makes_a_functions_model_flat(capsys, tmp_path):
     assert "inline: 19 function call(s) inlined" in out and "verify: logits" in out and ": ok" in out
     proto = onnx.load(str(target), load_external_data=False)
     assert not proto.functions and all(node.domain == "" for node in proto.graph.node)
-    assert [node.name for node in proto.graph.node] == [node.name for node in build("mobilenet_v2").graph]
+    assert [node.name for node in proto.graph.node] == [node.name for node in built("mobilenet_v2").graph]
     assert main(["convert", str(target), "-o", str(tmp_path / "again.onnx"), "--inline"]) == 0
     assert "inline: found no local functions; nothing changed" in capsys.readouterr().out
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from graphgen.build import BuildOptions, build, save
+from graphgen.build import BuildOptions, save
 from graphgen.cli.view import serving
 from tests.cli.test_plots import assert_picture
+from tests.support.models import built
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -128,7 +129,7 @@ FLAT = {
 @pytest.mark.parametrize("name", list(FLAT))
 def test_flat_graph_renders_with_shapes_names_and_descriptions(browser, name, tmp_path):
     drawn, shapes, names, clicked = FLAT[name]
-    model = build(name)
+    model = built(name)
     path = save(model, tmp_path / f"{name}.onnx")
     with netron_page(browser, path) as page:
         assert page.locator("#nodes > g").count() == drawn
@@ -155,7 +156,7 @@ def test_flat_graph_renders_with_shapes_names_and_descriptions(browser, name, tm
 
 def test_folded_repvgg_renders_as_one_conv_per_block(browser, tmp_path):
     fold_repvgg = pytest.importorskip("graphgen.passes.fold_repvgg").fold_repvgg
-    model = fold_repvgg(build("repvgg_a0")).model
+    model = fold_repvgg(built("repvgg_a0")).model
     path = save(model, tmp_path / "repvgg_a0_folded.onnx")
     with netron_page(browser, path) as page:
         assert page.locator("#nodes > g").count() == len(model.graph) + 2
@@ -170,7 +171,7 @@ def test_folded_repvgg_renders_as_one_conv_per_block(browser, tmp_path):
 
 
 def test_functions_read_as_a_chain_of_blocks_that_open_on_click(browser, tmp_path):
-    path = save(build("resnet152", BuildOptions(functions=True)), tmp_path / "resnet152_functions.onnx")
+    path = save(built("resnet152", BuildOptions(functions=True)), tmp_path / "resnet152_functions.onnx")
     with netron_page(browser, path) as page:
         assert page.locator("#nodes > g").count() == 56 + 2  # stem, 50 blocks, head; input and output
         page.keyboard.press("Control+I")  # hide the weights: each block a small box

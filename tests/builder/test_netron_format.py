@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import onnx
 
-from graphgen.build import build
 from graphgen.onnx_io import save_model
+from tests.support.models import built
 
 MODEL_GRAPH_FIELD = 7
 
@@ -43,7 +43,7 @@ def top_level_fields(data: bytes) -> list[int]:
 
 
 def test_saved_model_holds_its_graph_as_one_field(tmp_path):
-    path = save_model(build("resnet18"), tmp_path / "resnet18.onnx")
+    path = save_model(built("resnet18"), tmp_path / "resnet18.onnx")
     data = path.read_bytes()
     assert top_level_fields(data).count(MODEL_GRAPH_FIELD) == 1
     # The one graph field carries nodes and every initializer, streamed ones included.

@@ -8,12 +8,12 @@ import onnx_ir as ir
 import pytest
 from onnx import numpy_helper
 
-from graphgen.build import build
 from graphgen.onnx_io import save_model
+from tests.support.models import built
 
 
 def test_streamed_file_equals_protobuf_serialisation(tmp_path):
-    model = build("resnet18")
+    model = built("resnet18")
     save_model(model, tmp_path / "streamed.onnx")
     ir.save(model, tmp_path / "reference.onnx")
     streamed, reference = onnx.load(str(tmp_path / "streamed.onnx")), onnx.load(str(tmp_path / "reference.onnx"))
@@ -28,7 +28,7 @@ def test_streamed_file_equals_protobuf_serialisation(tmp_path):
 
 
 def test_saving_leaves_the_model_untouched(tmp_path):
-    model = build("resnet18")
+    model = built("resnet18")
     before = set(model.graph.initializers)
     save_model(model, tmp_path / "m.onnx")
     assert set(model.graph.initializers) == before
@@ -39,7 +39,7 @@ def _with_external_data(tmp_path, location: str):
 
     model_dir = tmp_path / "repo" / "m" / "1"
     model_dir.mkdir(parents=True)
-    ir.save(build("resnet18"), model_dir / "model.onnx", external_data="weights.bin")
+    ir.save(built("resnet18"), model_dir / "model.onnx", external_data="weights.bin")
     proto = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
     for tensor in proto.graph.initializer:
         for entry in tensor.external_data:

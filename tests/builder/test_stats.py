@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from graphgen.build import BuildOptions, build
+from graphgen.build import BuildOptions
 from graphgen.stats import MIB, format_table, layer_stats
+from tests.support.models import built
 
 
 @pytest.fixture(scope="module")
 def alexnet_2012_at_128():
-    return layer_stats(build("alexnet_2012"), batch=128)
+    return layer_stats(built("alexnet_2012"), batch=128)
 
 
 def test_seed_alexnet_conv1_figures(alexnet_2012_at_128):
@@ -40,18 +41,18 @@ def test_zfnet_parameters_by_derivation():
     convs = (7 * 7 * 3 * 96 + 96) + (5 * 5 * 96 * 256 + 256) + (3 * 3 * 256 * 384 + 384)
     convs += (3 * 3 * 384 * 384 + 384) + (3 * 3 * 384 * 256 + 256)
     dense = (9216 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
-    stats = layer_stats(build("zfnet"))
+    stats = layer_stats(built("zfnet"))
     assert stats.params == convs + dense == 62_357_608
     assert [row.output_shape[2] for row in stats.rows if row.op.startswith("MaxPool")] == [55, 13, 6]
 
 
 @pytest.mark.parametrize(("name", "gmacs"), [("alexnet", 0.714), ("vgg16", 15.470), ("resnet50", 4.089)])
 def test_totals_match_torchvision_published_column(name, gmacs):
-    assert layer_stats(build(name)).macs / 1e9 == pytest.approx(gmacs, rel=0.01)
+    assert layer_stats(built(name)).macs / 1e9 == pytest.approx(gmacs, rel=0.01)
 
 
 def test_folded_and_unfolded_forms_agree():
-    folded, kept = layer_stats(build("resnet18")), layer_stats(build("resnet18", BuildOptions(keep_bn=True)))
+    folded, kept = layer_stats(built("resnet18")), layer_stats(built("resnet18", BuildOptions(keep_bn=True)))
     assert folded.params == kept.params == 11_689_512
     assert folded.macs == kept.macs
     # The graph's own initializers differ: BN running statistics are gone once folded.
@@ -59,7 +60,7 @@ def test_folded_and_unfolded_forms_agree():
 
 
 def test_stats_scale_with_batch():
-    one, eight = layer_stats(build("resnet18"), 1), layer_stats(build("resnet18"), 8)
+    one, eight = layer_stats(built("resnet18"), 1), layer_stats(built("resnet18"), 8)
     assert eight.macs == 8 * one.macs
     assert eight.params == one.params
 
@@ -71,7 +72,7 @@ def test_table_has_a_totals_row_and_states_conventions(alexnet_2012_at_128):
 
 
 def test_silu_and_gates_are_the_activation_of_their_layer():
-    stats = layer_stats(build("efficientnet_b0"))
+    stats = layer_stats(built("efficientnet_b0"))
     ops = {row.name: row.op for row in stats.rows}
     assert ops["features.0.0"] == "Conv+SiLU"
     assert ops["features.1.0.block.1.fc2"] == "Conv+Sigmoid"  # the squeeze-and-excitation gate

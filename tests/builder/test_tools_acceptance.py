@@ -25,12 +25,13 @@ import onnx_ir as ir
 import pytest
 
 from graphgen import registry
-from graphgen.build import BuildOptions, build, save
+from graphgen.build import BuildOptions, save
 from graphgen.onnx_io import load_model
 from graphgen.passes import fold_batchnorm, fold_repvgg, group_branches
 from graphgen.passes.inline import inline_functions
 from graphgen.passes.opset import convert_opset
 from tests.conftest import unit_std_error
+from tests.support.models import built
 from tests.support.passes import simplifier_changes
 
 TOLERANCE = 1e-4
@@ -76,7 +77,7 @@ def resolution_of(name: str) -> int:
 
 def small_build(name: str) -> ir.Model:
     """``graphgen build NAME --batch 1`` at the small resolution."""
-    return build(name, BuildOptions(batch=1, resolution=resolution_of(name)))
+    return built(name, BuildOptions(batch=1, resolution=resolution_of(name)))
 
 
 def lively_weights(model: ir.Model, seed: int, *, gain: float = 3.0, bias_std: float = 0.0) -> ir.Model:
@@ -137,7 +138,7 @@ def model_files(tmp_path_factory) -> ModelFiles:
 
 def _repvgg_folded() -> ir.Model:
     """``build repvgg_a0 --keep-bn``, then ``convert --fold-repvgg --fold-bn``."""
-    model = build("repvgg_a0", BuildOptions(batch=1, resolution=64, keep_bn=True))
+    model = built("repvgg_a0", BuildOptions(batch=1, resolution=64, keep_bn=True))
     source = lively_weights(model, seed=1, bias_std=0.1)  # a plain ReLU network: BatchNorm shifts are safe
     return fold_batchnorm(fold_repvgg(source).model).model
 
@@ -145,12 +146,12 @@ def _repvgg_folded() -> ir.Model:
 def _resnext_grouped() -> ir.Model:
     """``build resnext50_32x4d --form branches``, then ``convert --group-branches``."""
     options = BuildOptions(batch=1, resolution=64, variant={"form": "branches"})
-    return group_branches(lively_weights(build("resnext50_32x4d", options), seed=2)).model
+    return group_branches(lively_weights(built("resnext50_32x4d", options), seed=2)).model
 
 
 def _resnet50_inlined() -> ir.Model:
     """``build resnet50 --functions``, then ``convert --inline`` (OpenVINO refuses local functions)."""
-    outlined = build("resnet50", BuildOptions(batch=1, resolution=64, functions=True))
+    outlined = built("resnet50", BuildOptions(batch=1, resolution=64, functions=True))
     return lively_weights(inline_functions(outlined).model, seed=3)
 
 

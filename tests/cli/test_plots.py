@@ -16,6 +16,7 @@ from graphgen.cli import main
 from graphgen.cli.compare import measure
 from graphgen.plots import PlotError, parse_size
 from graphgen.profiling.plots import ProfileRow, plot_profile
+from tests.support.models import built
 
 
 def assert_picture(path, size: tuple[int, int], min_coloured: float = 0.002) -> np.ndarray:
@@ -42,11 +43,10 @@ def test_stats_plot_per_layer(tmp_path, capsys):
 
 
 def test_stats_plot_groups_a_deep_network_per_block(tmp_path):
-    from graphgen.build import build
     from graphgen.plots import _bars, plot_layer_stats
     from graphgen.stats import layer_stats
 
-    stats = layer_stats(build("resnet50"), 1)
+    stats = layer_stats(built("resnet50"), 1)
     bars, grouping, by_kind = _bars(stats.rows, 64)
     labels = [bar.label for bar in bars]
     assert labels[:4] == ["input", "conv1", "maxpool", "layer1.0"] and labels[-1] == "fc" and not by_kind

@@ -12,9 +12,10 @@ from dataclasses import replace
 
 import pytest
 
-from graphgen.build import BuildOptions, build
+from graphgen.build import BuildOptions
 from graphgen.metadata import REPLACED
 from graphgen.passes import fold_batchnorm, fold_repvgg, group_branches
+from tests.support.models import built
 from tests.support.passes import simplifier_changes
 
 pytest.importorskip("onnxsim")
@@ -25,12 +26,12 @@ SMALL = BuildOptions(batch=1, resolution=64)
 
 def _repvgg_folded():
     """graphgen convert --fold-repvgg --fold-bn of a --keep-bn build."""
-    return fold_batchnorm(fold_repvgg(build("repvgg_a0", replace(SMALL, keep_bn=True))).model).model
+    return fold_batchnorm(fold_repvgg(built("repvgg_a0", replace(SMALL, keep_bn=True))).model).model
 
 
 def _resnext_grouped():
     """graphgen convert --group-branches of the default build of ResNeXt's branches form."""
-    result = group_branches(build("resnext50_32x4d", replace(SMALL, variant={"form": "branches"})))
+    result = group_branches(built("resnext50_32x4d", replace(SMALL, variant={"form": "branches"})))
     assert result.notes == ("16 BatchNormalization(s) and constant scale(s) folded into convolutions",)  # fold's own
     return result.model
 
@@ -38,8 +39,8 @@ def _resnext_grouped():
 CASES = {
     "repvgg_a0 fold-repvgg fold-bn": _repvgg_folded,
     "resnext50 branches group-branches": _resnext_grouped,
-    "inception_v3 (nested Concats)": lambda: build("inception_v3", replace(SMALL, resolution=75)),
-    "inception_resnet_v2 (residual scales)": lambda: build("inception_resnet_v2", replace(SMALL, resolution=75)),
+    "inception_v3 (nested Concats)": lambda: built("inception_v3", replace(SMALL, resolution=75)),
+    "inception_resnet_v2 (residual scales)": lambda: built("inception_resnet_v2", replace(SMALL, resolution=75)),
 }
 
 

@@ -17,13 +17,14 @@ import sys
 import numpy as np
 import pytest
 
-from graphgen.build import build, save
+from graphgen.build import save
 from graphgen.passes import to_fp16
 from graphgen.profiling import cuda as gpu
 from graphgen.profiling.attribution import INPUT_COPY, OUTPUT_COPY
 from graphgen.profiling.session import CUDA, ModelProfiler
 from graphgen_server.core.providers import cuda_unavailable_reason
 from tests.support.gpu import hang_guard
+from tests.support.models import built
 
 NO_CUDA = cuda_unavailable_reason()
 NO_CUPTI = None if NO_CUDA else gpu.cupti_unavailable_reason() or gpu.cuda_runtime_unavailable_reason()
@@ -44,7 +45,7 @@ def _watchdog():
 
 @pytest.fixture(scope="module")
 def resnet50(tmp_path_factory):
-    return save(build("resnet50"), tmp_path_factory.mktemp("models") / "resnet50.onnx")
+    return save(built("resnet50"), tmp_path_factory.mktemp("models") / "resnet50.onnx")
 
 
 def _profile(path, batch=8, runs=10, dtype=np.float32, device_id=0):
@@ -113,7 +114,7 @@ def test_a_second_profile_after_a_cupti_failure_finishes(resnet50, monkeypatch):
 
 @pytest.mark.parametrize("keep_io_types", [False, True])
 def test_fp16_models_are_profiled_on_the_gpu(tmp_path, keep_io_types):
-    model = build("resnet50")
+    model = built("resnet50")
     path = save(to_fp16(model, keep_io_types=keep_io_types).model, tmp_path / "half.onnx")
     dtype = np.float32 if keep_io_types else np.float16
     profile = _profile(path, dtype=dtype)

@@ -9,6 +9,7 @@ from onnx import TensorProto, helper
 from graphgen.build import BuildOptions, build, save
 from graphgen.profiling import openvino
 from graphgen.profiling.openvino import ExecNode, OpenVinoProfiler, map_exec_nodes
+from tests.support.models import built
 
 
 def _graph():
@@ -53,7 +54,7 @@ needs_openvino = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def resnet50(tmp_path_factory):
-    return save(build("resnet50"), tmp_path_factory.mktemp("ov") / "resnet50.onnx")
+    return save(built("resnet50"), tmp_path_factory.mktemp("ov") / "resnet50.onnx")
 
 
 @needs_openvino
