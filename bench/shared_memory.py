@@ -159,18 +159,24 @@ def report(runs: list[Run]) -> None:
         )
 
     loads = [r.load for r in runs]
-    print(f"\nbatch {BATCH} of {SIDE}x{SIDE} FP32 ({BATCH * 3 * SIDE * SIDE * 4 / 1e6:.1f} MB a request), medians over "
-          f"{max(r.round for r in runs) + 1} rounds, load {min(loads):.1f}-{max(loads):.1f} (os.getloadavg, 2 cores)")  # fmt: skip
-    print(f"{'model':12s} {'protocol':8s} {'clients':>7s} | {'images/s in-req':>15s} {'shm':>7s} {'ratio':>6s} | "
-          f"{'p50 ms in-req':>13s} {'shm':>7s} {'ratio':>6s} | {'CPU ms/req in-req':>17s} {'shm':>6s} {'ratio':>6s}")  # fmt: skip
+    size_mb, rounds = BATCH * 3 * SIDE * SIDE * 4 / 1e6, max(r.round for r in runs) + 1
+    print(f"\nbatch {BATCH} of {SIDE}x{SIDE} FP32 ({size_mb:.1f} MB a request), medians over {rounds} rounds, ", end="")
+    print(f"load {min(loads):.1f}-{max(loads):.1f} (os.getloadavg, 2 cores)")
+    heading = ["model".ljust(12), "protocol".ljust(8), "clients".rjust(7), "|"]
+    for figure, width in (("images/s", 15), ("p50 ms", 13), ("CPU ms/req", 17)):
+        heading += [f"{figure} in-req".rjust(width), "shm".rjust(7), "ratio".rjust(6), "|"]
+    print(" ".join(heading[:-1]))
     for model in dict.fromkeys(r.model for r in runs):
         for protocol in ("grpc", "http"):
             for clients in sorted({r.clients for r in runs}):
                 cells = []
-                for field, scale in (("images_per_s", 1.0), ("p50_us", 1e-3), ("server_cpu_us", 1e-3)):
+                for field, scale, width in (
+                    ("images_per_s", 1.0, 15),
+                    ("p50_us", 1e-3, 13),
+                    ("server_cpu_us", 1e-3, 17),
+                ):
                     plain, shm = (median(model, protocol, clients, way, field) * scale for way in WAYS)
-                    cells.append(f"{plain:>{15 if field == 'images_per_s' else 13 if field == 'p50_us' else 17}.2f} "
-                                 f"{shm:>7.2f} {shm / plain:>5.2f}x")  # fmt: skip
+                    cells.append(f"{plain:>{width}.2f} {shm:>7.2f} {shm / plain:>5.2f}x")
                 print(f"{model:12s} {protocol:8s} {clients:>7d} | " + " | ".join(cells))
 
 
