@@ -96,6 +96,68 @@ def test_tritonclient_shared_memory_over_both_protocols(server):
     assert "system shared-memory region 'in' registered" in server.log
 
 
+FRONTENDS_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+import tritonclient.utils.shared_memory as shm
+from tritonclient.utils import InferenceServerException
+
+grpc_address, http_address, tag, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+x = np.random.default_rng(11).standard_normal((1, 3, 32, 32), dtype=np.float32)
+region_in = shm.create_shared_memory_region("in", f"/graphgen_{tag}_in", x.nbytes)
+region_out = shm.create_shared_memory_region("out", f"/graphgen_{tag}_out", 40)
+shm.set_shared_memory_region(region_in, [x])
+
+
+def infer_everywhere():
+    # A new client each call: a new connection, which the OS hands to any front-end process (SO_REUSEPORT).
+    outcomes = []
+    for _ in range(calls):
+        client = tgrpc.InferenceServerClient(grpc_address)
+        tensor = tgrpc.InferInput("input", list(x.shape), "FP32")
+        tensor.set_shared_memory("in", x.nbytes)
+        output = tgrpc.InferRequestedOutput("logits")
+        output.set_shared_memory("out", 40)
+        try:
+            client.infer("tiny", [tensor], outputs=[output])
+            outcomes.append("ok")
+        except InferenceServerException as error:
+            outcomes.append(error.message())
+        client.close()
+    return outcomes
+
+
+try:
+    tgrpc.InferenceServerClient(grpc_address).register_system_shared_memory("in", f"/graphgen_{tag}_in", x.nbytes)
+    thttp.InferenceServerClient(http_address).register_system_shared_memory("out", f"/graphgen_{tag}_out", 40)
+    registered = infer_everywhere()
+    thttp.InferenceServerClient(http_address).unregister_system_shared_memory()
+    unregistered = infer_everywhere()
+finally:
+    shm.destroy_shared_memory_region(region_in)
+    shm.destroy_shared_memory_region(region_out)
+print(json.dumps({"registered": registered, "unregistered": unregistered}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None, reason="tritonclient not installed")
+def test_a_region_registered_through_one_frontend_serves_through_every_one(tmp_path):
+    add_tiny_model(tmp_path)
+    with ServerProcess(tmp_path, ["--allow-client-shm", "--frontends", "2"]) as process:
+        done = subprocess.run(
+            [sys.executable, "-c", FRONTENDS_SCRIPT, process.address, process.http_address, f"f{os.getpid()}", "24"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout)
+    assert seen["registered"] == ["ok"] * 24, seen["registered"]
+    assert all("no system shared-memory region" in o and "(regions: none)" in o for o in seen["unregistered"]), seen
+
+
 PERF_ANALYZER = os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer")
 # Short, and finishing on a busy machine: any two windows count as stable (figures are not the point here).
 SHORT_RUN = ["--measurement-interval", "500", "--max-trials", "3", "--stability-percentage", "1000"]
