@@ -72,8 +72,11 @@ def test_a_large_wheel_travels_in_parts_that_are_joined_checked_and_installed_of
     assert gpu_carry.install(stash, site) == sorted([big, "small_one-0.1-py3-none-any.whl"])
     done = subprocess.run(
         [sys.executable, "-c", "import big_one, small_one; print(big_one.VALUE + small_one.VALUE)"],
-        env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "84"
 
 
@@ -132,8 +135,14 @@ def test_gpu_check_without_cuda_says_so_and_exits_2(tmp_path):
         pytest.skip("CUDA works here: make gpu-check measures instead")
     report = tmp_path / "gpu-check.md"
     env = {**os.environ, "GPU_CHECK_REPORT": str(report), "OUT": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--measure"], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_check.py"), "--measure"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "NO CUDA HERE" in done.stdout and "Nothing was measured" in report.read_text()
     assert "versions: " in report.read_text() and (tmp_path / "gpu-check.md").exists()
