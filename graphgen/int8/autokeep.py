@@ -28,11 +28,12 @@ WARMUP_RUNS = 3
 
 @dataclass(frozen=True)
 class Latency:
-    """Median milliseconds of one run per model (batch 1, one thread), timed in interleaved rounds."""
+    """Median milliseconds of one run per model, timed in interleaved rounds (``--auto-keep``: batch 1, one thread)."""
 
     median_ms: dict[str, float]
     rounds: int
     load: tuple[float, float, float]  # os.getloadavg() when the timing ended
+    threads: int = 1
 
     def ratio(self, model: str, baseline: str) -> float:
         return self.median_ms[model] / self.median_ms[baseline]
@@ -40,10 +41,12 @@ class Latency:
     def describe(self) -> str:
         figures = ", ".join(f"{name} {ms:.2f} ms" for name, ms in self.median_ms.items())
         load = ", ".join(f"{value:.2f}" for value in self.load)
-        return f"{figures} (median of {self.rounds} interleaved rounds, batch 1, 1 thread; load {load})"
+        return f"{figures} (median of {self.rounds} interleaved rounds, {self.threads} thread(s); load {load})"
 
 
-def time_models(models: dict[str, ir.Model], feed: dict[str, np.ndarray], rounds: int = LATENCY_ROUNDS) -> Latency:
+def time_models(
+    models: dict[str, ir.Model], feed: dict[str, np.ndarray], rounds: int = LATENCY_ROUNDS, threads: int = 1
+) -> Latency:
     """Each model's median run time: every round runs each model once, the order rotating by round."""
     import onnxruntime as ort
 
@@ -51,7 +54,7 @@ def time_models(models: dict[str, ir.Model], feed: dict[str, np.ndarray], rounds
     for name, model in models.items():
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         proto = ir.serde.serialize_model(model).SerializeToString()
         sessions[name] = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
@@ -65,7 +68,7 @@ def time_models(models: dict[str, ir.Model], feed: dict[str, np.ndarray], rounds
             start = time.perf_counter()
             sessions[name].run(None, feed)
             times[name].append((time.perf_counter() - start) * 1e3)
-    return Latency({name: statistics.median(times[name]) for name in names}, rounds, os.getloadavg())
+    return Latency({name: statistics.median(times[name]) for name in names}, rounds, os.getloadavg(), threads)
 
 
 @dataclass(frozen=True)

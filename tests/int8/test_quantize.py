@@ -127,3 +127,20 @@ def test_held_out_images_are_never_calibrated_on():
     assert sorted(calibrate + held) == sorted(files)
     with pytest.raises(UserError, match="at least 2 --calibrate images"):
         hold_out(files[:1])
+
+
+def test_entropy_calibration_chooses_other_ranges_than_min_max(resnet18, images):
+    """quantize_static alone would calibrate entropy with 128 bins into 128: one candidate, the min/max range."""
+
+    def scales(method: str) -> dict[str, float]:
+        model = quantize(resnet18, calibration(resnet18, images), Int8Options(method=method)).model
+        return {
+            name: float(value.const_value.numpy().ravel()[0])
+            for name, value in model.graph.initializers.items()
+            if name.endswith("_scale") and "weight" not in name and value.const_value is not None
+        }
+
+    minmax, entropy = scales("minmax"), scales("entropy")
+    assert minmax.keys() == entropy.keys()
+    narrower = [name for name in minmax if entropy[name] < 0.95 * minmax[name]]
+    assert len(narrower) >= len(minmax) // 4  # clipped outliers: finer steps for most activations
