@@ -42,10 +42,28 @@ from graphgen.int8.quantize import Int8Options, quantize
 from graphgen.int8.report import agreement, evaluate
 from graphgen.metadata import Preprocess
 
-PHOTOS = (
-    "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass", "gravel",
-    "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text",
-)  # fmt: skip
+PHOTOS = tuple(
+    [
+        "astronaut",
+        "brick",
+        "camera",
+        "cell",
+        "chelsea",
+        "clock",
+        "coffee",
+        "coins",
+        "colorwheel",
+        "grass",
+        "gravel",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "moon",
+        "page",
+        "retina",
+        "rocket",
+        "text",
+    ]
+)
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_lite0", "repvgg_a0")
 
 
@@ -75,7 +93,8 @@ def calibration_crops(photos: list[Path], folder: Path) -> list[Path]:
         side = int(min(image.size) * 0.7)
         w, h = image.size
         crops = [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
-        crops += [image.crop((x, y, x + side, y + side)) for x, y in ((0, 0), (w - side, 0), (0, h - side), (w - side, h - side))]  # fmt: skip
+        corners = ((0, 0), (w - side, 0), (0, h - side), (w - side, h - side))
+        crops += [image.crop((x, y, x + side, y + side)) for x, y in corners]
         for index, crop in enumerate(crops):
             buffer = io.BytesIO()
             crop.save(buffer, format="PNG")
