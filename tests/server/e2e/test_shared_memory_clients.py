@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from tests.support.perf_analyzer import needs_perf_analyzer, run_perf_analyzer
 from tests.support.server import ServerProcess, add_tiny_model
 
 CLIENT_SCRIPT = r"""
@@ -158,24 +158,13 @@ def test_a_region_registered_through_one_frontend_serves_through_every_one(tmp_p
     assert all("no system shared-memory region" in o and "(regions: none)" in o for o in seen["unregistered"]), seen
 
 
-PERF_ANALYZER = os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer")
-# Short, and finishing on a busy machine: any two windows count as stable (figures are not the point here).
-SHORT_RUN = ["--measurement-interval", "500", "--max-trials", "3", "--stability-percentage", "1000"]
-
-
-def _perf_analyzer(server, protocol: str, *extra: str) -> subprocess.CompletedProcess:
-    address = server.address if protocol == "grpc" else server.http_address
-    command = [PERF_ANALYZER, "-m", "tiny", "-u", address, "-i", protocol, *SHORT_RUN, *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180)
-
-
-@pytest.mark.skipif(PERF_ANALYZER is None, reason="perf_analyzer not installed (set PERF_ANALYZER)")
+@needs_perf_analyzer
 @pytest.mark.parametrize(
     ("protocol", "extra"),
     [("grpc", ()), ("http", ()), ("grpc", ("--shared-memory", "system")), ("http", ("--shared-memory", "system"))],
     ids=["grpc random data", "http random data", "grpc shared memory", "http shared memory"],
 )
 def test_perf_analyzer_runs(server, protocol, extra):
-    done = _perf_analyzer(server, protocol, *extra)
+    done = run_perf_analyzer(server, protocol, *extra)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Throughput:" in done.stdout and "Successful request count" in done.stdout
