@@ -13,11 +13,10 @@ front-ends (:mod:`graphgen_server.frontends.status`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -112,15 +111,12 @@ class LocalRuntime:
         model.served()  # raises ModelUnavailable
         return model
 
-    @contextlib.asynccontextmanager
-    async def use(self, name: str, version: str = "") -> AsyncIterator[ModelVersion]:
-        """The ready version, held for the block: a version unloaded meanwhile is closed only after it."""
+    def _hold(self, name: str, version: str) -> ModelVersion:
+        """The ready version, held by the call until it releases it: a version unloaded meanwhile is
+        closed only after that (the calls below release it in their ``finally``)."""
         model = self.ready(name, version)
         model.users += 1
-        try:
-            yield model
-        finally:
-            model.release()
+        return model
 
     async def statistics(self, name: str = "", version: str = "") -> list[VersionStats]:
         """The named version's counts, summed over every front-end process (see :class:`Runtime`)."""
@@ -139,14 +135,19 @@ class LocalRuntime:
     ) -> Classified:
         """The top ``top_k`` classes of each encoded image (or of each row of a preprocessed tensor)."""
         arrived = time.perf_counter()
-        async with self.use(name, version) as model:
-            with self._recorded(model, arrived, profile.wanted) as record:
-                return await self._classify(model, record, images, tensor, top_k, profile)
+        model = self._hold(name, version)
+        try:
+            return await self._classify(model, arrived, images, tensor, top_k, profile)
+        except BaseException as error:
+            self._failed(model, arrived, error)
+            raise
+        finally:
+            model.release()
 
     async def _classify(
         self,
         model: ModelVersion,
-        record: Callable[..., Timings],
+        arrived: float,
         images: Sequence[bytes],
         tensor: InputTensor | None,
         top_k: int,
@@ -171,7 +172,7 @@ class LocalRuntime:
                 outcome = await model.run({loaded.input.name: array}, profile=profile.wanted, profile_runs=profile.runs)
         inferred = time.perf_counter()
         results = top_classes(outcome.outputs[0], top_k, loaded.labels)
-        timings = record(outcome, preprocessed, inferred, len(results))
+        timings = self._succeeded(model, outcome, arrived, preprocessed, inferred, len(results), profile.wanted)
         return Classified(model.name, model.version, loaded.provider, results, timings, outcome.profile)
 
     async def infer(
@@ -185,14 +186,19 @@ class LocalRuntime:
     ) -> Inferred:
         """Run the model on ``inputs``; the requested outputs (all, in the model's order, if none named)."""
         arrived = time.perf_counter()
-        async with self.use(name, version) as model:
-            with self._recorded(model, arrived, profile.wanted) as record:
-                return await self._infer(model, record, inputs, outputs, profile)
+        model = self._hold(name, version)
+        try:
+            return await self._infer(model, arrived, inputs, outputs, profile)
+        except BaseException as error:
+            self._failed(model, arrived, error)
+            raise
+        finally:
+            model.release()
 
     async def _infer(
         self,
         model: ModelVersion,
-        record: Callable[..., Timings],
+        arrived: float,
         inputs: Sequence[InputTensor],
         outputs: Sequence[RequestedOutput],
         profile: Profiling,
@@ -212,31 +218,35 @@ class LocalRuntime:
                 results.append(OutputTensor(info.name, CLASSIFICATION_DATATYPE, classification(values, k, loaded)))
             else:
                 results.append(OutputTensor(info.name, info.datatype, values))
-        timings = record(outcome, parsed, inferred, loaded.rows_of(feeds))
+        timings = self._succeeded(model, outcome, arrived, parsed, inferred, loaded.rows_of(feeds), profile.wanted)
         return Inferred(model.name, model.version, results, timings, outcome.profile)
 
-    @contextlib.contextmanager
-    def _recorded(self, model: ModelVersion, arrived: float, profile: bool) -> Iterator[Callable[..., Timings]]:
-        """Records the request in the model's statistics when the block ends, failed or not.
-
-        The block calls the yielded function with the run's outcome and the times its stages
-        ended; the request counts as a success only if the block then ends without an exception.
-        """
-        done: list[RequestRecord] = []
-
-        def record(outcome: RunOutcome, prepared: float, inferred: float, rows: int) -> Timings:
-            now = time.perf_counter()
-            timings = Timings(
-                outcome.queue_s,
-                prepared - arrived,
-                outcome.infer_s,
-                now - inferred,
-                now - arrived,
-                outcome.batch_size,
-                outcome.profile_setup_s,
-                outcome.profile_wait_s,
-            )
-            succeeded = RequestRecord(
+    def _succeeded(
+        self,
+        model: ModelVersion,
+        outcome: RunOutcome,
+        arrived: float,
+        prepared: float,
+        inferred: float,
+        rows: int,
+        profiled: bool,
+    ) -> Timings:
+        """Record a request that succeeded in the model's statistics: its timings from the run's
+        outcome and the times its stages ended (the request's answer is all that is left to do)."""
+        now = time.perf_counter()
+        timings = Timings(
+            outcome.queue_s,
+            prepared - arrived,
+            outcome.infer_s,
+            now - inferred,
+            now - arrived,
+            outcome.batch_size,
+            outcome.profile_setup_s,
+            outcome.profile_wait_s,
+        )
+        self._publish(
+            model,
+            RequestRecord(
                 ok=True,
                 total_s=timings.total_s,
                 queue_s=timings.queue_s,
@@ -245,19 +255,17 @@ class LocalRuntime:
                 output_s=timings.output_s,
                 rows=rows,
                 batch_size=timings.batch_size,
-                profiled=profile,
-            )
-            done.append(succeeded)
-            return timings
+                profiled=profiled,
+            ),
+        )
+        return timings
 
-        try:
-            yield record
-        except BaseException as error:
-            failed = RequestRecord(ok=False, total_s=time.perf_counter() - arrived, failure=failure_reason(error))
-            self._publish(model, failed)
-            raise
-        if done:
-            self._publish(model, done[-1])
+    def _failed(self, model: ModelVersion, arrived: float, error: BaseException) -> None:
+        """Record a request that failed, whatever the failure (the success is recorded last, so a
+        request is counted once)."""
+        self._publish(
+            model, RequestRecord(ok=False, total_s=time.perf_counter() - arrived, failure=failure_reason(error))
+        )
 
     def _publish(self, model: ModelVersion, record: RequestRecord) -> None:
         model.stats.record_request(record)
