@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -241,6 +243,24 @@ def announce(config: ServerConfig, ports: Ports, ready: int, models: int) -> Non
         )
 
 
+def run_loop(main: Coroutine[Any, Any, int], event_loop: str = "auto") -> int:
+    """Run ``main`` to its end on uvloop (``auto``: where it is installed) or on asyncio's own loop.
+
+    uvloop (libuv) spends less CPU per request than asyncio's selector loop: measured here ~10-15%
+    less server CPU per ModelInfer at saturation (bench/dataplane.py; gRPC's own work runs in the
+    loop's callbacks), the same answers.
+    """
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 async def serve(
     config: ServerConfig,
     on_started: Callable[[GraphgenServer], None] | None = None,
@@ -256,6 +276,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    # What start-up made (modules, models) lives as long as the server: out of the garbage
+    # collector's way, so that its collections walk what requests make, not all of it.
+    gc.collect()
+    gc.freeze()
     if on_started is not None:
         on_started(server)
     await stop.wait()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 MIB = 1 << 20
 BATCHING_MODES = ("auto", "on", "off")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class ServerConfig:
     # supervising process (graphgen_server/supervisor.py); 1: one process, no supervisor.
     frontends: int = 1
     frontend_index: int = 0
+    # The event loop: uvloop where it is installed (auto), or asyncio's own.
+    event_loop: str = "auto"
     # KServe's RepositoryModelLoad/Unload: off unless asked for (anyone who can call them can
     # take models out of service).
     model_control: bool = False

@@ -12,13 +12,12 @@ loads and stops are front-end 0's too), each line naming its front-end.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
 import socket
 import sys
 
-from graphgen_server.app import BindError, serve
+from graphgen_server.app import BindError, run_loop, serve
 from graphgen_server.config import ServerConfig
 from graphgen_server.core.control import FrontendControl
 from graphgen_server.core.providers import DeviceError
@@ -49,7 +48,7 @@ def main(argv: list[str]) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s %(name)s [front-end {config.frontend_index}]: %(message)s",
     )
-    return asyncio.run(run(config, fd))
+    return run_loop(run(config, fd), config.event_loop)
 
 
 if __name__ == "__main__":

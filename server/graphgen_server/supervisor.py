@@ -145,9 +145,11 @@ class Supervisor:
     async def _start(self, index: int) -> None:
         parent, child = socket.socketpair()
         command = [sys.executable, "-m", "graphgen_server.frontend_process", str(child.fileno()), self.log_level]
+        # A session of its own: a terminal's Ctrl-C (or hang-up) reaches this process only, which
+        # forwards it once; a front-end whose supervisor is gone stops by itself (its channel closed).
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, pass_fds=(child.fileno(),), process_group=0
-        )  # (its own process group: a terminal's Ctrl-C reaches this process only, which forwards it once)
+            *command, stdin=asyncio.subprocess.PIPE, pass_fds=(child.fileno(),), start_new_session=True
+        )
         child.close()
         ports = self.ports
         config = dataclasses.replace(
