@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,26 @@ from graphgen_server.repository.layout import ModelFile
 from graphgen_server.repository.model_config import ReadConfig
 
 log = logging.getLogger("graphgen_server")
+
+
+INLINE_PER_TURN = 4  # runs made on the event loop in one of its turns, before it looks at its sockets again
+_inline_runs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+async def inline_turn() -> None:
+    """Wait for a turn of the event loop in which fewer than INLINE_PER_TURN runs were made on it.
+
+    Runs on the loop (``LoadedVersion.inline_rows``) answer nothing else meanwhile: without a bound,
+    every call ready in one turn ran before the loop read its sockets again, health checks waiting
+    behind them. A run past the bound yields (to the next turn, after the loop polled), so a call
+    arriving meanwhile waits for INLINE_PER_TURN runs at most.
+    """
+    loop = asyncio.get_running_loop()
+    while _inline_runs.get(loop, 0) >= INLINE_PER_TURN:
+        await asyncio.sleep(0)
+    if not _inline_runs.get(loop):
+        loop.call_soon(_inline_runs.pop, loop, None)  # (callbacks scheduled now run in the next turn)
+    _inline_runs[loop] = _inline_runs.get(loop, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -132,9 +153,12 @@ class ModelVersion:
         for a fast run (``LoadedVersion.inline_rows``), else on a worker thread."""
         loaded = self.served()
         rows = loaded.rows_of(feeds)
+        inline = rows <= loaded.inline_rows
+        if inline:
+            await inline_turn()
         instance = await self.pool.take()
         try:
-            if rows <= loaded.inline_rows:
+            if inline:
                 outputs, infer_s = self._run_sync(instance, feeds)
             else:
                 loop = asyncio.get_running_loop()
