@@ -334,6 +334,8 @@ def _loaded(
             raise ConfigError(f"model_warmup {entry.name!r} failed: {error}") from None
         notes.append(f"warm-up {entry.name!r}: {runs} run(s) on each instance")
     batching = batching_choice(settings, batched, max_batch_size, server, provider)
+    if batching.max_batch > 1 and server.frontends > 1:
+        notes.append(f"dynamic batches formed within each of the {server.frontends} front-end processes")
     loaded = LoadedVersion(
         instances=tuple(instances),
         signature=signature,

@@ -122,6 +122,16 @@ def test_statistics_and_metrics_count_every_request_once(repository):
     assert "front-end 0 of 2 runs 1 of the server's 2 instance(s)" in server.log
 
 
+def test_dynamic_batching_is_said_to_batch_within_each_frontend(tmp_path):
+    add_tiny_model(tmp_path)
+    with ServerProcess(tmp_path, [*FRONTENDS, "--dynamic-batching", "on"]) as server, stubs(server.address, 2) as found:
+        for stub in found:
+            stub.ModelInfer(infer_request(), timeout=60)
+        config = found[0].ModelConfig(pb.ModelConfigRequest(name="tiny"), timeout=30).config
+    assert config.HasField("dynamic_batching")
+    assert "dynamic batches formed within each of the 2 front-end processes" in server.log
+
+
 def test_instance_counts_are_shared_by_the_frontends_and_answered_server_wide(tmp_path):
     add_tiny_model(tmp_path, name="three")
     add_tiny_model(tmp_path, name="one")
