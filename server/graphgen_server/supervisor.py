@@ -196,7 +196,8 @@ class Supervisor:
         """Decide what a front-end's exit means (the decision first, then what is said); True if replaced."""
         pid, index, said = frontend.process.pid, frontend.index, describe_status(status)
         if self._stopping.is_set():
-            if status != 0:
+            # (killed by the signal forwarded to it: it had not set its handlers yet, so it served nothing)
+            if status not in (0, -signal.SIGTERM, -signal.SIGINT):
                 self.status = self.status or 1
                 log.warning("front-end %d (pid %d) stopped with %s", index, pid, said)
         elif not frontend.ready.done():  # it could not start: the server does not either
