@@ -257,3 +257,23 @@ def test_sigterm_under_16_looping_clients_ends_no_call_cancelled(repository):
     assert all(r["returncode"] == 0 for r in results), results
     assert all(outcome == "OK" or outcome.startswith("UNAVAILABLE") for outcome in totals), totals
     assert all(r["counts"]["OK"] > r["ok_at_signal"] for r in results), results
+
+
+def test_sigterm_while_the_frontends_start_stops_them_all_and_exits_0(repository):
+    server = serve_raw(
+        "--repository", str(repository), "--port", "0", "--http-port", "0", "--metrics-port", "0", *FRONTENDS
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(child_pids(server.pid)) < 2:  # the front-ends exist, and are still starting
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.05)
+        pids = child_pids(server.pid)
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0, err
+    assert not out and "listening on" not in err
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
