@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# pytest-xdist workers for make test and make test-fast (0: one process, as a plain `pytest` runs).
+WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
 .PHONY: demo test test-fast lint typecheck bench clean gpu-check
 
@@ -28,12 +31,12 @@ $(VENV)/.chromium: | $(BIN)/python
 test: $(VENV)/.installed-test $(VENV)/.chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The loop to run while working (about two minutes): no server processes (e2e), no sweep of the whole
 # registry (zoo), nothing that needs a GPU. tests/conftest.py sets these markers; `make test` runs all.
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m "not e2e and not zoo and not gpu"
+	$(PYTEST) -m "not e2e and not zoo and not gpu"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

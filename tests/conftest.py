@@ -14,10 +14,14 @@ Markers (registered in pyproject.toml; ``make test-fast`` runs ``-m "not e2e and
   families (one representative each: the OpenVINO and ``--opset`` sweeps). New architectures and families join the sweeps by themselves; a
   hand-picked few (``FAMILIES`` of tests/builder/test_functions.py) stay in the fast loop.
 - ``gpu``: needs a CUDA device; set by hand on those tests (they skip without one).
+
+``make test`` and ``make test-fast`` run on both cores (pytest-xdist ``-n 2 --dist loadgroup``): the
+sweeps' items spread over the workers, each module of end-to-end tests stays on one.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -25,6 +29,10 @@ import numpy as np
 import pytest
 
 from tests.support.markers import covers_the_registry, names_a_server, refusing_servers
+
+# torch's threads in the tests that run a torch reference: both cores, or one per pytest-xdist worker
+# (two workers on two cores each spinning two threads only contend).
+TORCH_THREADS = 1 if "PYTEST_XDIST_WORKER" in os.environ else 2
 
 
 def unit_std_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -61,6 +69,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _starts_a_server(item):
             item.add_marker(pytest.mark.e2e)
+            # One worker runs a module's end-to-end tests (pytest-xdist's --dist loadgroup): its
+            # module-scoped server starts once, and a test that reads what the module's earlier
+            # tests did to that server (the fuzz tests' "the server survived") reads it there.
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(config.rootpath).as_posix()))
         for argument, value in _parameters(item).items():
             values[(*_test(item), argument)].append(value)
     architectures = registry.architectures()

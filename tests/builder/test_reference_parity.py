@@ -13,7 +13,7 @@ import pytest
 
 from graphgen import registry
 from graphgen.build import BuildOptions, build, save
-from tests.conftest import unit_std_error
+from tests.conftest import TORCH_THREADS, unit_std_error
 
 torch = pytest.importorskip("torch")
 TOLERANCE = 1e-4
@@ -60,7 +60,7 @@ def save_state_dict(model, path):
 
 @pytest.mark.parametrize("name", WITH_REFERENCE)
 def test_logits_equal_the_reference(name, tmp_path, ort_cpu):
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     arch = registry.get(name)
     model = reference_model(arch)
     x = np.random.default_rng(1).standard_normal((2, 3, arch.resolution, arch.resolution), dtype=np.float32)

@@ -17,7 +17,7 @@ from graphgen.build import BuildOptions, build, save, trace
 from graphgen.models.efficientnet import RELEASED, EfficientNet, compound, implied_phi
 from graphgen.stats import count_parameters, layer_stats
 from tests.builder.test_reference_parity import randomise_batchnorm, save_state_dict
-from tests.conftest import unit_std_error
+from tests.conftest import TORCH_THREADS, unit_std_error
 
 torch = pytest.importorskip("torch")
 
@@ -165,7 +165,7 @@ def test_repvgg_deploy_form_equals_timm_reparameterized(name, tmp_path, ort_cpu)
     import timm
     from timm.utils import reparameterize_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     trained = randomise_batchnorm(timm.create_model(name, pretrained=False).eval())
     x = np.random.default_rng(1).standard_normal((2, 3, 224, 224), dtype=np.float32)
     with torch.no_grad():

@@ -18,7 +18,7 @@ from graphgen.build import BuildOptions, build, save
 from graphgen.models.resnet import ResNet, ResNetConfig, split_grouped_state
 from graphgen.stats import layer_stats
 from tests.builder.test_reference_parity import randomise_batchnorm, save_state_dict
-from tests.conftest import unit_std_error
+from tests.conftest import TORCH_THREADS, unit_std_error
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -36,7 +36,7 @@ def random_input(resolution: int, batch: int = 2) -> np.ndarray:
 @pytest.fixture(scope="module")
 def resnext50_forms(tmp_path_factory):
     """torchvision's ResNeXt-50 with random weights, and graphgen's two forms built from its checkpoint."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     model = randomise_batchnorm(torchvision.models.resnext50_32x4d(weights=None).eval())
     x = random_input(96)  # a small input: the 512-path graph is what is under test, not the resolution
     with torch.no_grad():
@@ -134,7 +134,7 @@ def hooked_aux_outputs(model, taps: dict[str, str], x: np.ndarray) -> dict[str, 
     ],
 )
 def test_aux_outputs_equal_torchvision_aux_heads(name, taps, order, params, tmp_path, ort_cpu):
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     model = getattr(torchvision.models, name)(weights=None, aux_logits=True, init_weights=False)
     model = randomise_batchnorm(model.eval())
     assert sum(p.numel() for p in model.parameters()) == params
@@ -182,7 +182,7 @@ def torch_macs(model, x) -> int:
 
 def test_resnet50_v1_is_the_caffe_definition_with_torchvision_keys(tmp_path, ort_cpu):
     """ResNet-50-deploy.prototxt: stride 2 on the first 1×1 (res3a_branch2a…), pool1 3×3/2 unpadded, rounding up."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     model = randomise_batchnorm(torchvision.models.resnet50(weights=None).eval())
     model.maxpool = torch.nn.MaxPool2d(3, 2, 0, ceil_mode=True)
     for stage in (model.layer2, model.layer3, model.layer4):
@@ -253,7 +253,7 @@ def wrn_params(depth: int = 28, widen: int = 10, classes: int = 10) -> dict:
 
 
 def test_wrn28_10_equals_the_authors_functional_code(tmp_path, ort_cpu):
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     params = wrn_params()
     trainable = sum(v.numel() for k, v in params.items() if not k.endswith(("running_mean", "running_var")))
     assert trainable == 36_479_194  # the paper's "36.5M"

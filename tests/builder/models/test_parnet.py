@@ -19,7 +19,7 @@ import pytest
 from graphgen.build import BuildOptions, build, save
 from graphgen.models.parnet import SIZES, STREAM_BLOCKS
 from tests.builder.test_reference_parity import randomise_batchnorm
-from tests.conftest import unit_std_error
+from tests.conftest import TORCH_THREADS, unit_std_error
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -162,7 +162,7 @@ def fused_state(state):
 @pytest.mark.parametrize(("name", "activation"), [("parnet_s", "relu"), ("parnet_s", "silu")])
 def test_parnet_equals_torch_reimplementation_in_both_forms(name, activation, tmp_path, ort_cpu):
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     size = SIZES[name.removeprefix("parnet_")]
     act = tnn.ReLU() if activation == "relu" else tnn.SiLU()
     reference = randomise_batchnorm(TorchParNet(size.planes, size.last, act).eval())
