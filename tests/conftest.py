@@ -11,8 +11,10 @@ Markers (registered in pyproject.toml; ``make test-fast`` runs ``-m "not e2e and
   server fails the test (``refusing_servers``).
 - ``zoo``: a registry-wide sweep — a parametrization whose architectures (registered names or
   ``Architecture`` objects) cover at least half of the registry's architectures or half of its
-  families (one representative each: the OpenVINO and ``--opset`` sweeps). New architectures and families join the sweeps by themselves; a
-  hand-picked few (``FAMILIES`` of tests/builder/test_functions.py) stay in the fast loop.
+  families (one representative each: the OpenVINO and ``--opset`` sweeps); and every test in
+  ``tests/builder/models/``, the zoo's own folder (each family against its torch reference).
+  New architectures and families join the sweeps by themselves; a hand-picked few
+  (``FAMILIES`` of tests/builder/test_functions.py) stay in the fast loop.
 - ``gpu``: needs a CUDA device; set by hand on those tests (they skip without one).
 
 ``make test`` and ``make test-fast`` run on both cores (pytest-xdist ``-n 2 --dist loadgroup``): the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +36,7 @@ from tests.support.markers import covers_the_registry, names_a_server, refusing_
 # torch's threads in the tests that run a torch reference: both cores, or one per pytest-xdist worker
 # (two workers on two cores each spinning two threads only contend).
 TORCH_THREADS = 1 if "PYTEST_XDIST_WORKER" in os.environ else 2
+ZOO_FOLDER = Path("tests/builder/models")
 
 
 def unit_std_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -78,7 +82,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     architectures = registry.architectures()
     sweeps = {key for key, seen in values.items() if covers_the_registry(seen, architectures)}
     for item in items:
-        if any((*_test(item), argument) in sweeps for argument in _parameters(item)):
+        in_the_zoo = ZOO_FOLDER in item.path.relative_to(config.rootpath).parents
+        if in_the_zoo or any((*_test(item), argument) in sweeps for argument in _parameters(item)):
             item.add_marker(pytest.mark.zoo)
 
 
