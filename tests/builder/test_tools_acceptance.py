@@ -52,6 +52,7 @@ FAMILY_REPRESENTATIVES = {
     "efficientnet_v2": "efficientnet_v2_s",
     "efficientnet_lite": "efficientnet_lite0",
     "inception": "googlenet",
+    "mnasnet": "mnasnet0_5",
     "mobilenet": "mobilenet_v2",
     "parnet": "parnet_s",
     "repvgg": "repvgg_a0",
