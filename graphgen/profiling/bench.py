@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from graphgen import registry
+from graphgen.errors import UserError
 from graphgen.profiling.session import DEFAULT_WARMUP_RUNS, Providers
 from graphgen.profiling.summary import SPREAD, Spread
 
@@ -67,6 +69,10 @@ def variants_for(name: str, variant: dict[str, object]) -> dict[str, object]:
 Runner = Callable[[dict[str, np.ndarray]], object]
 
 
+def _provider_name(provider: str | tuple[str, dict[str, Any]]) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
 def _runners(
     path: Path,
     runtimes: Sequence[str],
@@ -86,8 +92,13 @@ def _runners(
         else:
             session_options = make_options()
             session_options.log_severity_level = 3
-            session = ort.InferenceSession(str(path), session_options, providers=list(providers))
-            runners.append((session.get_providers()[0], functools.partial(session.run, None)))
+            # enable_fallback=0 and the check after it, as graphgen profile: a CUDA session that
+            # onnxruntime built on the CPU would be timed and printed as if it ran on the GPU asked for.
+            session = ort.InferenceSession(str(path), session_options, providers=list(providers), enable_fallback=0)
+            asked, built = _provider_name(providers[0]), session.get_providers()[0]
+            if built != asked:
+                raise UserError(f"--device cuda: onnxruntime could not start {asked} and ran on {built}")
+            runners.append((built, functools.partial(session.run, None)))
     return runners
 
 

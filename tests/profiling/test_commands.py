@@ -89,6 +89,15 @@ def test_profile_refuses_what_it_cannot_do(capsys, tmp_path):
         assert code == 2 and "--device cuda" in err
 
 
+@pytest.mark.skipif(cuda_unavailable_reason() is None, reason="CUDA works here: bench runs on it")
+def test_bench_on_cuda_refuses_like_profile_where_cuda_does_not_start(capsys):
+    # onnxruntime-gpu lists CUDA among its providers here, builds the session on the CPU, and bench
+    # used to time that and exit 0 (issue 20).
+    code, out, err = _run(capsys, "bench", "squeezenet1_1", "--device", "cuda", "--runs", "1")
+    assert code == 2 and "--device cuda: onnxruntime could not start CUDAExecutionProvider" in err
+    assert "CPUExecutionProvider" in err and "step" not in out  # no table of CPU times
+
+
 def test_bench_prints_latency_throughput_gmacs_and_params_and_plots(capsys, tmp_path):
     from PIL import Image
 
