@@ -42,6 +42,41 @@ RECONNECT_OPTIONS = [
 ]
 
 
+GRPC_PORT = 8001  # graphgen-server's (and Triton's) gRPC port
+
+
+def with_default_port(address: str, port: int = GRPC_PORT) -> str:
+    """``address`` with ``port`` given to each server in it that names none.
+
+    gRPC dials port 443 (HTTPS's) for a bare host: ``--address 127.0.0.1`` would never reach a
+    graphgen-server on this machine. Lists, ``dns:``/``ipv4:``/``ipv6:`` targets and bracketed or
+    bare IPv6 addresses get it too; other schemes (``unix:``...) have no port."""
+    address = address.strip()
+    if address.startswith("dns:"):
+        rest = address.removeprefix("dns:")
+        authority = rest[: rest.find("/", 2) + 1] if rest.startswith("//") else ""  # dns://[authority]/name
+        return "dns:" + authority + _with_port(rest[len(authority) :], port)
+    for scheme in ("ipv4:", "ipv6:"):
+        if address.startswith(scheme):
+            return scheme + ",".join(_with_port(part, port) for part in address.removeprefix(scheme).split(","))
+    if address.startswith(SCHEMES):
+        return address
+    return ",".join(_with_port(part.strip(), port) if part.strip() else "" for part in address.split(","))
+
+
+def _with_port(host: str, port: int) -> str:
+    if not host or (host.startswith("[") and "]:" in host):
+        return host
+    if host.startswith("["):
+        return f"{host}:{port}"
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"  # (a bare IPv6 address: its last group is no port)
+    except ValueError:
+        pass
+    return host if ":" in host else f"{host}:{port}"
+
+
 class TargetError(ValueError):
     """The address names no server gRPC can dial."""
 

@@ -45,7 +45,8 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
     parser.add_argument(
         "--address",
         default=default(DEFAULT_ADDRESS),
-        help=f"host:port, or replicas: ip:port,ip:port,... or dns:///name:port (default {DEFAULT_ADDRESS})",
+        help=f"host[:port] (port 8001 unless given), or replicas: ip:port,ip:port,... or dns:///name:port "
+        f"(default {DEFAULT_ADDRESS})",
     )
     parser.add_argument("--timeout", type=positive_seconds, default=default(60.0), help="seconds per call (default 60)")
     security = parser.add_argument_group("security")
@@ -70,7 +71,7 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         default=default(None),
-        help=f"send the bearer token in FILE (default: ${TOKEN_VARIABLE} if set)",
+        help=f"send the bearer token in FILE (without it: the token held in ${TOKEN_VARIABLE}, if set)",
     )
     return parser
 

@@ -18,7 +18,13 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from graphgen_client.balancing import RetryPolicy, call_with_retries, channel_options, channel_target
+from graphgen_client.balancing import (
+    RetryPolicy,
+    call_with_retries,
+    channel_options,
+    channel_target,
+    with_default_port,
+)
 from graphgen_protos import classifier_pb2 as pb
 from graphgen_protos import classifier_pb2_grpc
 
@@ -79,12 +85,13 @@ class Client:
         token: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        """``address``: ``host:port`` (one server), or a replica set: ``ip:port,ip:port,...`` or
+        """``address``: ``host[:port]`` (one server; port 8001 unless given), or a replica set: ``ip:port,ip:port,...`` or
         ``dns:///name:port`` (round robin over those whose health says SERVING). ``timeout``: seconds per call, retries included.
         ``tls`` (implied by any tls_* argument): TLS, trusting ``tls_ca`` (default: the system's CAs);
         ``tls_server_name``: the name the server's certificate must carry, where it differs from the
         address dialled (a health check on 127.0.0.1). ``token``: sent as ``authorization: Bearer
         <token>`` on every call. ``retry``: how UNAVAILABLE idempotent calls are retried."""
+        address = with_default_port(address)  # a bare host: graphgen-server's port, not gRPC's 443
         self.address, self.timeout = address, timeout
         self.retry = retry or RetryPolicy()
         self.retried = 0  # calls sent again after UNAVAILABLE, over this client's life

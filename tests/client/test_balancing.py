@@ -18,7 +18,14 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from graphgen_client import Client, ClientError
-from graphgen_client.balancing import RetryPolicy, TargetError, call_with_retries, channel_target, is_replica_set
+from graphgen_client.balancing import (
+    RetryPolicy,
+    TargetError,
+    call_with_retries,
+    channel_target,
+    is_replica_set,
+    with_default_port,
+)
 from graphgen_protos import kserve_v2_pb2 as kpb
 from graphgen_protos import kserve_v2_pb2_grpc
 
@@ -37,6 +44,36 @@ from graphgen_protos import kserve_v2_pb2_grpc
 def test_channel_target(address, target):
     assert channel_target(address) == target
     assert is_replica_set(address) == (target != address or "dns:" in address or "ipv4:" in address)
+
+
+@pytest.mark.parametrize(
+    ("address", "dialled"),
+    [
+        ("127.0.0.1", "127.0.0.1:8001"),  # gRPC would dial 443 (issue 20)
+        ("127.0.0.1:9000", "127.0.0.1:9000"),
+        ("graphgen.example", "graphgen.example:8001"),
+        ("[::1]", "[::1]:8001"),
+        ("::1", "[::1]:8001"),
+        ("[::1]:7", "[::1]:7"),
+        ("10.0.0.1, 10.0.0.2:9", "10.0.0.1:8001,10.0.0.2:9"),
+        ("dns:///graphgen.ns.svc", "dns:///graphgen.ns.svc:8001"),
+        ("dns://10.0.0.53/graphgen", "dns://10.0.0.53/graphgen:8001"),
+        ("dns:///graphgen:9", "dns:///graphgen:9"),
+        ("ipv4:10.0.0.1,10.0.0.2:9", "ipv4:10.0.0.1:8001,10.0.0.2:9"),
+        ("unix:/run/graphgen.sock", "unix:/run/graphgen.sock"),
+    ],
+)
+def test_an_address_without_a_port_gets_the_servers_port(address, dialled):
+    assert with_default_port(address) == dialled
+    assert with_default_port("127.0.0.1", 8000) == "127.0.0.1:8000"  # (HTTP's, for a caller that needs it)
+
+
+def test_the_client_dials_8001_for_a_bare_host():
+    client = Client("127.0.0.1", timeout=1)
+    try:
+        assert client.address == "127.0.0.1:8001"
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(

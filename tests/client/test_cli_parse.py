@@ -65,3 +65,12 @@ def test_a_client_timeout_that_cannot_work_is_refused(timeout, capsys):
         client_main(["--timeout", timeout, "health"])
     assert stop.value.code == 2
     assert "expected a positive number of seconds" in capsys.readouterr().err
+
+
+def test_the_token_file_help_says_the_variable_holds_the_token_itself() -> None:
+    from graphgen_client.cli import make_parser
+
+    text = " ".join(make_parser().format_help().split())
+    assert f"without it: the token held in ${TOKEN_VARIABLE}" in text  # not a file named by it (issue 20)
+    assert f"default: ${TOKEN_VARIABLE}" not in text
+    assert "host[:port] (port 8001 unless given)" in text
