@@ -95,6 +95,14 @@ def require(metadata: Mapping[str, str], key: str) -> str:
         raise MetadataError(f"the model's metadata has no {key!r}") from None
 
 
+def random_weights_note(metadata: Mapping[str, str]) -> str | None:
+    """What to tell whoever builds or serves a model whose WEIGHTS are RANDOM_WEIGHTS (None otherwise:
+    a checkpoint's weights, or a model graphgen did not build)."""
+    if metadata.get(WEIGHTS) != RANDOM_WEIGHTS:
+        return None
+    return "random weights (built without --weights): its classes mean nothing"
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")

@@ -9,6 +9,7 @@ from graphgen import registry
 from graphgen.argtypes import output_file, positive_int
 from graphgen.cli.common import Progress, add_build_arguments, build_options
 from graphgen.errors import UserError
+from graphgen.metadata import random_weights_note
 
 MIB = 1024**2
 
@@ -33,9 +34,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         save(model, target)
     progress.step("saved")
     count = count_parameters(model)
+    weights = random_weights_note(model.metadata_props)  # said, or a server's answers look meaningful
     for target in targets:
         size = target.stat().st_size / MIB
-        print(f"wrote {target} ({size:,.1f} MiB, {len(model.graph)} nodes, {count.describe()})")
+        facts = [f"{size:,.1f} MiB", f"{len(model.graph)} nodes", count.describe()]
+        print(f"wrote {target} ({', '.join(facts)})" + (f"; {weights}" if weights else ""))
     return 0
 
 

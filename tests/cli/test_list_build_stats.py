@@ -33,6 +33,7 @@ def test_build_writes_a_checked_model(capsys, tmp_path):
         capsys, "build", "resnet18", "-o", str(tmp_path / "m.onnx"), "--batch", "4", "--num-classes", "7"
     )
     assert code == 0 and "wrote" in out
+    assert "; random weights (built without --weights): its classes mean nothing" in out  # (issue 20)
     model = onnx.load(str(tmp_path / "m.onnx"))
     onnx.checker.check_model(model, full_check=True)
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [4, 3, 224, 224]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from graphgen.metadata import ARCHITECTURE, MetadataError, Preprocess
+from graphgen.metadata import ARCHITECTURE, MetadataError, Preprocess, random_weights_note
 from graphgen.onnx_io import ModelFileError, check_model_file
 from graphgen.preprocess import labels_for
 from graphgen.profiling import cuda as gpu_runtime
@@ -351,6 +351,8 @@ def _loaded(
         profiler=Profiler(path, instances[0].providers, make_options, warmup, nice=server.profile_nice),
         inline_rows=inline_rows,
     )
+    if (weights := random_weights_note(metadata)) is not None:
+        notes.insert(0, weights)
     shown = "; ".join(f"{t.name} {t.datatype} {describe(t.shape)}" for t in inputs)
     log.info(
         "model %s v%s: %s (%s); %d instance(s); input %s; %s%s",

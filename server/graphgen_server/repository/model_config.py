@@ -286,7 +286,14 @@ def plan_model(repository: Path, name: str, override: ReadConfig | None = None) 
         files = scan_model(repository, name) or [ModelFile(name, 1, model_dir / "1" / MODEL_FILE)]
         empty = ReadConfig(mc.ModelConfig(), present=False)
         return [(dataclasses.replace(f, problem=str(error)), empty) for f in files]
-    files = scan_model(repository, name, settings.config.default_model_filename or MODEL_FILE)
+    filename = settings.config.default_model_filename or MODEL_FILE
+    files = scan_model(repository, name, filename)
+    if not files:
+        seen = sorted(p.name + "/" * p.is_dir() for p in model_dir.iterdir()) if model_dir.is_dir() else []
+        shown = ", ".join(seen[:8]) + (", ..." if len(seen) > 8 else "") if seen else "nothing"
+        log.warning(
+            "model %s: not served, no version: expected %s/<version number>/%s, found %s", name, name, filename, shown
+        )
     chosen = select_versions([f.version for f in files], settings)
     if len(chosen) < len(files):
         log.info("model %s: version_policy serves versions %s of %s", name, chosen, [f.version for f in files])
