@@ -48,6 +48,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
 def _side_port(text: str) -> int | None:
     """--http-port/--metrics-port: a port, 0 for off, or 'auto' for a free one."""
     if text == "auto":
@@ -138,7 +145,32 @@ def make_parser() -> argparse.ArgumentParser:
         help="images queued or running per model (in each front-end process) before RESOURCE_EXHAUSTED (default 256)",
     )
     limits.add_argument(
-        "--max-message-mib", type=positive_int, default=64, metavar="MIB", help="request size (default 64)"
+        "--max-message-mib",
+        type=positive_int,
+        default=64,
+        metavar="MIB",
+        help="size of a gRPC message or an HTTP body, as sent and inflated (default 64)",
+    )
+    limits.add_argument(
+        "--http-header-timeout",
+        type=_positive_seconds,
+        default=75.0,
+        metavar="S",
+        help="an HTTP request's header must be complete within S seconds of its connection opening or of the "
+        "previous answer; idle keep-alive connections close then too (default 75)",
+    )
+    limits.add_argument(
+        "--http-body-timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="S",
+        help="an HTTP request's body must arrive within S seconds, else 408 (default 60)",
+    )
+    limits.add_argument(
+        "--grpc-compression",
+        action="store_true",
+        help="accept gzip/deflate-compressed gRPC requests (default: refused UNIMPLEMENTED, because gRPC inflates "
+        "a compressed message whole before --max-message-mib is checked: only for clients you trust)",
     )
     limits.add_argument(
         "--workers", type=positive_int, default=None, help="inference threads (default: cores, at least 2)"
@@ -281,6 +313,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_image_pixels=args.max_image_pixels,
         max_queue=args.max_queue,
         max_message_bytes=args.max_message_mib * MIB,
+        http_header_timeout_s=args.http_header_timeout,
+        http_body_timeout_s=args.http_body_timeout,
+        grpc_compression=args.grpc_compression,
         intra_op_threads=args.intra_op_threads,
         spin_threads=args.spin,
         model_control=args.model_control,

@@ -61,7 +61,15 @@ class ServerConfig:
     # Images waiting or running per model version (in each front-end process: a client's connection
     # sees the whole bound, as with one process); beyond: RESOURCE_EXHAUSTED.
     max_queue: int = 256
-    max_message_bytes: int = 64 * MIB
+    max_message_bytes: int = 64 * MIB  # a message or HTTP body, on the wire and inflated
+    # HTTP/REST: a request's header must be complete within this long of its connection opening or
+    # of the previous answer (an idle keep-alive connection closes then too), and its body within
+    # http_body_timeout_s of its header (slow clients hold no connection for longer).
+    http_header_timeout_s: float = 75.0
+    http_body_timeout_s: float = 60.0
+    # gzip/deflate-compressed gRPC requests: gRPC inflates such a message whole, before any size check
+    # or handler (a 2 MB message can become gigabytes), so they are refused unless asked for.
+    grpc_compression: bool = False
     # Threads running onnxruntime and image decoding (the event loop never does).
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     # onnxruntime threads per run. 0: the CPUs the process may use (affinity, cgroup CPU quota)

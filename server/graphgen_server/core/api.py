@@ -95,6 +95,12 @@ class Runtime(Protocol):
         given), summed over every front-end process; NotFound for a model or version not served."""
         ...
 
+    def refused(self, name: str, version: str, error: BaseException) -> None:
+        """Counts a request a front-end refused before calling :meth:`infer` or :meth:`classify` (its body
+        did not decode) among the named version's failures, as those calls count theirs; nothing when
+        that version does not exist."""
+        ...
+
     async def classify(
         self,
         name: str,

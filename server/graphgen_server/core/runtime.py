@@ -25,7 +25,7 @@ from graphgen_server.config import ServerConfig
 from graphgen_server.core import providers, requests, serverwide
 from graphgen_server.core.api import Classified, ClassScore, Inferred, OutputTensor, Timings
 from graphgen_server.core.control import Control, LocalControl
-from graphgen_server.core.errors import InvalidArgument, NotFound, failure_reason
+from graphgen_server.core.errors import InvalidArgument, NotFound, ServingError, failure_reason
 from graphgen_server.core.loaded import LoadedVersion
 from graphgen_server.core.model_version import ModelVersion, RunOutcome
 from graphgen_server.core.requests import NO_PROFILE, Profiling, RequestedOutput
@@ -110,6 +110,14 @@ class LocalRuntime:
             raise NotFound(f"model {name!r} has no ready version (version {model.version}: {model.reason})")
         model.served()  # raises ModelUnavailable
         return model
+
+    def refused(self, name: str, version: str, error: BaseException) -> None:
+        """Counts a request a front-end refused before it reached infer or classify, once, with Triton's reason."""
+        try:
+            model = self.find(name, version)
+        except ServingError:
+            return  # no such model: nothing to count it in (as a call to it)
+        self._publish(model, RequestRecord(ok=False, total_s=0.0, failure=failure_reason(error)))
 
     def _hold(self, name: str, version: str) -> ModelVersion:
         """The ready version, held by the call until it releases it: a version unloaded meanwhile is

@@ -28,7 +28,7 @@ from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
 from graphgen_server.core.api import Runtime
 from graphgen_server.core.control import LocalControl
-from graphgen_server.core.errors import InvalidArgument, Unsupported
+from graphgen_server.core.errors import InvalidArgument, ServingError, Unsupported
 from graphgen_server.core.model_control import ModelControl
 from graphgen_server.core.requests import RequestedOutput
 from graphgen_server.core.shared_memory import SharedMemory
@@ -238,13 +238,15 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest | WithRaw) -> Serialized:
         message, raw = (request.message, request.raw) if isinstance(request, WithRaw) else (request, None)
-        in_shared_memory = kserve_shm.output_views(self.shared_memory, output_regions(message))
+        try:
+            in_shared_memory = kserve_shm.output_views(self.shared_memory, output_regions(message))
+            inputs, outputs = input_tensors(message, self.shared_memory, raw), requested_outputs(message)
+            profile = kserve_common.profiling(parameter_values(message.parameters))
+        except ServingError as error:  # counted as the core counts the requests it refuses
+            self.runtime.refused(message.model_name, message.model_version, error)
+            raise
         inferred = await self.runtime.infer(
-            message.model_name,
-            message.model_version,
-            inputs=input_tensors(message, self.shared_memory, raw),
-            outputs=requested_outputs(message),
-            profile=kserve_common.profiling(parameter_values(message.parameters)),
+            message.model_name, message.model_version, inputs=inputs, outputs=outputs, profile=profile
         )
         written = kserve_shm.write_outputs(inferred.outputs, in_shared_memory)
         # The response without its tensors, then each tensor's bytes written once after it.

@@ -16,6 +16,7 @@ such an output goes back without data, as Triton's.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -40,6 +41,14 @@ BINARY_DATA_SIZE, BINARY_DATA, BINARY_DATA_OUTPUT = "binary_data_size", "binary_
 
 _INT64_TYPES = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
 
+# Arrays and objects nested deeper than this are refused before parsing: a tensor's nested lists
+# are as deep as its rank (ONNX tensors have a handful of dimensions), the request wraps them in
+# three more levels; Python's parser would hit its recursion limit near 1,000 levels.
+MAX_JSON_DEPTH = 64
+# Each byte of a JSON text mapped to what nesting sees in it: 1 opens, 2 closes, 3 quotes, 0 the rest.
+_STRUCTURE = bytes(1 if b in b"[{" else 2 if b in b"]}" else 3 if b == ord('"') else 0 for b in range(256))
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)  # a backslash and the character it escapes
+
 
 @dataclass(frozen=True)
 class InferCall:
@@ -57,11 +66,29 @@ class InferCall:
     regions: dict[str, kserve_shm.RegionReference]
 
 
-def parse_json(text: bytes, what: str) -> Any:
+def parse_json(text: bytes | bytearray, what: str) -> Any:
+    """JSON text parsed, refused (InvalidArgument) when it is not JSON or nests deeper than MAX_JSON_DEPTH."""
+    if (depth := nesting_depth(text)) > MAX_JSON_DEPTH:
+        raise InvalidArgument(what, f"JSON nested {depth} levels deep: the server takes at most {MAX_JSON_DEPTH}")
     try:
         return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidArgument(what, f"not valid JSON ({error})") from None
+    except RecursionError:  # (not reached within MAX_JSON_DEPTH; kept a client's mistake whatever the stack)
+        raise InvalidArgument(what, f"JSON nested too deep: the server takes at most {MAX_JSON_DEPTH}") from None
+
+
+def nesting_depth(text: bytes | bytearray) -> int:
+    """How deep arrays and objects nest in JSON text (brackets inside strings not counted), in numpy's
+    loops over the brackets and quotes alone: ~8% of json.loads' time on a 23 MB nested tensor."""
+    if b"\\" in text:
+        text = _ESCAPE.sub(b"__", text)  # an escaped quote or bracket is a plain character
+    marks = np.frombuffer(text.translate(_STRUCTURE), np.uint8)
+    kinds = marks[np.flatnonzero(marks != 0)]
+    in_string = (np.cumsum(kinds == 3) & 1).astype(bool)  # after an opening quote, up to its closing one
+    steps = np.where(kinds == 1, 1, np.where(kinds == 2, -1, 0))
+    steps[in_string] = 0
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _object(value: Any, field: str) -> dict:
@@ -82,7 +109,9 @@ def parameters(value: Any, field: str, skip: str = "", floats: bool = True) -> d
     return document
 
 
-def infer_request(body: bytes, header_length: str | None, shared_memory: SharedMemory | None = None) -> InferCall:
+def infer_request(
+    body: bytes | bytearray, header_length: str | None, shared_memory: SharedMemory | None = None
+) -> InferCall:
     """What a REST body asks the runtime, and per requested output whether it goes back binary
     (inputs in shared memory are read from ``shared_memory``'s regions)."""
     if header_length is None:

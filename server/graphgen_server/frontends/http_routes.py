@@ -6,6 +6,10 @@ too (metadata, statistics, parameters' rules) comes from :mod:`graphgen_server.f
 both pass the same shutdown gate: one behaviour for both protocols. Failures are answered
 ``{"error": message}`` with the HTTP status :mod:`graphgen_server.frontends.status` chooses (``HTTP_STATUS``).
 
+A body is read only once the request may proceed (token, shutdown gate, the model ready), within
+the limits of :mod:`graphgen_server.frontends.http_body` (size on the wire and inflated, time,
+encodings); a request that does not decode counts in its model's failures, as one the core refused.
+
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from aiohttp import web
 from graphgen_server.config import ServerConfig
 from graphgen_server.core.api import Runtime
 from graphgen_server.core.control import LocalControl
-from graphgen_server.core.errors import InvalidArgument, Unsupported
+from graphgen_server.core.errors import InvalidArgument, ModelUnavailable, ServingError, Unsupported
 from graphgen_server.core.model_control import ModelControl
 from graphgen_server.core.shared_memory import SharedMemory
 from graphgen_server.frontends import http_codec, kserve_common, kserve_shm
 from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.http_body import BodyReader, BodyRefused
 from graphgen_server.frontends.status import clamp, http_status_of
 
 log = logging.getLogger("graphgen_server")
@@ -57,6 +62,15 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     """Every failure as ``{"error": ...}`` with its status (aiohttp's own 404/405/413 included)."""
     try:
         return await handler(request)
+    except BodyRefused as error:
+        log.info("refused the body of HTTP %s %s from %s: %s", request.method, request.path, request.remote, error)
+        response = error_response(error.status, error.message)
+        response.force_close()  # (see BodyRefused: the connection cannot carry another request)
+        if error.hang_up:
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()  # written first: the transport sends it, then closes
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -110,10 +124,12 @@ class KServeHttp:
         self.draining = draining  # true from a SIGTERM on: readiness probes must move traffic away
         # The gRPC servicer's regions (None: no region can be registered, status lists none).
         self.shared_memory = shared_memory or SharedMemory(LocalControl())
+        self.bodies = BodyReader(config.max_message_bytes, config.http_body_timeout_s)
 
     def app(self) -> web.Application:
         middlewares = [answer_errors, *([bearer_token(self.config.token)] if self.config.token else [])]
         app = web.Application(middlewares=middlewares, client_max_size=self.config.max_message_bytes)
+        app.on_cleanup.append(self._close)
         get, post = web.get, web.post
         routes = [
             get("/v2", self.server_metadata),
@@ -179,8 +195,11 @@ class KServeHttp:
                 {"model_stats": await kserve_common.ready_statistics(self.runtime, *_model(request))}
             )
 
+    async def _close(self, app: web.Application) -> None:
+        self.bodies.close()
+
     async def repository_index(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await self._body(request)
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidArgument("ready", "must be true or false")
@@ -202,7 +221,7 @@ class KServeHttp:
         return web.Response(status=200)
 
     async def _control_request(self, request: web.Request) -> tuple[str, dict]:
-        body = await _body(request)
+        body = await self._body(request)
         if not isinstance(body.get("parameters", {}), dict):
             raise InvalidArgument("parameters", "must be a JSON object")
         # (a repository parameter has no double: as ModelRepositoryParameter)
@@ -211,16 +230,23 @@ class KServeHttp:
 
     async def infer(self, request: web.Request) -> web.Response:
         name, version = _model(request)
-        body = await request.read()
+        self._admit()
+        self.bodies.refuse_early(request)
+        self.runtime.ready(name, version)  # an unknown or unready model: answered before its body is read
+        body = await self.bodies.read(request)
         header_length = request.headers.get(http_codec.HEADER_LENGTH)
-        if len(body) > PARSE_ON_LOOP_BYTES:
-            # Parsing megabytes of JSON takes ~100 ms: on a thread, the loop keeps serving meanwhile.
-            parse = functools.partial(http_codec.infer_request, body, header_length, self.shared_memory)
-            call = await asyncio.get_running_loop().run_in_executor(None, parse)
-        else:
-            call = http_codec.infer_request(body, header_length, self.shared_memory)
-        async with self.gate.call():
+        try:
+            if len(body) > PARSE_ON_LOOP_BYTES:
+                # Parsing megabytes of JSON takes ~100 ms: on a thread, the loop keeps serving meanwhile.
+                parse = functools.partial(http_codec.infer_request, body, header_length, self.shared_memory)
+                call = await asyncio.get_running_loop().run_in_executor(None, parse)
+            else:
+                call = http_codec.infer_request(body, header_length, self.shared_memory)
             in_shared_memory = kserve_shm.output_views(self.shared_memory, call.regions)
+        except ServingError as error:
+            self.runtime.refused(name, version, error)  # counted as the core counts the requests it refuses
+            raise
+        async with self.gate.call():
             inferred = await self.runtime.infer(
                 name, version, inputs=call.inputs, outputs=call.outputs, profile=call.profile
             )
@@ -236,6 +262,22 @@ class KServeHttp:
             response.enable_compression()  # tritonclient's response_compression_algorithm
         return response
 
+    def _admit(self) -> None:
+        """Refuses a request before its body is read while the server shuts down (as the gate would after)."""
+        if self.gate.closed:
+            raise ModelUnavailable("the server is shutting down; retry on another replica")
+
+    async def _body(self, request: web.Request) -> dict:
+        """A request's JSON object body ({} when empty), read once the request may proceed."""
+        self._admit()
+        text = await self.bodies.read(request)
+        if not text.strip():
+            return {}
+        document = http_codec.parse_json(text, "request")
+        if not isinstance(document, dict):
+            raise InvalidArgument("request", "must be a JSON object")
+        return document
+
     # -- Triton's shared-memory extensions ------------------------------------------------
     async def system_shm_status(self, request: web.Request) -> web.Response:
         async with self.gate.call():
@@ -244,7 +286,7 @@ class KServeHttp:
 
     async def system_shm_register(self, request: web.Request) -> web.Response:
         self.shared_memory.check_allowed()  # (Triton refuses before it reads the body)
-        body = await _body(request)
+        body = await self._body(request)
         async with self.gate.call():
             name = request.match_info.get("region", "")
             if not name:
@@ -288,14 +330,3 @@ def _refuse(why: str) -> Handler:
 
 def _model(request: web.Request) -> tuple[str, str]:
     return request.match_info.get("model", ""), request.match_info.get("version", "")
-
-
-async def _body(request: web.Request) -> dict:
-    """A request's JSON object body ({} when empty)."""
-    text = await request.read()
-    if not text.strip():
-        return {}
-    document = http_codec.parse_json(text, "request")
-    if not isinstance(document, dict):
-        raise InvalidArgument("request", "must be a JSON object")
-    return document

@@ -15,6 +15,7 @@ from graphgen_server.core.api import Inferred, OutputTensor, Timings
 from graphgen_server.core.errors import NotFound, QueueFull
 from graphgen_server.core.requests import to_array
 from graphgen_server.frontends.gate import CallGate
+from graphgen_server.frontends.http_listener import runner_options
 from graphgen_server.frontends.http_routes import KServeHttp
 from graphgen_server.tensors import TensorInfo
 
@@ -57,6 +58,9 @@ class FakeRuntime:
             self.find(name, version)  # (raises for an unknown model)
         return []
 
+    def refused(self, name: str, version: str, error: BaseException) -> None:
+        self.seen.append(("refused", name, version, type(error).__name__))
+
     async def classify(self, *args, **kwargs):
         raise AssertionError("REST has no Classify")
 
@@ -72,7 +76,9 @@ def run(requests, runtime: FakeRuntime | None = None, gate: CallGate | None = No
     async def go():
         config = ServerConfig(repository=".", max_message_bytes=1024)
         app = KServeHttp(runtime, gate or CallGate(), config).app()  # type: ignore[arg-type]
-        async with TestClient(TestServer(app)) as client:
+        server = TestServer(app)
+        await server.start_server(**runner_options())  # as graphgen's listener runs it (TestServer drops kwargs)
+        async with TestClient(server) as client:
             out = []
             for method, path, body, *headers in requests:
                 response = await client.request(method, path, data=body, headers=headers[0] if headers else None)
@@ -124,7 +130,7 @@ def test_ready_is_a_status_code():
         ("POST", "/v2/models/m/versions/1/generate_stream", 501, "generate"),
         ("GET", "/v3/anything", 404, "no endpoint /v3/anything"),
         ("DELETE", "/v2/models/m", 405, "Method Not Allowed"),
-        ("POST", "/v2/models/m/infer", 413, "Request Entity Too Large"),  # over max_message_bytes
+        ("POST", "/v2/models/m/infer", 413, "over the server's limit of 1024 bytes"),  # max_message_bytes
     ],
 )
 def test_what_is_not_served_says_why(method, path, status, words):
@@ -154,7 +160,8 @@ def test_infer_hands_the_runtime_its_types_and_writes_json_and_binary_outputs():
         [("POST", "/v2/models/m/versions/2/infer", header + x.tobytes(), headers)], runtime
     )
     assert status == 200
-    ((_, name, version, inputs, outputs, profile),) = seen
+    ((_, name, version, inputs, outputs, profile),) = [call for call in seen if call[0] == "infer"]
+    assert seen[0] == ("m", "2")  # the model was found ready before the body was read
     assert (name, version, profile.wanted) == ("m", "2", False)
     assert [(t.name, t.field) for t in inputs] == [("x", "inputs[0]")]
     np.testing.assert_array_equal(to_array(inputs[0]), x)

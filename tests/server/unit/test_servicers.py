@@ -59,6 +59,9 @@ class FakeRuntime:
     async def statistics(self, name: str = "", version: str = "") -> list:
         return [self.find(name, version)] if name else []
 
+    def refused(self, name: str, version: str, error: BaseException) -> None:
+        self.calls.append(("refused", (name, version, type(error).__name__), {}))
+
     async def classify(self, *args, **kwargs):
         return await self._answer("classify", args, kwargs)
 
