@@ -204,6 +204,9 @@ class GraphgenServer:
             await asyncio.sleep(min(LINGER_S, self.config.grace_s))
         else:
             log.warning("grace period over: cancelling %d calls still in flight", self.gate.in_flight)
+        # The listener closes under gRPC's poller, which may log "Closing acceptor. Failed accept4:
+        # Invalid argument" (an error line of gRPC's, expected: README, "Stopping without failed calls").
+        log.info("closing the gRPC port and its connections before gRPC's stop (new calls go elsewhere)")
         disconnect_port(self.port)
         await self.server.stop(0)
         for listener in (self.http, self.metrics):
