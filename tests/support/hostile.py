@@ -36,11 +36,37 @@ def gzip_bomb(inflated_bytes: int, encoding: str = "gzip") -> bytes:
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident memory of a process now (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    """Resident memory of a process and of its descendants now (graphgen-server's front-end
+    processes are children of the one started), from Linux's /proc."""
+    return sum(_own_rss(p) for p in [pid, *_descendants(pid)])
+
+
+def _own_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:  # exited meanwhile
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])  # (the name, in parentheses, may hold spaces)
+            parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
 
 
 @dataclass

@@ -81,11 +81,10 @@ def test_each_refusal_counts_once_with_its_reason_on_both_protocols(repository):
                 except Aborted as refused:
                     statuses.append(refused.code)
             page = await (await scraper.get("/metrics")).text()
-        return statuses, page
+        return statuses, page, (await kserve_common.statistics(runtime, "tiny", "1"))[0]
 
     try:
-        statuses, page = asyncio.run(go())
-        stats = kserve_common.statistics(runtime, "tiny", "1")[0]
+        statuses, page, stats = asyncio.run(go())
     finally:
         asyncio.run(runtime.close())
     assert [s[0] if isinstance(s, tuple) else s for s in statuses] == [

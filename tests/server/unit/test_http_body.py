@@ -94,6 +94,28 @@ def test_a_bomb_is_refused_413_once_the_inflated_body_passes_the_limit_and_nothi
     assert not [call for call in seen if call[0] in ("infer", "refused")]  # never parsed, never run
 
 
+def test_a_bomb_is_refused_having_held_a_few_pieces_not_the_limit(monkeypatch):
+    import tracemalloc
+
+    from graphgen_server.frontends import http_body
+    from graphgen_server.frontends.http_body import BodyRefused
+
+    monkeypatch.setattr(http_body, "PIECE", PIECE := 1 << 20)  # (8 MiB served: a 32 MiB limit would not show it)
+    reader = BodyReader(limit=32 << 20, timeout_s=10)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyRefused) as refused:
+            reader._inflate(BOMB, "gzip")  # 64 MiB of zeros: twice the limit
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        reader.close()
+    assert refused.value.status == 413
+    assert peak < 4 * PIECE, f"inflating a bomb held {peak / 2**20:.1f} MiB"
+    honest = _compress(bytes(20 << 20), GZIP)
+    assert reader._inflate(honest, "gzip") == bytes(20 << 20)  # within the limit: kept whole
+
+
 def test_without_the_token_a_bomb_is_refused_401_and_never_inflated(monkeypatch):
     monkeypatch.setattr(BodyReader, "_inflate", lambda *args: pytest.fail("a body inflated before the token check"))
 
