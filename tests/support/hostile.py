@@ -8,6 +8,7 @@ stalls makes a test fail, never hang.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import socket
 import struct
 import threading
@@ -35,10 +36,10 @@ def gzip_bomb(inflated_bytes: int, encoding: str = "gzip") -> bytes:
     return b"".join([*pieces, compressor.flush()])
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process and of its descendants now (graphgen-server's front-end
-    processes are children of the one started), from Linux's /proc."""
-    return sum(_own_rss(p) for p in [pid, *_descendants(pid)])
+def rss_bytes(pid: int, children: bool = True) -> int:
+    """Resident memory of a process now, and of its descendants unless ``children`` is false
+    (graphgen-server's front-end processes are children of the one started), from Linux's /proc."""
+    return sum(_own_rss(p) for p in [pid, *(descendants(pid) if children else [])])
 
 
 def _own_rss(pid: int) -> int:
@@ -51,7 +52,8 @@ def _own_rss(pid: int) -> int:
     return 0
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """The processes started by ``pid``, and by them, now."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -207,8 +209,12 @@ def grpc_raw_call(
 
 @dataclass
 class HealthPoller:
-    """Asks gRPC health and HTTP ``/v2/health/live`` every ``every_s`` until stopped, each on its own
-    thread, and keeps how long every answer took (a failed or late answer counts as ``inf``)."""
+    """Asks gRPC health and HTTP ``/v2/health/live`` every ``every_s`` until stopped, and keeps how long
+    every answer took (a failed or late answer counts as ``inf``).
+
+    The asking runs in a process of its own (spawned: gRPC's threads do not survive a fork), so the
+    test's own threads (bomb senders, raw HTTP/2 framing in Python) cannot delay it through this
+    process's GIL: the times are the server's."""
 
     grpc_address: str
     http_port: int
@@ -217,45 +223,62 @@ class HealthPoller:
     grpc_s: list[float] = field(default_factory=list)
     http_s: list[float] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._poll, args=(kind,), daemon=True) for kind in ("grpc", "http")]
-
     def __enter__(self) -> HealthPoller:
-        for thread in self._threads:
-            thread.start()
+        context = multiprocessing.get_context("spawn")
+        self._stop, self._started, self._results = context.Event(), context.Event(), context.Queue()
+        args = (self.grpc_address, self.http_port, self.every_s, self.limit_s, self._stop, self._started, self._results)
+        self._process = context.Process(target=_poll_health, args=args, daemon=True)
+        self._process.start()
+        if not self._started.wait(60):
+            self._process.kill()
+            raise RuntimeError("the health poller did not start")
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(self.limit_s + 1)
-
-    def _poll(self, kind: str) -> None:
-        channel = grpc.insecure_channel(self.grpc_address) if kind == "grpc" else None
         try:
-            while not self._stop.is_set():
-                start = time.monotonic()
-                ok = self._ask_grpc(channel) if channel is not None else self._ask_http()
-                took = time.monotonic() - start
-                (self.grpc_s if kind == "grpc" else self.http_s).append(took if ok else float("inf"))
-                self._stop.wait(max(0.0, self.every_s - took))
+            self.grpc_s, self.http_s = self._results.get(timeout=self.limit_s + 30)
         finally:
-            if channel is not None:
-                channel.close()
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
 
-    def _ask_grpc(self, channel: grpc.Channel) -> bool:
-        stub = health_pb2_grpc.HealthStub(channel)
+
+def _poll_health(grpc_address, http_port, every_s, limit_s, stop, started, results) -> None:
+    times: dict[str, list[float]] = {"grpc": [], "http": []}
+    channel = grpc.insecure_channel(grpc_address)
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    def ask_grpc() -> bool:
         try:
-            stub.Check(health_pb2.HealthCheckRequest(service="live"), timeout=self.limit_s)
+            stub.Check(health_pb2.HealthCheckRequest(service="live"), timeout=limit_s)
         except grpc.RpcError:
             return False
         return True
 
-    def _ask_http(self) -> bool:
-        url = f"http://127.0.0.1:{self.http_port}/v2/health/live"
+    def ask_http() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=self.limit_s) as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=limit_s) as answer:
                 return answer.status == 200
         except OSError:
             return False
+
+    def poll(kind: str, ask) -> None:
+        while not stop.is_set():
+            begun = time.monotonic()
+            ok = ask()
+            took = time.monotonic() - begun
+            times[kind].append(took if ok else float("inf"))
+            stop.wait(max(0.0, every_s - took))
+
+    ask_grpc(), ask_http()  # connected and warm before the first timed answer
+    threads = [
+        threading.Thread(target=poll, args=(kind, ask)) for kind, ask in (("grpc", ask_grpc), ("http", ask_http))
+    ]
+    for thread in threads:
+        thread.start()
+    started.set()
+    for thread in threads:
+        thread.join()
+    channel.close()
+    results.put((times["grpc"], times["http"]))
