@@ -103,10 +103,9 @@ def nested(draw) -> bytes:
 @st.composite
 def binary_extension(draw) -> tuple[bytes, dict[str, str]]:
     claimed = draw(st.integers(-5, 20000))
-    header = json.dumps(
-        {"inputs": [{"name": "input", "datatype": draw(st.sampled_from(["FP32", "FP16", "BYTES", "UINT8"])),
-                     "shape": list(SHAPE), "parameters": {"binary_data_size": claimed}}]}
-    ).encode()  # fmt: skip
+    datatype = draw(st.sampled_from(["FP32", "FP16", "BYTES", "UINT8"]))
+    tensor = {"name": "input", "datatype": datatype, "shape": list(SHAPE), "parameters": {"binary_data_size": claimed}}
+    header = json.dumps({"inputs": [tensor]}).encode()
     data = draw(st.binary(max_size=13000))
     length = draw(st.sampled_from([str(len(header)), str(len(header) + 3), "0", "-1", "x", str(len(header) * 9)]))
     return header + data, {"Inference-Header-Content-Length": length}
