@@ -350,7 +350,7 @@ def default_frontends(config: ServerConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from graphgen_server.app import BindError, run_loop, serve
     from graphgen_server.core.providers import DeviceError
-    from graphgen_server.frontends.security import SecurityError
+    from graphgen_server.frontends.security import SecurityError, server_credentials
     from graphgen_server.repository.layout import RepositoryError
     from graphgen_server.supervisor import supervise
 
@@ -360,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = config_from_args(args)
+        # TLS files are read here, before the supervisor probes any port: a missing certificate is
+        # reported as such, never hidden behind a busy default port.
+        server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         frontends = args.frontends or default_frontends(config)
         if frontends > 1:
             return run_loop(supervise(dataclasses.replace(config, frontends=frontends), args.log_level))

@@ -4,6 +4,7 @@ the token never reaches the log, and the server warns where it listens beyond lo
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -208,7 +209,12 @@ def _server(*args: str) -> subprocess.CompletedProcess:
 def test_unusable_security_settings_stop_with_exit_2(repository, pki, args, message):
     (pki / "empty").write_text("\n")
     (pki / "two").write_text("one two\n")
-    done = _server("--repository", str(repository), "--port", "0", *(a.format(pki=pki) for a in args))
+    with socket.socket() as taken:  # the settings are judged before any port: a busy one does not hide them
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        ports = ["--port", busy, "--http-port", busy, "--metrics-port", busy]
+        done = _server("--repository", str(repository), *ports, *(a.format(pki=pki) for a in args))
     assert done.returncode == 2 and message.format(pki=pki) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
