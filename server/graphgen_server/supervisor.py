@@ -231,7 +231,14 @@ class Supervisor:
     def _forward(self, sig: int) -> None:
         """Pass SIGTERM/SIGINT on to every front-end (a second one too: it ends their pre-stop delay)."""
         if not self._stopping.is_set():
-            log.info("%s: stopping %d front-end process(es)", signal.Signals(sig).name, len(self.frontends))
+            # Said here, before any front-end closes its gRPC port: the others log warnings only, and
+            # gRPC's error line for each closed port must not come unexplained (README).
+            log.info(
+                "%s: stopping %d front-end process(es); each closes its gRPC port and its connections before "
+                "gRPC's stop",
+                signal.Signals(sig).name,
+                len(self.frontends),
+            )
             self._spawn(self._kill_late())
         self._stopping.set()
         for frontend in self.frontends.values():

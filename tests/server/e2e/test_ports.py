@@ -70,8 +70,9 @@ def test_chosen_ports_are_printed_one_per_line(repository):
     assert f"HTTP/REST on 127.0.0.1:{ports['http_port']}" in log
     # gRPC's "Closing acceptor. Failed accept4" error line (most stops) comes after graphgen says why (issue 20).
     lines = log.splitlines()
-    said = [i for i, line in enumerate(lines) if "closing the gRPC port and its connections before gRPC's stop" in line]
-    assert len(said) == 1 and all(i > said[0] for i, line in enumerate(lines) if "Closing acceptor" in line)
+    # (With several front-ends the supervisor says it once before any of them closes its port.)
+    said = [i for i, line in enumerate(lines) if "gRPC port and its connections before gRPC's stop" in line]
+    assert said and all(i > said[0] for i, line in enumerate(lines) if "Closing acceptor" in line), log
     readme = " ".join((Path(__file__).parents[3] / "README.md").read_text().split())
     assert "Closing acceptor. Failed accept4: Invalid argument` on most stops" in readme
 
