@@ -225,24 +225,71 @@ def load_version(
             f"front-end {server.frontend_index} of {server.frontends} runs {len(here)} of the server's "
             f"{len(everywhere)} instance(s)" + (" (one per front-end)" if len(everywhere) > len(plan.groups) else "")
         )
-    threads = 0
-    if not server.intra_op_threads and INTRA_OP_PARAMETER not in config.parameters:
-        # onnxruntime's default is a thread per core of the machine, not of the container: the
-        # instances of every front-end process, which run at once, share the CPUs instead.
-        cpus = available_cpus()
-        threads = threads_per_instance(cpus / server.frontends, len(here))
-        shared = f" / {server.frontends} front-ends" if server.frontends > 1 else ""
-        notes.append(f"{threads} intra-op thread(s) per instance ({cpus:g} CPUs{shared} / {len(here)} instance(s))")
-    make_options = functools.partial(make_session_options, server, settings, threads)
+    derive = not server.intra_op_threads and INTRA_OP_PARAMETER not in config.parameters
+    cpus = available_cpus()
+    # onnxruntime's default is a thread per core of the machine, not of the container: the
+    # instances share the CPUs the process may use instead. A front-end's instances get all of
+    # them: every call of one connection reaches the same front-end (SO_REUSEPORT balances
+    # connections, and tritonclient and perf_analyzer hold one for up to 6 clients), so dividing the
+    # CPUs among front-ends would leave such a client a fraction of the machine on a large model.
+    threads = threads_per_instance(cpus, len(here)) if derive else 0
+    instances = _instances(path, here, _options(server, settings, threads), server, notes)
+    try:
+        shared = threads_per_instance(cpus / server.frontends, len(here))
+        if derive and shared < threads and _fast(instances[0]):
+            # A run that short gains nothing from a thread pool whose hand-offs cost as much as the
+            # run, and every front-end runs its own at once: the CPUs are divided among them instead.
+            _close(instances)
+            threads = shared
+            instances = _instances(path, here, _options(server, settings, threads), server, [])
+            notes.append(
+                f"{threads} intra-op thread(s) per instance ({cpus:g} CPUs / {server.frontends} front-ends / "
+                f"{len(here)} instance(s): runs under {INLINE_RUN_S * 1e3:g} ms)"
+            )
+        elif derive:
+            alone = " (each front-end's)" if server.frontends > 1 else ""
+            notes.append(f"{threads} intra-op thread(s) per instance ({cpus:g} CPUs{alone} / {len(here)} instance(s))")
+        options = _options(server, settings, threads)
+        return _loaded(file, settings, server, choice, instances, everywhere, options, notes)
+    except BaseException:
+        _close(instances)  # their CUDA streams are not left behind
+        raise
+
+
+def _options(server: ServerConfig, settings: ReadConfig, threads: int) -> functools.partial[ort.SessionOptions]:
+    return functools.partial(make_session_options, server, settings, threads)
+
+
+def _instances(path, here: list[Planned], make_options, server: ServerConfig, notes: list[str]) -> list[Instance]:
+    """A session for each instance planned in this process (those made are closed if one fails)."""
     instances: list[Instance] = []
     try:
         for instance_name, kind, gpu, chosen in here:
             instances.append(_instance(path, make_options, instance_name, kind, gpu, chosen, server, notes))
-        return _loaded(file, settings, server, choice, instances, everywhere, make_options, notes)
     except BaseException:
-        for instance in instances:  # their CUDA streams are not left behind
-            instance.close()
+        _close(instances)
         raise
+    return instances
+
+
+def _close(instances: list[Instance]) -> None:
+    for instance in instances:
+        instance.close()
+
+
+def _fast(first: Instance) -> bool:
+    """Whether ``first``, on the CPU, runs one row within INLINE_RUN_S (the fastest of a few runs)."""
+    if providers.CUDA in map(providers.provider_name, first.providers):
+        return False
+    inputs = [TensorInfo.from_ort(a) for a in first.session.get_inputs()]
+    feeds = {t.name: np.zeros([d or 1 for d in t.shape], t.dtype) for t in inputs}
+    first.session.run(None, feeds)  # (first-run allocations)
+    fastest = float("inf")
+    for _ in range(TIMED_WARMUP_RUNS):
+        start = time.perf_counter()
+        first.session.run(None, feeds)
+        fastest = min(fastest, time.perf_counter() - start)
+    return fastest <= INLINE_RUN_S
 
 
 def _instance(

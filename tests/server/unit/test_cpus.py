@@ -130,3 +130,19 @@ def test_the_flag_and_config_pbtxt_set_the_threads_themselves(tmp_path, monkeypa
     assert _session_threads(tmp_path) == [1, 1, 1]
     (tmp_path / "tiny" / "config.pbtxt").write_text("instance_group { count: 3 kind: KIND_CPU }\n")
     assert _session_threads(tmp_path) == [2, 2, 2]  # 8 CPUs / 3 instances, rounded down
+
+
+@pytest.mark.parametrize(
+    ("run_limit_s", "threads", "note"), [(1.0, 4, "/ 2 front-ends /"), (0.0, 8, "each front-end's")]
+)
+def test_a_front_end_divides_the_cpus_only_for_runs_too_short_to_use_them(
+    tiny_repository, monkeypatch, caplog, run_limit_s, threads, note
+):
+    """One connection's calls all reach one front-end: a model slower than INLINE_RUN_S gets every CPU
+    in each (here 0 s: every model is slow); a faster one gets its share of the front-ends'."""
+    monkeypatch.setattr(loaded, "available_cpus", lambda: 8.0)
+    monkeypatch.setattr(loaded, "INLINE_RUN_S", run_limit_s)
+    with caplog.at_level("INFO", logger="graphgen_server"):
+        found = _session_threads(tiny_repository, frontends=2, frontend_index=0)
+    assert found == [threads]  # Triton's two CPU instances dealt out: one in this front-end
+    assert f"{threads} intra-op thread(s) per instance" in caplog.text and note in caplog.text
