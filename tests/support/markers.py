@@ -7,6 +7,7 @@ fix the rule or move the test under an ``e2e`` folder). ``make test-fast`` desel
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import subprocess
@@ -38,8 +39,18 @@ def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 
 def _ours(function: Callable[..., Any]) -> bool:
     """Code of this repository (tests, bench, the packages), not of a library in the environment."""
-    filename = Path(getattr(getattr(function, "__code__", None), "co_filename", "/"))
+    return _our_file(getattr(getattr(function, "__code__", None), "co_filename", "/"))
+
+
+@functools.cache
+def _our_file(name: str) -> bool:
+    filename = Path(name)
     return filename.is_relative_to(ROOT) and ".venv" not in filename.relative_to(ROOT).parts
+
+
+# Verdicts on the functions asked about (tests, fixtures): a parametrized test or a shared fixture is
+# asked once per item, and walking what it calls each time took seconds of every collection.
+_verdicts: dict[types.CodeType, bool] = {}
 
 
 def names_a_server(function: object, seen: set[types.CodeType] | None = None) -> bool:
@@ -53,7 +64,10 @@ def names_a_server(function: object, seen: set[types.CodeType] | None = None) ->
     code = getattr(function, "__code__", None)
     if code is None or not _ours(function):  # type: ignore[arg-type]
         return False
-    seen = set() if seen is None else seen
+    if seen is None:
+        if code not in _verdicts:
+            _verdicts[code] = names_a_server(function, set())
+        return _verdicts[code]
     if code in seen:
         return False
     seen.add(code)
