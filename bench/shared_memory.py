@@ -34,18 +34,15 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
 import onnx
+from dataplane import served, tree_cpu_s  # (bench/, the script's own folder, is on sys.path)
 from onnx import TensorProto, helper
 
 from graphgen.build import BuildOptions, build, save
 from graphgen_client.local import LocalServer
-from graphgen_protos import kserve_v2_pb2 as pb
-from graphgen_protos import kserve_v2_pb2_grpc
 
 BATCH, SIDE = 8, 224
 WAYS = ("in-request", "shared memory")
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -72,35 +69,6 @@ def write_pool(path: Path) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, path)
-
-
-def tree_cpu_s(root: int) -> float:
-    """utime+stime of ``root`` and its live descendants, in seconds (front-end processes included)."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-        tree.update(children)
-        frontier += children
-    return sum(times.get(pid, 0.0) for pid in tree)
-
-
-def served(address: str, model: str) -> int:
-    """Successful requests the server's ModelStatistics counts for ``model``."""
-    with grpc.insecure_channel(address) as channel:
-        stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
-        response = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=30)
-    return sum(s.inference_stats.success.count for s in response.model_stats)
 
 
 def perf_analyzer(
