@@ -7,7 +7,9 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # pytest-xdist workers for make test and make test-fast (0: one process, as a plain `pytest` runs).
 WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
+# A worker that dies (the kernel's OOM killer, a crash in a library) fails the run at once: replaced,
+# pytest-xdist 3.8.0's loadgroup scheduling can wait forever at the end (pytest-xdist #1378).
+PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --max-worker-restart 0
 
 .PHONY: demo test test-fast lint typecheck bench clean gpu-check
 
