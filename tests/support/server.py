@@ -8,6 +8,9 @@ within a bound (:class:`graphgen_client.local.LocalServer`), so no test leaves a
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -160,3 +163,22 @@ def as_sent(method: str, answer):
                 kind = message_factory.GetMessageClass(service.methods_by_name[method].output_type)
                 return kind.FromString(answer.SerializeToString())
     raise LookupError(f"no method {method!r}")
+
+
+SIGTERM_TRIALS = Path(__file__).parents[1] / "server" / "e2e" / "sigterm_trials.py"
+
+
+def sigterm_trials(
+    repository: Path, model: str, size: int, trials: int, *server_args: str
+) -> tuple[list[dict], dict[str, int]]:
+    """tests/server/e2e/sigterm_trials.py in a process of its own (tritonclient's protos cannot share
+    this one): each trial's result, and the calls' outcomes counted over every trial."""
+    command = [sys.executable, str(SIGTERM_TRIALS), str(repository), model, str(size), str(trials), *server_args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    totals: dict[str, int] = {}
+    for result in results:
+        for outcome, count in result["counts"].items():
+            totals[outcome] = totals.get(outcome, 0) + count
+    return results, totals

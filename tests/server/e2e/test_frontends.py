@@ -27,11 +27,10 @@ import pytest
 
 from graphgen_protos import kserve_v2_pb2 as pb
 from graphgen_protos import kserve_v2_pb2_grpc
-from tests.support.server import ServerProcess, add_tiny_model, child_pids, connections_to
+from tests.support.server import ServerProcess, add_tiny_model, child_pids, connections_to, sigterm_trials
 
 FRONTENDS = ["--frontends", "2", "--device", "cpu"]
 CHANNELS = 16  # separate connections: the kernel spreads them over both front-ends
-TRIALS_SCRIPT = Path(__file__).with_name("sigterm_trials.py")
 
 
 @pytest.fixture(scope="module")
@@ -241,18 +240,7 @@ def test_chosen_ports_are_printed_once_and_sigterm_stops_every_frontend(reposito
 @pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None, reason="tritonclient not installed")
 def test_sigterm_under_16_looping_clients_ends_no_call_cancelled(repository):
     trials = 3
-    done = subprocess.run(
-        [sys.executable, str(TRIALS_SCRIPT), str(repository), "tiny", "32", str(trials), *FRONTENDS],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout)
-    totals: dict[str, int] = {}
-    for result in results:
-        for outcome, count in result["counts"].items():
-            totals[outcome] = totals.get(outcome, 0) + count
+    results, totals = sigterm_trials(repository, "tiny", 32, trials, *FRONTENDS)
     print(f"{trials} SIGTERM trials, 2 front-ends, 16 tritonclient loops: {totals}")
     assert all(r["returncode"] == 0 for r in results), results
     assert all(outcome == "OK" or outcome.startswith("UNAVAILABLE") for outcome in totals), totals

@@ -8,15 +8,11 @@ while calls are still answered for that long.
 from __future__ import annotations
 
 import importlib.util
-import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -25,9 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from graphgen_protos import classifier_pb2 as cpb
 from graphgen_protos import classifier_pb2_grpc
-from tests.support.server import ServerProcess, add_model, add_tiny_model
+from tests.support.server import ServerProcess, add_model, add_tiny_model, sigterm_trials
 
-TRIALS_SCRIPT = Path(__file__).with_name("sigterm_trials.py")
 CLIENTS = 8
 CALLS_PER_CLIENT = 200  # bounds the load loop
 SIZE = 160
@@ -116,18 +111,7 @@ def test_sigterm_under_16_tritonclient_loops_ends_no_call_cancelled(repository):
     Before the fix (gRPC's stop with calls still arriving) 1 to 16 calls per trial ended CANCELLED.
     """
     trials = 10
-    done = subprocess.run(
-        [sys.executable, str(TRIALS_SCRIPT), str(repository), "lite", str(SIZE), str(trials), "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout)
-    totals: dict[str, int] = {}
-    for result in results:
-        for outcome, count in result["counts"].items():
-            totals[outcome] = totals.get(outcome, 0) + count
+    results, totals = sigterm_trials(repository, "lite", SIZE, trials, "--device", "cpu")
     print(f"{trials} SIGTERM trials under 16 tritonclient loops: {totals}")
     assert len(results) == trials
     assert all(r["returncode"] == 0 for r in results), results
