@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.heavy import is_heavy, taking_turns
 from tests.support.markers import covers_the_registry, names_a_server, refusing_servers
 
 # torch's threads in the tests that run a torch reference: both cores, or one per pytest-xdist worker
@@ -95,14 +94,6 @@ def _test(item: pytest.Item) -> tuple[str, str]:
 def _parameters(item: pytest.Item) -> dict[str, object]:
     callspec = getattr(item, "callspec", None)
     return dict(callspec.params) if callspec is not None else {}
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
-    if not is_heavy(_parameters(item).values()):
-        return (yield)
-    with taking_turns():  # setup, call and teardown: the model lives through all three
-        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
