@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 WORKERS ?= 2
 # A worker that dies (the kernel's OOM killer, a crash in a library) fails the run at once: replaced,
 # pytest-xdist 3.8.0's loadgroup scheduling can wait forever at the end (pytest-xdist #1378).
-PYTEST = $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --max-worker-restart 0
+PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --max-worker-restart 0
 
 .PHONY: demo test test-fast lint typecheck bench clean gpu-check
 
@@ -30,10 +30,6 @@ $(VENV)/.chromium: | $(BIN)/python
 	@if command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
 	then touch $@; else echo "chromium could not be installed: tests/builder/test_netron_browser.py will be skipped"; fi
 
-# make test runs in one process (make test WORKERS=2 for two): its registry sweeps and the rest of the
-# suite each reached 12-14 GB in a worker, and two workers ran this 24 GiB machine out of memory in
-# three runs of five.
-test: WORKERS = 0
 test: $(VENV)/.installed-test $(VENV)/.chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy
