@@ -85,11 +85,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         in_the_zoo = ZOO_FOLDER in item.path.relative_to(config.rootpath).parents
         if in_the_zoo or any((*_test(item), argument) in sweeps for argument in _parameters(item)):
             item.add_marker(pytest.mark.zoo)
-            if item.get_closest_marker("e2e") is None:
-                # The sweeps run on one worker, the rest of the suite on the other: a sweep's test holds
-                # a full-size model several times over (up to 13 GB measured), and two at once, one
-                # on each worker, took this 24 GiB machine to the OOM killer twice.
-                item.add_marker(pytest.mark.xdist_group("zoo"))
 
 
 def _test(item: pytest.Item) -> tuple[str, str]:
