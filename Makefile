@@ -9,9 +9,9 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 WORKERS ?= 2
 # A worker that dies (the kernel's OOM killer, a crash in a library) fails the run at once: replaced,
 # pytest-xdist 3.8.0's loadgroup scheduling can wait forever at the end (pytest-xdist #1378).
-# Two malloc arenas: with glibc's default (8 per core) the test processes kept the memory of the
-# sweeps' full-size models after each test (12-14 GB per worker, out of memory on 24 GiB); with two
-# they return to 3-4 GB after each peak.
+# Two malloc arenas (glibc's default is 8 per core): fewer heaps to hold freed memory. After a test
+# that grew its process, tests/conftest.py hands the freed memory back (tests/support/memory.py):
+# without that a worker kept 10-14 GB and two ran the 24 GiB machine out of memory.
 PYTEST = MALLOC_ARENA_MAX=2 $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --max-worker-restart 0
 
 .PHONY: demo test test-fast lint typecheck bench clean gpu-check

@@ -18,7 +18,8 @@ Markers (registered in pyproject.toml; ``make test-fast`` runs ``-m "not e2e and
 - ``gpu``: needs a CUDA device; set by hand on those tests (they skip without one).
 
 ``make test`` and ``make test-fast`` run on both cores (pytest-xdist ``-n 2 --dist loadgroup``): the
-sweeps' items spread over the workers, each module of end-to-end tests stays on one.
+sweeps' items spread over the workers, each module of end-to-end tests stays on one. After a test
+that grew its process, the process hands the memory it freed back (tests/support/memory.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import pytest
 
 from tests.support.markers import covers_the_registry, names_a_server, refusing_servers
+from tests.support.memory import returning_freed_memory
 
 # torch's threads in the tests that run a torch reference: both cores, or one per pytest-xdist worker
 # (two workers on two cores each spinning two threads only contend).
@@ -94,6 +96,13 @@ def _test(item: pytest.Item) -> tuple[str, str]:
 def _parameters(item: pytest.Item) -> dict[str, object]:
     callspec = getattr(item, "callspec", None)
     return dict(callspec.params) if callspec is not None else {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    # the full-size models' tests left 10-14 GB per worker behind them (tests/support/memory.py)
+    with returning_freed_memory():
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
