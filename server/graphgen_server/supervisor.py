@@ -121,6 +121,8 @@ class Supervisor:
             loop.add_signal_handler(sig, self._forward, sig)
         try:
             for index in range(config.frontends):
+                if self._stopping.is_set():  # a signal came meanwhile: start no more
+                    break
                 await self._start(index)
             counts = await self._started()
         finally:
@@ -161,6 +163,11 @@ class Supervisor:
         process.stdin.close()
         frontend = Frontend(index, process, time.monotonic(), asyncio.get_running_loop().create_future())
         self.frontends[index] = frontend
+        if self._stopping.is_set():
+            # A signal came while it was being started, and was passed on to the front-ends known then:
+            # this one must stop too (else it serves on until _kill_late kills it).
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         self._spawn(self.hub.serve(index, parent))
         self._spawn(self._watch(frontend))
 
