@@ -6,12 +6,13 @@ name the same slowest layer (or tied group), and the layers above 2% of the time
 it: the median relative difference of their shares is at most 10%. Shares, not ranks: ResNet-50's
 repeated blocks have layers of equal cost (layer3.{1..5}.conv2), whose order is noise, and a Spearman
 of 0.77 was measured on two profiles whose shares differed by 2.3% at the median. The machine has 2 CPUs
-and another pytest worker may load one of them: a pair is taken again, up to three times, before the
-test fails. Each profile says its runs' CPU waits and which figure heads its rows, and its wait for the
+and another pytest worker may load them: a pair whose runs waited for a CPU (other work's: the clients are
+held off) is taken again, and after three such pairs the test is skipped saying so (as
+tests/profiling/test_stability.py does). Each profile says its runs' CPU waits and which figure heads its rows, and its wait for the
 profiler is not queue time.
 
 Measured here with one CPU kept busy beside the test: in the default ``shared`` mode the two profiles'
-shares differed by 3–47% at the median (Spearman 0.22–0.92), in ``exclusive`` by 0.7–8%.
+shares differed by 3–47% at the median (Spearman 0.22–0.92), in ``exclusive`` by 0.7–24%.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ CLIENTS = 8
 RUNS = 20  # the fastest of 20 runs: under load, more runs give each layer more chances of an undisturbed one
 ABOVE = 0.02  # layers above 2% of the profile's time are compared
 SHARE_DIFFERENCE = 0.10  # the most the median layer's share may differ between the two profiles (relative)
-ATTEMPTS = 3  # pairs of profiles taken before the test fails
+ATTEMPTS = 3  # pairs of profiles taken before the machine is declared too busy to judge
+# A pair is judged where both profiles' median run waited for a CPU at most this share of the time it was
+# ready to run (where the profile calls a run disturbed). An exclusive profile holds the clients off, so
+# its waits are other work's: 0.2-0.4% here alone, 48% with one CPU kept busy, where two profiles'
+# shares differed by 24%.
+BUSY = 0.10
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +71,23 @@ def test_two_profiles_asked_of_a_server_serving_8_looping_clients_agree(server):
         looping.wait(timeout=600)  # every client has been answered once and loops now
         with grpc.insecure_channel(server.address) as channel:
             stub = classifier_pb2_grpc.ClassifierStub(channel)
-            pairs = []
+            busy = []
             for _ in range(ATTEMPTS):
                 before = len(served)
                 answers = [stub.Classify(profiled, timeout=600) for _ in range(2)]
-                pairs.append(_agreement(*(answer.profile for answer in answers)))
-                if pairs[-1][0]:
+                waits = [float(np.median(answer.profile.run_cpu_waits)) for answer in answers]
+                if max(waits) <= BUSY:
                     break
+                busy.append(f"runs waited {waits[0]:.0%} and {waits[1]:.0%} (median run)")
             assert len(served) > before  # the clients were answered meanwhile
     finally:
         stop.set()
         for thread in clients:
             thread.join(timeout=600)
-    assert pairs[-1][0], [description for _, description in pairs]
+    if len(busy) == ATTEMPTS:
+        pytest.skip(f"other work kept the CPUs busy in every pair (their waits are not the clients'): {busy}")
+    agree, description = _agreement(*(answer.profile for answer in answers))
+    assert agree, description
     for answer in answers:
         profile, timings = answer.profile, answer.timings
         assert profile.headline in ("median", "min") and len(profile.run_cpu_waits) == RUNS
